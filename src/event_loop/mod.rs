@@ -1,0 +1,949 @@
+//! The event loop: asyncio's `BaseSelectorEventLoop` on mio.
+//!
+//! [`EventLoop`] owns the loop and closes it when dropped; [`LoopHandle`] is
+//! the cheap, clonable, `!Send` handle that callbacks, transports and tasks
+//! hold (DESIGN.md D1). Every method of `LoopHandle` may be called from
+//! inside any callback (D2): no borrow of the loop's state is held while
+//! user code runs.
+//!
+//! # One iteration
+//!
+//! [`run_forever`](LoopHandle::run_forever) repeats one iteration until
+//! [`stop`](LoopHandle::stop) is called; an iteration is asyncio's
+//! `_run_once`:
+//!
+//! 1. Drop cancelled timers: pop them off the heap's head, or rebuild the
+//!    heap when more than half of more than 100 timers are cancelled.
+//! 2. Compute the poll timeout: zero if callbacks are ready, the loop is
+//!    stopping, or another thread queued something; else until the first
+//!    timer (at most 24 hours); else forever.
+//! 3. Poll, and queue a ready item for each I/O event.
+//! 4. Queue what other threads sent ([`Remote`]) and the tasks they woke.
+//! 5. Queue the callbacks of due timers (due means `when <= now`: a timer
+//!    never fires early).
+//! 6. Run exactly the items that are queued now, in FIFO order. What they
+//!    schedule runs in the next iteration, after another poll.
+
+pub(crate) mod handle;
+pub(crate) mod ready;
+pub(crate) mod remote;
+pub(crate) mod selector;
+pub(crate) mod timers;
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::ops::Deref;
+use std::os::fd::{AsRawFd, RawFd};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe, Location};
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::error::Error;
+use crate::exception::{Exception, ExceptionContext};
+use crate::task::{TaskSlot, TaskWaker};
+pub use handle::{Handle, TimerHandle};
+use ready::Ready;
+use remote::{Inbox, Shared, MAIN_TASK};
+pub use remote::{Remote, RemoteTask};
+use selector::Selector;
+pub(crate) use selector::{IoKey, IoSource, Readiness};
+use timers::TimerHeap;
+
+/// asyncio's `MAXIMUM_SELECT_TIMEOUT`: the longest single poll.
+const MAXIMUM_SELECT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// The default size of the loop's shared read buffer (asyncio's
+/// `max_size`, 256 KiB).
+pub const DEFAULT_READ_BUFFER_SIZE: usize = 256 * 1024;
+
+/// asyncio's default `slow_callback_duration`.
+pub const DEFAULT_SLOW_CALLBACK_DURATION: Duration = Duration::from_millis(100);
+
+type ExceptionHandler = Rc<dyn Fn(&LoopHandle, &ExceptionContext)>;
+
+thread_local! {
+    /// The loop running on this thread, for `get_running_loop`.
+    static RUNNING: RefCell<Option<LoopHandle>> = const { RefCell::new(None) };
+}
+
+/// The loop running on this thread, if any (asyncio's `get_running_loop`).
+///
+/// Inside a task, a callback or a protocol method this is the loop that
+/// runs it.
+pub fn get_running_loop() -> Option<LoopHandle> {
+    RUNNING.with(|r| r.borrow().clone())
+}
+
+pub(crate) struct LoopInner {
+    ready: RefCell<VecDeque<Ready>>,
+    timers: RefCell<TimerHeap>,
+    /// `None` once closed: the poller and the waker's fd are released.
+    selector: RefCell<Option<Selector>>,
+    pub(crate) tasks: RefCell<Slab<TaskSlot>>,
+    pub(crate) shared: Arc<Shared>,
+    /// Spare vectors for draining the inbox without allocating.
+    inbox: RefCell<Inbox>,
+    running: Cell<bool>,
+    stopping: Cell<bool>,
+    pub(crate) closed: Cell<bool>,
+    pub(crate) debug: Cell<bool>,
+    slow_callback_duration: Cell<Duration>,
+    propagate_panics: bool,
+    /// A panic caught while `propagate_panics` is on, to resume after the
+    /// loop has cleaned up.
+    pending_panic: RefCell<Option<Box<dyn Any + Send>>>,
+    exception_handler: RefCell<Option<ExceptionHandler>>,
+    read_buffer: Cell<Vec<u8>>,
+    read_buffer_size: usize,
+    iterations: Cell<u64>,
+}
+
+impl LoopInner {
+    pub(crate) fn push_ready(&self, item: Ready) {
+        self.ready.borrow_mut().push_back(item);
+    }
+}
+
+/// Options for an [`EventLoop`]; see [`EventLoop::builder`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    debug: Option<bool>,
+    slow_callback_duration: Duration,
+    read_buffer_size: usize,
+    propagate_panics: bool,
+}
+
+impl Builder {
+    /// Debug mode: log callbacks that take longer than
+    /// [`slow_callback_duration`](Builder::slow_callback_duration). Defaults
+    /// to on when the `SLOOP_DEBUG` environment variable is set and not
+    /// empty (asyncio's `PYTHONASYNCIODEBUG`).
+    pub fn debug(mut self, debug: bool) -> Self {
+        self.debug = Some(debug);
+        self
+    }
+
+    /// How long a callback may run before debug mode logs it (100 ms).
+    pub fn slow_callback_duration(mut self, duration: Duration) -> Self {
+        self.slow_callback_duration = duration;
+        self
+    }
+
+    /// The size of the loop's shared read buffer, which is the most one
+    /// `recv` of a transport reads (256 KiB; at least 1).
+    pub fn read_buffer_size(mut self, size: usize) -> Self {
+        self.read_buffer_size = size.max(1);
+        self
+    }
+
+    /// Resume a panic from a callback, protocol or task out of
+    /// `run_forever`/`run_until_complete` instead of reporting it to the
+    /// exception handler (off). Meant for tests.
+    pub fn propagate_panics(mut self, propagate: bool) -> Self {
+        self.propagate_panics = propagate;
+        self
+    }
+
+    /// Creates the loop.
+    ///
+    /// # Errors
+    ///
+    /// If the poller or its waker cannot be created (out of fds).
+    pub fn build(self) -> io::Result<EventLoop> {
+        let (selector, waker) = Selector::new()?;
+        let debug = self
+            .debug
+            .unwrap_or_else(|| std::env::var_os("SLOOP_DEBUG").is_some_and(|v| !v.is_empty()));
+        let inner = Rc::new(LoopInner {
+            ready: RefCell::new(VecDeque::new()),
+            timers: RefCell::new(TimerHeap::new()),
+            selector: RefCell::new(Some(selector)),
+            tasks: RefCell::new(Slab::new()),
+            shared: Shared::new(waker),
+            inbox: RefCell::new(Inbox::default()),
+            running: Cell::new(false),
+            stopping: Cell::new(false),
+            closed: Cell::new(false),
+            debug: Cell::new(debug),
+            slow_callback_duration: Cell::new(self.slow_callback_duration),
+            propagate_panics: self.propagate_panics,
+            pending_panic: RefCell::new(None),
+            exception_handler: RefCell::new(None),
+            read_buffer: Cell::new(Vec::new()),
+            read_buffer_size: self.read_buffer_size,
+            iterations: Cell::new(0),
+        });
+        Ok(EventLoop {
+            handle: LoopHandle { inner },
+        })
+    }
+}
+
+/// An event loop: owns the poller, runs callbacks, timers, I/O and tasks on
+/// the thread that created it, and closes when dropped.
+///
+/// `EventLoop` dereferences to [`LoopHandle`], which has all the methods;
+/// clone a `LoopHandle` out of it ([`EventLoop::handle`]) to give to
+/// callbacks.
+///
+/// # Guarantees
+///
+/// - Callbacks run on this thread only, one at a time, in the order they
+///   were scheduled; what a callback schedules runs in the next iteration.
+/// - Every method may be called from inside any callback.
+/// - A panic in a callback is caught and reported to the exception handler;
+///   the loop runs on (unless [`Builder::propagate_panics`] is set).
+/// - Only [`Remote`] may be used from other threads.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let lp = sloop::EventLoop::new()?;
+/// let handle = lp.handle();
+/// lp.call_later(Duration::from_millis(10), move || {
+///     println!("ten milliseconds later");
+///     handle.stop();
+/// })?;
+/// lp.call_soon(|| println!("first"))?;
+/// lp.run_forever()?;
+/// # Ok::<(), sloop::Error>(())
+/// ```
+pub struct EventLoop {
+    handle: LoopHandle,
+}
+
+impl EventLoop {
+    /// A loop with the default options.
+    ///
+    /// # Errors
+    ///
+    /// If the poller or its waker cannot be created (out of fds).
+    pub fn new() -> io::Result<EventLoop> {
+        EventLoop::builder().build()
+    }
+
+    /// Options for a new loop.
+    pub fn builder() -> Builder {
+        Builder {
+            debug: None,
+            slow_callback_duration: DEFAULT_SLOW_CALLBACK_DURATION,
+            read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
+            propagate_panics: false,
+        }
+    }
+
+    /// A handle to this loop, for callbacks and tasks to hold.
+    pub fn handle(&self) -> LoopHandle {
+        self.handle.clone()
+    }
+}
+
+impl Deref for EventLoop {
+    type Target = LoopHandle;
+    fn deref(&self) -> &LoopHandle {
+        &self.handle
+    }
+}
+
+impl Drop for EventLoop {
+    fn drop(&mut self) {
+        let _ = self.handle.close();
+    }
+}
+
+impl fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.handle, f)
+    }
+}
+
+/// A handle to an [`EventLoop`], for use on the loop's thread.
+///
+/// Cheap to clone (`Rc`), `!Send`. See [`EventLoop`] for the guarantees.
+#[derive(Clone)]
+pub struct LoopHandle {
+    pub(crate) inner: Rc<LoopInner>,
+}
+
+impl fmt::Debug for LoopHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "<EventLoop running={} closed={} debug={}>",
+            self.is_running(),
+            self.is_closed(),
+            self.debug()
+        )
+    }
+}
+
+/// Marks the loop running on this thread for the duration of a run, and
+/// undoes it however the run ends (a propagated panic included).
+struct RunGuard<'a> {
+    lp: &'a LoopHandle,
+}
+
+impl<'a> RunGuard<'a> {
+    fn enter(lp: &'a LoopHandle) -> Result<RunGuard<'a>, Error> {
+        if lp.inner.closed.get() {
+            return Err(Error::Closed);
+        }
+        if lp.inner.running.get() {
+            return Err(Error::AlreadyRunning);
+        }
+        if RUNNING.with(|r| r.borrow().is_some()) {
+            return Err(Error::AnotherLoopRunning);
+        }
+        lp.inner.running.set(true);
+        RUNNING.with(|r| *r.borrow_mut() = Some(lp.clone()));
+        Shared::set_running_here(Some(&lp.inner.shared));
+        Ok(RunGuard { lp })
+    }
+}
+
+impl Drop for RunGuard<'_> {
+    fn drop(&mut self) {
+        self.lp.inner.stopping.set(false);
+        self.lp.inner.running.set(false);
+        Shared::set_running_here(None);
+        let previous = RUNNING.with(|r| r.borrow_mut().take());
+        drop(previous);
+    }
+}
+
+impl LoopHandle {
+    // ----- running and stopping -----
+
+    /// Runs the loop until [`stop`](LoopHandle::stop) is called.
+    ///
+    /// If `stop` was called before, runs one iteration (with a zero poll
+    /// timeout) and returns, as asyncio does.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`], [`Error::AlreadyRunning`] (called from inside the
+    /// loop), [`Error::AnotherLoopRunning`], or an I/O error from the poller.
+    ///
+    /// # Panics
+    ///
+    /// Resumes a callback's panic only if the loop was built with
+    /// [`Builder::propagate_panics`].
+    pub fn run_forever(&self) -> Result<(), Error> {
+        let guard = RunGuard::enter(self)?;
+        loop {
+            self.run_once(None)?;
+            if let Some(p) = self.inner.pending_panic.borrow_mut().take() {
+                drop(guard);
+                resume_unwind(p);
+            }
+            if self.inner.stopping.get() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs the loop until `future` completes, and returns its output.
+    ///
+    /// The future need not be `'static`: it lives on this stack frame. It is
+    /// polled as a task would be: first in the next iteration, then each
+    /// time it is woken. Other tasks and callbacks run meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`], [`Error::AlreadyRunning`],
+    /// [`Error::AnotherLoopRunning`], an I/O error from the poller, or
+    /// [`Error::StoppedBeforeComplete`] if [`stop`](LoopHandle::stop) was
+    /// called before the future completed.
+    ///
+    /// # Panics
+    ///
+    /// Resumes the future's panic, as asyncio re-raises the future's
+    /// exception.
+    pub fn run_until_complete<F: Future>(&self, future: F) -> Result<F::Output, Error> {
+        let guard = RunGuard::enter(self)?;
+        let mut future = pin!(future);
+        let header = TaskWaker::new(MAIN_TASK, true, self.inner.shared.clone());
+        let waker = Waker::from(header.clone());
+        let mut output = None;
+        let mut panic = None;
+        let mut poll_main = || {
+            if output.is_some() || panic.is_some() {
+                return;
+            }
+            header.clear_scheduled();
+            let mut cx = Context::from_waker(&waker);
+            match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
+                Ok(Poll::Ready(v)) => {
+                    output = Some(v);
+                    self.stop();
+                }
+                Ok(Poll::Pending) => {}
+                Err(p) => {
+                    panic = Some(p);
+                    self.stop();
+                }
+            }
+        };
+        self.inner.push_ready(Ready::Main);
+        loop {
+            self.run_once(Some(&mut poll_main))?;
+            if let Some(p) = self.inner.pending_panic.borrow_mut().take() {
+                drop(guard);
+                resume_unwind(p);
+            }
+            if self.inner.stopping.get() {
+                break;
+            }
+        }
+        drop(poll_main);
+        drop(guard);
+        if let Some(p) = panic {
+            resume_unwind(p);
+        }
+        output.ok_or(Error::StoppedBeforeComplete)
+    }
+
+    /// Stops the loop once the current iteration is done. Called while the
+    /// loop is not running, it makes the next run do one iteration.
+    pub fn stop(&self) {
+        self.inner.stopping.set(true);
+    }
+
+    /// Closes the loop: drops every queued callback, timer and task, and
+    /// releases the poller and its waker. Transports are not closed (as in
+    /// asyncio). Closing twice does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CloseWhileRunning`] while the loop runs.
+    pub fn close(&self) -> Result<(), Error> {
+        let inner = &self.inner;
+        if inner.running.get() {
+            return Err(Error::CloseWhileRunning);
+        }
+        if inner.closed.replace(true) {
+            return Ok(());
+        }
+        log::debug!("closing event loop");
+        // Take everything out first; drop it with no borrow held, since
+        // dropping user callbacks and futures runs user code.
+        let inbox = inner.shared.close();
+        let ready = std::mem::take(&mut *inner.ready.borrow_mut());
+        let timers = inner.timers.borrow_mut().drain();
+        let tasks = std::mem::take(&mut *inner.tasks.borrow_mut());
+        let selector = inner.selector.borrow_mut().take();
+        let handler = inner.exception_handler.borrow_mut().take();
+        drop((inbox, ready, timers));
+        let futures: Vec<_> = tasks
+            .into_iter()
+            .filter_map(|(_, slot)| slot.close())
+            .collect();
+        drop(futures);
+        if let Some(mut selector) = selector {
+            let (handles, sources) = selector.drain();
+            drop(selector);
+            drop((handles, sources));
+        }
+        drop(handler);
+        Ok(())
+    }
+
+    /// Whether the loop is running.
+    pub fn is_running(&self) -> bool {
+        self.inner.running.get()
+    }
+
+    /// Whether the loop was closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.get()
+    }
+
+    /// The loop's clock: the monotonic clock. Deadlines for
+    /// [`call_at`](LoopHandle::call_at) are in this time.
+    pub fn time(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// How many iterations the loop has run; for tests and diagnostics
+    /// (e.g. to show that an idle loop does not spin).
+    pub fn iteration_count(&self) -> u64 {
+        self.inner.iterations.get()
+    }
+
+    /// A thread-safe handle to this loop.
+    pub fn remote(&self) -> Remote {
+        Remote {
+            shared: self.inner.shared.clone(),
+        }
+    }
+
+    // ----- scheduling callbacks -----
+
+    /// Schedules `callback` to run in the next iteration. Callbacks run in
+    /// the order they were scheduled.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the loop is closed.
+    #[track_caller]
+    pub fn call_soon<F: FnOnce() + 'static>(&self, callback: F) -> Result<Handle, Error> {
+        self.check_closed()?;
+        let handle = Handle::once(callback, Location::caller());
+        self.inner.push_ready(Ready::Callback(handle.clone()));
+        Ok(handle)
+    }
+
+    /// Schedules `callback` to run `delay` from now. A zero delay runs in the
+    /// next iteration; a huge one saturates (it never fires, and can still
+    /// be cancelled).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the loop is closed.
+    #[track_caller]
+    pub fn call_later<F: FnOnce() + 'static>(
+        &self,
+        delay: Duration,
+        callback: F,
+    ) -> Result<TimerHandle, Error> {
+        let now = Instant::now();
+        let when = now.checked_add(delay).unwrap_or_else(|| far_future(now));
+        self.call_at(when, callback)
+    }
+
+    /// Schedules `callback` to run at `when` (loop time, see
+    /// [`time`](LoopHandle::time)). A deadline in the past runs in the next
+    /// iteration. Timers run no earlier than their deadline, in deadline
+    /// order; timers with the same deadline run in the order scheduled.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the loop is closed.
+    #[track_caller]
+    pub fn call_at<F: FnOnce() + 'static>(
+        &self,
+        when: Instant,
+        callback: F,
+    ) -> Result<TimerHandle, Error> {
+        self.check_closed()?;
+        let handle = Handle::once(callback, Location::caller());
+        let mut timers = self.inner.timers.borrow_mut();
+        timers.push(when, handle.clone());
+        Ok(TimerHandle::new(handle, when, timers.cancelled_counter()))
+    }
+
+    fn check_closed(&self) -> Result<(), Error> {
+        if self.inner.closed.get() {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    // ----- readers and writers -----
+
+    /// Calls `callback` each time `fd` is readable, until
+    /// [`remove_reader`](LoopHandle::remove_reader). Replaces (and cancels)
+    /// a reader already set on `fd`.
+    ///
+    /// Level-triggered, as in asyncio: a callback that does not drain the fd
+    /// is called again in the next iteration.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`]; [`Error::FdUsedByTransport`] if a transport owns
+    /// `fd`; an I/O error if the fd cannot be polled (e.g. a regular file).
+    #[track_caller]
+    pub fn add_reader<F: FnMut() + 'static>(
+        &self,
+        fd: impl AsRawFd,
+        callback: F,
+    ) -> Result<Handle, Error> {
+        self.add_callback(
+            fd.as_raw_fd(),
+            Handle::repeating(callback, Location::caller()),
+            true,
+        )
+    }
+
+    /// Like [`add_reader`](LoopHandle::add_reader), for writability.
+    ///
+    /// # Errors
+    ///
+    /// As [`add_reader`](LoopHandle::add_reader).
+    #[track_caller]
+    pub fn add_writer<F: FnMut() + 'static>(
+        &self,
+        fd: impl AsRawFd,
+        callback: F,
+    ) -> Result<Handle, Error> {
+        self.add_callback(
+            fd.as_raw_fd(),
+            Handle::repeating(callback, Location::caller()),
+            false,
+        )
+    }
+
+    fn add_callback(&self, fd: RawFd, handle: Handle, read: bool) -> Result<Handle, Error> {
+        self.check_closed()?;
+        let old = {
+            let mut selector = self.inner.selector.borrow_mut();
+            let selector = selector.as_mut().ok_or(Error::Closed)?;
+            selector.ensure_fd_no_source(fd)?;
+            selector.add_callback(fd, handle.clone(), read)?
+        };
+        if let Some(old) = old {
+            old.cancel();
+        }
+        Ok(handle)
+    }
+
+    /// Stops watching `fd` for reading. Returns whether a reader was set.
+    /// On a closed loop returns `false`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::FdUsedByTransport`] if a transport owns `fd`.
+    pub fn remove_reader(&self, fd: impl AsRawFd) -> Result<bool, Error> {
+        self.remove_callback(fd.as_raw_fd(), true)
+    }
+
+    /// Stops watching `fd` for writing. Returns whether a writer was set.
+    ///
+    /// # Errors
+    ///
+    /// As [`remove_reader`](LoopHandle::remove_reader).
+    pub fn remove_writer(&self, fd: impl AsRawFd) -> Result<bool, Error> {
+        self.remove_callback(fd.as_raw_fd(), false)
+    }
+
+    fn remove_callback(&self, fd: RawFd, read: bool) -> Result<bool, Error> {
+        let old = {
+            let mut selector = self.inner.selector.borrow_mut();
+            let Some(selector) = selector.as_mut() else {
+                return Ok(false);
+            };
+            selector.ensure_fd_no_source(fd)?;
+            selector.remove_callback(fd, read)
+        };
+        Ok(match old {
+            Some(old) => {
+                old.cancel();
+                true
+            }
+            None => false,
+        })
+    }
+
+    // ----- exceptions and debug -----
+
+    /// Sets the function that receives what goes wrong in callbacks,
+    /// protocols and tasks; `None` restores the default, which logs.
+    ///
+    /// A panic in the handler is caught and reported through the default
+    /// handler ("Unhandled error in exception handler").
+    pub fn set_exception_handler<F>(&self, handler: Option<F>)
+    where
+        F: Fn(&LoopHandle, &ExceptionContext) + 'static,
+    {
+        *self.inner.exception_handler.borrow_mut() =
+            handler.map(|h| Rc::new(h) as ExceptionHandler);
+    }
+
+    /// Whether a custom exception handler is set.
+    pub fn has_exception_handler(&self) -> bool {
+        self.inner.exception_handler.borrow().is_some()
+    }
+
+    /// Logs `context` at error level through the `log` facade, in asyncio's
+    /// layout.
+    pub fn default_exception_handler(&self, context: &ExceptionContext) {
+        log::error!("{context}");
+    }
+
+    /// Reports `context` to the exception handler (the custom one if set,
+    /// else the default).
+    pub fn call_exception_handler(&self, context: ExceptionContext) {
+        let handler = self.inner.exception_handler.borrow().clone();
+        let Some(handler) = handler else {
+            self.default_exception_handler(&context);
+            return;
+        };
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| handler(self, &context))) {
+            let nested = ExceptionContext::new(format!(
+                "Unhandled error in exception handler; context: {context}"
+            ))
+            .with_exception(Exception::from_panic(&*p));
+            self.default_exception_handler(&nested);
+        }
+    }
+
+    /// Reports a caught panic: to the exception handler, or, with
+    /// `propagate_panics`, keeps it to resume once the iteration ends.
+    pub(crate) fn handle_panic(&self, payload: Box<dyn Any + Send>, context: ExceptionContext) {
+        if self.inner.propagate_panics {
+            let mut pending = self.inner.pending_panic.borrow_mut();
+            if pending.is_none() {
+                *pending = Some(payload);
+            }
+            self.inner.stopping.set(true);
+            return;
+        }
+        self.call_exception_handler(context.with_exception(Exception::from_panic(&*payload)));
+    }
+
+    /// Whether debug mode is on.
+    pub fn debug(&self) -> bool {
+        self.inner.debug.get()
+    }
+
+    /// Turns debug mode on or off.
+    pub fn set_debug(&self, debug: bool) {
+        self.inner.debug.set(debug);
+    }
+
+    /// How long a callback may run before debug mode logs it.
+    pub fn slow_callback_duration(&self) -> Duration {
+        self.inner.slow_callback_duration.get()
+    }
+
+    /// Sets [`slow_callback_duration`](LoopHandle::slow_callback_duration).
+    pub fn set_slow_callback_duration(&self, duration: Duration) {
+        self.inner.slow_callback_duration.set(duration);
+    }
+
+    pub(crate) fn check_slow(&self, started: Instant, what: impl FnOnce() -> String) {
+        let took = started.elapsed();
+        if took >= self.inner.slow_callback_duration.get() {
+            log::warn!(
+                "Executing {} took {:.3} seconds",
+                what(),
+                took.as_secs_f64()
+            );
+        }
+    }
+
+    // ----- for transports -----
+
+    /// Registers a source (transport) for its fd's readiness.
+    pub(crate) fn register_source(
+        &self,
+        fd: RawFd,
+        source: Rc<dyn IoSource>,
+    ) -> Result<IoKey, Error> {
+        let mut selector = self.inner.selector.borrow_mut();
+        selector
+            .as_mut()
+            .ok_or(Error::Closed)?
+            .register_source(fd, source)
+    }
+
+    /// Unregisters a source; call before closing its fd.
+    pub(crate) fn deregister_source(&self, key: IoKey) {
+        if let Some(selector) = self.inner.selector.borrow_mut().as_mut() {
+            selector.deregister_source(key);
+        }
+    }
+
+    /// Changes what a source is polled for.
+    pub(crate) fn reregister_source(&self, key: IoKey, interest: mio::Interest) -> io::Result<()> {
+        match self.inner.selector.borrow_mut().as_mut() {
+            Some(selector) => selector.reregister_source(key, interest),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues a readiness call for a source without an event: a read budget
+    /// ran out, or reading resumed.
+    pub(crate) fn schedule_io(&self, key: IoKey, readiness: Readiness) {
+        if !self.inner.closed.get() {
+            self.inner.push_ready(Ready::Io(key, readiness));
+        }
+    }
+
+    /// Schedules an internal callback; a no-op on a closed loop.
+    #[track_caller]
+    pub(crate) fn call_soon_internal<F: FnOnce() + 'static>(&self, callback: F) {
+        let _ = self.call_soon(callback);
+    }
+
+    /// Takes the loop's shared read buffer (DESIGN.md D5); give it back
+    /// with [`restore_read_buffer`](LoopHandle::restore_read_buffer). Taken
+    /// out rather than borrowed, so nothing is borrowed while a protocol
+    /// runs.
+    pub(crate) fn take_read_buffer(&self) -> Vec<u8> {
+        let mut buf = self.inner.read_buffer.take();
+        if buf.len() != self.inner.read_buffer_size {
+            buf.resize(self.inner.read_buffer_size, 0);
+        }
+        buf
+    }
+
+    pub(crate) fn restore_read_buffer(&self, buf: Vec<u8>) {
+        self.inner.read_buffer.set(buf);
+    }
+
+    /// Runs user code (a protocol method) under `catch_unwind`; a panic is
+    /// handed to `on_panic`'s context and reported. Returns `None` on panic.
+    pub(crate) fn catch_user<R>(&self, f: impl FnOnce() -> R) -> Result<R, Box<dyn Any + Send>> {
+        catch_unwind(AssertUnwindSafe(f))
+    }
+
+    // ----- one iteration -----
+
+    fn run_once(&self, mut main: Option<&mut dyn FnMut()>) -> Result<(), Error> {
+        let inner = &*self.inner;
+        inner.iterations.set(inner.iterations.get() + 1);
+
+        inner.timers.borrow_mut().remove_cancelled();
+
+        let timeout = if !inner.ready.borrow().is_empty()
+            || inner.stopping.get()
+            || inner.shared.is_pending()
+        {
+            Some(Duration::ZERO)
+        } else {
+            inner.timers.borrow().next_deadline().map(|when| {
+                when.saturating_duration_since(Instant::now())
+                    .min(MAXIMUM_SELECT_TIMEOUT)
+            })
+        };
+
+        {
+            let mut selector = inner.selector.borrow_mut();
+            let Some(selector) = selector.as_mut() else {
+                return Err(Error::Closed);
+            };
+            selector.select(timeout, &mut inner.ready.borrow_mut())?;
+        }
+
+        if inner.shared.is_pending() {
+            self.drain_inbox();
+        }
+
+        {
+            let now = Instant::now();
+            let mut timers = inner.timers.borrow_mut();
+            let mut ready = inner.ready.borrow_mut();
+            while let Some(handle) = timers.pop_due(now) {
+                if !handle.cancelled() {
+                    ready.push_back(Ready::Callback(handle));
+                }
+            }
+        }
+
+        let ntodo = inner.ready.borrow().len();
+        for _ in 0..ntodo {
+            let Some(item) = inner.ready.borrow_mut().pop_front() else {
+                break;
+            };
+            self.run_ready(item, &mut main);
+            if inner.pending_panic.borrow().is_some() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_inbox(&self) {
+        let inner = &*self.inner;
+        let mut inbox = inner.inbox.borrow_mut();
+        inner.shared.drain(&mut inbox);
+        let mut ready = inner.ready.borrow_mut();
+        for cb in inbox.callbacks.drain(..) {
+            ready.push_back(Ready::Remote(cb));
+        }
+        for key in inbox.woken.drain(..) {
+            ready.push_back(if key == MAIN_TASK {
+                Ready::Main
+            } else {
+                Ready::Task(key)
+            });
+        }
+    }
+
+    fn run_ready(&self, item: Ready, main: &mut Option<&mut dyn FnMut()>) {
+        match item {
+            Ready::Callback(handle) => self.run_handle(&handle),
+            Ready::Remote(callback) => {
+                let started = self.inner.debug.get().then(Instant::now);
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| callback(self))) {
+                    self.handle_panic(
+                        p,
+                        ExceptionContext::new("Exception in thread-safe callback"),
+                    );
+                }
+                if let Some(t0) = started {
+                    self.check_slow(t0, || "<thread-safe callback>".to_owned());
+                }
+            }
+            Ready::Reader(key) | Ready::Writer(key) => {
+                let read = matches!(item, Ready::Reader(_));
+                let handle = match self.inner.selector.borrow().as_ref() {
+                    Some(selector) => selector.callback(key, read),
+                    None => None,
+                };
+                let Some(handle) = handle else { return };
+                self.run_handle(&handle);
+                if let Some(selector) = self.inner.selector.borrow_mut().as_mut() {
+                    selector.rearm(key);
+                }
+            }
+            Ready::Io(key, readiness) => {
+                let source = match self.inner.selector.borrow().as_ref() {
+                    Some(selector) => selector.source(key),
+                    None => None,
+                };
+                if let Some(source) = source {
+                    // Transports catch their protocols' panics themselves;
+                    // this only keeps a bug of ours from killing the loop.
+                    if let Err(p) = catch_unwind(AssertUnwindSafe(|| source.ready(readiness))) {
+                        self.handle_panic(
+                            p,
+                            ExceptionContext::new("Exception in I/O callback")
+                                .with_transport(source.describe()),
+                        );
+                    }
+                }
+            }
+            Ready::Task(key) => self.run_task(key),
+            Ready::Main => {
+                if let Some(main) = main {
+                    main();
+                }
+            }
+        }
+    }
+
+    fn run_handle(&self, handle: &Handle) {
+        if handle.cancelled() {
+            return;
+        }
+        let started = self.inner.debug.get().then(Instant::now);
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| handle.run())) {
+            self.handle_panic(
+                p,
+                ExceptionContext::new(format!("Exception in callback {handle}"))
+                    .with_handle(handle),
+            );
+        }
+        if let Some(t0) = started {
+            self.check_slow(t0, || handle.to_string());
+        }
+    }
+}
+
+/// A deadline that never comes, for saturating huge delays: far enough that
+/// no process lives to see it, near enough that `Instant` can hold it.
+fn far_future(now: Instant) -> Instant {
+    now + Duration::from_secs(100 * 365 * 24 * 3600)
+}

@@ -1,0 +1,256 @@
+//! [`Remote`]: the one handle to a loop that other threads may hold.
+//!
+//! Everything else about a loop is `!Send` (DESIGN.md D1). What crosses
+//! threads goes through [`Shared`]: a mutex-protected inbox of callbacks and
+//! woken task keys, and the `mio::Waker` that interrupts the loop's poll
+//! (asyncio's self-pipe). The loop drains the inbox once per iteration.
+//!
+//! Checking that the loop is open and queueing happen under one lock, so a
+//! `call_soon` racing with `close` either lands before the close (and is
+//! dropped with the loop's other callbacks) or gets [`Error::Closed`]; it
+//! never panics (asyncio bpo-44508). Waking a closed loop does nothing.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use futures::channel::oneshot;
+use futures::future::FutureObj;
+use futures::task::{Spawn, SpawnError};
+use mio::Waker;
+
+use super::LoopHandle;
+use crate::error::Error;
+
+/// A callback sent from another thread.
+pub(crate) type RemoteCallback = Box<dyn FnOnce(&LoopHandle) + Send>;
+
+/// The slab key that stands for the future of `run_until_complete`.
+pub(crate) const MAIN_TASK: usize = usize::MAX;
+
+#[derive(Default)]
+pub(crate) struct Inbox {
+    pub(crate) callbacks: Vec<RemoteCallback>,
+    pub(crate) woken: Vec<usize>,
+}
+
+struct Locked {
+    inbox: Inbox,
+    closed: bool,
+    waker: Option<Arc<Waker>>,
+}
+
+/// The part of a loop that other threads reach.
+pub(crate) struct Shared {
+    locked: Mutex<Locked>,
+    /// Set when the inbox is not empty; read by the loop without the lock to
+    /// decide whether it may block in poll.
+    pending: AtomicBool,
+}
+
+thread_local! {
+    /// The `Shared` of the loop running on this thread (its address), so a
+    /// wake from the loop's own thread skips the waker syscall: the loop
+    /// checks `pending` before it blocks.
+    static RUNNING_SHARED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl Shared {
+    pub(crate) fn new(waker: Waker) -> Arc<Shared> {
+        Arc::new(Shared {
+            locked: Mutex::new(Locked {
+                inbox: Inbox::default(),
+                closed: false,
+                waker: Some(Arc::new(waker)),
+            }),
+            pending: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Locked> {
+        // A panic while holding this lock cannot leave the inbox half-updated
+        // (pushes are atomic), so a poisoned lock is still usable.
+        self.locked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, add: impl FnOnce(&mut Inbox)) -> Result<(), Error> {
+        let waker = {
+            let mut locked = self.lock();
+            if locked.closed {
+                return Err(Error::Closed);
+            }
+            add(&mut locked.inbox);
+            let first = !self.pending.swap(true, Ordering::AcqRel);
+            let on_loop_thread = RUNNING_SHARED.with(|c| c.get()) == self as *const _ as usize;
+            if first && !on_loop_thread {
+                locked.waker.clone()
+            } else {
+                None
+            }
+        };
+        if let Some(waker) = waker {
+            // Failure means the eventfd is gone; the loop is closing anyway.
+            let _ = waker.wake();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn push_callback(&self, cb: RemoteCallback) -> Result<(), Error> {
+        self.push(|inbox| inbox.callbacks.push(cb))
+    }
+
+    /// Queues a woken task; a wake after close is silently dropped.
+    pub(crate) fn push_woken(&self, key: usize) {
+        let _ = self.push(|inbox| inbox.woken.push(key));
+    }
+
+    pub(crate) fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Moves the inbox's contents into `into` (whose vectors must be empty).
+    pub(crate) fn drain(&self, into: &mut Inbox) {
+        self.pending.store(false, Ordering::Release);
+        let mut locked = self.lock();
+        std::mem::swap(&mut locked.inbox.callbacks, &mut into.callbacks);
+        std::mem::swap(&mut locked.inbox.woken, &mut into.woken);
+    }
+
+    /// Marks the loop closed, drops the waker and returns what was queued,
+    /// for the caller to drop outside the lock.
+    pub(crate) fn close(&self) -> Inbox {
+        let mut locked = self.lock();
+        locked.closed = true;
+        locked.waker = None;
+        std::mem::take(&mut locked.inbox)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Marks this thread as running the loop of `self` (or none).
+    pub(crate) fn set_running_here(shared: Option<&Arc<Shared>>) {
+        let addr = shared.map_or(0, |s| Arc::as_ptr(s) as usize);
+        RUNNING_SHARED.with(|c| c.set(addr));
+    }
+}
+
+/// A thread-safe handle to an [`EventLoop`](crate::EventLoop): asyncio's
+/// `call_soon_threadsafe`, plus `stop` and spawning `Send` futures.
+///
+/// `Remote` is `Send + Sync + Clone`. Its methods return
+/// [`Error::Closed`] once the loop is closed, and never panic.
+///
+/// ```
+/// use std::sync::mpsc;
+///
+/// let lp = sloop::EventLoop::new()?;
+/// let remote = lp.remote();
+/// let (tx, rx) = mpsc::channel();
+/// std::thread::spawn(move || {
+///     remote.call_soon(move || tx.send("ran on the loop").unwrap()).unwrap();
+///     remote.stop().unwrap();
+/// });
+/// lp.run_forever()?;
+/// assert_eq!(rx.recv().unwrap(), "ran on the loop");
+/// # Ok::<(), sloop::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Remote {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Remote {
+    /// Schedules `f` to run on the loop's thread, in the loop's next
+    /// iteration, and wakes the loop if it is waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the loop is closed; `f` is dropped.
+    pub fn call_soon<F: FnOnce() + Send + 'static>(&self, f: F) -> Result<(), Error> {
+        self.shared.push_callback(Box::new(move |_| f()))
+    }
+
+    /// Stops the loop after the iteration that runs this request, as
+    /// [`LoopHandle::stop`] does on the loop's thread.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the loop is closed.
+    pub fn stop(&self) -> Result<(), Error> {
+        self.shared.push_callback(Box::new(|lp| lp.stop()))
+    }
+
+    /// Spawns a `Send` future on the loop; the returned [`RemoteTask`]
+    /// resolves to its output, and may be awaited on any thread, or dropped
+    /// to detach the future.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the loop is closed; the future is dropped.
+    pub fn spawn<F>(&self, future: F) -> Result<RemoteTask<F::Output>, Error>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.shared.push_callback(Box::new(move |lp| {
+            lp.spawn_local(async move {
+                let _ = tx.send(future.await);
+            })
+            .detach();
+        }))?;
+        Ok(RemoteTask { rx })
+    }
+
+    /// Whether the loop was closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+}
+
+impl fmt::Debug for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Remote")
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl Spawn for Remote {
+    fn spawn_obj(&self, future: FutureObj<'static, ()>) -> Result<(), SpawnError> {
+        self.shared
+            .push_callback(Box::new(move |lp| lp.spawn_local(future).detach()))
+            .map_err(|_| SpawnError::shutdown())
+    }
+
+    fn status(&self) -> Result<(), SpawnError> {
+        if self.is_closed() {
+            Err(SpawnError::shutdown())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The output of a future spawned with [`Remote::spawn`].
+///
+/// Resolves to `Err(Canceled)` if the future never completes because the
+/// loop closed or the task was dropped.
+#[derive(Debug)]
+#[must_use = "a RemoteTask does nothing unless awaited; dropping it detaches the future"]
+pub struct RemoteTask<T> {
+    rx: oneshot::Receiver<T>,
+}
+
+impl<T> Future for RemoteTask<T> {
+    type Output = Result<T, oneshot::Canceled>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx)
+    }
+}

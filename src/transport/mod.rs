@@ -1,0 +1,6 @@
+//! Transports: the objects that own a socket and move bytes between it and a
+//! protocol.
+
+pub(crate) mod flow;
+
+pub use flow::DEFAULT_HIGH_WATER;

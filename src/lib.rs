@@ -8,8 +8,7 @@
 //! use std::time::Duration;
 //!
 //! let lp = sloop::EventLoop::new()?;
-//! let h = lp.handle();
-//! lp.call_later(Duration::from_millis(1), move || h.stop())?;
+//! lp.call_later(Duration::from_millis(1), || println!("a timer"))?;
 //! let task = lp.spawn_local(async {
 //!     sloop::sleep(Duration::from_millis(1)).await;
 //!     "done"

@@ -1,9 +1,9 @@
 //! Timers as futures: [`sleep`], [`timeout`] and [`interval`], on the loop's
 //! timer heap.
 //!
-//! Each is a thin wrapper over [`LoopHandle::call_at`]: the timer callback
+//! Each is a thin wrapper over [`LoopHandle::call_at`](crate::LoopHandle::call_at): the timer callback
 //! only marks the future done and wakes it. Dropping the future cancels the
-//! timer. They find the loop with [`get_running_loop`](crate::get_running_loop)
+//! timer. They find the loop with [`get_running_loop`](crate::get_running_loop())
 //! on first poll, so they work in any task or `run_until_complete` future.
 
 use std::cell::{Cell, RefCell};

@@ -153,6 +153,7 @@ impl Handle {
         self.inner.scheduled.get()
     }
 
+    #[allow(dead_code)]
     pub(crate) fn ptr_eq(&self, other: &Handle) -> bool {
         Rc::ptr_eq(&self.inner, &other.inner)
     }

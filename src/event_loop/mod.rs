@@ -27,6 +27,7 @@
 pub(crate) mod handle;
 pub(crate) mod ready;
 pub(crate) mod remote;
+#[allow(dead_code)] // the source API is for transports
 pub(crate) mod selector;
 pub(crate) mod timers;
 
@@ -102,7 +103,9 @@ pub(crate) struct LoopInner {
     /// loop has cleaned up.
     pending_panic: RefCell<Option<Box<dyn Any + Send>>>,
     exception_handler: RefCell<Option<ExceptionHandler>>,
+    #[allow(dead_code)]
     read_buffer: Cell<Vec<u8>>,
+    #[allow(dead_code)]
     read_buffer_size: usize,
     iterations: Cell<u64>,
 }
@@ -404,7 +407,6 @@ impl LoopHandle {
                 break;
             }
         }
-        drop(poll_main);
         drop(guard);
         if let Some(p) = panic {
             resume_unwind(p);
@@ -477,6 +479,12 @@ impl LoopHandle {
     /// (e.g. to show that an idle loop does not spin).
     pub fn iteration_count(&self) -> u64 {
         self.inner.iterations.get()
+    }
+
+    /// How many timers are in the heap, cancelled ones not yet dropped
+    /// included; for tests and diagnostics.
+    pub fn timer_count(&self) -> usize {
+        self.inner.timers.borrow().len()
     }
 
     /// A thread-safe handle to this loop.
@@ -565,7 +573,7 @@ impl LoopHandle {
     #[track_caller]
     pub fn add_reader<F: FnMut() + 'static>(
         &self,
-        fd: impl AsRawFd,
+        fd: &(impl AsRawFd + ?Sized),
         callback: F,
     ) -> Result<Handle, Error> {
         self.add_callback(
@@ -583,7 +591,7 @@ impl LoopHandle {
     #[track_caller]
     pub fn add_writer<F: FnMut() + 'static>(
         &self,
-        fd: impl AsRawFd,
+        fd: &(impl AsRawFd + ?Sized),
         callback: F,
     ) -> Result<Handle, Error> {
         self.add_callback(
@@ -613,7 +621,7 @@ impl LoopHandle {
     /// # Errors
     ///
     /// [`Error::FdUsedByTransport`] if a transport owns `fd`.
-    pub fn remove_reader(&self, fd: impl AsRawFd) -> Result<bool, Error> {
+    pub fn remove_reader(&self, fd: &(impl AsRawFd + ?Sized)) -> Result<bool, Error> {
         self.remove_callback(fd.as_raw_fd(), true)
     }
 
@@ -622,7 +630,7 @@ impl LoopHandle {
     /// # Errors
     ///
     /// As [`remove_reader`](LoopHandle::remove_reader).
-    pub fn remove_writer(&self, fd: impl AsRawFd) -> Result<bool, Error> {
+    pub fn remove_writer(&self, fd: &(impl AsRawFd + ?Sized)) -> Result<bool, Error> {
         self.remove_callback(fd.as_raw_fd(), false)
     }
 
@@ -733,8 +741,10 @@ impl LoopHandle {
     }
 
     // ----- for transports -----
+    // (`allow(dead_code)` until the transports that use these land)
 
     /// Registers a source (transport) for its fd's readiness.
+    #[allow(dead_code)]
     pub(crate) fn register_source(
         &self,
         fd: RawFd,
@@ -748,6 +758,7 @@ impl LoopHandle {
     }
 
     /// Unregisters a source; call before closing its fd.
+    #[allow(dead_code)]
     pub(crate) fn deregister_source(&self, key: IoKey) {
         if let Some(selector) = self.inner.selector.borrow_mut().as_mut() {
             selector.deregister_source(key);
@@ -755,6 +766,7 @@ impl LoopHandle {
     }
 
     /// Changes what a source is polled for.
+    #[allow(dead_code)]
     pub(crate) fn reregister_source(&self, key: IoKey, interest: mio::Interest) -> io::Result<()> {
         match self.inner.selector.borrow_mut().as_mut() {
             Some(selector) => selector.reregister_source(key, interest),
@@ -764,6 +776,7 @@ impl LoopHandle {
 
     /// Queues a readiness call for a source without an event: a read budget
     /// ran out, or reading resumed.
+    #[allow(dead_code)]
     pub(crate) fn schedule_io(&self, key: IoKey, readiness: Readiness) {
         if !self.inner.closed.get() {
             self.inner.push_ready(Ready::Io(key, readiness));
@@ -772,6 +785,7 @@ impl LoopHandle {
 
     /// Schedules an internal callback; a no-op on a closed loop.
     #[track_caller]
+    #[allow(dead_code)]
     pub(crate) fn call_soon_internal<F: FnOnce() + 'static>(&self, callback: F) {
         let _ = self.call_soon(callback);
     }
@@ -780,6 +794,7 @@ impl LoopHandle {
     /// with [`restore_read_buffer`](LoopHandle::restore_read_buffer). Taken
     /// out rather than borrowed, so nothing is borrowed while a protocol
     /// runs.
+    #[allow(dead_code)]
     pub(crate) fn take_read_buffer(&self) -> Vec<u8> {
         let mut buf = self.inner.read_buffer.take();
         if buf.len() != self.inner.read_buffer_size {
@@ -788,14 +803,9 @@ impl LoopHandle {
         buf
     }
 
+    #[allow(dead_code)]
     pub(crate) fn restore_read_buffer(&self, buf: Vec<u8>) {
         self.inner.read_buffer.set(buf);
-    }
-
-    /// Runs user code (a protocol method) under `catch_unwind`; a panic is
-    /// handed to `on_panic`'s context and reported. Returns `None` on panic.
-    pub(crate) fn catch_user<R>(&self, f: impl FnOnce() -> R) -> Result<R, Box<dyn Any + Send>> {
-        catch_unwind(AssertUnwindSafe(f))
     }
 
     // ----- one iteration -----
@@ -830,7 +840,7 @@ impl LoopHandle {
             self.drain_inbox();
         }
 
-        {
+        if inner.timers.borrow().len() > 0 {
             let now = Instant::now();
             let mut timers = inner.timers.borrow_mut();
             let mut ready = inner.ready.borrow_mut();

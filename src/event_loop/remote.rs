@@ -166,12 +166,20 @@ pub struct Remote {
 
 impl Remote {
     /// Schedules `f` to run on the loop's thread, in the loop's next
-    /// iteration, and wakes the loop if it is waiting.
+    /// iteration, and wakes the loop if it is waiting. Calls from one thread
+    /// run in the order they were made.
     ///
     /// # Errors
     ///
     /// [`Error::Closed`] if the loop is closed; `f` is dropped.
     pub fn call_soon<F: FnOnce() + Send + 'static>(&self, f: F) -> Result<(), Error> {
+        // On the loop's own thread, queue it like `call_soon`, so the two
+        // keep one FIFO order (asyncio's test_call_soon_threadsafe_same_thread).
+        if let Some(lp) = super::get_running_loop() {
+            if Arc::ptr_eq(&lp.inner.shared, &self.shared) {
+                return lp.call_soon(f).map(drop);
+            }
+        }
         self.shared.push_callback(Box::new(move |_| f()))
     }
 

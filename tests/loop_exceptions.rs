@@ -1,0 +1,243 @@
+//! Panics in callbacks and tasks reach the exception handler and the loop
+//! runs on (DESIGN.md D8); the handler's own panics; debug mode's
+//! slow-callback log.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use sloop::{EventLoop, Exception, ExceptionContext, LoopHandle};
+
+/// Collects what the loop reports.
+fn capture(lp: &LoopHandle) -> Rc<RefCell<Vec<String>>> {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    lp.set_exception_handler(Some(move |_: &LoopHandle, ctx: &ExceptionContext| {
+        let exc = match &ctx.exception {
+            Some(Exception::Panic(msg)) => format!("panic={msg}"),
+            Some(other) => format!("error={other}"),
+            None => "none".into(),
+        };
+        s.borrow_mut().push(format!("{} | {exc}", ctx.message));
+    }));
+    seen
+}
+
+#[test]
+fn a_panicking_callback_reaches_the_handler_and_the_next_callback_runs() {
+    let lp = EventLoop::new().unwrap();
+    let seen = capture(&lp);
+    lp.call_soon(|| panic!("callback blew up")).unwrap();
+    let after = Rc::new(Cell::new(false));
+    let (a, h) = (after.clone(), lp.handle());
+    lp.call_soon(move || {
+        a.set(true);
+        h.stop();
+    })
+    .unwrap();
+    lp.run_forever().unwrap();
+    assert!(after.get(), "the loop kept running");
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0].starts_with("Exception in callback <Handle "),
+        "{}",
+        seen[0]
+    );
+    assert!(
+        seen[0].contains("loop_exceptions.rs"),
+        "names where it was scheduled: {}",
+        seen[0]
+    );
+    assert!(seen[0].ends_with("| panic=callback blew up"), "{}", seen[0]);
+}
+
+#[test]
+fn a_panicking_timer_and_reader_are_reported_too() {
+    let lp = EventLoop::new().unwrap();
+    let seen = capture(&lp);
+    lp.call_later(Duration::from_millis(1), || panic!("timer"))
+        .unwrap();
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&a);
+    let h = lp.handle();
+    lp.add_writer(&a, move || {
+        h.remove_writer(&fd).unwrap();
+        panic!("writer")
+    })
+    .unwrap();
+    let h = lp.handle();
+    lp.call_later(Duration::from_millis(3), move || h.stop())
+        .unwrap();
+    lp.run_forever().unwrap();
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen.iter().any(|s| s.ends_with("panic=timer")));
+    assert!(seen.iter().any(|s| s.ends_with("panic=writer")));
+}
+
+#[test]
+fn a_panicking_handler_does_not_recurse_or_stop_the_loop() {
+    let lp = EventLoop::new().unwrap();
+    let calls = Rc::new(Cell::new(0));
+    let c = calls.clone();
+    lp.set_exception_handler(Some(move |_: &LoopHandle, _: &ExceptionContext| {
+        c.set(c.get() + 1);
+        panic!("the handler itself");
+    }));
+    lp.call_soon(|| panic!("first")).unwrap();
+    let h = lp.handle();
+    lp.call_soon(move || h.stop()).unwrap();
+    lp.run_forever().unwrap();
+    assert_eq!(
+        calls.get(),
+        1,
+        "called once; its own panic went to the default handler"
+    );
+    assert!(lp.has_exception_handler());
+    lp.set_exception_handler(None::<fn(&LoopHandle, &ExceptionContext)>);
+    assert!(!lp.has_exception_handler());
+}
+
+#[test]
+fn propagate_panics_resumes_out_of_run_forever() {
+    let lp = EventLoop::builder().propagate_panics(true).build().unwrap();
+    let later = Rc::new(Cell::new(false));
+    lp.call_soon(|| panic!("propagated")).unwrap();
+    let l = later.clone();
+    lp.call_soon(move || l.set(true)).unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run_forever()));
+    assert_eq!(
+        caught.unwrap_err().downcast_ref::<&str>(),
+        Some(&"propagated")
+    );
+    assert!(!later.get(), "the rest of the iteration stays queued");
+    assert!(!lp.is_running());
+    lp.stop();
+    lp.run_forever().unwrap();
+    assert!(later.get(), "and runs on the next run");
+}
+
+#[test]
+fn task_panics_are_returned_to_the_awaiter_or_reported_when_detached() {
+    let lp = EventLoop::new().unwrap();
+    let seen = capture(&lp);
+    let awaited = lp.spawn_local(async { panic!("awaited task") });
+    lp.spawn_local(async { panic!("detached task") }).detach();
+    let result = lp.run_until_complete(awaited).unwrap();
+    let err = result.unwrap_err();
+    assert!(err.is_panic());
+    assert_eq!(err.to_string(), "task panicked: awaited task");
+    let payload = err.try_into_panic().unwrap();
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"awaited task"));
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        seen[0],
+        "Task exception was never retrieved | panic=detached task"
+    );
+}
+
+#[test]
+fn a_task_dropped_with_an_unread_panic_is_reported() {
+    let lp = EventLoop::new().unwrap();
+    let seen = capture(&lp);
+    let task = lp.spawn_local(async { panic!("never read") });
+    lp.run_until_complete(sloop::sleep(Duration::from_millis(1)))
+        .unwrap();
+    assert!(task.is_finished());
+    assert!(
+        seen.borrow().is_empty(),
+        "not yet: the handle could still read it"
+    );
+    drop(task);
+    assert_eq!(
+        *seen.borrow(),
+        ["Task exception was never retrieved | panic=never read"]
+    );
+}
+
+#[test]
+fn call_exception_handler_without_a_custom_handler_uses_the_default() {
+    let lp = EventLoop::new().unwrap();
+    init_logger();
+    lp.call_exception_handler(
+        ExceptionContext::new("custom report")
+            .with_exception(Exception::Io(std::io::Error::other("disk on fire")))
+            .with_transport("<SocketTransport fd=7>"),
+    );
+    let logs = take_logs();
+    let line = logs
+        .iter()
+        .find(|l| l.contains("custom report"))
+        .expect("logged");
+    assert!(line.starts_with("ERROR"), "{line}");
+    assert!(line.contains("exception: disk on fire"), "{line}");
+    assert!(line.contains("transport: <SocketTransport fd=7>"), "{line}");
+}
+
+#[test]
+fn debug_mode_logs_slow_callbacks_with_their_location() {
+    init_logger();
+    let lp = EventLoop::builder()
+        .debug(true)
+        .slow_callback_duration(Duration::from_millis(5))
+        .build()
+        .unwrap();
+    assert!(lp.debug());
+    lp.call_soon(|| std::thread::sleep(Duration::from_millis(10)))
+        .unwrap();
+    lp.call_soon(|| {}).unwrap(); // fast: not logged
+    lp.stop();
+    lp.run_forever().unwrap();
+    let logs = take_logs();
+    let slow: Vec<_> = logs
+        .iter()
+        .filter(|l| l.contains("Executing <Handle"))
+        .collect();
+    assert_eq!(slow.len(), 1, "{logs:?}");
+    assert!(slow[0].starts_with("WARN"), "{}", slow[0]);
+    assert!(slow[0].contains("loop_exceptions.rs"), "{}", slow[0]);
+    assert!(slow[0].contains("seconds"), "{}", slow[0]);
+
+    // Without debug mode nothing is timed or logged.
+    lp.set_debug(false);
+    lp.call_soon(|| std::thread::sleep(Duration::from_millis(10)))
+        .unwrap();
+    lp.stop();
+    lp.run_forever().unwrap();
+    assert!(take_logs().iter().all(|l| !l.contains("Executing")));
+}
+
+// A logger that keeps lines per thread, so parallel tests don't mix.
+struct Capture;
+static LINES: OnceLock<Mutex<Vec<(std::thread::ThreadId, String)>>> = OnceLock::new();
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        let line = format!("{} {}", record.level(), record.args());
+        LINES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap()
+            .push((std::thread::current().id(), line));
+    }
+    fn flush(&self) {}
+}
+
+fn init_logger() {
+    let _ = log::set_logger(&Capture);
+    log::set_max_level(log::LevelFilter::Debug);
+}
+
+fn take_logs() -> Vec<String> {
+    let me = std::thread::current().id();
+    let mut all = LINES.get_or_init(Default::default).lock().unwrap();
+    let (mine, rest): (Vec<_>, Vec<_>) = all.drain(..).partition(|(t, _)| *t == me);
+    *all = rest;
+    mine.into_iter().map(|(_, l)| l).collect()
+}

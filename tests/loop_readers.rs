@@ -1,0 +1,187 @@
+//! add_reader / add_writer on raw fds: level-triggered meaning on mio's
+//! edge-triggered poll (DESIGN.md D3), replace, remove, and after close.
+
+use std::cell::{Cell, RefCell};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+use std::time::Duration;
+
+use sloop::{Error, EventLoop};
+
+fn new_loop() -> EventLoop {
+    EventLoop::builder().propagate_panics(true).build().unwrap()
+}
+
+fn pair() -> (UnixStream, UnixStream) {
+    let (a, b) = UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    b.set_nonblocking(true).unwrap();
+    (a, b)
+}
+
+#[test]
+fn a_reader_reading_one_byte_per_call_sees_every_byte() {
+    // R12 (second half): a callback that never drains is called again.
+    let lp = new_loop();
+    let (mut tx, rx) = pair();
+    let burst: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    tx.write_all(&burst).unwrap();
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let (g, h) = (got.clone(), lp.handle());
+    let mut rx_read = rx.try_clone().unwrap();
+    lp.add_reader(&rx, move || {
+        let mut byte = [0u8; 1];
+        match rx_read.read(&mut byte) {
+            Ok(1) => g.borrow_mut().push(byte[0]),
+            other => panic!("unexpected read result {other:?}"),
+        }
+        if g.borrow().len() == 1000 {
+            h.stop();
+        }
+    })
+    .unwrap();
+    // A timer keeps running while the reader drains (fairness).
+    let ticks = Rc::new(Cell::new(0));
+    let t = ticks.clone();
+    lp.call_soon(move || t.set(t.get() + 1)).unwrap();
+    lp.run_forever().unwrap();
+    assert_eq!(*got.borrow(), burst);
+    assert_eq!(ticks.get(), 1);
+    assert!(lp.remove_reader(&rx).unwrap());
+}
+
+#[test]
+fn add_reader_replaces_and_remove_reader_reports() {
+    let lp = new_loop();
+    let (mut tx, rx) = pair();
+    let calls = Rc::new(RefCell::new(Vec::new()));
+    let c = calls.clone();
+    let first = lp
+        .add_reader(&rx, move || c.borrow_mut().push("first"))
+        .unwrap();
+    let (c, h) = (calls.clone(), lp.handle());
+    let mut r = rx.try_clone().unwrap();
+    let second = lp
+        .add_reader(&rx, move || {
+            let mut buf = [0u8; 16];
+            let _ = r.read(&mut buf);
+            c.borrow_mut().push("second");
+            h.stop();
+        })
+        .unwrap();
+    assert!(first.cancelled(), "the replaced reader is cancelled");
+    assert!(!second.cancelled());
+    tx.write_all(b"x").unwrap();
+    lp.run_forever().unwrap();
+    assert_eq!(*calls.borrow(), ["second"]);
+    assert!(lp.remove_reader(&rx).unwrap());
+    assert!(second.cancelled());
+    assert!(!lp.remove_reader(&rx).unwrap(), "nothing left to remove");
+
+    // After removal no callback runs, even with data waiting.
+    tx.write_all(b"more").unwrap();
+    let before = calls.borrow().len();
+    lp.call_later(Duration::from_millis(5), {
+        let h = lp.handle();
+        move || h.stop()
+    })
+    .unwrap();
+    lp.run_forever().unwrap();
+    assert_eq!(calls.borrow().len(), before);
+}
+
+#[test]
+fn reader_and_writer_on_one_fd() {
+    let lp = new_loop();
+    let (mut tx, rx) = pair();
+    let writes = Rc::new(Cell::new(0));
+    let w = writes.clone();
+    lp.add_writer(&rx, move || w.set(w.get() + 1)).unwrap();
+    let (h, mut r) = (lp.handle(), rx.try_clone().unwrap());
+    let read = Rc::new(Cell::new(false));
+    let rd = read.clone();
+    lp.add_reader(&rx, move || {
+        let mut buf = [0u8; 8];
+        assert_eq!(r.read(&mut buf).unwrap(), 2);
+        rd.set(true);
+        h.stop();
+    })
+    .unwrap();
+    tx.write_all(b"hi").unwrap();
+    lp.run_forever().unwrap();
+    assert!(read.get());
+    assert!(writes.get() >= 1, "a socket with room is writable");
+    // Removing the writer keeps the reader, and the other way round.
+    assert!(lp.remove_writer(&rx).unwrap());
+    assert!(!lp.remove_writer(&rx).unwrap());
+    assert!(lp.remove_reader(&rx).unwrap());
+}
+
+#[test]
+fn a_writer_is_level_triggered_too() {
+    // An always-writable fd calls its writer once per iteration, not once.
+    let lp = new_loop();
+    let (a, _b) = pair();
+    let calls = Rc::new(Cell::new(0));
+    let (c, h) = (calls.clone(), lp.handle());
+    lp.add_writer(&a, move || {
+        c.set(c.get() + 1);
+        if c.get() == 5 {
+            h.stop();
+        }
+    })
+    .unwrap();
+    lp.run_forever().unwrap();
+    assert_eq!(calls.get(), 5);
+}
+
+#[test]
+fn a_reader_can_remove_itself() {
+    let lp = new_loop();
+    let (mut tx, rx) = pair();
+    tx.write_all(b"data").unwrap();
+    let calls = Rc::new(Cell::new(0));
+    let (c, h) = (calls.clone(), lp.handle());
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&rx);
+    lp.add_reader(&rx, move || {
+        c.set(c.get() + 1);
+        assert!(h.remove_reader(&fd).unwrap());
+        let h2 = h.clone();
+        h.call_later(Duration::from_millis(2), move || h2.stop())
+            .unwrap();
+    })
+    .unwrap();
+    lp.run_forever().unwrap();
+    assert_eq!(
+        calls.get(),
+        1,
+        "removed itself: not called again though data remains"
+    );
+}
+
+#[test]
+fn after_close_add_is_refused_and_remove_reports_false() {
+    let lp = new_loop();
+    let (_a, b) = pair();
+    lp.add_reader(&b, || {}).unwrap();
+    lp.close().unwrap();
+    assert!(matches!(lp.add_reader(&b, || {}), Err(Error::Closed)));
+    assert!(matches!(lp.add_writer(&b, || {}), Err(Error::Closed)));
+    assert!(!lp.remove_reader(&b).unwrap());
+    assert!(!lp.remove_writer(&b).unwrap());
+}
+
+#[test]
+fn an_fd_that_cannot_be_polled_is_an_io_error() {
+    let lp = new_loop();
+    let file = tempfile::tempfile().unwrap();
+    match lp.add_reader(&file, || {}) {
+        Err(Error::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc_eperm())),
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+}
+
+fn libc_eperm() -> i32 {
+    1 // EPERM: epoll refuses regular files
+}

@@ -1,0 +1,205 @@
+//! Tasks: spawn_local and await, cancel, detach, wakes from other threads,
+//! the LocalSpawn/Spawn traits.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use futures::task::LocalSpawnExt;
+use sloop::{EventLoop, TaskError};
+
+fn new_loop() -> EventLoop {
+    EventLoop::builder().propagate_panics(true).build().unwrap()
+}
+
+#[test]
+fn spawn_local_and_await_many_tasks() {
+    let lp = new_loop();
+    let h = lp.handle();
+    let sum = lp
+        .run_until_complete(async move {
+            let tasks: Vec<_> = (0..1000u64)
+                .map(|i| h.spawn_local(async move { i }))
+                .collect();
+            let mut sum = 0;
+            for t in tasks {
+                sum += t.await.unwrap();
+            }
+            sum
+        })
+        .unwrap();
+    assert_eq!(sum, 999 * 1000 / 2);
+    assert_eq!(lp.task_count(), 0);
+}
+
+#[test]
+fn a_task_starts_in_the_next_iteration_not_inline() {
+    let lp = new_loop();
+    let started = Rc::new(Cell::new(false));
+    let s = started.clone();
+    let task = lp.spawn_local(async move { s.set(true) });
+    assert!(!started.get());
+    lp.run_until_complete(task).unwrap().unwrap();
+    assert!(started.get());
+}
+
+#[test]
+fn a_task_woken_from_another_thread_completes() {
+    let lp = new_loop();
+    let (tx, rx) = oneshot::channel::<u32>();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(10));
+        tx.send(99).unwrap();
+    });
+    let task = lp.spawn_local(async move { rx.await.unwrap() });
+    assert_eq!(lp.run_until_complete(task).unwrap().unwrap(), 99);
+    t.join().unwrap();
+}
+
+#[test]
+fn the_main_future_woken_from_another_thread_completes() {
+    let lp = new_loop();
+    let (tx, rx) = oneshot::channel::<&str>();
+    let t = std::thread::spawn(move || tx.send("across threads").unwrap());
+    assert_eq!(
+        lp.run_until_complete(rx).unwrap().unwrap(),
+        "across threads"
+    );
+    t.join().unwrap();
+}
+
+#[test]
+fn cancel_drops_the_future_and_the_task_reports_cancelled() {
+    let lp = new_loop();
+    let dropped = Rc::new(Cell::new(false));
+    struct OnDrop(Rc<Cell<bool>>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.set(true);
+        }
+    }
+    let guard = OnDrop(dropped.clone());
+    let task = lp.spawn_local(async move {
+        let _guard = guard;
+        sloop::sleep(Duration::from_secs(3600)).await;
+    });
+    let result = lp
+        .run_until_complete(async {
+            sloop::sleep(Duration::from_millis(1)).await;
+            assert!(task.cancel());
+            assert!(
+                !dropped.get(),
+                "dropped at the task's next turn, not inline"
+            );
+            task.await
+        })
+        .unwrap();
+    assert!(matches!(result, Err(TaskError::Cancelled)));
+    assert!(dropped.get());
+    assert_eq!(
+        lp.timer_count(),
+        0,
+        "the sleep's timer was cancelled with it"
+    );
+}
+
+#[test]
+fn cancel_after_completion_returns_false() {
+    let lp = new_loop();
+    let task = lp.spawn_local(async { 1 });
+    lp.run_until_complete(sloop::sleep(Duration::from_millis(1)))
+        .unwrap();
+    assert!(task.is_finished());
+    assert!(!task.cancel());
+    assert_eq!(lp.run_until_complete(task).unwrap().unwrap(), 1);
+}
+
+#[test]
+fn a_task_can_cancel_itself() {
+    let lp = new_loop();
+    let slot: Rc<RefCell<Option<sloop::Task<()>>>> = Rc::new(RefCell::new(None));
+    let s = slot.clone();
+    let after = Rc::new(Cell::new(false));
+    let a = after.clone();
+    let task = lp.spawn_local(async move {
+        s.borrow().as_ref().unwrap().cancel();
+        sloop::sleep(Duration::ZERO).await;
+        a.set(true);
+    });
+    *slot.borrow_mut() = Some(task);
+    lp.run_until_complete(sloop::sleep(Duration::from_millis(2)))
+        .unwrap();
+    assert!(!after.get(), "cancelled when its poll returned");
+    let task = slot.borrow_mut().take().unwrap();
+    assert!(task.is_finished());
+}
+
+#[test]
+fn a_detached_task_runs_to_completion() {
+    let lp = new_loop();
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    lp.spawn_local(async move {
+        sloop::sleep(Duration::from_millis(1)).await;
+        d.set(true);
+    })
+    .detach();
+    lp.run_until_complete(sloop::sleep(Duration::from_millis(3)))
+        .unwrap();
+    assert!(done.get());
+}
+
+#[test]
+fn closing_the_loop_cancels_pending_tasks() {
+    let lp = new_loop();
+    let task = lp.spawn_local(futures::future::pending::<()>());
+    lp.stop();
+    lp.run_forever().unwrap();
+    lp.close().unwrap();
+    assert!(task.is_finished());
+    let out = futures::executor::block_on(task);
+    assert!(matches!(out, Err(TaskError::Cancelled)));
+}
+
+#[test]
+fn local_spawn_trait_works_for_crates_that_take_a_spawner() {
+    let lp = new_loop();
+    let (tx, rx) = mpsc::channel();
+    let spawner = lp.handle();
+    let handle = spawner
+        .spawn_local_with_handle(async move {
+            tx.send("spawned through LocalSpawn").unwrap();
+            5
+        })
+        .unwrap();
+    assert_eq!(lp.run_until_complete(handle).unwrap(), 5);
+    assert_eq!(rx.recv().unwrap(), "spawned through LocalSpawn");
+    lp.close().unwrap();
+    assert!(
+        LocalSpawnExt::spawn_local(&spawner, async {}).is_err(),
+        "a closed loop refuses"
+    );
+}
+
+#[test]
+fn wakes_while_queued_poll_once() {
+    // Waking a task many times before it runs polls it once.
+    let lp = new_loop();
+    let polls = Rc::new(Cell::new(0));
+    let p = polls.clone();
+    let task = lp.spawn_local(futures::future::poll_fn(move |cx| {
+        p.set(p.get() + 1);
+        if p.get() == 1 {
+            for _ in 0..10 {
+                cx.waker().wake_by_ref();
+            }
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    }));
+    lp.run_until_complete(task).unwrap().unwrap();
+    assert_eq!(polls.get(), 2);
+}

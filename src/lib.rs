@@ -55,6 +55,8 @@ pub mod bridge;
 mod error;
 pub mod event_loop;
 mod exception;
+pub mod sock;
+mod sys;
 mod task;
 pub mod transport;
 

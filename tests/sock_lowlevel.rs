@@ -471,3 +471,54 @@ fn unix_stream_ops() {
     .unwrap();
     assert_eq!(got, b"over unix");
 }
+
+#[test]
+fn timeout_cancels_accept_and_removes_its_reader() {
+    // test_cancel_sock_accept / bpo-41317: a wait_for timeout cancels
+    // sock_accept, whose reader must go; after the listener closes, a
+    // connect is refused (nothing accepted it behind our back).
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener.bind(&SockAddr::from(local())).unwrap();
+    listener.listen(1).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    run(&lp, async {
+        let out = sloop::timeout(Duration::from_millis(5), h.sock_accept(&listener)).await;
+        assert!(out.is_err(), "nothing connected, yet accept returned");
+        assert!(
+            !h.remove_reader(listener.as_raw_fd()).unwrap(),
+            "reader left behind"
+        );
+    });
+    drop(listener);
+    let client = tcp_client();
+    let err = run(&lp, h.sock_connect(&client, &addr)).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+}
+
+#[test]
+fn fired_registration_removes_itself_so_an_unpolled_future_cannot_spin_the_loop() {
+    let (a, b) = nonblocking_pair();
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    run(&lp, async {
+        // The future is polled once, then held without being polled.
+        let mut recv = Box::pin(h.sock_recv(&a, 16));
+        assert!(poll_once(&mut recv).await.is_pending());
+        (&b).write_all(b"data").unwrap();
+        let before = h.iteration_count();
+        while h.iteration_count() < before + 3 {
+            sloop::sleep(Duration::ZERO).await;
+        }
+        // The reader fired once and removed itself: a level-triggered reader
+        // left in place would run every iteration while the data waits.
+        assert!(!h.remove_reader(a.as_raw_fd()).unwrap());
+        // The data is still there for the future when it is polled.
+        match poll_once(&mut recv).await {
+            Poll::Ready(got) => assert_eq!(got.unwrap(), b"data"),
+            Poll::Pending => panic!("readable socket, yet still pending"),
+        }
+    });
+}

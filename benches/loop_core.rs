@@ -72,25 +72,55 @@ fn call_soon(c: &mut Criterion) {
     // `spawn_local` task on a LocalSet (one allocation, one FIFO queue
     // push, one poll). `spawn` on the current_thread runtime would need
     // Send closures and goes through the same kind of task allocation, so
-    // spawn_local is the fair pick. The JoinHandles are dropped (detached),
-    // as a call_soon Handle is dropped here; the last task signals the end.
+    // spawn_local is the fair pick. The tasks are spawned from inside the
+    // LocalSet (its fast, unsynchronised local queue; spawning from outside
+    // goes through a mutex-protected queue), and their JoinHandles are dropped, as a call_soon Handle is dropped here;
+    // the last task signals the end.
     let rt = tokio_rt();
     g.bench_function(BenchmarkId::new("tokio", CALLS), |b| {
         b.iter(|| {
             let local = tokio::task::LocalSet::new();
             let count = Rc::new(Cell::new(0usize));
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            for _ in 0..CALLS - 1 {
-                let count = count.clone();
-                drop(local.spawn_local(async move { count.set(count.get() + 1) }));
-            }
-            let last = count.clone();
-            drop(local.spawn_local(async move {
-                last.set(last.get() + 1);
-                let _ = tx.send(());
-            }));
-            local.block_on(&rt, rx).expect("sent");
+            local.block_on(&rt, async {
+                let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                for _ in 0..CALLS - 1 {
+                    let count = count.clone();
+                    drop(tokio::task::spawn_local(async move {
+                        count.set(count.get() + 1)
+                    }));
+                }
+                let last = count.clone();
+                drop(tokio::task::spawn_local(async move {
+                    last.set(last.get() + 1);
+                    let _ = tx.send(());
+                }));
+                rx.await.expect("sent");
+            });
             assert_eq!(count.get(), CALLS);
+        })
+    });
+
+    // For reference, the same with `tokio::spawn` on the current_thread
+    // runtime (Send tasks, an atomic counter).
+    g.bench_function(BenchmarkId::new("tokio_spawn", CALLS), |b| {
+        b.iter(|| {
+            let count = Arc::new(AtomicUsize::new(0));
+            rt.block_on(async {
+                let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                for _ in 0..CALLS - 1 {
+                    let count = count.clone();
+                    drop(tokio::spawn(async move {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }));
+                }
+                let last = count.clone();
+                drop(tokio::spawn(async move {
+                    last.fetch_add(1, Ordering::Relaxed);
+                    let _ = tx.send(());
+                }));
+                rx.await.expect("sent");
+            });
+            assert_eq!(count.load(Ordering::Relaxed), CALLS);
         })
     });
     g.finish();

@@ -119,6 +119,13 @@ impl LoopTimer {
 ///
 /// Dropping it cancels its timer (at once on the loop's thread, else in
 /// the loop's next iteration); nothing else is lost.
+///
+/// # Caveats
+///
+/// An armed sleep's timer handle is kept in a thread-local of the loop's
+/// thread until the timer fires or the sleep is dropped. A sleep dropped
+/// on another thread after its loop closed cannot reach that thread any
+/// more, so the small entry stays until the thread exits.
 pub struct SendSleep {
     deadline: Instant,
     remote: Remote,

@@ -522,3 +522,54 @@ fn fired_registration_removes_itself_so_an_unpolled_future_cannot_spin_the_loop(
         }
     });
 }
+
+#[test]
+fn sendto_waits_for_room_when_the_socket_says_eagain() {
+    // test_sendto_blocking: a connected Unix datagram socket whose peer's
+    // queue is full says EAGAIN; sock_sendto waits through a writer and
+    // sends once the peer has read.
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dgram");
+    let receiver = UnixDatagram::bind(&path).unwrap();
+    receiver.set_nonblocking(true).unwrap();
+    let sender = UnixDatagram::unbound().unwrap();
+    sender.connect(&path).unwrap();
+    sender.set_nonblocking(true).unwrap();
+    let mut queued = 0;
+    loop {
+        match sender.send(b"filler") {
+            Ok(_) => queued += 1,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(queued > 0);
+
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let to = SockAddr::unix(&path).unwrap();
+    let fillers = run(&lp, async {
+        let mut send = Box::pin(h.sock_sendto(&sender, b"last", &to));
+        assert!(
+            poll_once(&mut send).await.is_pending(),
+            "the queue was not full"
+        );
+        let drain = async {
+            let mut fillers = 0;
+            loop {
+                let (data, _) = h.sock_recvfrom(&receiver, 64).await?;
+                if data == b"last" {
+                    return io::Result::Ok(fillers);
+                }
+                assert_eq!(data, b"filler");
+                fillers += 1;
+            }
+        };
+        let (sent, fillers) = join(send, drain).await;
+        assert_eq!(sent.unwrap(), 4);
+        fillers.unwrap()
+    });
+    assert_eq!(fillers, queued);
+    assert!(!h.remove_writer(sender.as_raw_fd()).unwrap());
+}

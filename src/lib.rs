@@ -27,6 +27,7 @@
 //! | `Handle`, `TimerHandle` | [`Handle`], [`TimerHandle`] |
 //! | `loop.call_soon_threadsafe` | [`Remote::call_soon`] |
 //! | `loop.add_reader`, `remove_reader`, `add_writer`, `remove_writer` | the same names on [`LoopHandle`] |
+//! | `loop.sock_recv`, `sock_recv_into`, `sock_recvfrom`, `sock_sendall`, `sock_sendto`, `sock_connect`, `sock_accept` | the same names on [`LoopHandle`] (see [`sock`]) |
 //! | `loop.create_task`, `Task.cancel` | [`LoopHandle::spawn_local`], [`Task::cancel`] |
 //! | `asyncio.get_running_loop()` | [`get_running_loop`] |
 //! | `asyncio.sleep`, `wait_for` | [`sleep`], [`timeout`] |
@@ -54,6 +55,8 @@ pub mod bridge;
 mod error;
 pub mod event_loop;
 mod exception;
+pub mod sock;
+mod sys;
 mod task;
 pub mod transport;
 

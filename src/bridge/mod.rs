@@ -1,3 +1,4 @@
 //! The async/await side: futures that ride on the loop.
 
+pub mod rt;
 pub mod time;

@@ -118,16 +118,16 @@ impl IoWait {
             // removes exactly this registration (and cancels its handle).
             if let Some(lp) = get_running_loop() {
                 let _ = if read {
-                    lp.remove_reader(fd)
+                    lp.remove_reader(&fd)
                 } else {
-                    lp.remove_writer(fd)
+                    lp.remove_writer(&fd)
                 };
             }
         };
         let handle = if read {
-            lp.add_reader(fd, callback)?
+            lp.add_reader(&fd, callback)?
         } else {
-            lp.add_writer(fd, callback)?
+            lp.add_writer(&fd, callback)?
         };
         Ok(IoWait {
             lp: lp.clone(),
@@ -164,9 +164,9 @@ impl Drop for IoWait {
         // registered on the fd now belongs to someone else (bpo-30064).
         if !self.handle.cancelled() {
             let _ = if self.read {
-                self.lp.remove_reader(self.fd)
+                self.lp.remove_reader(&self.fd)
             } else {
-                self.lp.remove_writer(self.fd)
+                self.lp.remove_writer(&self.fd)
             };
         }
     }

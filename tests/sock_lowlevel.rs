@@ -56,7 +56,7 @@ fn tcp_client() -> Socket {
 
 /// Whether `fd` has a reader (by removing it: the only query there is).
 fn is_reader_set(h: &LoopHandle, fd: &impl AsRawFd) -> bool {
-    h.remove_reader(fd.as_raw_fd()).unwrap()
+    h.remove_reader(&fd.as_raw_fd()).unwrap()
 }
 
 #[test]
@@ -95,7 +95,7 @@ fn connect_sendall_recv_with_thread_peer() {
     peer.join().unwrap();
     // Completed futures leave nothing registered.
     assert!(!is_reader_set(&h, &client));
-    assert!(!h.remove_writer(client.as_raw_fd()).unwrap());
+    assert!(!h.remove_writer(&client.as_raw_fd()).unwrap());
 }
 
 #[test]
@@ -259,7 +259,7 @@ fn connect_to_closed_port_is_refused() {
     let err = run(&lp, h.sock_connect(&client, &SockAddr::from(port))).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
     assert!(
-        !h.remove_writer(client.as_raw_fd()).unwrap(),
+        !h.remove_writer(&client.as_raw_fd()).unwrap(),
         "writer left behind"
     );
 }
@@ -274,12 +274,12 @@ fn dropping_pending_recv_removes_its_reader() {
         assert!(poll_once(&mut recv).await.is_pending());
         drop(recv);
         assert!(
-            !h.remove_reader(a.as_raw_fd()).unwrap(),
+            !h.remove_reader(&a.as_raw_fd()).unwrap(),
             "a reader was left behind"
         );
         // The fd takes a new reader, and a new sock_recv works.
-        h.add_reader(a.as_raw_fd(), || {}).unwrap();
-        assert!(h.remove_reader(a.as_raw_fd()).unwrap());
+        h.add_reader(&a.as_raw_fd(), || {}).unwrap();
+        assert!(h.remove_reader(&a.as_raw_fd()).unwrap());
         (&b).write_all(b"x").unwrap();
         assert_eq!(h.sock_recv(&a, 16).await.unwrap(), b"x");
     });
@@ -294,7 +294,7 @@ fn pending_recv_registers_a_reader_and_fails_if_it_is_taken_away() {
         let mut recv = Box::pin(h.sock_recv(&a, 16));
         assert!(poll_once(&mut recv).await.is_pending());
         assert!(
-            h.remove_reader(a.as_raw_fd()).unwrap(),
+            h.remove_reader(&a.as_raw_fd()).unwrap(),
             "the pending recv had no reader"
         );
         let err = match poll_once(&mut recv).await {
@@ -326,10 +326,10 @@ fn dropping_a_replaced_recv_leaves_the_new_reader() {
         let mut third = Box::pin(h.sock_recv(&a, 16));
         assert!(poll_once(&mut third).await.is_pending());
         let f = fired.clone();
-        h.add_reader(a.as_raw_fd(), move || f.set(true)).unwrap();
+        h.add_reader(&a.as_raw_fd(), move || f.set(true)).unwrap();
         drop(third);
         assert!(
-            h.remove_reader(a.as_raw_fd()).unwrap(),
+            h.remove_reader(&a.as_raw_fd()).unwrap(),
             "the user's reader was removed"
         );
     });
@@ -359,7 +359,7 @@ fn cancelled_task_in_sock_recv_finishes_promptly_and_leaves_no_reader() {
     // Finished within a couple of iterations, not at the 10 s watchdog.
     assert!(h.iteration_count() - before <= 3);
     assert!(
-        !h.remove_reader(a.as_raw_fd()).unwrap(),
+        !h.remove_reader(&a.as_raw_fd()).unwrap(),
         "a reader was left behind"
     );
 }
@@ -381,7 +381,7 @@ fn cancelled_sendall_does_not_break_a_later_sendall() {
         assert!(poll_once(&mut blocked).await.is_pending());
         drop(blocked);
         assert!(
-            !h.remove_writer(a.as_raw_fd()).unwrap(),
+            !h.remove_writer(&a.as_raw_fd()).unwrap(),
             "a writer was left behind"
         );
         let send = async {
@@ -419,7 +419,7 @@ fn dropped_connect_then_reconnect_works() {
         if poll_once(&mut first).await.is_pending() {
             drop(first);
             assert!(
-                !h.remove_writer(client.as_raw_fd()).unwrap(),
+                !h.remove_writer(&client.as_raw_fd()).unwrap(),
                 "a writer was left behind"
             );
         }
@@ -488,7 +488,7 @@ fn timeout_cancels_accept_and_removes_its_reader() {
         let out = sloop::timeout(Duration::from_millis(5), h.sock_accept(&listener)).await;
         assert!(out.is_err(), "nothing connected, yet accept returned");
         assert!(
-            !h.remove_reader(listener.as_raw_fd()).unwrap(),
+            !h.remove_reader(&listener.as_raw_fd()).unwrap(),
             "reader left behind"
         );
     });
@@ -514,7 +514,7 @@ fn fired_registration_removes_itself_so_an_unpolled_future_cannot_spin_the_loop(
         }
         // The reader fired once and removed itself: a level-triggered reader
         // left in place would run every iteration while the data waits.
-        assert!(!h.remove_reader(a.as_raw_fd()).unwrap());
+        assert!(!h.remove_reader(&a.as_raw_fd()).unwrap());
         // The data is still there for the future when it is polled.
         match poll_once(&mut recv).await {
             Poll::Ready(got) => assert_eq!(got.unwrap(), b"data"),
@@ -571,5 +571,5 @@ fn sendto_waits_for_room_when_the_socket_says_eagain() {
         fillers.unwrap()
     });
     assert_eq!(fillers, queued);
-    assert!(!h.remove_writer(sender.as_raw_fd()).unwrap());
+    assert!(!h.remove_writer(&sender.as_raw_fd()).unwrap());
 }

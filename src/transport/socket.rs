@@ -103,6 +103,38 @@ pub(crate) enum Kind {
     Unix,
 }
 
+// State bits of `SocketTransport::flags`.
+/// `close`, `abort` or a fatal error happened: no more reading.
+const CLOSING: u32 = 1;
+/// `connection_lost` ran or is being delivered (one-shot, gh-156512).
+const LOST_DONE: u32 = 1 << 1;
+/// `write_eof` was called.
+const EOF: u32 = 1 << 2;
+/// `shutdown(SHUT_WR)` was done.
+const EOF_SENT: u32 = 1 << 3;
+/// `pause_reading`.
+const PAUSED: u32 = 1 << 4;
+/// `connection_made` ran: reading may start.
+const STARTED: u32 = 1 << 5;
+/// The peer sent EOF.
+const READ_EOF: u32 = 1 << 6;
+/// The fd may have data (an edge came and no read saw `WouldBlock`).
+const READABLE: u32 = 1 << 7;
+/// The peer hung up or the fd is in error: a short read proves nothing.
+const HUP: u32 = 1 << 8;
+/// sendfile owns the transport: writes are refused.
+const SENDFILE: u32 = 1 << 9;
+/// The protocol is out of its slot, running.
+const BUSY: u32 = 1 << 10;
+/// `set_protocol` put a new protocol in while the old one ran.
+const REPLACED: u32 = 1 << 11;
+/// The protocol is a `BufferedProtocol`.
+const BUFFERED: u32 = 1 << 12;
+/// The write buffer holds data.
+const HAS_DATA: u32 = 1 << 13;
+/// Held-back work for `after_callback`: a flow notification or the loss.
+const PENDING: u32 = 1 << 14;
+
 pub(crate) struct SocketTransport {
     lp: LoopHandle,
     me: Weak<SocketTransport>,
@@ -110,29 +142,19 @@ pub(crate) struct SocketTransport {
     fd: RawFd,
     kind: Kind,
     key: Cell<Option<IoKey>>,
-    /// `None` while the protocol runs (taken out) or after connection_lost.
-    protocol: RefCell<Option<AnyProtocol>>,
-    /// The protocol is out of its slot, running.
-    busy: Cell<bool>,
-    /// A protocol set by `set_protocol` while the old one ran.
-    replaced: Cell<bool>,
+    /// `None` while the protocol runs (taken out, D2) or after
+    /// connection_lost. A `Cell`, not a `RefCell`: it is only ever taken
+    /// and put back, never borrowed.
+    protocol: Cell<Option<AnyProtocol>>,
+    /// The state bits below (one load for the hot-path checks).
+    flags: Cell<u32>,
     /// A pause (`true`) or resume (`false`) for a protocol that was busy.
     pending_flow: Cell<Option<bool>>,
     /// `connection_lost`'s argument, kept while the protocol was busy.
     pending_lost: RefCell<Option<Option<io::Error>>>,
     wbuf: RefCell<WriteBuf>,
     flow: Cell<FlowControl>,
-    closing: Cell<bool>,
     conn_lost: Cell<u32>,
-    lost_done: Cell<bool>,
-    eof: Cell<bool>,
-    eof_sent: Cell<bool>,
-    paused: Cell<bool>,
-    started: Cell<bool>,
-    read_eof: Cell<bool>,
-    readable: Cell<bool>,
-    hup: Cell<bool>,
-    sendfile: Cell<bool>,
     empty_waiter: RefCell<Option<Rc<WaiterState>>>,
     server: RefCell<Option<ServerLink>>,
     started_waiter: RefCell<Option<Rc<WaiterState>>>,
@@ -163,39 +185,53 @@ impl SocketTransport {
             fd,
             kind,
             key: Cell::new(None),
-            protocol: RefCell::new(Some(protocol)),
-            busy: Cell::new(false),
-            replaced: Cell::new(false),
+            protocol: Cell::new(None),
+            flags: Cell::new(0),
             pending_flow: Cell::new(None),
             pending_lost: RefCell::new(None),
             wbuf: RefCell::new(WriteBuf::default()),
             flow: Cell::new(FlowControl::default()),
-            closing: Cell::new(false),
             conn_lost: Cell::new(0),
-            lost_done: Cell::new(false),
-            eof: Cell::new(false),
-            eof_sent: Cell::new(false),
-            paused: Cell::new(false),
-            started: Cell::new(false),
-            read_eof: Cell::new(false),
-            readable: Cell::new(false),
-            hup: Cell::new(false),
-            sendfile: Cell::new(false),
             empty_waiter: RefCell::new(None),
             server: RefCell::new(server),
             started_waiter: RefCell::new(Some(started.clone())),
         });
+        rc.install(protocol);
         match lp.register_source(fd, rc.clone() as Rc<dyn IoSource>) {
             Ok(key) => rc.key.set(Some(key)),
             Err(e) => {
                 let link = rc.server.borrow_mut().take();
-                rc.protocol.borrow_mut().take();
+                rc.protocol.take();
                 return Err((e, link));
             }
         }
         let me = rc.clone();
         lp.call_soon_internal(move || me.start());
         Ok((rc, EmptyWaiter { state: started }))
+    }
+
+    #[inline]
+    fn has(&self, f: u32) -> bool {
+        self.flags.get() & f != 0
+    }
+
+    #[inline]
+    fn set_flag(&self, f: u32, on: bool) {
+        let v = self.flags.get();
+        self.flags.set(if on { v | f } else { v & !f });
+    }
+
+    #[inline]
+    fn replace_flag(&self, f: u32, on: bool) -> bool {
+        let was = self.has(f);
+        self.set_flag(f, on);
+        was
+    }
+
+    /// Puts `p` in the slot and records its kind.
+    fn install(&self, p: AnyProtocol) {
+        self.set_flag(BUFFERED, matches!(p, AnyProtocol::Buffered(_)));
+        drop(self.protocol.replace(Some(p)));
     }
 
     fn handle(&self) -> Transport {
@@ -208,21 +244,19 @@ impl SocketTransport {
     fn start(&self) {
         let t = self.handle();
         self.call_protocol("connection_made", |p| p.connection_made(&t));
-        self.started.set(true);
+        self.set_flag(STARTED, true);
         if let Some(w) = self.started_waiter.borrow_mut().take() {
             w.complete(Ok(()));
         }
-        if self.readable.get() && self.can_read() {
+        if self.has(READABLE) && self.can_read() {
             self.read_ready();
         }
     }
 
+    #[inline]
     fn can_read(&self) -> bool {
-        self.started.get()
-            && !self.paused.get()
-            && !self.closing.get()
-            && !self.read_eof.get()
-            && self.conn_lost.get() == 0
+        // CLOSING is set whenever conn_lost is non-zero.
+        self.flags.get() & (STARTED | PAUSED | CLOSING | READ_EOF) == STARTED
     }
 
     // ----- calling the protocol -----
@@ -230,53 +264,57 @@ impl SocketTransport {
     /// Runs `f` on the protocol, taken out of its slot (D2). A panic is a
     /// fatal error of this transport. Returns `None` if there is no
     /// protocol (busy or gone) or it panicked.
+    #[inline]
     fn call_protocol<R>(
         &self,
         method: &'static str,
         f: impl FnOnce(&mut AnyProtocol) -> R,
     ) -> Option<R> {
-        let mut p = self.protocol.borrow_mut().take()?;
-        self.busy.set(true);
+        let mut p = self.protocol.take()?;
+        self.set_flag(BUSY, true);
         let result = catch_unwind(AssertUnwindSafe(|| f(&mut p)));
-        self.busy.set(false);
+        self.set_flag(BUSY, false);
         self.put_back(p);
-        match result {
-            Ok(r) => {
-                self.after_callback();
-                Some(r)
-            }
+        let out = match result {
+            Ok(r) => Some(r),
             Err(payload) => {
                 self.protocol_panicked(method, payload);
                 None
             }
+        };
+        if self.has(PENDING) {
+            self.after_callback();
         }
+        out
     }
 
+    #[inline(always)]
     fn put_back(&self, p: AnyProtocol) {
-        if self.replaced.replace(false) || self.lost_done.get() && !self.has_pending_lost() {
-            // Replaced meanwhile (the new one is in the slot), or gone.
-            let keep = self.lost_done.get();
-            drop(p);
-            if keep {
-                self.protocol.borrow_mut().take();
-            }
+        if self.flags.get() & (REPLACED | LOST_DONE) == 0 {
+            self.protocol.set(Some(p));
             return;
         }
-        *self.protocol.borrow_mut() = Some(p);
-    }
-
-    fn has_pending_lost(&self) -> bool {
-        self.pending_lost.borrow().is_some()
+        if self.replace_flag(REPLACED, false) {
+            return; // the new protocol is in the slot; the old one goes
+        }
+        if self.pending_lost.borrow().is_some() {
+            // Lost while it ran: it still gets connection_lost.
+            self.protocol.set(Some(p));
+        }
     }
 
     /// Delivers what was held back while the protocol ran.
+    #[cold]
+    #[inline(never)]
     fn after_callback(&self) {
-        if let Some(lost) = self.pending_lost.borrow_mut().take() {
+        self.set_flag(PENDING, false);
+        let lost = self.pending_lost.borrow_mut().take();
+        if let Some(lost) = lost {
             self.deliver_lost(lost);
             return;
         }
         if let Some(pause) = self.pending_flow.take() {
-            if self.lost_done.get() {
+            if self.has(LOST_DONE) {
                 return;
             }
             if pause {
@@ -287,6 +325,8 @@ impl SocketTransport {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn protocol_panicked(&self, method: &'static str, payload: Box<dyn std::any::Any + Send>) {
         let msg = panic_message(&*payload);
         match method {
@@ -319,15 +359,18 @@ impl SocketTransport {
     }
 
     fn notify_flow(&self, pause: bool) {
-        if self.lost_done.get() {
+        if self.has(LOST_DONE) {
             return;
         }
-        if self.busy.get() {
+        if self.has(BUSY) {
             // Opposite notifications cancel out: the protocol never saw the
             // first, so alternation holds.
             match self.pending_flow.get() {
                 Some(p) if p != pause => self.pending_flow.set(None),
-                _ => self.pending_flow.set(Some(pause)),
+                _ => {
+                    self.pending_flow.set(Some(pause));
+                    self.set_flag(PENDING, true);
+                }
             }
             return;
         }
@@ -359,8 +402,7 @@ impl SocketTransport {
     // ----- reading -----
 
     fn read_ready(&self) {
-        let buffered = matches!(&*self.protocol.borrow(), Some(AnyProtocol::Buffered(_)));
-        if buffered {
+        if self.has(BUFFERED) {
             self.read_into_protocol();
         } else {
             self.read_into_shared();
@@ -369,11 +411,11 @@ impl SocketTransport {
 
     /// What to do after a successful read of `n` bytes into `cap`.
     fn after_read(&self, n: usize, cap: usize) {
-        if n < cap && !self.hup.get() {
+        if n < cap && !self.has(HUP) {
             // A short read drained the socket; the next arrival is a new edge.
-            self.readable.set(false);
+            self.set_flag(READABLE, false);
         }
-        if self.readable.get() && self.can_read() {
+        if self.has(READABLE) && self.can_read() {
             if let Some(key) = self.key.get() {
                 self.lp.schedule_io(key, Readiness::READABLE);
             }
@@ -413,10 +455,10 @@ impl SocketTransport {
     }
 
     fn read_into_protocol(&self) {
-        let Some(mut p) = self.protocol.borrow_mut().take() else {
+        let Some(mut p) = self.protocol.take() else {
             return;
         };
-        self.busy.set(true);
+        self.set_flag(BUSY, true);
         let sock = self.sock.borrow();
         let step = catch_unwind(AssertUnwindSafe(|| {
             let AnyProtocol::Buffered(bp) = &mut p else {
@@ -434,7 +476,7 @@ impl SocketTransport {
             }
         }));
         drop(sock);
-        self.busy.set(false);
+        self.set_flag(BUSY, false);
         self.put_back(p);
         let (n, cap) = match step {
             Err(payload) => return self.protocol_panicked("get_buffer", payload),
@@ -466,9 +508,11 @@ impl SocketTransport {
         self.after_read(n, cap);
     }
 
+    #[cold]
+    #[inline(never)]
     fn read_error(&self, e: io::Error) {
         match e.kind() {
-            io::ErrorKind::WouldBlock => self.readable.set(false),
+            io::ErrorKind::WouldBlock => self.set_flag(READABLE, false),
             io::ErrorKind::Interrupted => {
                 if let Some(key) = self.key.get() {
                     self.lp.schedule_io(key, Readiness::READABLE);
@@ -478,9 +522,11 @@ impl SocketTransport {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn on_eof(&self) {
-        self.read_eof.set(true);
-        self.readable.set(false);
+        self.set_flag(READ_EOF, true);
+        self.set_flag(READABLE, false);
         log::debug!("{} received EOF", TransportImpl::describe(self));
         let keep_open = self.call_protocol("eof_received", |p| p.eof_received());
         match keep_open {
@@ -493,13 +539,13 @@ impl SocketTransport {
     // ----- writing -----
 
     fn check_write(&self) -> Result<bool, Error> {
-        if self.eof.get() {
+        if self.has(EOF) {
             return Err(Error::WriteAfterEof);
         }
-        if self.sendfile.get() {
+        if self.has(SENDFILE) {
             return Err(Error::SendfileInProgress);
         }
-        if self.conn_lost.get() > 0 || self.closing.get() {
+        if self.conn_lost.get() > 0 || self.has(CLOSING) {
             let n = self.conn_lost.get();
             if n >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
                 log::warn!("socket.send() raised exception.");
@@ -518,14 +564,46 @@ impl SocketTransport {
     }
 
     /// Buffers `rest` (what the kernel did not take) and applies flow control.
+    #[cold]
+    #[inline(never)]
     fn buffer(&self, parts: &[&[u8]]) {
         {
             let mut w = self.wbuf.borrow_mut();
             for p in parts {
                 w.push(p);
             }
+            self.set_flag(HAS_DATA, !w.is_empty());
         }
         self.maybe_pause();
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn write_slow(&self, data: &[u8]) -> Result<(), Error> {
+        self.check_write()?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        if !self.has(HAS_DATA) {
+            // Try to send now: the common case never touches the buffer.
+            match self.send(data) {
+                Ok(n) if n == data.len() => return Ok(()),
+                Ok(n) => self.buffer(&[&data[n..]]),
+                Err(e) if is_retry(&e) => self.buffer(&[data]),
+                Err(e) => {
+                    self.fatal_error(e, "Fatal write error on socket transport");
+                    return Err(Error::ConnectionLost);
+                }
+            }
+        } else {
+            self.buffer(&[data]);
+        }
+        Ok(())
+    }
+
+    fn clear_buffer(&self) {
+        self.wbuf.borrow_mut().clear();
+        self.set_flag(HAS_DATA, false);
     }
 
     fn write_ready(&self) {
@@ -540,16 +618,20 @@ impl SocketTransport {
             self.send(w.pending())
         };
         match res {
-            Ok(n) => self.wbuf.borrow_mut().consume(n),
+            Ok(n) => {
+                let mut w = self.wbuf.borrow_mut();
+                w.consume(n);
+                self.set_flag(HAS_DATA, !w.is_empty());
+            }
             Err(e) if is_retry(&e) => return,
             Err(e) => {
-                self.wbuf.borrow_mut().clear();
+                self.clear_buffer();
                 self.fail_empty_waiter(Error::Io(clone_io_error(&e)));
                 return self.fatal_error(e, "Fatal write error on socket transport");
             }
         }
         self.maybe_resume();
-        if self.wbuf.borrow().is_empty() {
+        if !self.has(HAS_DATA) {
             self.drained();
         }
     }
@@ -560,18 +642,18 @@ impl SocketTransport {
         if let Some(w) = self.empty_waiter.borrow_mut().take() {
             w.complete(Ok(()));
         }
-        if self.closing.get() {
+        if self.has(CLOSING) {
             if self.conn_lost.get() == 0 {
                 self.conn_lost.set(1);
                 self.call_connection_lost(None);
             }
-        } else if self.eof.get() {
+        } else if self.has(EOF) {
             self.shutdown_write();
         }
     }
 
     fn shutdown_write(&self) {
-        if self.eof_sent.replace(true) {
+        if self.replace_flag(EOF_SENT, true) {
             return;
         }
         if let Some(s) = &*self.sock.borrow() {
@@ -588,15 +670,17 @@ impl SocketTransport {
     // ----- closing -----
 
     fn close_impl(&self) {
-        if self.closing.replace(true) {
+        if self.replace_flag(CLOSING, true) {
             return;
         }
-        if self.wbuf.borrow().is_empty() && self.conn_lost.get() == 0 {
+        if !self.has(HAS_DATA) && self.conn_lost.get() == 0 {
             self.conn_lost.set(1);
             self.schedule_connection_lost(None);
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn fatal_error(&self, e: io::Error, message: &str) {
         // Connection errors are expected; asyncio only logs them in debug.
         log::debug!("{}: {message}: {e}", TransportImpl::describe(self));
@@ -607,14 +691,14 @@ impl SocketTransport {
         if self.conn_lost.get() > 0 {
             return;
         }
-        if !self.wbuf.borrow().is_empty() {
-            self.wbuf.borrow_mut().clear();
+        if !!self.has(HAS_DATA) {
+            self.clear_buffer();
         }
         let mut flow = self.flow.get();
         flow.reset();
         self.flow.set(flow);
         self.pending_flow.set(None);
-        self.closing.set(true);
+        self.set_flag(CLOSING, true);
         self.conn_lost.set(1);
         self.schedule_connection_lost(exc);
     }
@@ -625,18 +709,19 @@ impl SocketTransport {
     }
 
     fn call_connection_lost(&self, exc: Option<io::Error>) {
-        if self.lost_done.replace(true) {
+        if self.replace_flag(LOST_DONE, true) {
             return;
         }
         if let Some(key) = self.key.take() {
             self.lp.deregister_source(key);
         }
-        self.wbuf.borrow_mut().clear();
+        self.clear_buffer();
         self.fail_empty_waiter(Error::ConnectionLost);
-        if self.busy.get() {
+        if self.has(BUSY) {
             // The protocol is running (we got here from inside it): deliver
             // once it returns.
             *self.pending_lost.borrow_mut() = Some(exc);
+            self.set_flag(PENDING, true);
         } else {
             self.deliver_lost(exc);
         }
@@ -646,7 +731,7 @@ impl SocketTransport {
         // Only if connection_made ran (asyncio's `_protocol_connected`):
         // `start` always runs before this, since both are queued in order.
         self.call_protocol("connection_lost", |p| p.connection_lost(exc));
-        self.protocol.borrow_mut().take();
+        drop(self.protocol.take());
         // Close the socket after the protocol saw the loss, as asyncio does.
         self.sock.borrow_mut().take();
         if let Some(w) = self.started_waiter.borrow_mut().take() {
@@ -659,7 +744,7 @@ impl SocketTransport {
     /// For the sendfile path (D10): writes are refused while set.
     #[allow(dead_code)]
     pub(crate) fn set_sendfile_in_progress(&self, on: bool) {
-        self.sendfile.set(on);
+        self.set_flag(SENDFILE, on);
     }
 }
 
@@ -687,21 +772,21 @@ impl IoSource for SocketTransport {
     #[inline]
     fn ready(&self, readiness: Readiness) {
         if readiness.contains(Readiness::READ_CLOSED) || readiness.contains(Readiness::ERROR) {
-            self.hup.set(true);
+            self.set_flag(HUP, true);
         }
         if readiness.is_readable() {
-            self.readable.set(true);
+            self.set_flag(READABLE, true);
             if self.can_read() {
                 self.read_ready();
             }
         }
-        if readiness.is_writable() && !self.wbuf.borrow().is_empty() {
+        if readiness.is_writable() && !!self.has(HAS_DATA) {
             self.write_ready();
         }
     }
 
     fn is_closing(&self) -> bool {
-        self.closing.get()
+        self.has(CLOSING)
     }
 
     fn describe(&self) -> String {
@@ -712,25 +797,17 @@ impl IoSource for SocketTransport {
 impl TransportImpl for SocketTransport {
     #[inline]
     fn write(&self, data: &[u8]) -> Result<(), Error> {
-        self.check_write()?;
-        if data.is_empty() {
-            return Ok(());
-        }
-        if self.wbuf.borrow().is_empty() {
-            // Try to send now: the common case never touches the buffer.
-            match self.send(data) {
-                Ok(n) if n == data.len() => return Ok(()),
-                Ok(n) => self.buffer(&[&data[n..]]),
-                Err(e) if is_retry(&e) => self.buffer(&[data]),
-                Err(e) => {
-                    self.fatal_error(e, "Fatal write error on socket transport");
-                    return Err(Error::ConnectionLost);
+        // Fast path: open, nothing buffered, the kernel takes it all.
+        if self.flags.get() & (EOF | SENDFILE | CLOSING | HAS_DATA) == 0 && !data.is_empty() {
+            if let Ok(n) = self.send(data) {
+                if n == data.len() {
+                    return Ok(());
                 }
+                self.buffer(&[&data[n..]]);
+                return Ok(());
             }
-        } else {
-            self.buffer(&[data]);
         }
-        Ok(())
+        self.write_slow(data)
     }
 
     fn writelines(&self, bufs: &[&[u8]]) -> Result<(), Error> {
@@ -739,7 +816,7 @@ impl TransportImpl for SocketTransport {
         if total == 0 {
             return Ok(());
         }
-        if !self.wbuf.borrow().is_empty() {
+        if !!self.has(HAS_DATA) {
             self.buffer(bufs);
             return Ok(());
         }
@@ -779,11 +856,11 @@ impl TransportImpl for SocketTransport {
     }
 
     fn write_eof(&self) -> Result<(), Error> {
-        if self.closing.get() || self.eof.get() {
+        if self.has(CLOSING) || self.has(EOF) {
             return Ok(());
         }
-        self.eof.set(true);
-        if self.wbuf.borrow().is_empty() {
+        self.set_flag(EOF, true);
+        if !self.has(HAS_DATA) {
             self.shutdown_write();
         }
         Ok(())
@@ -802,24 +879,24 @@ impl TransportImpl for SocketTransport {
     }
 
     fn is_closing(&self) -> bool {
-        self.closing.get()
+        self.has(CLOSING)
     }
 
     fn pause_reading(&self) {
-        if self.closing.get() || self.paused.get() {
+        if self.has(CLOSING) || self.has(PAUSED) {
             return;
         }
-        self.paused.set(true);
+        self.set_flag(PAUSED, true);
         log::debug!("{} pauses reading", TransportImpl::describe(self));
     }
 
     fn resume_reading(&self) {
-        if self.closing.get() || !self.paused.get() {
+        if self.has(CLOSING) || !self.has(PAUSED) {
             return;
         }
-        self.paused.set(false);
+        self.set_flag(PAUSED, false);
         // Data that arrived while paused gave its edge already: re-queue.
-        if self.readable.get() && self.can_read() {
+        if self.has(READABLE) && self.can_read() {
             if let Some(key) = self.key.get() {
                 self.lp.schedule_io(key, Readiness::READABLE);
             }
@@ -827,7 +904,7 @@ impl TransportImpl for SocketTransport {
     }
 
     fn is_reading(&self) -> bool {
-        !self.closing.get() && !self.paused.get() && !self.read_eof.get()
+        !self.has(CLOSING) && !self.has(PAUSED) && !self.has(READ_EOF)
     }
 
     fn write_buffer_size(&self) -> usize {
@@ -851,14 +928,13 @@ impl TransportImpl for SocketTransport {
     }
 
     fn set_protocol(&self, protocol: AnyProtocol) {
-        if self.lost_done.get() && !self.has_pending_lost() {
+        if self.has(LOST_DONE) && self.pending_lost.borrow().is_none() {
             return;
         }
-        if self.busy.get() {
-            self.replaced.set(true);
+        if self.has(BUSY) {
+            self.set_flag(REPLACED, true);
         }
-        let old = self.protocol.borrow_mut().replace(protocol);
-        drop(old);
+        self.install(protocol);
     }
 
     fn empty_waiter(&self) -> Result<EmptyWaiter, Error> {
@@ -869,10 +945,10 @@ impl TransportImpl for SocketTransport {
             }
         }
         let state = Rc::new(WaiterState::default());
-        if self.lost_done.get() || self.conn_lost.get() > 0 && self.wbuf.borrow().is_empty() {
+        if self.has(LOST_DONE) || self.conn_lost.get() > 0 && !self.has(HAS_DATA) {
             state.complete(Err(Error::ConnectionLost));
             *slot = None;
-        } else if self.wbuf.borrow().is_empty() {
+        } else if !self.has(HAS_DATA) {
             state.complete(Ok(()));
             *slot = None;
         } else {
@@ -902,9 +978,9 @@ impl TransportImpl for SocketTransport {
     }
 
     fn describe(&self) -> String {
-        let state = if self.lost_done.get() {
+        let state = if self.has(LOST_DONE) {
             " closed"
-        } else if self.closing.get() {
+        } else if self.has(CLOSING) {
             " closing"
         } else {
             ""

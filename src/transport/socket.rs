@@ -20,8 +20,9 @@
 //! # State (asyncio's names)
 //!
 //! - `closing`: `close` or a fatal error happened; no more reading.
-//! - `conn_lost`: how many times the connection was "lost" or written to
-//!   after that; non-zero means `connection_lost` is scheduled.
+//! - `conn_lost`: how many writes were refused after closing, for the
+//!   warning threshold; `LOST_SCHEDULED` says `connection_lost` is on its
+//!   way (asyncio folds both into `_conn_lost`).
 //! - `lost_done`: `connection_lost` ran (one-shot, gh-156512).
 //!
 //! The protocol is taken out of its slot while it runs (D2); a flow-control
@@ -132,6 +133,8 @@ const REPLACED: u32 = 1 << 11;
 const BUFFERED: u32 = 1 << 12;
 /// The write buffer holds data.
 const HAS_DATA: u32 = 1 << 13;
+/// `connection_lost` is scheduled (asyncio's `_conn_lost` being non-zero).
+const LOST_SCHEDULED: u32 = 1 << 15;
 /// Held-back work for `after_callback`: a flow notification or the loss.
 const PENDING: u32 = 1 << 14;
 
@@ -255,7 +258,7 @@ impl SocketTransport {
 
     #[inline]
     fn can_read(&self) -> bool {
-        // CLOSING is set whenever conn_lost is non-zero.
+        // CLOSING is set whenever LOST_SCHEDULED is.
         self.flags.get() & (STARTED | PAUSED | CLOSING | READ_EOF) == STARTED
     }
 
@@ -538,14 +541,19 @@ impl SocketTransport {
 
     // ----- writing -----
 
-    fn check_write(&self) -> Result<bool, Error> {
+    /// asyncio's order of checks: after write_eof, during sendfile, empty
+    /// data (a no-op: `Ok(false)`), closing or lost (refused and counted).
+    fn check_write(&self, empty: bool) -> Result<bool, Error> {
         if self.has(EOF) {
             return Err(Error::WriteAfterEof);
         }
         if self.has(SENDFILE) {
             return Err(Error::SendfileInProgress);
         }
-        if self.conn_lost.get() > 0 || self.has(CLOSING) {
+        if empty {
+            return Ok(false);
+        }
+        if self.has(CLOSING) {
             let n = self.conn_lost.get();
             if n >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
                 log::warn!("socket.send() raised exception.");
@@ -580,8 +588,7 @@ impl SocketTransport {
     #[cold]
     #[inline(never)]
     fn write_slow(&self, data: &[u8]) -> Result<(), Error> {
-        self.check_write()?;
-        if data.is_empty() {
+        if !self.check_write(data.is_empty())? {
             return Ok(());
         }
         if !self.has(HAS_DATA) {
@@ -607,7 +614,7 @@ impl SocketTransport {
     }
 
     fn write_ready(&self) {
-        if self.conn_lost.get() > 0 {
+        if self.has(LOST_SCHEDULED) {
             return;
         }
         let res = {
@@ -643,8 +650,7 @@ impl SocketTransport {
             w.complete(Ok(()));
         }
         if self.has(CLOSING) {
-            if self.conn_lost.get() == 0 {
-                self.conn_lost.set(1);
+            if !self.replace_flag(LOST_SCHEDULED, true) {
                 self.call_connection_lost(None);
             }
         } else if self.has(EOF) {
@@ -673,8 +679,7 @@ impl SocketTransport {
         if self.replace_flag(CLOSING, true) {
             return;
         }
-        if !self.has(HAS_DATA) && self.conn_lost.get() == 0 {
-            self.conn_lost.set(1);
+        if !self.has(HAS_DATA) && !self.replace_flag(LOST_SCHEDULED, true) {
             self.schedule_connection_lost(None);
         }
     }
@@ -688,18 +693,17 @@ impl SocketTransport {
     }
 
     fn force_close(&self, exc: Option<io::Error>) {
-        if self.conn_lost.get() > 0 {
+        if self.has(LOST_SCHEDULED) {
             return;
         }
-        if !!self.has(HAS_DATA) {
+        if self.has(HAS_DATA) {
             self.clear_buffer();
         }
         let mut flow = self.flow.get();
         flow.reset();
         self.flow.set(flow);
         self.pending_flow.set(None);
-        self.set_flag(CLOSING, true);
-        self.conn_lost.set(1);
+        self.set_flag(CLOSING | LOST_SCHEDULED, true);
         self.schedule_connection_lost(exc);
     }
 
@@ -780,7 +784,7 @@ impl IoSource for SocketTransport {
                 self.read_ready();
             }
         }
-        if readiness.is_writable() && !!self.has(HAS_DATA) {
+        if readiness.is_writable() && self.has(HAS_DATA) {
             self.write_ready();
         }
     }
@@ -811,12 +815,11 @@ impl TransportImpl for SocketTransport {
     }
 
     fn writelines(&self, bufs: &[&[u8]]) -> Result<(), Error> {
-        self.check_write()?;
         let total: usize = bufs.iter().map(|b| b.len()).sum();
-        if total == 0 {
+        if !self.check_write(total == 0)? {
             return Ok(());
         }
-        if !!self.has(HAS_DATA) {
+        if self.has(HAS_DATA) {
             self.buffer(bufs);
             return Ok(());
         }
@@ -945,7 +948,7 @@ impl TransportImpl for SocketTransport {
             }
         }
         let state = Rc::new(WaiterState::default());
-        if self.has(LOST_DONE) || self.conn_lost.get() > 0 && !self.has(HAS_DATA) {
+        if self.has(LOST_SCHEDULED) {
             state.complete(Err(Error::ConnectionLost));
             *slot = None;
         } else if !self.has(HAS_DATA) {

@@ -52,9 +52,12 @@
 )]
 
 pub mod bridge;
+mod connect;
 mod error;
 pub mod event_loop;
 mod exception;
+pub mod protocol;
+pub mod server;
 pub mod sock;
 mod sys;
 mod task;
@@ -65,5 +68,9 @@ pub use error::{Error, Result};
 pub use event_loop::{
     get_running_loop, Builder, EventLoop, Handle, LoopHandle, Remote, RemoteTask, TimerHandle,
 };
+pub use connect::Connect;
 pub use exception::{Exception, ExceptionContext};
+pub use protocol::{AnyProtocol, Buffered, BufferedProtocol, IntoProtocol, Protocol};
+pub use server::{Server, ServerBuilder, WaitClosed};
+pub use transport::{Address, EmptyWaiter, Transport};
 pub use task::{Task, TaskError};

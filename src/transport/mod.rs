@@ -1,7 +1,382 @@
 //! Transports: the objects that own a socket and move bytes between it and a
 //! protocol.
+//!
+//! A protocol receives a [`Transport`]: a cheap `Rc` handle (`!Send`) to a
+//! transport of any kind. Today that is a socket transport (TCP or Unix
+//! stream, [`socket`]); a TLS layer will stand behind the same handle
+//! (DESIGN.md D12), which is why `Transport` wraps a trait object rather
+//! than a socket type.
 
 #[allow(dead_code)] // until the transports land
 pub(crate) mod flow;
+pub(crate) mod socket;
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use std::cell::RefCell;
 
 pub use flow::DEFAULT_HIGH_WATER;
+
+use crate::error::Error;
+use crate::protocol::{AnyProtocol, IntoProtocol};
+
+/// The address of one end of a stream connection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// An IPv4 or IPv6 address and port.
+    Inet(SocketAddr),
+    /// A Unix socket: its path, or `None` for an unnamed (or abstract)
+    /// socket.
+    Unix(Option<PathBuf>),
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Inet(a) => write!(f, "{a}"),
+            Address::Unix(Some(p)) => write!(f, "{}", p.display()),
+            Address::Unix(None) => f.write_str(""),
+        }
+    }
+}
+
+impl Address {
+    pub(crate) fn from_sockaddr(a: &socket2::SockAddr) -> Option<Address> {
+        if let Some(inet) = a.as_socket() {
+            return Some(Address::Inet(inet));
+        }
+        if a.is_unix() {
+            return Some(Address::Unix(a.as_pathname().map(|p| p.to_path_buf())));
+        }
+        None
+    }
+}
+
+/// What every kind of stream transport does; [`Transport`] dispatches to
+/// it. Crate-internal so that TLS can implement it later (D12).
+pub(crate) trait TransportImpl {
+    fn write(&self, data: &[u8]) -> Result<(), Error>;
+    fn writelines(&self, bufs: &[&[u8]]) -> Result<(), Error>;
+    fn write_eof(&self) -> Result<(), Error>;
+    fn can_write_eof(&self) -> bool;
+    fn close(&self);
+    fn abort(&self);
+    fn is_closing(&self) -> bool;
+    fn pause_reading(&self);
+    fn resume_reading(&self);
+    fn is_reading(&self) -> bool;
+    fn write_buffer_size(&self) -> usize;
+    fn write_buffer_limits(&self) -> (usize, usize);
+    fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>)
+        -> Result<(), Error>;
+    fn set_protocol(&self, protocol: AnyProtocol);
+    fn empty_waiter(&self) -> Result<EmptyWaiter, Error>;
+    fn local_addr(&self) -> Option<Address>;
+    fn peer_addr(&self) -> Option<Address>;
+    fn raw_fd(&self) -> Option<RawFd>;
+    fn with_socket(&self, f: &mut dyn FnMut(&socket2::Socket));
+    fn describe(&self) -> String;
+}
+
+/// A handle to a stream transport: what a protocol writes to and controls
+/// its connection with (asyncio's `Transport`).
+///
+/// # Contract
+///
+/// - Cheap to clone (`Rc`), `!Send`: use it on the loop's thread.
+/// - Every method may be called from inside any protocol callback,
+///   including this transport's own (DESIGN.md D2).
+/// - [`write`](Transport::write) never blocks: it sends at once what the
+///   kernel takes and buffers the rest. Above the high-water mark the
+///   protocol gets `pause_writing`; at or below the low-water mark,
+///   `resume_writing` (defaults 64 KiB and 16 KiB).
+/// - [`close`](Transport::close) sends what is buffered, then closes and
+///   calls `connection_lost(None)`; [`abort`](Transport::abort) discards
+///   the buffer and closes now. Either way `connection_lost` comes exactly
+///   once, in a later loop iteration, and is the protocol's last call.
+/// - After `close`, `abort` or a lost connection, writes are refused with
+///   [`Error::ConnectionLost`] and counted; from the fifth on a warning is
+///   logged (asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
+///
+/// ```
+/// use sloop::{EventLoop, Protocol, Transport};
+/// use std::{cell::RefCell, rc::Rc};
+///
+/// struct Echo(Option<Transport>);
+/// impl Protocol for Echo {
+///     fn connection_made(&mut self, t: &Transport) { self.0 = Some(t.clone()); }
+///     fn data_received(&mut self, data: &[u8]) {
+///         let _ = self.0.as_ref().unwrap().write(data);
+///     }
+/// }
+///
+/// struct Client(Rc<RefCell<Vec<u8>>>);
+/// impl Protocol for Client {
+///     fn connection_made(&mut self, t: &Transport) { t.write(b"hello").unwrap(); }
+///     fn data_received(&mut self, data: &[u8]) { self.0.borrow_mut().extend_from_slice(data); }
+/// }
+///
+/// let lp = EventLoop::new()?;
+/// let server = lp.run_until_complete(lp.create_server(|| Echo(None), "127.0.0.1:0"))??;
+/// let addr = server.local_addrs()[0];
+/// let got = Rc::new(RefCell::new(Vec::new()));
+/// let g = got.clone();
+/// let client = lp.run_until_complete(lp.create_connection(move || Client(g.clone()), "127.0.0.1", addr.port()))??;
+/// let h = lp.handle();
+/// let task = lp.spawn_local(async move {
+///     while got.borrow().len() < 5 { sloop::sleep(std::time::Duration::from_millis(1)).await; }
+///     got.borrow().clone()
+/// });
+/// assert_eq!(lp.run_until_complete(task)?.unwrap(), b"hello");
+/// client.close();
+/// server.close();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Transport {
+    pub(crate) inner: Rc<dyn TransportImpl>,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.inner.describe())
+    }
+}
+
+impl Transport {
+    /// Sends `data`: at once if nothing is buffered (what the kernel does
+    /// not take is buffered, copied), else after what is buffered. Empty
+    /// data does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WriteAfterEof`] after [`write_eof`](Transport::write_eof);
+    /// [`Error::SendfileInProgress`] while sendfile owns the transport;
+    /// [`Error::ConnectionLost`] once the transport is closing or closed
+    /// (the data is dropped; see the type's contract).
+    #[inline]
+    pub fn write(&self, data: &[u8]) -> Result<(), Error> {
+        self.inner.write(data)
+    }
+
+    /// Sends several buffers as one: with nothing buffered, in one vectored
+    /// `sendmsg` (with `MSG_NOSIGNAL`, at most `IOV_MAX` slices per call).
+    /// Empty slices are skipped. Flow control applies as for
+    /// [`write`](Transport::write).
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Transport::write).
+    pub fn writelines(&self, bufs: &[&[u8]]) -> Result<(), Error> {
+        self.inner.writelines(bufs)
+    }
+
+    /// Closes the write side (`shutdown(SHUT_WR)`) once the buffer has
+    /// drained. Idempotent; a no-op on a closing transport.
+    ///
+    /// # Errors
+    ///
+    /// None today for socket transports; a transport that cannot half-close
+    /// would refuse (see [`can_write_eof`](Transport::can_write_eof)).
+    pub fn write_eof(&self) -> Result<(), Error> {
+        self.inner.write_eof()
+    }
+
+    /// Whether [`write_eof`](Transport::write_eof) is supported (always for
+    /// sockets).
+    pub fn can_write_eof(&self) -> bool {
+        self.inner.can_write_eof()
+    }
+
+    /// Closes the transport after sending what is buffered; the protocol
+    /// then gets `connection_lost(None)`. Reading stops at once. A second
+    /// call does nothing.
+    pub fn close(&self) {
+        self.inner.close()
+    }
+
+    /// Closes the transport now, discarding buffered data; the protocol
+    /// gets `connection_lost(None)` in the next iteration.
+    pub fn abort(&self) {
+        self.inner.abort()
+    }
+
+    /// Whether the transport is closing or closed.
+    pub fn is_closing(&self) -> bool {
+        self.inner.is_closing()
+    }
+
+    /// Stops delivering data until [`resume_reading`](Transport::resume_reading).
+    /// Idempotent; a no-op on a closing transport.
+    pub fn pause_reading(&self) {
+        self.inner.pause_reading()
+    }
+
+    /// Delivers data again, including what arrived meanwhile (in the next
+    /// iteration). Idempotent.
+    pub fn resume_reading(&self) {
+        self.inner.resume_reading()
+    }
+
+    /// Whether data is being delivered: not paused, not closing, and (unlike
+    /// asyncio, which keeps reporting `True`) the peer has not sent EOF.
+    pub fn is_reading(&self) -> bool {
+        self.inner.is_reading()
+    }
+
+    /// How many bytes are buffered, waiting for the kernel to take them.
+    pub fn write_buffer_size(&self) -> usize {
+        self.inner.write_buffer_size()
+    }
+
+    /// The write-buffer watermarks as `(low, high)` (asyncio's order).
+    pub fn write_buffer_limits(&self) -> (usize, usize) {
+        self.inner.write_buffer_limits()
+    }
+
+    /// Sets the watermarks: with neither, 64 KiB and 16 KiB; with only
+    /// `high`, low is `high / 4`; with only `low`, high is `4 * low`. May
+    /// call `pause_writing` at once; raising the limits does not resume (as
+    /// in asyncio).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidWriteLimits`] if `high < low`; nothing changes.
+    pub fn set_write_buffer_limits(
+        &self,
+        high: Option<usize>,
+        low: Option<usize>,
+    ) -> Result<(), Error> {
+        self.inner.set_write_buffer_limits(high, low)
+    }
+
+    /// Replaces the protocol; the next callback goes to the new one. Works
+    /// from inside a callback of the old one (which is dropped once it
+    /// returns), and between [`Protocol`](crate::Protocol) and
+    /// [`BufferedProtocol`](crate::BufferedProtocol)
+    /// (wrap it in [`Buffered`](crate::Buffered)). The new protocol does not
+    /// get `connection_made`.
+    pub fn set_protocol(&self, protocol: impl IntoProtocol) {
+        self.inner.set_protocol(protocol.into_protocol())
+    }
+
+    /// A future that completes once the write buffer is empty (at once if
+    /// it is), or fails if the connection is lost first. One at a time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyWaiterAlreadySet`] while another waiter is alive.
+    pub fn empty_waiter(&self) -> Result<EmptyWaiter, Error> {
+        self.inner.empty_waiter()
+    }
+
+    /// The local address, or `None` once closed.
+    pub fn local_addr(&self) -> Option<Address> {
+        self.inner.local_addr()
+    }
+
+    /// The peer's address, or `None` once closed or if not connected.
+    pub fn peer_addr(&self) -> Option<Address> {
+        self.inner.peer_addr()
+    }
+
+    /// The socket's file descriptor while the transport owns it.
+    pub fn as_raw_fd(&self) -> Option<RawFd> {
+        self.inner.raw_fd()
+    }
+
+    /// Runs `f` with the socket (to read or set options). Do not read,
+    /// write or close through it: the transport owns it. `None` once
+    /// closed.
+    pub fn with_socket<R>(&self, f: impl FnOnce(&socket2::Socket) -> R) -> Option<R> {
+        let mut f = Some(f);
+        let mut out = None;
+        self.inner.with_socket(&mut |s| {
+            if let Some(f) = f.take() {
+                out = Some(f(s));
+            }
+        });
+        out
+    }
+
+    /// asyncio's `get_extra_info(name)` in string form, for parity:
+    /// `"peername"`, `"sockname"`, `"socket"` (the fd). Prefer the typed
+    /// accessors.
+    pub fn get_extra_info(&self, name: &str) -> Option<String> {
+        match name {
+            "peername" => self.peer_addr().map(|a| a.to_string()),
+            "sockname" => self.local_addr().map(|a| a.to_string()),
+            "socket" => self.as_raw_fd().map(|fd| fd.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// The shared state of an [`EmptyWaiter`].
+#[derive(Default)]
+pub(crate) struct WaiterState {
+    result: RefCell<Option<Result<(), Error>>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl WaiterState {
+    pub(crate) fn complete(&self, result: Result<(), Error>) {
+        let mut r = self.result.borrow_mut();
+        if r.is_none() {
+            *r = Some(result);
+            drop(r);
+            if let Some(w) = self.waker.borrow_mut().take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// Completes when a transport's write buffer is empty (asyncio's
+/// `_make_empty_waiter`); see [`Transport::empty_waiter`]. Fails with
+/// [`Error::ConnectionLost`] or the write error if the connection is lost
+/// first.
+///
+/// # Cancel safety
+///
+/// Dropping it frees the transport's slot for a new waiter; nothing else
+/// happens.
+pub struct EmptyWaiter {
+    pub(crate) state: Rc<WaiterState>,
+}
+
+impl fmt::Debug for EmptyWaiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmptyWaiter")
+            .field("done", &self.state.result.borrow().is_some())
+            .finish()
+    }
+}
+
+impl Future for EmptyWaiter {
+    type Output = Result<(), Error>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(r) = self.state.result.borrow_mut().take() {
+            // Leave a marker so a second poll does not hang.
+            return Poll::Ready(r);
+        }
+        *self.state.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Copies an I/O error well enough to give it to two receivers.
+pub(crate) fn clone_io_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}

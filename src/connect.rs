@@ -1,0 +1,472 @@
+//! Opening connections: asyncio's `create_connection` (with Happy
+//! Eyeballs), `create_unix_connection` and `connect_accepted_socket`.
+//!
+//! Host names are resolved on a short-lived thread (the system resolver
+//! blocks); numeric addresses skip it. Each resolved address is tried in
+//! turn, or, with a Happy Eyeballs delay, attempts are staggered: a new one
+//! starts when the delay passes or the previous one fails, and the first
+//! success wins (the others' sockets are closed). The transport is created
+//! once a socket is connected, and the future completes after the
+//! protocol's `connection_made` ran.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::cell::{Cell, RefCell};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::error::Error;
+use crate::event_loop::LoopHandle;
+use crate::protocol::{AnyProtocol, IntoProtocol};
+use crate::transport::socket::{Kind, SocketTransport};
+use crate::transport::{Transport, TransportImpl};
+
+/// Resolves `host:port` for a stream socket, off the loop thread unless
+/// `host` is a numeric address.
+pub(crate) async fn resolve(host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let (tx, rx) = futures::channel::oneshot::channel();
+    std::thread::Builder::new()
+        .name("sloop-resolver".into())
+        .spawn(move || {
+            let r = (host.as_str(), port)
+                .to_socket_addrs()
+                .map(|it| it.collect::<Vec<_>>());
+            let _ = tx.send(r);
+        })?;
+    let addrs = rx
+        .await
+        .map_err(|_| io::Error::other("the resolver thread died"))??;
+    if addrs.is_empty() {
+        return Err(io::Error::other("getaddrinfo() returned empty list"));
+    }
+    Ok(addrs)
+}
+
+/// asyncio's `_interleave_addrinfos`: alternate families, the first family
+/// getting `first_count` addresses in front.
+fn interleave(addrs: Vec<SocketAddr>, first_count: usize) -> Vec<SocketAddr> {
+    let Some(first) = addrs.first().copied() else {
+        return addrs;
+    };
+    let (mut a, mut b): (Vec<_>, Vec<_>) = addrs
+        .into_iter()
+        .partition(|x| x.is_ipv4() == first.is_ipv4());
+    let mut out: Vec<SocketAddr> = a.drain(..first_count.saturating_sub(1).min(a.len())).collect();
+    let mut a = a.into_iter();
+    let mut b = b.drain(..);
+    loop {
+        match (b.next(), a.next()) {
+            (None, None) => break,
+            (x, y) => {
+                // The first family leads each round.
+                if let Some(y) = y {
+                    out.push(y);
+                }
+                if let Some(x) = x {
+                    out.push(x);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Waits until `fd` is writable (a non-blocking connect finished), using
+/// the loop's `add_writer`.
+struct Writable {
+    lp: LoopHandle,
+    fd: i32,
+    state: Rc<(Cell<bool>, RefCell<Option<Waker>>)>,
+    registered: bool,
+}
+
+impl Future for Writable {
+    type Output = io::Result<()>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.state.0.get() {
+            return Poll::Ready(Ok(()));
+        }
+        *self.state.1.borrow_mut() = Some(cx.waker().clone());
+        if !self.registered {
+            let st = self.state.clone();
+            let fd = self.fd;
+            let r = self.lp.add_writer(&fd, move || {
+                st.0.set(true);
+                if let Some(w) = st.1.borrow_mut().take() {
+                    w.wake();
+                }
+            });
+            if let Err(e) = r {
+                return Poll::Ready(Err(e.into()));
+            }
+            self.registered = true;
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Writable {
+    fn drop(&mut self) {
+        if self.registered {
+            let _ = self.lp.remove_writer(&self.fd);
+        }
+    }
+}
+
+/// Connects a new non-blocking socket to `addr` (bound first to a
+/// `local` address of the same family, if any are given).
+async fn connect_one(
+    lp: &LoopHandle,
+    addr: SockAddr,
+    local: &[SocketAddr],
+) -> io::Result<Socket> {
+    let domain = addr.domain();
+    let sock = Socket::new(domain, Type::STREAM, None)?;
+    sock.set_nonblocking(true)?;
+    if !local.is_empty() {
+        let mut last = None;
+        let mut bound = false;
+        for l in local {
+            if Domain::for_address(*l) != domain {
+                continue;
+            }
+            match sock.bind(&SockAddr::from(*l)) {
+                Ok(()) => {
+                    bound = true;
+                    break;
+                }
+                Err(e) => {
+                    last = Some(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "error while attempting to bind on address {l}: {}",
+                            e.to_string().to_lowercase()
+                        ),
+                    ))
+                }
+            }
+        }
+        if !bound {
+            return Err(last.unwrap_or_else(|| {
+                io::Error::other(format!(
+                    "no matching local address with family={domain:?} found"
+                ))
+            }));
+        }
+    }
+    match sock.connect(&addr) {
+        Ok(()) => return Ok(sock),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {} // Unix: EAGAIN
+        Err(e) => return Err(e),
+    }
+    Writable {
+        lp: lp.clone(),
+        fd: sock.as_raw_fd(),
+        state: Rc::new((Cell::new(false), RefCell::new(None))),
+        registered: false,
+    }
+    .await?;
+    if let Some(e) = sock.take_error()? {
+        return Err(e);
+    }
+    Ok(sock)
+}
+
+/// asyncio's error aggregation: one error as is; all alike, the first;
+/// otherwise "Multiple exceptions: ...".
+fn combine(mut errors: Vec<io::Error>) -> io::Error {
+    if errors.len() == 1 {
+        return errors.remove(0);
+    }
+    let texts: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    if texts.iter().all(|t| *t == texts[0]) {
+        return errors.remove(0);
+    }
+    io::Error::other(format!("Multiple exceptions: {}", texts.join(", ")))
+}
+
+/// Wraps a connected socket in a transport and waits for
+/// `connection_made`.
+async fn make_transport(
+    lp: &LoopHandle,
+    sock: Socket,
+    protocol: AnyProtocol,
+) -> io::Result<Transport> {
+    let kind = match sock.domain() {
+        Ok(d) if d == Domain::UNIX => Kind::Unix,
+        _ => Kind::Tcp,
+    };
+    sock.set_nonblocking(true)?;
+    let (rc, started) =
+        SocketTransport::create(lp, sock, kind, protocol, None).map_err(|(e, _)| io::Error::from(e))?;
+    let t = Transport {
+        inner: rc as Rc<dyn TransportImpl>,
+    };
+    // Resolves after connection_made; a loss before that (abort inside
+    // connection_made) still hands the transport over, as asyncio does.
+    let _ = started.await;
+    Ok(t)
+}
+
+enum Target {
+    Host(String, u16),
+    Unix(PathBuf),
+    Sock(Socket),
+}
+
+/// Options for a connection; a future that opens it. Made by
+/// [`LoopHandle::create_connection`], [`LoopHandle::create_unix_connection`]
+/// and [`LoopHandle::connect_accepted_socket`].
+///
+/// # Cancel safety
+///
+/// Dropping it before it completes closes any socket it opened; no
+/// protocol callback runs afterwards unless the transport was already
+/// created.
+pub struct Connect {
+    lp: LoopHandle,
+    protocol: Option<AnyProtocol>,
+    target: Option<Target>,
+    local_addr: Option<String>,
+    happy_eyeballs_delay: Option<Duration>,
+    interleave: Option<usize>,
+    fut: Option<Pin<Box<dyn Future<Output = io::Result<Transport>>>>>,
+}
+
+impl fmt::Debug for Connect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connect")
+            .field("local_addr", &self.local_addr)
+            .field("happy_eyeballs_delay", &self.happy_eyeballs_delay)
+            .field("interleave", &self.interleave)
+            .finish()
+    }
+}
+
+impl Connect {
+    /// Bind the socket to this local address (`"host:port"`) first.
+    pub fn local_addr(mut self, addr: &str) -> Self {
+        self.local_addr = Some(addr.to_owned());
+        self
+    }
+
+    /// Happy Eyeballs (RFC 8305): start the next address's attempt after
+    /// this delay if the current one has not finished (0.25 s is the RFC's
+    /// choice). Implies `interleave(1)` unless set.
+    pub fn happy_eyeballs_delay(mut self, delay: Duration) -> Self {
+        self.happy_eyeballs_delay = Some(delay);
+        self
+    }
+
+    /// Reorder the addresses to alternate families, the first family getting
+    /// `first_count` in front.
+    pub fn interleave(mut self, first_count: usize) -> Self {
+        self.interleave = Some(first_count.max(1));
+        self
+    }
+
+    fn start(&mut self) -> Pin<Box<dyn Future<Output = io::Result<Transport>>>> {
+        let lp = self.lp.clone();
+        let protocol = self.protocol.take();
+        let target = self.target.take();
+        let local = self.local_addr.take();
+        let delay = self.happy_eyeballs_delay;
+        let inter = self.interleave.or(delay.map(|_| 1));
+        Box::pin(async move {
+            let protocol =
+                protocol.ok_or_else(|| io::Error::other("Connect polled after completion"))?;
+            let sock = match target {
+                Some(Target::Sock(s)) => {
+                    if s.r#type()? != Type::STREAM {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "A Stream Socket was expected",
+                        ));
+                    }
+                    s
+                }
+                Some(Target::Unix(path)) => connect_one(&lp, SockAddr::unix(&path)?, &[]).await?,
+                Some(Target::Host(host, port)) => {
+                    let mut addrs = resolve(host, port).await?;
+                    let locals = match &local {
+                        Some(l) => {
+                            let (h, p) = split(l)?;
+                            resolve(h, p).await?
+                        }
+                        None => Vec::new(),
+                    };
+                    if let Some(n) = inter {
+                        addrs = interleave(addrs, n);
+                    }
+                    match delay {
+                        None => {
+                            let mut errors = Vec::new();
+                            let mut found = None;
+                            for a in addrs {
+                                match connect_one(&lp, SockAddr::from(a), &locals).await {
+                                    Ok(s) => {
+                                        found = Some(s);
+                                        break;
+                                    }
+                                    Err(e) => errors.push(e),
+                                }
+                            }
+                            match found {
+                                Some(s) => s,
+                                None => return Err(combine(errors)),
+                            }
+                        }
+                        Some(d) => staggered(&lp, addrs, &locals, d).await?,
+                    }
+                }
+                None => return Err(io::Error::other("Connect polled after completion")),
+            };
+            make_transport(&lp, sock, protocol).await
+        })
+    }
+}
+
+/// Happy Eyeballs: staggered attempts, first success wins; the losers'
+/// futures are dropped, which closes their sockets.
+async fn staggered(
+    lp: &LoopHandle,
+    addrs: Vec<SocketAddr>,
+    locals: &[SocketAddr],
+    delay: Duration,
+) -> io::Result<Socket> {
+    let mut pending = FuturesUnordered::new();
+    let mut next = addrs.into_iter();
+    let mut errors = Vec::new();
+    loop {
+        if let Some(a) = next.next() {
+            pending.push(connect_one(lp, SockAddr::from(a), locals));
+        } else if pending.is_empty() {
+            return Err(combine(errors));
+        }
+        // Wait for a result, or the delay to start the next attempt.
+        let mut timer = crate::sleep(delay);
+        loop {
+            let step = futures::future::select(pending.next(), &mut timer).await;
+            match step {
+                futures::future::Either::Left((Some(Ok(s)), _)) => return Ok(s),
+                futures::future::Either::Left((Some(Err(e)), _)) => {
+                    errors.push(e);
+                    break; // start the next one now
+                }
+                futures::future::Either::Left((None, _)) => {
+                    if next.len() == 0 {
+                        return Err(combine(errors));
+                    }
+                    break;
+                }
+                futures::future::Either::Right(_) => break,
+            }
+        }
+    }
+}
+
+fn split(addr: &str) -> io::Result<(String, u16)> {
+    if let Ok(sa) = addr.parse::<SocketAddr>() {
+        return Ok((sa.ip().to_string(), sa.port()));
+    }
+    let (h, p) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "expected host:port"))?;
+    let p = p
+        .parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "invalid port"))?;
+    Ok((h.trim_matches(|c| c == '[' || c == ']').to_owned(), p))
+}
+
+impl Future for Connect {
+    type Output = io::Result<Transport>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.fut.is_none() {
+            let f = self.start();
+            self.fut = Some(f);
+        }
+        self.fut.as_mut().expect("set above").as_mut().poll(cx)
+    }
+}
+
+impl LoopHandle {
+    fn connect_builder(&self, protocol: AnyProtocol, target: Target) -> Connect {
+        Connect {
+            lp: self.clone(),
+            protocol: Some(protocol),
+            target: Some(target),
+            local_addr: None,
+            happy_eyeballs_delay: None,
+            interleave: None,
+            fut: None,
+        }
+    }
+
+    /// Opens a TCP connection to `host:port` and runs a protocol made by
+    /// `factory` on it. Await the returned builder; it gives the
+    /// [`Transport`] once `connection_made` has run.
+    ///
+    /// # Errors
+    ///
+    /// The future fails with the resolution error, the connect error (one
+    /// address), or "Multiple exceptions: ..." when several addresses fail
+    /// differently.
+    pub fn create_connection<F, P>(&self, factory: F, host: &str, port: u16) -> Connect
+    where
+        F: FnOnce() -> P,
+        P: IntoProtocol,
+    {
+        self.connect_builder(
+            factory().into_protocol(),
+            Target::Host(host.to_owned(), port),
+        )
+    }
+
+    /// Opens a Unix stream connection to `path`.
+    ///
+    /// # Errors
+    ///
+    /// The future fails with the connect error.
+    pub fn create_unix_connection<F, P>(&self, factory: F, path: impl AsRef<Path>) -> Connect
+    where
+        F: FnOnce() -> P,
+        P: IntoProtocol,
+    {
+        self.connect_builder(
+            factory().into_protocol(),
+            Target::Unix(path.as_ref().to_path_buf()),
+        )
+    }
+
+    /// Runs a protocol on an already connected stream socket (TCP or
+    /// Unix): asyncio's `create_connection(sock=)` and
+    /// `connect_accepted_socket`.
+    ///
+    /// # Errors
+    ///
+    /// The future fails with `InvalidInput` ("A Stream Socket was
+    /// expected") for a non-stream socket.
+    pub fn connect_accepted_socket<F, P>(&self, factory: F, sock: Socket) -> Connect
+    where
+        F: FnOnce() -> P,
+        P: IntoProtocol,
+    {
+        self.connect_builder(factory().into_protocol(), Target::Sock(sock))
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_error_used(_: Error) {}

@@ -1,0 +1,195 @@
+//! Stream protocols: the callbacks a transport calls (asyncio's
+//! `asyncio.Protocol` and `asyncio.BufferedProtocol`).
+//!
+//! A protocol is plain user state with callback methods; a
+//! [`Transport`](crate::transport::Transport) owns it and calls it. Every
+//! method has a default that does nothing, as in asyncio.
+//!
+//! # Call order
+//!
+//! `connection_made` first; then any number of `data_received` (or, for a
+//! [`BufferedProtocol`], `get_buffer` each optionally followed by
+//! `buffer_updated`); then at most one `eof_received`; then exactly one
+//! `connection_lost`, which is the last call. `pause_writing` and
+//! `resume_writing` strictly alternate and stop after `connection_lost`.
+//!
+//! Every method of the transport may be called from inside every callback
+//! (DESIGN.md D2): the protocol is taken out of the transport while it runs.
+//! A `pause_writing`/`resume_writing` that a protocol's own call triggers is
+//! delivered right after the current callback returns (D6).
+//!
+//! A panic in a callback is caught: it becomes a fatal error of that
+//! transport only (asyncio's "Fatal error: protocol.data_received() call
+//! failed."), and the protocol then gets `connection_lost(Some(err))`.
+
+use std::io;
+
+use crate::transport::Transport;
+
+/// A stream protocol that receives data as `&[u8]` slices of the loop's
+/// shared read buffer (DESIGN.md D5).
+///
+/// ```
+/// use sloop::{Protocol, Transport};
+///
+/// struct Echo(Option<Transport>);
+///
+/// impl Protocol for Echo {
+///     fn connection_made(&mut self, transport: &Transport) {
+///         self.0 = Some(transport.clone());
+///     }
+///     fn data_received(&mut self, data: &[u8]) {
+///         let _ = self.0.as_ref().unwrap().write(data);
+///     }
+/// }
+/// ```
+pub trait Protocol: 'static {
+    /// The connection is up. Keep a clone of `transport` to write later.
+    fn connection_made(&mut self, transport: &Transport) {
+        let _ = transport;
+    }
+
+    /// Bytes arrived. `data` borrows the loop's read buffer: copy what
+    /// must outlive the call.
+    fn data_received(&mut self, data: &[u8]) {
+        let _ = data;
+    }
+
+    /// The peer closed its write side. Return `false` (the default) to let
+    /// the transport close itself (after sending what it still buffers),
+    /// `true` to keep the write side open: the connection is then
+    /// half-closed and the protocol closes it when done.
+    fn eof_received(&mut self) -> bool {
+        false
+    }
+
+    /// The connection is closed: `None` after `close`/`abort` or a normal
+    /// end, `Some(err)` after an error (a reset, a failed write, a panic in
+    /// a callback). This is the last call the protocol receives.
+    fn connection_lost(&mut self, exc: Option<io::Error>) {
+        let _ = exc;
+    }
+
+    /// The transport's write buffer went above its high-water mark: stop
+    /// writing until [`resume_writing`](Protocol::resume_writing).
+    fn pause_writing(&mut self) {}
+
+    /// The write buffer drained to the low-water mark or below.
+    fn resume_writing(&mut self) {}
+}
+
+/// A stream protocol that lends its own memory for the transport to read
+/// into (asyncio's `BufferedProtocol`): no copy from a shared buffer.
+pub trait BufferedProtocol: 'static {
+    /// The connection is up. Keep a clone of `transport` to write later.
+    fn connection_made(&mut self, transport: &Transport) {
+        let _ = transport;
+    }
+
+    /// Returns the buffer to read into. `size_hint` is how much the caller
+    /// would like room for; `0` means any size (asyncio's `-1`). An empty
+    /// buffer is a fatal error of the transport
+    /// ([`Error::EmptyBuffer`](crate::Error::EmptyBuffer)).
+    fn get_buffer(&mut self, size_hint: usize) -> &mut [u8];
+
+    /// The first `nbytes` of the buffer last returned by
+    /// [`get_buffer`](BufferedProtocol::get_buffer) were filled.
+    fn buffer_updated(&mut self, nbytes: usize);
+
+    /// As [`Protocol::eof_received`].
+    fn eof_received(&mut self) -> bool {
+        false
+    }
+
+    /// As [`Protocol::connection_lost`].
+    fn connection_lost(&mut self, exc: Option<io::Error>) {
+        let _ = exc;
+    }
+
+    /// As [`Protocol::pause_writing`].
+    fn pause_writing(&mut self) {}
+
+    /// As [`Protocol::resume_writing`].
+    fn resume_writing(&mut self) {}
+}
+
+/// Marks a [`BufferedProtocol`] where a protocol is expected:
+/// `create_server(|| Buffered(MyProto::new()), addr)`, or
+/// `transport.set_protocol(Buffered(p))`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Buffered<P>(pub P);
+
+/// A protocol of either kind, owned by a transport.
+pub enum AnyProtocol {
+    /// A [`Protocol`].
+    Stream(Box<dyn Protocol>),
+    /// A [`BufferedProtocol`].
+    Buffered(Box<dyn BufferedProtocol>),
+}
+
+impl std::fmt::Debug for AnyProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AnyProtocol::Stream(_) => f.write_str("<Protocol>"),
+            AnyProtocol::Buffered(_) => f.write_str("<BufferedProtocol>"),
+        }
+    }
+}
+
+impl AnyProtocol {
+    pub(crate) fn connection_made(&mut self, t: &Transport) {
+        match self {
+            AnyProtocol::Stream(p) => p.connection_made(t),
+            AnyProtocol::Buffered(p) => p.connection_made(t),
+        }
+    }
+    pub(crate) fn eof_received(&mut self) -> bool {
+        match self {
+            AnyProtocol::Stream(p) => p.eof_received(),
+            AnyProtocol::Buffered(p) => p.eof_received(),
+        }
+    }
+    pub(crate) fn connection_lost(&mut self, exc: Option<io::Error>) {
+        match self {
+            AnyProtocol::Stream(p) => p.connection_lost(exc),
+            AnyProtocol::Buffered(p) => p.connection_lost(exc),
+        }
+    }
+    pub(crate) fn pause_writing(&mut self) {
+        match self {
+            AnyProtocol::Stream(p) => p.pause_writing(),
+            AnyProtocol::Buffered(p) => p.pause_writing(),
+        }
+    }
+    pub(crate) fn resume_writing(&mut self) {
+        match self {
+            AnyProtocol::Stream(p) => p.resume_writing(),
+            AnyProtocol::Buffered(p) => p.resume_writing(),
+        }
+    }
+}
+
+/// What may be given where a protocol is expected: any [`Protocol`], a
+/// [`Buffered`]-wrapped [`BufferedProtocol`], or an [`AnyProtocol`].
+pub trait IntoProtocol {
+    /// Boxes the protocol.
+    fn into_protocol(self) -> AnyProtocol;
+}
+
+impl<P: Protocol> IntoProtocol for P {
+    fn into_protocol(self) -> AnyProtocol {
+        AnyProtocol::Stream(Box::new(self))
+    }
+}
+
+impl<P: BufferedProtocol> IntoProtocol for Buffered<P> {
+    fn into_protocol(self) -> AnyProtocol {
+        AnyProtocol::Buffered(Box::new(self.0))
+    }
+}
+
+impl IntoProtocol for AnyProtocol {
+    fn into_protocol(self) -> AnyProtocol {
+        self
+    }
+}

@@ -1,0 +1,858 @@
+//! Servers: listening sockets, the accept loop, and [`Server`] (asyncio's
+//! `create_server`, `create_unix_server`, `Server`, `_accept_connection`).
+//!
+//! # The accept loop
+//!
+//! Each listening socket is an I/O source. On readiness it accepts up to
+//! `backlog` connections; if the budget runs out it re-queues itself (the
+//! fd is edge-triggered, so waiting for an event would strand the backlog).
+//! Each accepted socket becomes a transport at once, in the accept callback
+//! (asyncio defers it to a task, which lets a `close` slip in between:
+//! gh-109564).
+//!
+//! On `EMFILE`/`ENFILE`/`ENOBUFS`/`ENOMEM` the loop reports "socket.accept()
+//! out of system resource" once, stops accepting, and retries after
+//! [`ACCEPT_RETRY_DELAY`] — never a busy loop (gh-151615). With
+//! [`ServerBuilder::max_connections`], accepting pauses at the cap (the
+//! kernel's backlog holds the rest) and resumes as connections close.
+//!
+//! # Unix paths
+//!
+//! A leftover socket file is removed only if it is a socket and a connect
+//! to it is refused; a live server's path or a non-socket gives
+//! `AddrInUse`. On close the file is unlinked only if its device and inode
+//! are still the ones bound.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use slab::Slab;
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::error::Error;
+use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
+use crate::TimerHandle;
+use crate::exception::{panic_message, Exception, ExceptionContext};
+use crate::protocol::{AnyProtocol, IntoProtocol};
+use crate::transport::socket::{Kind, SocketTransport};
+use crate::transport::{Transport, TransportImpl};
+
+/// asyncio's `ACCEPT_RETRY_DELAY`: how long accepting stops after running
+/// out of file descriptors or memory.
+pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// asyncio's default listen backlog.
+pub const DEFAULT_BACKLOG: u32 = 100;
+
+type Factory = Box<dyn FnMut() -> AnyProtocol>;
+
+enum ListenSock {
+    Tcp(mio::net::TcpListener),
+    Unix(mio::net::UnixListener),
+}
+
+struct Listener {
+    server: Weak<ServerInner>,
+    me: Weak<Listener>,
+    sock: RefCell<Option<ListenSock>>,
+    key: Cell<Option<IoKey>>,
+    /// Accepting is off for the EMFILE back-off.
+    backoff: Cell<bool>,
+    retry: RefCell<Option<TimerHandle>>,
+    /// Unix: the path, its device and inode, to unlink on close.
+    unix_path: Option<(PathBuf, u64, u64)>,
+}
+
+pub(crate) struct ServerInner {
+    lp: LoopHandle,
+    factory: RefCell<Option<Factory>>,
+    listeners: RefCell<Vec<Rc<Listener>>>,
+    closed: Cell<bool>,
+    serving: Cell<bool>,
+    backlog: u32,
+    max_connections: Option<usize>,
+    clients: RefCell<Slab<Weak<SocketTransport>>>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+/// A transport's membership of its server (asyncio's `_attach`/`_detach`):
+/// dropping it detaches.
+pub(crate) struct ServerLink {
+    server: Rc<ServerInner>,
+    slot: usize,
+}
+
+impl Drop for ServerLink {
+    fn drop(&mut self) {
+        let s = &self.server;
+        s.clients.borrow_mut().try_remove(self.slot);
+        if s.closed.get() {
+            if s.clients.borrow().is_empty() {
+                s.wake_waiters();
+            }
+        } else if let Some(cap) = s.max_connections {
+            if s.clients.borrow().len() + 1 == cap {
+                // We were at the cap: accept again (the backlog's edges are gone).
+                for l in s.listeners.borrow().iter() {
+                    l.schedule();
+                }
+            }
+        }
+    }
+}
+
+impl ServerInner {
+    fn wake_waiters(&self) {
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    fn at_cap(&self) -> bool {
+        self.max_connections
+            .is_some_and(|cap| self.clients.borrow().len() >= cap)
+    }
+
+    fn new_connection(self: &Rc<Self>, sock: Socket, kind: Kind) {
+        let Some(mut factory) = self.factory.borrow_mut().take() else {
+            return; // the factory is running (it accepted re-entrantly?)
+        };
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut factory));
+        if self.factory.borrow().is_none() {
+            *self.factory.borrow_mut() = Some(factory);
+        }
+        let protocol = match made {
+            Ok(p) => p,
+            Err(payload) => {
+                // gh-155934: report always and close the socket (dropped).
+                let msg = panic_message(&*payload);
+                self.lp.call_exception_handler(
+                    ExceptionContext::new("Error on transport creation for incoming connection")
+                        .with_exception(Exception::Panic(msg)),
+                );
+                return;
+            }
+        };
+        let slot = self.clients.borrow_mut().insert(Weak::new());
+        let link = ServerLink {
+            server: self.clone(),
+            slot,
+        };
+        match SocketTransport::create(&self.lp, sock, kind, protocol, Some(link)) {
+            Ok((rc, _started)) => {
+                if let Some(w) = self.clients.borrow_mut().get_mut(slot) {
+                    *w = Rc::downgrade(&rc);
+                }
+            }
+            Err((e, link)) => {
+                drop(link);
+                self.lp.call_exception_handler(
+                    ExceptionContext::new("Error on transport creation for incoming connection")
+                        .with_exception(Exception::Other(Box::new(io::Error::from(e)))),
+                );
+            }
+        }
+    }
+}
+
+impl Listener {
+    fn schedule(&self) {
+        if let Some(key) = self.key.get() {
+            if let Some(server) = self.server.upgrade() {
+                server.lp.schedule_io(key, Readiness::READABLE);
+            }
+        }
+    }
+
+    fn accept(&self) -> io::Result<(Socket, Kind)> {
+        match &*self.sock.borrow() {
+            Some(ListenSock::Tcp(l)) => {
+                let (s, _) = l.accept()?;
+                Ok((Socket::from(OwnedFd::from(s)), Kind::Tcp))
+            }
+            Some(ListenSock::Unix(l)) => {
+                let (s, _) = l.accept()?;
+                Ok((Socket::from(OwnedFd::from(s)), Kind::Unix))
+            }
+            None => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+        }
+    }
+
+    fn accept_loop(&self, server: &Rc<ServerInner>) {
+        for _ in 0..server.backlog.max(1) {
+            if server.closed.get() || !server.serving.get() || self.backoff.get() {
+                return;
+            }
+            if server.at_cap() {
+                return; // resumed by ServerLink::drop
+            }
+            match self.accept() {
+                Ok((sock, kind)) => server.new_connection(sock, kind),
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => return,
+                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
+                    _ => {
+                        let code = e.raw_os_error().unwrap_or(0);
+                        if [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM].contains(&code)
+                        {
+                            server.lp.call_exception_handler(
+                                ExceptionContext::new("socket.accept() out of system resource")
+                                    .with_exception(Exception::Io(e))
+                                    .with_socket(self.describe()),
+                            );
+                            self.backoff.set(true);
+                            let me = self.me.clone();
+                            let timer = server.lp.call_later(ACCEPT_RETRY_DELAY, move || {
+                                if let Some(me) = me.upgrade() {
+                                    me.backoff.set(false);
+                                    me.retry.borrow_mut().take();
+                                    me.schedule();
+                                }
+                            });
+                            *self.retry.borrow_mut() = timer.ok();
+                        } else {
+                            server.lp.call_exception_handler(
+                                ExceptionContext::new("Error in accept")
+                                    .with_exception(Exception::Io(e))
+                                    .with_socket(self.describe()),
+                            );
+                        }
+                        return;
+                    }
+                },
+            }
+        }
+        // Budget spent with more possibly waiting: come back next iteration.
+        self.schedule();
+    }
+
+    fn close(&self, lp: &LoopHandle) {
+        if let Some(t) = self.retry.borrow_mut().take() {
+            t.cancel();
+        }
+        if let Some(key) = self.key.take() {
+            lp.deregister_source(key);
+        }
+        self.sock.borrow_mut().take();
+        if let Some((path, dev, ino)) = &self.unix_path {
+            if let Ok(md) = std::fs::symlink_metadata(path) {
+                if md.dev() == *dev && md.ino() == *ino {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> Option<SockAddr> {
+        match &*self.sock.borrow() {
+            Some(ListenSock::Tcp(l)) => l.local_addr().ok().map(SockAddr::from),
+            Some(ListenSock::Unix(l)) => {
+                let a = l.local_addr().ok()?;
+                SockAddr::unix(a.as_pathname()?).ok()
+            }
+            None => None,
+        }
+    }
+
+    fn fd(&self) -> Option<i32> {
+        match &*self.sock.borrow() {
+            Some(ListenSock::Tcp(l)) => Some(l.as_raw_fd()),
+            Some(ListenSock::Unix(l)) => Some(l.as_raw_fd()),
+            None => None,
+        }
+    }
+}
+
+impl IoSource for Listener {
+    fn ready(&self, readiness: Readiness) {
+        if !readiness.is_readable() {
+            return;
+        }
+        if let Some(server) = self.server.upgrade() {
+            self.accept_loop(&server);
+        }
+    }
+
+    fn is_closing(&self) -> bool {
+        self.sock.borrow().is_none()
+    }
+
+    fn describe(&self) -> String {
+        format!("<listening socket fd={:?}>", self.fd())
+    }
+}
+
+/// A listening server (asyncio's `Server`).
+///
+/// Cheap to clone (`Rc`), `!Send`. Closing it stops accepting and closes
+/// the listening sockets at once; connections already accepted stay open.
+/// [`wait_closed`](Server::wait_closed) completes once the server is closed
+/// **and** its last connection has ended (asyncio 3.12.1+).
+///
+/// ```
+/// use sloop::{EventLoop, Protocol, Transport};
+///
+/// struct Hello;
+/// impl Protocol for Hello {
+///     fn connection_made(&mut self, t: &Transport) {
+///         t.write(b"hi\n").unwrap();
+///         t.close();
+///     }
+/// }
+///
+/// let lp = EventLoop::new()?;
+/// let server = lp.run_until_complete(lp.create_server(|| Hello, "127.0.0.1:0"))??;
+/// let addr = server.local_addrs()[0];
+/// assert!(server.is_serving());
+/// // A blocking client on another thread, for the example's sake.
+/// let client = std::thread::spawn(move || {
+///     use std::io::Read;
+///     let mut s = std::net::TcpStream::connect(addr).unwrap();
+///     let mut got = String::new();
+///     s.read_to_string(&mut got).unwrap();
+///     got
+/// });
+/// let h = lp.handle();
+/// let waiter = lp.spawn_local(async move {
+///     while !client.is_finished() { sloop::sleep(std::time::Duration::from_millis(1)).await; }
+///     client.join().unwrap()
+/// });
+/// assert_eq!(lp.run_until_complete(waiter)?.unwrap(), "hi\n");
+/// server.close();
+/// lp.run_until_complete(server.wait_closed())?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    inner: Rc<ServerInner>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("sockets", &self.inner.listeners.borrow().len())
+            .field("serving", &self.inner.serving.get())
+            .field("closed", &self.inner.closed.get())
+            .field("connections", &self.inner.clients.borrow().len())
+            .finish()
+    }
+}
+
+impl Server {
+    /// Whether the server accepts connections.
+    pub fn is_serving(&self) -> bool {
+        self.inner.serving.get()
+    }
+
+    /// Starts accepting (after `start_serving(false)`); idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the server is closed; an I/O error from
+    /// `listen` or the poller.
+    pub fn start_serving(&self) -> Result<(), Error> {
+        let s = &self.inner;
+        if s.closed.get() {
+            return Err(Error::Closed);
+        }
+        if s.serving.replace(true) {
+            return Ok(());
+        }
+        for l in s.listeners.borrow().iter() {
+            if let Some(fd) = l.fd() {
+                let key = s.lp.register_source(fd, l.clone() as Rc<dyn IoSource>)?;
+                l.key.set(Some(key));
+                // Connections may already wait in the backlog.
+                l.schedule();
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops accepting and closes the listening sockets now; existing
+    /// connections continue. Idempotent.
+    pub fn close(&self) {
+        let s = &self.inner;
+        if s.closed.replace(true) {
+            return;
+        }
+        s.serving.set(false);
+        let listeners = std::mem::take(&mut *s.listeners.borrow_mut());
+        for l in &listeners {
+            l.close(&s.lp);
+        }
+        *s.factory.borrow_mut() = None;
+        if s.clients.borrow().is_empty() {
+            s.wake_waiters();
+        }
+    }
+
+    /// Closes every connection of this server (buffered data is sent
+    /// first); asyncio 3.13's `close_clients`.
+    pub fn close_clients(&self) {
+        for t in self.clients() {
+            t.close();
+        }
+    }
+
+    /// Aborts every connection of this server; asyncio 3.13's
+    /// `abort_clients`.
+    pub fn abort_clients(&self) {
+        for t in self.clients() {
+            t.abort();
+        }
+    }
+
+    fn clients(&self) -> Vec<Transport> {
+        self.inner
+            .clients
+            .borrow()
+            .iter()
+            .filter_map(|(_, w)| w.upgrade())
+            .map(|rc| Transport {
+                inner: rc as Rc<dyn TransportImpl>,
+            })
+            .collect()
+    }
+
+    /// How many connections of this server are open.
+    pub fn connection_count(&self) -> usize {
+        self.inner.clients.borrow().len()
+    }
+
+    /// A future that completes once the server is closed and all its
+    /// connections have ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping it changes nothing.
+    pub fn wait_closed(&self) -> WaitClosed {
+        WaitClosed {
+            server: self.inner.clone(),
+        }
+    }
+
+    /// The listening sockets' addresses (IP listeners), empty once closed.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.inner
+            .listeners
+            .borrow()
+            .iter()
+            .filter_map(|l| l.local_addr()?.as_socket())
+            .collect()
+    }
+
+    /// The listening sockets' file descriptors (asyncio's `sockets`),
+    /// empty once closed.
+    pub fn sockets(&self) -> Vec<std::os::fd::RawFd> {
+        self.inner
+            .listeners
+            .borrow()
+            .iter()
+            .filter_map(|l| l.fd())
+            .collect()
+    }
+}
+
+/// See [`Server::wait_closed`].
+pub struct WaitClosed {
+    server: Rc<ServerInner>,
+}
+
+impl fmt::Debug for WaitClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WaitClosed")
+    }
+}
+
+impl Future for WaitClosed {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let s = &self.server;
+        if s.closed.get() && s.clients.borrow().is_empty() {
+            return Poll::Ready(());
+        }
+        s.waiters.borrow_mut().push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+// ----- creation -----
+
+enum Bind {
+    /// `host:port` strings and addresses to resolve and bind.
+    Addrs(Vec<String>),
+    /// A Unix path.
+    Unix(PathBuf),
+    /// An existing listening (or bound) socket.
+    Sock(Socket, Kind),
+}
+
+/// Options for a server; a future that creates it. Made by
+/// [`LoopHandle::create_server`], [`LoopHandle::create_unix_server`] and
+/// [`LoopHandle::create_server_from_socket`].
+///
+/// Await it (in a task or with `run_until_complete`) to get the
+/// [`Server`].
+pub struct ServerBuilder {
+    lp: LoopHandle,
+    factory: Option<Factory>,
+    bind: Option<Bind>,
+    backlog: u32,
+    reuse_address: bool,
+    reuse_port: bool,
+    start_serving: bool,
+    max_connections: Option<usize>,
+    fut: Option<Pin<Box<dyn Future<Output = io::Result<Server>>>>>,
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("backlog", &self.backlog)
+            .field("reuse_address", &self.reuse_address)
+            .field("reuse_port", &self.reuse_port)
+            .field("start_serving", &self.start_serving)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl ServerBuilder {
+    /// The `listen` backlog, which is also how many connections one
+    /// readiness accepts (100).
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// `SO_REUSEADDR` (on by default, as asyncio on POSIX).
+    pub fn reuse_address(mut self, on: bool) -> Self {
+        self.reuse_address = on;
+        self
+    }
+
+    /// `SO_REUSEPORT`: several loops (threads) may listen on one port.
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.reuse_port = on;
+        self
+    }
+
+    /// Whether to accept at once (true) or only after
+    /// [`Server::start_serving`].
+    pub fn start_serving(mut self, on: bool) -> Self {
+        self.start_serving = on;
+        self
+    }
+
+    /// Also listen on `addr` (`"host:port"`).
+    pub fn also_bind(mut self, addr: &str) -> Self {
+        if let Some(Bind::Addrs(v)) = &mut self.bind {
+            v.push(addr.to_owned());
+        }
+        self
+    }
+
+    /// At most this many connections open at once: accepting pauses at the
+    /// cap and resumes as connections close.
+    pub fn max_connections(mut self, cap: usize) -> Self {
+        self.max_connections = Some(cap.max(1));
+        self
+    }
+
+    fn start(&mut self) -> Pin<Box<dyn Future<Output = io::Result<Server>>>> {
+        let lp = self.lp.clone();
+        let factory = self.factory.take();
+        let bind = self.bind.take();
+        let backlog = self.backlog;
+        let reuse_address = self.reuse_address;
+        let reuse_port = self.reuse_port;
+        let start_serving = self.start_serving;
+        let max_connections = self.max_connections;
+        Box::pin(async move {
+            let factory = factory.ok_or_else(|| io::Error::other("builder polled after completion"))?;
+            let socks: Vec<(Socket, Kind, Option<(PathBuf, u64, u64)>)> = match bind {
+                Some(Bind::Addrs(addrs)) => {
+                    bind_tcp(&addrs, reuse_address, reuse_port, backlog).await?
+                }
+                Some(Bind::Unix(path)) => {
+                    let (s, ident) = bind_unix(&path, backlog)?;
+                    vec![(s, Kind::Unix, Some(ident))]
+                }
+                Some(Bind::Sock(s, kind)) => {
+                    s.set_nonblocking(true)?;
+                    s.listen(backlog as i32)?;
+                    vec![(s, kind, None)]
+                }
+                None => return Err(io::Error::other("builder polled after completion")),
+            };
+            let inner = Rc::new(ServerInner {
+                lp: lp.clone(),
+                factory: RefCell::new(Some(factory)),
+                listeners: RefCell::new(Vec::new()),
+                closed: Cell::new(false),
+                serving: Cell::new(false),
+                backlog,
+                max_connections,
+                clients: RefCell::new(Slab::new()),
+                waiters: RefCell::new(Vec::new()),
+            });
+            for (s, kind, unix_path) in socks {
+                let fd = OwnedFd::from(s);
+                let sock = match kind {
+                    Kind::Tcp => ListenSock::Tcp(mio::net::TcpListener::from(fd)),
+                    Kind::Unix => ListenSock::Unix(mio::net::UnixListener::from(fd)),
+                };
+                let l = Rc::new_cyclic(|me| Listener {
+                    server: Rc::downgrade(&inner),
+                    me: me.clone(),
+                    sock: RefCell::new(Some(sock)),
+                    key: Cell::new(None),
+                    backoff: Cell::new(false),
+                    retry: RefCell::new(None),
+                    unix_path,
+                });
+                inner.listeners.borrow_mut().push(l);
+            }
+            let server = Server { inner };
+            if start_serving {
+                if let Err(e) = server.start_serving() {
+                    server.close();
+                    return Err(e.into());
+                }
+            }
+            Ok(server)
+        })
+    }
+}
+
+impl Future for ServerBuilder {
+    type Output = io::Result<Server>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.fut.is_none() {
+            let f = self.start();
+            self.fut = Some(f);
+        }
+        self.fut.as_mut().expect("set above").as_mut().poll(cx)
+    }
+}
+
+fn split_host_port(addr: &str) -> io::Result<(String, u16)> {
+    if let Ok(sa) = addr.parse::<SocketAddr>() {
+        return Ok((sa.ip().to_string(), sa.port()));
+    }
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "expected host:port"))?;
+    let port = port
+        .parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "invalid port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((host.to_owned(), port))
+}
+
+async fn bind_tcp(
+    addrs: &[String],
+    reuse_address: bool,
+    reuse_port: bool,
+    backlog: u32,
+) -> io::Result<Vec<(Socket, Kind, Option<(PathBuf, u64, u64)>)>> {
+    let mut all: Vec<SocketAddr> = Vec::new();
+    for a in addrs {
+        let (host, port) = split_host_port(a)?;
+        let resolved = if host.is_empty() || host == "*" {
+            // All interfaces, both families (two sockets, v6 only on v6).
+            vec![
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+            ]
+        } else {
+            crate::connect::resolve(host.clone(), port).await?
+        };
+        if resolved.is_empty() {
+            return Err(io::Error::other(format!(
+                "getaddrinfo('{host}') returned empty list"
+            )));
+        }
+        for r in resolved {
+            if !all.contains(&r) {
+                all.push(r);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut last_err = None;
+    for sa in &all {
+        let s = match Socket::new(Domain::for_address(*sa), Type::STREAM, None) {
+            Ok(s) => s,
+            Err(e) => {
+                log::debug!("create_server() failed to create socket for {sa}: {e}");
+                continue;
+            }
+        };
+        if reuse_address {
+            s.set_reuse_address(true)?;
+        }
+        if reuse_port {
+            s.set_reuse_port(true)?;
+        }
+        if sa.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        s.set_nonblocking(true)?;
+        match s.bind(&SockAddr::from(*sa)) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) && all.len() > 1 => {
+                // IPv6 disabled, say: skip it (asyncio 3.13).
+                last_err = Some(e);
+                continue;
+            }
+            Err(e) => {
+                let msg = format!(
+                    "error while attempting to bind on address {sa}: {}",
+                    e.to_string().to_lowercase()
+                );
+                return Err(io::Error::new(e.kind(), msg));
+            }
+        }
+        s.listen(backlog as i32)?;
+        out.push((s, Kind::Tcp, None));
+    }
+    if out.is_empty() {
+        return Err(last_err.unwrap_or_else(|| {
+            io::Error::other(format!("could not bind on any address out of {all:?}"))
+        }));
+    }
+    Ok(out)
+}
+
+/// Binds a Unix listener at `path`, removing a stale socket file only if a
+/// connect to it is refused (R29).
+fn bind_unix(path: &Path, backlog: u32) -> io::Result<(Socket, (PathBuf, u64, u64))> {
+    let addr = SockAddr::unix(path)?;
+    let is_abstract = path.as_os_str().as_encoded_bytes().first() == Some(&0);
+    if !is_abstract {
+        if let Ok(md) = std::fs::symlink_metadata(path) {
+            if md.file_type().is_socket() {
+                let probe = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+                match probe.connect(&addr) {
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    _ => {} // live (or unknown): leave it; bind reports AddrInUse
+                }
+            }
+        }
+    }
+    let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    s.set_nonblocking(true)?;
+    if let Err(e) = s.bind(&addr) {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("Address '{}' is already in use", path.display()),
+            ));
+        }
+        return Err(e);
+    }
+    s.listen(backlog as i32)?;
+    let md = std::fs::symlink_metadata(path)?;
+    Ok((s, (path.to_path_buf(), md.dev(), md.ino())))
+}
+
+impl LoopHandle {
+    /// Creates a TCP server on `addr` (`"host:port"`; an empty host or `*`
+    /// means every interface, IPv4 and IPv6), calling `factory` for each
+    /// connection. Returns a builder for asyncio's options; await it.
+    ///
+    /// # Errors
+    ///
+    /// The future fails with the bind error ("error while attempting to
+    /// bind on address ..."), a resolution error, or a poller error.
+    pub fn create_server<F, P>(&self, mut factory: F, addr: &str) -> ServerBuilder
+    where
+        F: FnMut() -> P + 'static,
+        P: IntoProtocol,
+    {
+        self.server_builder(
+            Box::new(move || factory().into_protocol()),
+            Bind::Addrs(vec![addr.to_owned()]),
+        )
+    }
+
+    /// Creates a Unix stream server at `path`. A leftover socket file is
+    /// replaced only if nothing listens on it.
+    ///
+    /// # Errors
+    ///
+    /// The future fails with `AddrInUse` ("Address '...' is already in
+    /// use") if a live server or a non-socket file holds the path.
+    pub fn create_unix_server<F, P>(&self, mut factory: F, path: impl AsRef<Path>) -> ServerBuilder
+    where
+        F: FnMut() -> P + 'static,
+        P: IntoProtocol,
+    {
+        self.server_builder(
+            Box::new(move || factory().into_protocol()),
+            Bind::Unix(path.as_ref().to_path_buf()),
+        )
+    }
+
+    /// Creates a server on an existing bound (or listening) stream socket,
+    /// TCP or Unix (asyncio's `sock=`). `listen(backlog)` is called on it.
+    ///
+    /// # Errors
+    ///
+    /// The future fails with `InvalidInput` ("A Stream Socket was
+    /// expected") if `sock` is not a stream socket.
+    pub fn create_server_from_socket<F, P>(&self, mut factory: F, sock: Socket) -> ServerBuilder
+    where
+        F: FnMut() -> P + 'static,
+        P: IntoProtocol,
+    {
+        let kind = match sock.domain() {
+            Ok(d) if d == Domain::UNIX => Kind::Unix,
+            _ => Kind::Tcp,
+        };
+        let ok = sock.r#type().map(|t| t == Type::STREAM).unwrap_or(false);
+        let mut b = self.server_builder(
+            Box::new(move || factory().into_protocol()),
+            Bind::Sock(sock, kind),
+        );
+        if !ok {
+            b.bind = None;
+            b.fut = Some(Box::pin(async {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "A Stream Socket was expected",
+                ))
+            }));
+        }
+        b
+    }
+
+    fn server_builder(&self, factory: Factory, bind: Bind) -> ServerBuilder {
+        ServerBuilder {
+            lp: self.clone(),
+            factory: Some(factory),
+            bind: Some(bind),
+            backlog: DEFAULT_BACKLOG,
+            reuse_address: true,
+            reuse_port: false,
+            start_serving: true,
+            max_connections: None,
+            fut: None,
+        }
+    }
+}

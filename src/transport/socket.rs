@@ -1,0 +1,1008 @@
+//! The socket transport for TCP and Unix streams: asyncio's
+//! `_SelectorTransport` + `_SelectorSocketTransport`.
+//!
+//! # How it runs
+//!
+//! The socket is registered once, for reading and writing, edge-triggered
+//! (DESIGN.md D3). The transport keeps a `readable` flag: an event sets it,
+//! and a `recv` that returns `WouldBlock`, or a short read with no hang-up
+//! reported, clears it. Each readiness does one `recv` into the loop's
+//! shared read buffer (D5); a full read re-queues the transport
+//! (`schedule_io`) instead of looping, so one busy peer cannot starve the
+//! others. A paused transport just leaves the flag set; `resume_reading`
+//! re-queues it.
+//!
+//! `write` sends at once when nothing is buffered and buffers only what the
+//! kernel did not take, in one contiguous `Vec` with a consumed-prefix
+//! offset (no per-connection buffer while idle). The rest goes out on the
+//! next writable edge.
+//!
+//! # State (asyncio's names)
+//!
+//! - `closing`: `close` or a fatal error happened; no more reading.
+//! - `conn_lost`: how many writes were refused after closing, for the
+//!   warning threshold; `LOST_SCHEDULED` says `connection_lost` is on its
+//!   way (asyncio folds both into `_conn_lost`).
+//! - `lost_done`: `connection_lost` ran (one-shot, gh-156512).
+//!
+//! The protocol is taken out of its slot while it runs (D2); a flow-control
+//! notification for a protocol that is out is kept in `pending_flow` and
+//! delivered when it returns (D6).
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io::{self, IoSlice, Read};
+use std::os::fd::{AsRawFd, RawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::{Rc, Weak};
+
+use socket2::Socket;
+
+use super::flow::FlowControl;
+use super::{clone_io_error, Address, EmptyWaiter, Transport, TransportImpl, WaiterState};
+use crate::error::Error;
+use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
+use crate::exception::{panic_message, Exception, ExceptionContext};
+use crate::protocol::AnyProtocol;
+use crate::server::ServerLink;
+
+/// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
+const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+
+/// The most slices one `sendmsg` takes (Linux's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
+
+/// A buffered chunk is released (not just cleared) above this capacity, so
+/// an idle connection does not keep a large buffer.
+const KEEP_CAPACITY: usize = 4096;
+
+/// The write buffer: bytes `[head..]` of `data` are still to send.
+#[derive(Default)]
+struct WriteBuf {
+    data: Vec<u8>,
+    head: usize,
+}
+
+impl WriteBuf {
+    fn len(&self) -> usize {
+        self.data.len() - self.head
+    }
+    fn is_empty(&self) -> bool {
+        self.head == self.data.len()
+    }
+    fn pending(&self) -> &[u8] {
+        &self.data[self.head..]
+    }
+    fn push(&mut self, bytes: &[u8]) {
+        // Compact before growing when more than half is already sent.
+        if self.head > 0 && self.head >= self.data.len() / 2 {
+            self.data.drain(..self.head);
+            self.head = 0;
+        }
+        self.data.extend_from_slice(bytes);
+    }
+    fn consume(&mut self, n: usize) {
+        self.head += n;
+        if self.is_empty() {
+            self.clear();
+        }
+    }
+    fn clear(&mut self) {
+        if self.data.capacity() > KEEP_CAPACITY {
+            self.data = Vec::new();
+        } else {
+            self.data.clear();
+        }
+        self.head = 0;
+    }
+}
+
+/// What kind of stream the socket is (for TCP_NODELAY and descriptions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Tcp,
+    Unix,
+}
+
+// State bits of `SocketTransport::flags`.
+/// `close`, `abort` or a fatal error happened: no more reading.
+const CLOSING: u32 = 1;
+/// `connection_lost` ran or is being delivered (one-shot, gh-156512).
+const LOST_DONE: u32 = 1 << 1;
+/// `write_eof` was called.
+const EOF: u32 = 1 << 2;
+/// `shutdown(SHUT_WR)` was done.
+const EOF_SENT: u32 = 1 << 3;
+/// `pause_reading`.
+const PAUSED: u32 = 1 << 4;
+/// `connection_made` ran: reading may start.
+const STARTED: u32 = 1 << 5;
+/// The peer sent EOF.
+const READ_EOF: u32 = 1 << 6;
+/// The fd may have data (an edge came and no read saw `WouldBlock`).
+const READABLE: u32 = 1 << 7;
+/// The peer hung up or the fd is in error: a short read proves nothing.
+const HUP: u32 = 1 << 8;
+/// sendfile owns the transport: writes are refused.
+const SENDFILE: u32 = 1 << 9;
+/// The protocol is out of its slot, running.
+const BUSY: u32 = 1 << 10;
+/// `set_protocol` put a new protocol in while the old one ran.
+const REPLACED: u32 = 1 << 11;
+/// The protocol is a `BufferedProtocol`.
+const BUFFERED: u32 = 1 << 12;
+/// The write buffer holds data.
+const HAS_DATA: u32 = 1 << 13;
+/// `connection_lost` is scheduled (asyncio's `_conn_lost` being non-zero).
+const LOST_SCHEDULED: u32 = 1 << 15;
+/// Held-back work for `after_callback`: a flow notification or the loss.
+const PENDING: u32 = 1 << 14;
+
+pub(crate) struct SocketTransport {
+    lp: LoopHandle,
+    me: Weak<SocketTransport>,
+    sock: RefCell<Option<Socket>>,
+    fd: RawFd,
+    kind: Kind,
+    key: Cell<Option<IoKey>>,
+    /// `None` while the protocol runs (taken out, D2) or after
+    /// connection_lost. A `Cell`, not a `RefCell`: it is only ever taken
+    /// and put back, never borrowed.
+    protocol: Cell<Option<AnyProtocol>>,
+    /// The state bits below (one load for the hot-path checks).
+    flags: Cell<u32>,
+    /// A pause (`true`) or resume (`false`) for a protocol that was busy.
+    pending_flow: Cell<Option<bool>>,
+    /// `connection_lost`'s argument, kept while the protocol was busy.
+    pending_lost: RefCell<Option<Option<io::Error>>>,
+    wbuf: RefCell<WriteBuf>,
+    flow: Cell<FlowControl>,
+    conn_lost: Cell<u32>,
+    empty_waiter: RefCell<Option<Rc<WaiterState>>>,
+    server: RefCell<Option<ServerLink>>,
+    started_waiter: RefCell<Option<Rc<WaiterState>>>,
+}
+
+impl SocketTransport {
+    /// Wraps a connected, non-blocking socket, registers it and queues
+    /// `connection_made` (then reading) for the next iteration, as asyncio's
+    /// constructor does with `call_soon`. The returned waiter completes
+    /// right after `connection_made`.
+    pub(crate) fn create(
+        lp: &LoopHandle,
+        sock: Socket,
+        kind: Kind,
+        protocol: AnyProtocol,
+        server: Option<ServerLink>,
+    ) -> Result<(Rc<SocketTransport>, EmptyWaiter), (Error, Option<ServerLink>)> {
+        if kind == Kind::Tcp {
+            // Latency over batching, as asyncio's `_set_nodelay`.
+            let _ = sock.set_nodelay(true);
+        }
+        let fd = sock.as_raw_fd();
+        let started = Rc::new(WaiterState::default());
+        let rc = Rc::new_cyclic(|me| SocketTransport {
+            lp: lp.clone(),
+            me: me.clone(),
+            sock: RefCell::new(Some(sock)),
+            fd,
+            kind,
+            key: Cell::new(None),
+            protocol: Cell::new(None),
+            flags: Cell::new(0),
+            pending_flow: Cell::new(None),
+            pending_lost: RefCell::new(None),
+            wbuf: RefCell::new(WriteBuf::default()),
+            flow: Cell::new(FlowControl::default()),
+            conn_lost: Cell::new(0),
+            empty_waiter: RefCell::new(None),
+            server: RefCell::new(server),
+            started_waiter: RefCell::new(Some(started.clone())),
+        });
+        rc.install(protocol);
+        match lp.register_source(fd, rc.clone() as Rc<dyn IoSource>) {
+            Ok(key) => rc.key.set(Some(key)),
+            Err(e) => {
+                let link = rc.server.borrow_mut().take();
+                rc.protocol.take();
+                return Err((e, link));
+            }
+        }
+        let me = rc.clone();
+        lp.call_soon_internal(move || me.start());
+        Ok((rc, EmptyWaiter { state: started }))
+    }
+
+    #[inline]
+    fn has(&self, f: u32) -> bool {
+        self.flags.get() & f != 0
+    }
+
+    #[inline]
+    fn set_flag(&self, f: u32, on: bool) {
+        let v = self.flags.get();
+        self.flags.set(if on { v | f } else { v & !f });
+    }
+
+    #[inline]
+    fn replace_flag(&self, f: u32, on: bool) -> bool {
+        let was = self.has(f);
+        self.set_flag(f, on);
+        was
+    }
+
+    /// Puts `p` in the slot and records its kind.
+    fn install(&self, p: AnyProtocol) {
+        self.set_flag(BUFFERED, matches!(p, AnyProtocol::Buffered(_)));
+        drop(self.protocol.replace(Some(p)));
+    }
+
+    fn handle(&self) -> Transport {
+        Transport {
+            inner: self.me.upgrade().expect("transport alive while used") as Rc<dyn TransportImpl>,
+        }
+    }
+
+    /// `connection_made`, then reading starts (unless paused in it).
+    fn start(&self) {
+        let t = self.handle();
+        self.call_protocol("connection_made", |p| p.connection_made(&t));
+        self.set_flag(STARTED, true);
+        if let Some(w) = self.started_waiter.borrow_mut().take() {
+            w.complete(Ok(()));
+        }
+        if self.has(READABLE) && self.can_read() {
+            self.read_ready();
+        }
+    }
+
+    #[inline]
+    fn can_read(&self) -> bool {
+        // CLOSING is set whenever LOST_SCHEDULED is.
+        self.flags.get() & (STARTED | PAUSED | CLOSING | READ_EOF) == STARTED
+    }
+
+    // ----- calling the protocol -----
+
+    /// Runs `f` on the protocol, taken out of its slot (D2). A panic is a
+    /// fatal error of this transport. Returns `None` if there is no
+    /// protocol (busy or gone) or it panicked.
+    #[inline]
+    fn call_protocol<R>(
+        &self,
+        method: &'static str,
+        f: impl FnOnce(&mut AnyProtocol) -> R,
+    ) -> Option<R> {
+        let mut p = self.protocol.take()?;
+        self.set_flag(BUSY, true);
+        let result = catch_unwind(AssertUnwindSafe(|| f(&mut p)));
+        self.set_flag(BUSY, false);
+        self.put_back(p);
+        let out = match result {
+            Ok(r) => Some(r),
+            Err(payload) => {
+                self.protocol_panicked(method, payload);
+                None
+            }
+        };
+        if self.has(PENDING) {
+            self.after_callback();
+        }
+        out
+    }
+
+    #[inline(always)]
+    fn put_back(&self, p: AnyProtocol) {
+        if self.flags.get() & (REPLACED | LOST_DONE) == 0 {
+            self.protocol.set(Some(p));
+            return;
+        }
+        if self.replace_flag(REPLACED, false) {
+            return; // the new protocol is in the slot; the old one goes
+        }
+        if self.pending_lost.borrow().is_some() {
+            // Lost while it ran: it still gets connection_lost.
+            self.protocol.set(Some(p));
+        }
+    }
+
+    /// Delivers what was held back while the protocol ran.
+    #[cold]
+    #[inline(never)]
+    fn after_callback(&self) {
+        self.set_flag(PENDING, false);
+        let lost = self.pending_lost.borrow_mut().take();
+        if let Some(lost) = lost {
+            self.deliver_lost(lost);
+            return;
+        }
+        if let Some(pause) = self.pending_flow.take() {
+            if self.has(LOST_DONE) {
+                return;
+            }
+            if pause {
+                self.call_protocol("pause_writing", |p| p.pause_writing());
+            } else {
+                self.call_protocol("resume_writing", |p| p.resume_writing());
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn protocol_panicked(&self, method: &'static str, payload: Box<dyn std::any::Any + Send>) {
+        let msg = panic_message(&*payload);
+        match method {
+            // asyncio reports these to the handler and does not close.
+            "pause_writing" | "resume_writing" | "connection_lost" => {
+                self.lp.handle_panic(
+                    payload,
+                    ExceptionContext::new(format!("protocol.{method}() failed"))
+                        .with_transport(TransportImpl::describe(self))
+                        .with_protocol("protocol"),
+                );
+                if method == "connection_lost" {
+                    return;
+                }
+            }
+            _ => {
+                self.lp.handle_panic(
+                    payload,
+                    ExceptionContext::new(format!(
+                        "Fatal error: protocol.{method}() call failed."
+                    ))
+                    .with_transport(TransportImpl::describe(self))
+                    .with_protocol("protocol"),
+                );
+                self.force_close(Some(io::Error::other(format!(
+                    "protocol.{method}() panicked: {msg}"
+                ))));
+            }
+        }
+    }
+
+    fn notify_flow(&self, pause: bool) {
+        if self.has(LOST_DONE) {
+            return;
+        }
+        if self.has(BUSY) {
+            // Opposite notifications cancel out: the protocol never saw the
+            // first, so alternation holds.
+            match self.pending_flow.get() {
+                Some(p) if p != pause => self.pending_flow.set(None),
+                _ => {
+                    self.pending_flow.set(Some(pause));
+                    self.set_flag(PENDING, true);
+                }
+            }
+            return;
+        }
+        if pause {
+            self.call_protocol("pause_writing", |p| p.pause_writing());
+        } else {
+            self.call_protocol("resume_writing", |p| p.resume_writing());
+        }
+    }
+
+    fn maybe_pause(&self) {
+        let mut flow = self.flow.get();
+        let pause = flow.should_pause(self.wbuf.borrow().len());
+        self.flow.set(flow);
+        if pause {
+            self.notify_flow(true);
+        }
+    }
+
+    fn maybe_resume(&self) {
+        let mut flow = self.flow.get();
+        let resume = flow.should_resume(self.wbuf.borrow().len());
+        self.flow.set(flow);
+        if resume {
+            self.notify_flow(false);
+        }
+    }
+
+    // ----- reading -----
+
+    fn read_ready(&self) {
+        if self.has(BUFFERED) {
+            self.read_into_protocol();
+        } else {
+            self.read_into_shared();
+        }
+    }
+
+    /// What to do after a successful read of `n` bytes into `cap`.
+    fn after_read(&self, n: usize, cap: usize) {
+        if n < cap && !self.has(HUP) {
+            // A short read drained the socket; the next arrival is a new edge.
+            self.set_flag(READABLE, false);
+        }
+        if self.has(READABLE) && self.can_read() {
+            if let Some(key) = self.key.get() {
+                self.lp.schedule_io(key, Readiness::READABLE);
+            }
+        }
+    }
+
+    fn read_into_shared(&self) {
+        let mut buf = self.lp.take_read_buffer();
+        let res = match &*self.sock.borrow() {
+            Some(s) => (&*s).read(&mut buf),
+            None => return self.lp.restore_read_buffer(buf),
+        };
+        match res {
+            Ok(0) => {
+                self.lp.restore_read_buffer(buf);
+                self.on_eof();
+            }
+            Ok(n) => {
+                let data = &buf[..n];
+                self.call_protocol("data_received", |p| {
+                    if let AnyProtocol::Stream(p) = p {
+                        p.data_received(data);
+                    } else if let AnyProtocol::Buffered(p) = p {
+                        // set_protocol switched kinds between the check and now.
+                        feed_buffered(p.as_mut(), data);
+                    }
+                });
+                let cap = buf.len();
+                self.lp.restore_read_buffer(buf);
+                self.after_read(n, cap);
+            }
+            Err(e) => {
+                self.lp.restore_read_buffer(buf);
+                self.read_error(e);
+            }
+        }
+    }
+
+    fn read_into_protocol(&self) {
+        let Some(mut p) = self.protocol.take() else {
+            return;
+        };
+        self.set_flag(BUSY, true);
+        let sock = self.sock.borrow();
+        let step = catch_unwind(AssertUnwindSafe(|| {
+            let AnyProtocol::Buffered(bp) = &mut p else {
+                unreachable!("checked by read_ready");
+            };
+            let buf = bp.get_buffer(0);
+            if buf.is_empty() {
+                return Err(None);
+            }
+            let cap = buf.len();
+            match sock.as_ref().map(|mut s| s.read(buf)) {
+                Some(Ok(n)) => Ok((n, cap)),
+                Some(Err(e)) => Err(Some(e)),
+                None => Ok((0, 1)),
+            }
+        }));
+        drop(sock);
+        self.set_flag(BUSY, false);
+        self.put_back(p);
+        let (n, cap) = match step {
+            Err(payload) => return self.protocol_panicked("get_buffer", payload),
+            Ok(Err(None)) => {
+                let e = io::Error::other(Error::EmptyBuffer);
+                self.lp.call_exception_handler(
+                    ExceptionContext::new("Fatal error: protocol.get_buffer() call failed.")
+                        .with_exception(Exception::Io(clone_io_error(&e)))
+                        .with_transport(TransportImpl::describe(self)),
+                );
+                return self.force_close(Some(e));
+            }
+            Ok(Err(Some(e))) => {
+                self.after_callback();
+                return self.read_error(e);
+            }
+            Ok(Ok(r)) => r,
+        };
+        self.after_callback();
+        if n == 0 {
+            return self.on_eof();
+        }
+        self.call_protocol("buffer_updated", |p| match p {
+            AnyProtocol::Buffered(p) => p.buffer_updated(n),
+            // Switched kinds inside get_buffer: the bytes are in the old
+            // protocol's buffer and cannot be handed on.
+            AnyProtocol::Stream(_) => {}
+        });
+        self.after_read(n, cap);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn read_error(&self, e: io::Error) {
+        match e.kind() {
+            io::ErrorKind::WouldBlock => self.set_flag(READABLE, false),
+            io::ErrorKind::Interrupted => {
+                if let Some(key) = self.key.get() {
+                    self.lp.schedule_io(key, Readiness::READABLE);
+                }
+            }
+            _ => self.fatal_error(e, "Fatal read error on socket transport"),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn on_eof(&self) {
+        self.set_flag(READ_EOF, true);
+        self.set_flag(READABLE, false);
+        log::debug!("{} received EOF", TransportImpl::describe(self));
+        let keep_open = self.call_protocol("eof_received", |p| p.eof_received());
+        match keep_open {
+            Some(true) => {}
+            Some(false) => self.close_impl(),
+            None => {} // panicked (fatal already) or no protocol
+        }
+    }
+
+    // ----- writing -----
+
+    /// asyncio's order of checks: after write_eof, during sendfile, empty
+    /// data (a no-op: `Ok(false)`), closing or lost (refused and counted).
+    fn check_write(&self, empty: bool) -> Result<bool, Error> {
+        if self.has(EOF) {
+            return Err(Error::WriteAfterEof);
+        }
+        if self.has(SENDFILE) {
+            return Err(Error::SendfileInProgress);
+        }
+        if empty {
+            return Ok(false);
+        }
+        if self.has(CLOSING) {
+            let n = self.conn_lost.get();
+            if n >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
+                log::warn!("socket.send() raised exception.");
+            }
+            self.conn_lost.set(n + 1);
+            return Err(Error::ConnectionLost);
+        }
+        Ok(true)
+    }
+
+    fn send(&self, data: &[u8]) -> io::Result<usize> {
+        match &*self.sock.borrow() {
+            Some(s) => s.send_with_flags(data, libc::MSG_NOSIGNAL),
+            None => Err(io::Error::from_raw_os_error(libc::EBADF)),
+        }
+    }
+
+    /// Buffers `rest` (what the kernel did not take) and applies flow control.
+    #[cold]
+    #[inline(never)]
+    fn buffer(&self, parts: &[&[u8]]) {
+        {
+            let mut w = self.wbuf.borrow_mut();
+            for p in parts {
+                w.push(p);
+            }
+            self.set_flag(HAS_DATA, !w.is_empty());
+        }
+        self.maybe_pause();
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn write_slow(&self, data: &[u8]) -> Result<(), Error> {
+        if !self.check_write(data.is_empty())? {
+            return Ok(());
+        }
+        if !self.has(HAS_DATA) {
+            // Try to send now: the common case never touches the buffer.
+            match self.send(data) {
+                Ok(n) if n == data.len() => return Ok(()),
+                Ok(n) => self.buffer(&[&data[n..]]),
+                Err(e) if is_retry(&e) => self.buffer(&[data]),
+                Err(e) => {
+                    self.fatal_error(e, "Fatal write error on socket transport");
+                    return Err(Error::ConnectionLost);
+                }
+            }
+        } else {
+            self.buffer(&[data]);
+        }
+        Ok(())
+    }
+
+    fn clear_buffer(&self) {
+        self.wbuf.borrow_mut().clear();
+        self.set_flag(HAS_DATA, false);
+    }
+
+    fn write_ready(&self) {
+        if self.has(LOST_SCHEDULED) {
+            return;
+        }
+        let res = {
+            let w = self.wbuf.borrow();
+            if w.is_empty() {
+                return;
+            }
+            self.send(w.pending())
+        };
+        match res {
+            Ok(n) => {
+                let mut w = self.wbuf.borrow_mut();
+                w.consume(n);
+                self.set_flag(HAS_DATA, !w.is_empty());
+            }
+            Err(e) if is_retry(&e) => return,
+            Err(e) => {
+                self.clear_buffer();
+                self.fail_empty_waiter(Error::Io(clone_io_error(&e)));
+                return self.fatal_error(e, "Fatal write error on socket transport");
+            }
+        }
+        self.maybe_resume();
+        if !self.has(HAS_DATA) {
+            self.drained();
+        }
+    }
+
+    /// The buffer just became empty: wake the empty waiter, then finish a
+    /// close or a write_eof.
+    fn drained(&self) {
+        if let Some(w) = self.empty_waiter.borrow_mut().take() {
+            w.complete(Ok(()));
+        }
+        if self.has(CLOSING) {
+            if !self.replace_flag(LOST_SCHEDULED, true) {
+                self.call_connection_lost(None);
+            }
+        } else if self.has(EOF) {
+            self.shutdown_write();
+        }
+    }
+
+    fn shutdown_write(&self) {
+        if self.replace_flag(EOF_SENT, true) {
+            return;
+        }
+        if let Some(s) = &*self.sock.borrow() {
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        }
+    }
+
+    fn fail_empty_waiter(&self, e: Error) {
+        if let Some(w) = self.empty_waiter.borrow_mut().take() {
+            w.complete(Err(e));
+        }
+    }
+
+    // ----- closing -----
+
+    fn close_impl(&self) {
+        if self.replace_flag(CLOSING, true) {
+            return;
+        }
+        if !self.has(HAS_DATA) && !self.replace_flag(LOST_SCHEDULED, true) {
+            self.schedule_connection_lost(None);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn fatal_error(&self, e: io::Error, message: &str) {
+        // Connection errors are expected; asyncio only logs them in debug.
+        log::debug!("{}: {message}: {e}", TransportImpl::describe(self));
+        self.force_close(Some(e));
+    }
+
+    fn force_close(&self, exc: Option<io::Error>) {
+        if self.has(LOST_SCHEDULED) {
+            return;
+        }
+        if self.has(HAS_DATA) {
+            self.clear_buffer();
+        }
+        let mut flow = self.flow.get();
+        flow.reset();
+        self.flow.set(flow);
+        self.pending_flow.set(None);
+        self.set_flag(CLOSING | LOST_SCHEDULED, true);
+        self.schedule_connection_lost(exc);
+    }
+
+    fn schedule_connection_lost(&self, exc: Option<io::Error>) {
+        let me = self.me.upgrade().expect("transport alive while used");
+        self.lp.call_soon_internal(move || me.call_connection_lost(exc));
+    }
+
+    fn call_connection_lost(&self, exc: Option<io::Error>) {
+        if self.replace_flag(LOST_DONE, true) {
+            return;
+        }
+        if let Some(key) = self.key.take() {
+            self.lp.deregister_source(key);
+        }
+        self.clear_buffer();
+        self.fail_empty_waiter(Error::ConnectionLost);
+        if self.has(BUSY) {
+            // The protocol is running (we got here from inside it): deliver
+            // once it returns.
+            *self.pending_lost.borrow_mut() = Some(exc);
+            self.set_flag(PENDING, true);
+        } else {
+            self.deliver_lost(exc);
+        }
+    }
+
+    fn deliver_lost(&self, exc: Option<io::Error>) {
+        // Only if connection_made ran (asyncio's `_protocol_connected`):
+        // `start` always runs before this, since both are queued in order.
+        self.call_protocol("connection_lost", |p| p.connection_lost(exc));
+        drop(self.protocol.take());
+        // Close the socket after the protocol saw the loss, as asyncio does.
+        self.sock.borrow_mut().take();
+        if let Some(w) = self.started_waiter.borrow_mut().take() {
+            w.complete(Err(Error::ConnectionLost));
+        }
+        let link = self.server.borrow_mut().take();
+        drop(link); // detaches from the server
+    }
+
+    /// For the sendfile path (D10): writes are refused while set.
+    #[allow(dead_code)]
+    pub(crate) fn set_sendfile_in_progress(&self, on: bool) {
+        self.set_flag(SENDFILE, on);
+    }
+}
+
+/// Feeds `data` to a buffered protocol through get_buffer/buffer_updated
+/// (asyncio's `_feed_data_to_buffered_proto`).
+pub(crate) fn feed_buffered(p: &mut dyn crate::protocol::BufferedProtocol, mut data: &[u8]) {
+    while !data.is_empty() {
+        let buf = p.get_buffer(data.len());
+        assert!(!buf.is_empty(), "get_buffer() returned an empty buffer");
+        let n = buf.len().min(data.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        p.buffer_updated(n);
+        data = &data[n..];
+    }
+}
+
+fn is_retry(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+impl IoSource for SocketTransport {
+    #[inline]
+    fn ready(&self, readiness: Readiness) {
+        if readiness.contains(Readiness::READ_CLOSED) || readiness.contains(Readiness::ERROR) {
+            self.set_flag(HUP, true);
+        }
+        if readiness.is_readable() {
+            self.set_flag(READABLE, true);
+            if self.can_read() {
+                self.read_ready();
+            }
+        }
+        if readiness.is_writable() && self.has(HAS_DATA) {
+            self.write_ready();
+        }
+    }
+
+    fn is_closing(&self) -> bool {
+        self.has(CLOSING)
+    }
+
+    fn describe(&self) -> String {
+        TransportImpl::describe(self)
+    }
+}
+
+impl TransportImpl for SocketTransport {
+    #[inline]
+    fn write(&self, data: &[u8]) -> Result<(), Error> {
+        // Fast path: open, nothing buffered, the kernel takes it all.
+        if self.flags.get() & (EOF | SENDFILE | CLOSING | HAS_DATA) == 0 && !data.is_empty() {
+            if let Ok(n) = self.send(data) {
+                if n == data.len() {
+                    return Ok(());
+                }
+                self.buffer(&[&data[n..]]);
+                return Ok(());
+            }
+        }
+        self.write_slow(data)
+    }
+
+    fn writelines(&self, bufs: &[&[u8]]) -> Result<(), Error> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if !self.check_write(total == 0)? {
+            return Ok(());
+        }
+        if self.has(HAS_DATA) {
+            self.buffer(bufs);
+            return Ok(());
+        }
+        // One vectored send (empty slices skipped, clamped to IOV_MAX).
+        let slices: Vec<IoSlice<'_>> = bufs
+            .iter()
+            .filter(|b| !b.is_empty())
+            .take(IOV_MAX)
+            .map(|b| IoSlice::new(b))
+            .collect();
+        let res = match &*self.sock.borrow() {
+            Some(s) => s.send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL),
+            None => Err(io::Error::from_raw_os_error(libc::EBADF)),
+        };
+        let mut sent = match res {
+            Ok(n) => n,
+            Err(e) if is_retry(&e) => 0,
+            Err(e) => {
+                self.fatal_error(e, "Fatal write error on socket transport");
+                return Err(Error::ConnectionLost);
+            }
+        };
+        if sent == total {
+            return Ok(());
+        }
+        let mut rest: Vec<&[u8]> = Vec::new();
+        for b in bufs {
+            if sent >= b.len() {
+                sent -= b.len();
+            } else {
+                rest.push(&b[sent..]);
+                sent = 0;
+            }
+        }
+        self.buffer(&rest);
+        Ok(())
+    }
+
+    fn write_eof(&self) -> Result<(), Error> {
+        if self.has(CLOSING) || self.has(EOF) {
+            return Ok(());
+        }
+        self.set_flag(EOF, true);
+        if !self.has(HAS_DATA) {
+            self.shutdown_write();
+        }
+        Ok(())
+    }
+
+    fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    fn close(&self) {
+        self.close_impl();
+    }
+
+    fn abort(&self) {
+        self.force_close(None);
+    }
+
+    fn is_closing(&self) -> bool {
+        self.has(CLOSING)
+    }
+
+    fn pause_reading(&self) {
+        if self.has(CLOSING) || self.has(PAUSED) {
+            return;
+        }
+        self.set_flag(PAUSED, true);
+        log::debug!("{} pauses reading", TransportImpl::describe(self));
+    }
+
+    fn resume_reading(&self) {
+        if self.has(CLOSING) || !self.has(PAUSED) {
+            return;
+        }
+        self.set_flag(PAUSED, false);
+        // Data that arrived while paused gave its edge already: re-queue.
+        if self.has(READABLE) && self.can_read() {
+            if let Some(key) = self.key.get() {
+                self.lp.schedule_io(key, Readiness::READABLE);
+            }
+        }
+    }
+
+    fn is_reading(&self) -> bool {
+        !self.has(CLOSING) && !self.has(PAUSED) && !self.has(READ_EOF)
+    }
+
+    fn write_buffer_size(&self) -> usize {
+        self.wbuf.borrow().len()
+    }
+
+    fn write_buffer_limits(&self) -> (usize, usize) {
+        self.flow.get().limits()
+    }
+
+    fn set_write_buffer_limits(
+        &self,
+        high: Option<usize>,
+        low: Option<usize>,
+    ) -> Result<(), Error> {
+        let mut flow = self.flow.get();
+        flow.set_limits(high, low)?;
+        self.flow.set(flow);
+        self.maybe_pause();
+        Ok(())
+    }
+
+    fn set_protocol(&self, protocol: AnyProtocol) {
+        if self.has(LOST_DONE) && self.pending_lost.borrow().is_none() {
+            return;
+        }
+        if self.has(BUSY) {
+            self.set_flag(REPLACED, true);
+        }
+        self.install(protocol);
+    }
+
+    fn empty_waiter(&self) -> Result<EmptyWaiter, Error> {
+        let mut slot = self.empty_waiter.borrow_mut();
+        if let Some(w) = &*slot {
+            if Rc::strong_count(w) > 1 {
+                return Err(Error::EmptyWaiterAlreadySet);
+            }
+        }
+        let state = Rc::new(WaiterState::default());
+        if self.has(LOST_SCHEDULED) {
+            state.complete(Err(Error::ConnectionLost));
+            *slot = None;
+        } else if !self.has(HAS_DATA) {
+            state.complete(Ok(()));
+            *slot = None;
+        } else {
+            *slot = Some(state.clone());
+        }
+        Ok(EmptyWaiter { state })
+    }
+
+    fn local_addr(&self) -> Option<Address> {
+        let sock = self.sock.borrow();
+        Address::from_sockaddr(&sock.as_ref()?.local_addr().ok()?)
+    }
+
+    fn peer_addr(&self) -> Option<Address> {
+        let sock = self.sock.borrow();
+        Address::from_sockaddr(&sock.as_ref()?.peer_addr().ok()?)
+    }
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        self.sock.borrow().as_ref().map(|s| s.as_raw_fd())
+    }
+
+    fn with_socket(&self, f: &mut dyn FnMut(&Socket)) {
+        if let Some(s) = &*self.sock.borrow() {
+            f(s);
+        }
+    }
+
+    fn describe(&self) -> String {
+        let state = if self.has(LOST_DONE) {
+            " closed"
+        } else if self.has(CLOSING) {
+            " closing"
+        } else {
+            ""
+        };
+        let kind = match self.kind {
+            Kind::Tcp => "tcp",
+            Kind::Unix => "unix",
+        };
+        format!(
+            "<SocketTransport{state} {kind} fd={} read={} write=<bufsize={}>>",
+            self.fd,
+            if self.can_read() { "polling" } else { "idle" },
+            self.wbuf.borrow().len()
+        )
+    }
+}
+
+impl fmt::Debug for SocketTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&TransportImpl::describe(self))
+    }
+}

@@ -41,11 +41,11 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::error::Error;
 use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
-use crate::TimerHandle;
 use crate::exception::{panic_message, Exception, ExceptionContext};
 use crate::protocol::{AnyProtocol, IntoProtocol};
 use crate::transport::socket::{Kind, SocketTransport};
 use crate::transport::{Transport, TransportImpl};
+use crate::TimerHandle;
 
 /// asyncio's `ACCEPT_RETRY_DELAY`: how long accepting stops after running
 /// out of file descriptors or memory.
@@ -581,7 +581,8 @@ impl ServerBuilder {
         let start_serving = self.start_serving;
         let max_connections = self.max_connections;
         Box::pin(async move {
-            let factory = factory.ok_or_else(|| io::Error::other("builder polled after completion"))?;
+            let factory =
+                factory.ok_or_else(|| io::Error::other("builder polled after completion"))?;
             let socks: Vec<(Socket, Kind, Option<(PathBuf, u64, u64)>)> = match bind {
                 Some(Bind::Addrs(addrs)) => {
                     bind_tcp(&addrs, reuse_address, reuse_port, backlog).await?

@@ -1,4 +1,6 @@
 //! The async/await side: futures that ride on the loop.
 
 pub mod rt;
+pub mod stream;
+mod streams;
 pub mod time;

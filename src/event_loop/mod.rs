@@ -453,7 +453,11 @@ impl LoopHandle {
         if let Some(mut selector) = selector {
             let (handles, sources) = selector.drain();
             drop(selector);
-            drop((handles, sources));
+            drop(handles);
+            for source in sources {
+                // User code may run here (protocol drops): no borrow is held.
+                let _ = catch_unwind(AssertUnwindSafe(|| source.loop_closed()));
+            }
         }
         drop(handler);
         Ok(())

@@ -348,11 +348,9 @@ impl SocketTransport {
             _ => {
                 self.lp.handle_panic(
                     payload,
-                    ExceptionContext::new(format!(
-                        "Fatal error: protocol.{method}() call failed."
-                    ))
-                    .with_transport(TransportImpl::describe(self))
-                    .with_protocol("protocol"),
+                    ExceptionContext::new(format!("Fatal error: protocol.{method}() call failed."))
+                        .with_transport(TransportImpl::describe(self))
+                        .with_protocol("protocol"),
                 );
                 self.force_close(Some(io::Error::other(format!(
                     "protocol.{method}() panicked: {msg}"
@@ -709,7 +707,8 @@ impl SocketTransport {
 
     fn schedule_connection_lost(&self, exc: Option<io::Error>) {
         let me = self.me.upgrade().expect("transport alive while used");
-        self.lp.call_soon_internal(move || me.call_connection_lost(exc));
+        self.lp
+            .call_soon_internal(move || me.call_connection_lost(exc));
     }
 
     fn call_connection_lost(&self, exc: Option<io::Error>) {
@@ -795,6 +794,18 @@ impl IoSource for SocketTransport {
 
     fn describe(&self) -> String {
         TransportImpl::describe(self)
+    }
+
+    fn loop_closed(&self) {
+        // No callback can run any more: drop the protocol (which may hold
+        // this transport), close the socket, detach from the server.
+        self.set_flag(LOST_DONE, true);
+        self.key.take();
+        self.clear_buffer();
+        let protocol = self.protocol.take();
+        let sock = self.sock.borrow_mut().take();
+        let link = self.server.borrow_mut().take();
+        drop((protocol, sock, link));
     }
 }
 

@@ -1,0 +1,647 @@
+//! [`TransportStream`]: a stream transport as `AsyncRead` + `AsyncWrite` +
+//! `AsyncBufRead` (DESIGN.md D10).
+//!
+//! The bridge is just another protocol: [`TransportStream::new`] installs a
+//! small protocol on the transport (with `set_protocol`) that buffers what
+//! arrives and wakes the task reading; writes go straight to the
+//! transport's `write`. No socket is touched here, so a stream and a
+//! callback protocol can take turns on one connection: the stream can be
+//! made from a transport at any time, and [`TransportStream::into_parts`]
+//! hands the transport back with the bytes nobody read yet.
+//!
+//! # Backpressure
+//!
+//! - Reading: received bytes are buffered up to the read limit (64 KiB by
+//!   default, asyncio's `StreamReader` limit). Above twice the limit the
+//!   transport stops reading from the socket (`pause_reading`); once the
+//!   reader has drained the buffer to the limit or below, reading resumes.
+//! - Writing: `poll_write` hands bytes to the transport, which sends at once
+//!   or buffers. While the transport has paused writing (its buffer is above
+//!   the high-water mark) `poll_write` is `Pending` until `resume_writing`.
+//!   `poll_flush` waits until the transport's buffer has drained to the
+//!   kernel, through the transport's empty waiter.
+
+use std::cell::{Cell, OnceCell, RefCell};
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use futures::io::{AsyncBufRead, AsyncRead, AsyncWrite, IoSlice};
+
+use crate::protocol::Protocol;
+use crate::transport::{EmptyWaiter, Transport};
+
+/// The default read limit: 64 KiB, asyncio's `_DEFAULT_LIMIT`.
+pub const DEFAULT_READ_LIMIT: usize = 64 * 1024;
+
+/// The most one `poll_write` takes. A larger buffer is taken in parts
+/// (`write_all` loops), so flow control sees each part: the transport's
+/// buffer never holds more than its high-water mark plus one part.
+pub const MAX_WRITE: usize = 256 * 1024;
+
+/// What the protocol and the two halves share. Touched only for short
+/// moments, never across a call into user code.
+struct Shared {
+    /// Received bytes the read half has not taken yet.
+    incoming: RefCell<Vec<u8>>,
+    /// Bytes the read half holds and has not handed out (for the limit).
+    held: Cell<usize>,
+    limit: Cell<usize>,
+    reading_paused: Cell<bool>,
+    eof: Cell<bool>,
+    lost: Cell<bool>,
+    error: RefCell<Option<io::Error>>,
+    writing_paused: Cell<bool>,
+    read_waker: RefCell<Option<Waker>>,
+    write_waker: RefCell<Option<Waker>>,
+    /// Set by `connection_made`, or at once when made from a transport.
+    transport: OnceCell<Transport>,
+}
+
+impl Shared {
+    fn new(buffered: &[u8]) -> Shared {
+        Shared {
+            incoming: RefCell::new(buffered.to_vec()),
+            held: Cell::new(0),
+            limit: Cell::new(DEFAULT_READ_LIMIT),
+            reading_paused: Cell::new(false),
+            eof: Cell::new(false),
+            lost: Cell::new(false),
+            error: RefCell::new(None),
+            writing_paused: Cell::new(false),
+            read_waker: RefCell::new(None),
+            write_waker: RefCell::new(None),
+            transport: OnceCell::new(),
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        self.incoming.borrow().len() + self.held.get()
+    }
+
+    fn wake_reader(&self) {
+        let waker = self.read_waker.borrow_mut().take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    fn wake_writer(&self) {
+        let waker = self.write_waker.borrow_mut().take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Resumes reading once the buffer is at the limit or below.
+    fn maybe_resume_reading(&self) {
+        if self.reading_paused.get() && self.buffered() <= self.limit.get() {
+            self.reading_paused.set(false);
+            if let Some(t) = self.transport.get() {
+                t.resume_reading();
+            }
+        }
+    }
+
+    fn sticky_error(&self) -> Option<io::Error> {
+        self.error
+            .borrow()
+            .as_ref()
+            .map(crate::transport::clone_io_error)
+    }
+}
+
+fn register(slot: &RefCell<Option<Waker>>, cx: &Context<'_>) {
+    let mut slot = slot.borrow_mut();
+    if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        *slot = Some(cx.waker().clone());
+    }
+}
+
+/// The protocol that feeds a [`TransportStream`] (asyncio's
+/// `StreamReaderProtocol`).
+pub(crate) struct StreamProtocol {
+    shared: Rc<Shared>,
+    /// What to do with the stream once connected (servers spawn a task).
+    on_connect: Option<Box<dyn FnOnce(TransportStream)>>,
+}
+
+impl StreamProtocol {
+    /// A protocol whose stream is made in `connection_made` and handed to
+    /// `on_connect`.
+    pub(crate) fn with_handler(on_connect: Box<dyn FnOnce(TransportStream)>) -> StreamProtocol {
+        StreamProtocol {
+            shared: Rc::new(Shared::new(&[])),
+            on_connect: Some(on_connect),
+        }
+    }
+
+    /// A protocol whose stream is made after the connection completes,
+    /// with [`TransportStream::from_connected`].
+    pub(crate) fn pending() -> (StreamProtocol, PendingStream) {
+        let shared = Rc::new(Shared::new(&[]));
+        (
+            StreamProtocol {
+                shared: shared.clone(),
+                on_connect: None,
+            },
+            PendingStream { shared },
+        )
+    }
+}
+
+/// The stream side of [`StreamProtocol::pending`], before the transport is
+/// known.
+pub(crate) struct PendingStream {
+    shared: Rc<Shared>,
+}
+
+impl PendingStream {
+    pub(crate) fn into_stream(self, transport: &Transport) -> TransportStream {
+        let _ = self.shared.transport.set(transport.clone());
+        TransportStream::from_shared(self.shared, transport)
+    }
+}
+
+impl Protocol for StreamProtocol {
+    fn connection_made(&mut self, transport: &Transport) {
+        let _ = self.shared.transport.set(transport.clone());
+        if let Some(on_connect) = self.on_connect.take() {
+            on_connect(TransportStream::from_shared(self.shared.clone(), transport));
+        }
+    }
+
+    fn data_received(&mut self, data: &[u8]) {
+        let s = &self.shared;
+        s.incoming.borrow_mut().extend_from_slice(data);
+        if !s.reading_paused.get() && s.buffered() > 2 * s.limit.get() {
+            s.reading_paused.set(true);
+            if let Some(t) = s.transport.get() {
+                t.pause_reading();
+            }
+        }
+        s.wake_reader();
+    }
+
+    fn eof_received(&mut self) -> bool {
+        self.shared.eof.set(true);
+        self.shared.wake_reader();
+        // Keep the write side open: the task decides when to close.
+        true
+    }
+
+    fn connection_lost(&mut self, exc: Option<io::Error>) {
+        let s = &self.shared;
+        s.lost.set(true);
+        s.eof.set(true);
+        if let Some(e) = exc {
+            *s.error.borrow_mut() = Some(e);
+        }
+        s.wake_reader();
+        s.wake_writer();
+    }
+
+    fn pause_writing(&mut self) {
+        self.shared.writing_paused.set(true);
+    }
+
+    fn resume_writing(&mut self) {
+        self.shared.writing_paused.set(false);
+        self.shared.wake_writer();
+    }
+}
+
+/// Closes the transport when the last half of a stream is dropped.
+struct CloseOnDrop {
+    transport: Transport,
+    armed: Cell<bool>,
+}
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if self.armed.get() {
+            self.transport.close();
+        }
+    }
+}
+
+/// A stream transport as `AsyncRead + AsyncWrite + AsyncBufRead`.
+///
+/// Made from a transport with [`TransportStream::new`] (inside
+/// `connection_made`, in any protocol callback, or later), or by
+/// [`open_connection`](crate::open_connection) and
+/// [`start_server`](crate::start_server). Dropping it closes the transport
+/// (buffered writes are still sent, as `close` does).
+///
+/// - EOF from the peer ends reading with `Ok(0)`; the write side stays
+///   open until [`poll_close`](AsyncWrite::poll_close), which flushes and
+///   sends EOF (`write_eof`).
+/// - An error on the connection is returned by the next read and the next
+///   write.
+/// - [`split`](TransportStream::split) gives halves that two tasks can use
+///   at once; each direction has its own waker.
+pub struct TransportStream {
+    reader: ReadHalf,
+    writer: WriteHalf,
+}
+
+/// The reading half of a [`TransportStream`].
+pub struct ReadHalf {
+    shared: Rc<Shared>,
+    _guard: Rc<CloseOnDrop>,
+    /// Bytes taken from `shared.incoming`, handed out from `pos`.
+    local: Vec<u8>,
+    pos: usize,
+}
+
+/// The writing half of a [`TransportStream`].
+pub struct WriteHalf {
+    shared: Rc<Shared>,
+    transport: Transport,
+    _guard: Rc<CloseOnDrop>,
+    flush: Option<EmptyWaiter>,
+    eof_sent: bool,
+}
+
+/// What [`TransportStream::into_parts`] gives back.
+#[derive(Debug)]
+pub struct StreamParts {
+    /// The transport, still open, with the stream's protocol still set:
+    /// set your own (`set_protocol`) before the loop runs again.
+    pub transport: Transport,
+    /// Bytes received and not read, oldest first.
+    pub buffered: Vec<u8>,
+    /// Whether the peer had sent EOF.
+    pub eof: bool,
+}
+
+impl TransportStream {
+    /// Makes `transport` a stream: sets the stream's protocol on it. Bytes
+    /// the previous protocol received but did not use are lost; pass them
+    /// to [`with_buffered`](TransportStream::with_buffered) instead.
+    pub fn new(transport: &Transport) -> TransportStream {
+        TransportStream::with_buffered(transport, &[])
+    }
+
+    /// Like [`new`](TransportStream::new), with `buffered` as the first
+    /// bytes to read: what a callback protocol received past its own part
+    /// of the conversation.
+    pub fn with_buffered(transport: &Transport, buffered: &[u8]) -> TransportStream {
+        let shared = Rc::new(Shared::new(buffered));
+        shared.lost.set(transport.is_closing());
+        let _ = shared.transport.set(transport.clone());
+        transport.set_protocol(StreamProtocol {
+            shared: shared.clone(),
+            on_connect: None,
+        });
+        TransportStream::from_shared(shared, transport)
+    }
+
+    fn from_shared(shared: Rc<Shared>, transport: &Transport) -> TransportStream {
+        let guard = Rc::new(CloseOnDrop {
+            transport: transport.clone(),
+            armed: Cell::new(true),
+        });
+        TransportStream {
+            reader: ReadHalf {
+                shared: shared.clone(),
+                _guard: guard.clone(),
+                local: Vec::new(),
+                pos: 0,
+            },
+            writer: WriteHalf {
+                shared,
+                transport: transport.clone(),
+                _guard: guard,
+                flush: None,
+                eof_sent: false,
+            },
+        }
+    }
+
+    /// The transport under the stream.
+    pub fn transport(&self) -> &Transport {
+        &self.writer.transport
+    }
+
+    /// The read limit (see the module docs).
+    pub fn read_limit(&self) -> usize {
+        self.reader.shared.limit.get()
+    }
+
+    /// Sets the read limit: reading pauses above twice this many buffered
+    /// bytes and resumes at or below it. At least 1.
+    pub fn set_read_limit(&self, limit: usize) {
+        self.reader.shared.limit.set(limit.max(1));
+        self.reader.shared.maybe_resume_reading();
+    }
+
+    /// How many received bytes wait to be read.
+    pub fn buffered_len(&self) -> usize {
+        self.reader.buffered_len()
+    }
+
+    /// Splits the stream into halves that can be used from two tasks. The
+    /// transport closes when both are dropped.
+    pub fn split(self) -> (ReadHalf, WriteHalf) {
+        (self.reader, self.writer)
+    }
+
+    /// Puts the halves of one stream back together.
+    ///
+    /// # Errors
+    ///
+    /// Gives the halves back if they come from different streams.
+    pub fn unsplit(
+        reader: ReadHalf,
+        writer: WriteHalf,
+    ) -> Result<TransportStream, (ReadHalf, WriteHalf)> {
+        if Rc::ptr_eq(&reader.shared, &writer.shared) {
+            Ok(TransportStream { reader, writer })
+        } else {
+            Err((reader, writer))
+        }
+    }
+
+    /// Hands the connection back to callback style: returns the transport
+    /// (open, reading resumed if the stream had paused it) and the bytes
+    /// received but not read. Set a protocol on the transport right away,
+    /// in the same callback or poll, and feed it `buffered` first.
+    pub fn into_parts(self) -> StreamParts {
+        let TransportStream { mut reader, writer } = self;
+        reader._guard.armed.set(false);
+        let transport = writer.transport.clone();
+        let shared = reader.shared.clone();
+        let mut buffered = reader.local.split_off(reader.pos);
+        buffered.extend_from_slice(&shared.incoming.borrow());
+        shared.incoming.borrow_mut().clear();
+        shared.held.set(0);
+        if shared.reading_paused.replace(false) {
+            transport.resume_reading();
+        }
+        drop((reader, writer));
+        StreamParts {
+            transport,
+            buffered,
+            eof: shared.eof.get(),
+        }
+    }
+}
+
+impl ReadHalf {
+    fn buffered_len(&self) -> usize {
+        self.shared.buffered()
+    }
+
+    /// Makes sure `local[pos..]` holds bytes if any were received; returns
+    /// whether it does.
+    fn refill(&mut self) -> bool {
+        if self.pos < self.local.len() {
+            return true;
+        }
+        self.local.clear();
+        self.pos = 0;
+        // Swap rather than copy: the protocol appends to the (empty) vector
+        // this half just used, so neither side allocates in steady state.
+        std::mem::swap(&mut self.local, &mut *self.shared.incoming.borrow_mut());
+        self.shared.held.set(self.local.len());
+        !self.local.is_empty()
+    }
+
+    fn consume_local(&mut self, n: usize) {
+        self.pos += n;
+        self.shared.held.set(self.local.len() - self.pos);
+        self.shared.maybe_resume_reading();
+    }
+
+    fn poll_ready_bytes(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        if self.refill() {
+            return Poll::Ready(Ok(true));
+        }
+        if let Some(e) = self.shared.sticky_error() {
+            return Poll::Ready(Err(e));
+        }
+        if self.shared.eof.get() {
+            return Poll::Ready(Ok(false));
+        }
+        register(&self.shared.read_waker, cx);
+        Poll::Pending
+    }
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        match self.poll_ready_bytes(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(false)) => Poll::Ready(Ok(0)),
+            Poll::Ready(Ok(true)) => {
+                let this = &mut *self;
+                let n = buf.len().min(this.local.len() - this.pos);
+                buf[..n].copy_from_slice(&this.local[this.pos..this.pos + n]);
+                this.consume_local(n);
+                Poll::Ready(Ok(n))
+            }
+        }
+    }
+}
+
+impl AsyncBufRead for ReadHalf {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let this = self.get_mut();
+        match this.poll_ready_bytes(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(false)) => Poll::Ready(Ok(&[])),
+            Poll::Ready(Ok(true)) => Poll::Ready(Ok(&this.local[this.pos..])),
+        }
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        let this = self.get_mut();
+        let amt = amt.min(this.local.len() - this.pos);
+        this.consume_local(amt);
+    }
+}
+
+impl WriteHalf {
+    fn check_open(&self) -> Result<(), io::Error> {
+        if let Some(e) = self.shared.sticky_error() {
+            return Err(e);
+        }
+        if self.shared.lost.get() || self.transport.is_closing() {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the connection is closed",
+            ));
+        }
+        Ok(())
+    }
+
+    fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.check_open()?;
+        if self.shared.writing_paused.get() {
+            register(&self.shared.write_waker, cx);
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The transport under this half.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        futures::ready!(self.poll_writable(cx))?;
+        let n = buf.len().min(MAX_WRITE);
+        self.transport.write(&buf[..n])?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Poll::Ready(Ok(0));
+        }
+        futures::ready!(self.poll_writable(cx))?;
+        // Whole slices up to MAX_WRITE (at least one, cut to MAX_WRITE).
+        let mut slices: Vec<&[u8]> = Vec::with_capacity(bufs.len().min(64));
+        let mut total = 0;
+        for b in bufs.iter().filter(|b| !b.is_empty()) {
+            let take = b.len().min(MAX_WRITE - total);
+            slices.push(&b[..take]);
+            total += take;
+            if total == MAX_WRITE || slices.len() == 64 {
+                break;
+            }
+        }
+        self.transport.writelines(&slices)?;
+        Poll::Ready(Ok(total))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.flush.is_none() {
+            if let Some(e) = self.shared.sticky_error() {
+                return Poll::Ready(Err(e));
+            }
+            if self.transport.write_buffer_size() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            let waiter = self.transport.empty_waiter()?;
+            self.flush = Some(waiter);
+        }
+        let waiter = self.flush.as_mut().expect("set above");
+        let result = futures::ready!(Pin::new(waiter).poll(cx));
+        self.flush = None;
+        Poll::Ready(result.map_err(io::Error::from))
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.eof_sent {
+            futures::ready!(self.as_mut().poll_flush(cx))?;
+            self.eof_sent = true;
+            let t = &self.transport;
+            if t.can_write_eof() {
+                t.write_eof()?;
+            } else {
+                t.close();
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+use std::future::Future;
+
+impl AsyncRead for TransportStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.reader).poll_read(cx, buf)
+    }
+}
+
+impl AsyncBufRead for TransportStream {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        Pin::new(&mut self.get_mut().reader).poll_fill_buf(cx)
+    }
+
+    fn consume(mut self: Pin<&mut Self>, amt: usize) {
+        Pin::new(&mut self.reader).consume(amt)
+    }
+}
+
+impl AsyncWrite for TransportStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.writer).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.writer).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.writer).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.writer).poll_close(cx)
+    }
+}
+
+impl fmt::Debug for TransportStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportStream")
+            .field("transport", &self.writer.transport)
+            .field("buffered", &self.buffered_len())
+            .finish()
+    }
+}
+
+impl fmt::Debug for ReadHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadHalf")
+            .field("buffered", &self.buffered_len())
+            .finish()
+    }
+}
+
+impl fmt::Debug for WriteHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteHalf")
+            .field("transport", &self.transport)
+            .finish()
+    }
+}

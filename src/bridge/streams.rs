@@ -1,0 +1,128 @@
+//! asyncio's stream entry points: [`open_connection`](LoopHandle::open_connection)
+//! and [`start_server`](LoopHandle::start_server), giving
+//! [`TransportStream`]s instead of callbacks.
+//!
+//! They are `create_connection` and `create_server` with the stream's
+//! protocol as the factory: a server spawns one task per connection, running
+//! the handler on the connection's stream.
+
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::rc::Rc;
+
+use super::stream::{StreamProtocol, TransportStream};
+use crate::event_loop::LoopHandle;
+use crate::server::ServerBuilder;
+
+impl LoopHandle {
+    /// Opens a TCP connection to `host:port` as a [`TransportStream`]
+    /// (asyncio's `open_connection`). `host` may be a name; it is resolved
+    /// off the loop thread.
+    ///
+    /// ```
+    /// use futures::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let h = lp.handle();
+    /// lp.run_until_complete(async move {
+    ///     let server = h
+    ///         .start_server(|mut stream| async move {
+    ///             let mut buf = [0u8; 5];
+    ///             stream.read_exact(&mut buf).await.unwrap();
+    ///             stream.write_all(&buf).await.unwrap();
+    ///             stream.close().await.unwrap();
+    ///         }, "127.0.0.1:0")
+    ///         .await?;
+    ///     let port = server.local_addrs()[0].port();
+    ///     let mut client = h.open_connection("127.0.0.1", port).await?;
+    ///     client.write_all(b"hello").await?;
+    ///     let mut echoed = Vec::new();
+    ///     client.read_to_end(&mut echoed).await?;
+    ///     assert_eq!(echoed, b"hello");
+    ///     Ok::<(), std::io::Error>(())
+    /// })??;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`create_connection`](LoopHandle::create_connection).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes closes the socket it opened.
+    pub fn open_connection(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<TransportStream>> + 'static {
+        let (protocol, pending) = StreamProtocol::pending();
+        let connect = self.create_connection(move || protocol, host, port);
+        async move {
+            let transport = connect.await?;
+            Ok(pending.into_stream(&transport))
+        }
+    }
+
+    /// Opens a Unix stream connection to `path` as a [`TransportStream`].
+    ///
+    /// # Errors
+    ///
+    /// As [`create_unix_connection`](LoopHandle::create_unix_connection).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`open_connection`](LoopHandle::open_connection).
+    pub fn open_unix_connection(
+        &self,
+        path: impl AsRef<Path>,
+    ) -> impl Future<Output = io::Result<TransportStream>> + 'static {
+        let (protocol, pending) = StreamProtocol::pending();
+        let connect = self.create_unix_connection(move || protocol, path);
+        async move {
+            let transport = connect.await?;
+            Ok(pending.into_stream(&transport))
+        }
+    }
+
+    /// Starts a TCP server on `addr` (`"host:port"`) that runs
+    /// `handler(stream)` in a new task for each connection (asyncio's
+    /// `start_server`). Returns the server builder: set options on it, then
+    /// await it for the [`Server`](crate::Server).
+    ///
+    /// The connection closes when the handler drops its stream.
+    pub fn start_server<H, F>(&self, handler: H, addr: &str) -> ServerBuilder
+    where
+        H: Fn(TransportStream) -> F + 'static,
+        F: Future<Output = ()> + 'static,
+    {
+        self.create_server(stream_factory(self.clone(), handler), addr)
+    }
+
+    /// Like [`start_server`](LoopHandle::start_server), on a Unix socket
+    /// path.
+    pub fn start_unix_server<H, F>(&self, handler: H, path: impl AsRef<Path>) -> ServerBuilder
+    where
+        H: Fn(TransportStream) -> F + 'static,
+        F: Future<Output = ()> + 'static,
+    {
+        self.create_unix_server(stream_factory(self.clone(), handler), path)
+    }
+}
+
+/// A protocol factory whose protocols spawn `handler` on their stream once
+/// connected.
+fn stream_factory<H, F>(lp: LoopHandle, handler: H) -> impl FnMut() -> StreamProtocol + 'static
+where
+    H: Fn(TransportStream) -> F + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    let handler = Rc::new(handler);
+    move || {
+        let (lp, handler) = (lp.clone(), handler.clone());
+        StreamProtocol::with_handler(Box::new(move |stream| {
+            lp.spawn_local(handler(stream)).detach();
+        }))
+    }
+}

@@ -1,0 +1,435 @@
+//! TransportStream: AsyncRead/AsyncWrite/AsyncBufRead over a transport,
+//! with asyncio StreamReader's backpressure, flush through the empty
+//! waiter, split halves, cancellation, and hand-over between styles.
+
+mod support;
+
+use std::cell::{Cell, RefCell};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use sloop::{Protocol, Transport, TransportStream};
+use support::{new_loop, on_thread, pattern, run};
+
+/// An echo server written with `futures::io::copy` on split halves.
+async fn copy_echo(stream: TransportStream) {
+    let (mut reader, mut writer) = stream.split();
+    futures::io::copy(&mut reader, &mut writer).await.unwrap();
+    writer.close().await.unwrap();
+}
+
+#[test]
+fn ten_megabytes_through_futures_io_copy_both_ways() {
+    let lp = new_loop();
+    let h = lp.handle();
+    run(&lp, async move {
+        let server = h.start_server(copy_echo, "127.0.0.1:0").await.unwrap();
+        let port = server.local_addrs()[0].port();
+        let client = h.open_connection("127.0.0.1", port).await.unwrap();
+        let (mut reader, mut writer) = client.split();
+        let data = pattern(10 * 1024 * 1024);
+        let sent = data.clone();
+        let sender = h.spawn_local(async move {
+            // Odd-sized writes, to cross every boundary.
+            for chunk in sent.chunks(65_521) {
+                writer.write_all(chunk).await.unwrap();
+            }
+            writer.close().await.unwrap();
+            writer
+        });
+        let mut received = Vec::with_capacity(data.len());
+        futures::io::copy(&mut reader, &mut received).await.unwrap();
+        assert_eq!(received.len(), data.len());
+        assert!(received == data, "echo differs");
+        drop(sender.await.unwrap());
+        server.close();
+    });
+}
+
+#[test]
+fn eof_from_the_peer_ends_reads_with_zero_and_the_write_side_stays_open() {
+    let lp = new_loop();
+    let h = lp.handle();
+    run(&lp, async move {
+        let server = h
+            .start_server(
+                |mut stream| async move {
+                    let mut all = Vec::new();
+                    stream.read_to_end(&mut all).await.unwrap(); // until the peer's EOF
+                    assert_eq!(
+                        stream.read(&mut [0u8; 8]).await.unwrap(),
+                        0,
+                        "EOF stays EOF"
+                    );
+                    // Half-closed: we can still answer.
+                    stream
+                        .write_all(format!("got {} bytes", all.len()).as_bytes())
+                        .await
+                        .unwrap();
+                    stream.close().await.unwrap();
+                },
+                "127.0.0.1:0",
+            )
+            .await
+            .unwrap();
+        let addr = server.local_addrs()[0];
+        let answer = on_thread(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(&[7u8; 1000]).unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).unwrap();
+            answer
+        })
+        .await;
+        assert_eq!(answer, "got 1000 bytes");
+    });
+}
+
+#[test]
+fn a_slow_reader_keeps_the_servers_memory_bounded() {
+    // The peer sends 8 MB and reads nothing until it has sent everything.
+    // The server echoes; its write buffer fills (pause_writing), so it
+    // stops reading (poll_write Pending), its read buffer fills and it
+    // pauses reading. Everything stays under the limits; nothing is lost.
+    let lp = new_loop();
+    let h = lp.handle();
+    let max_read_buffered = Rc::new(Cell::new(0usize));
+    let max_write_buffered = Rc::new(Cell::new(0usize));
+    let paused_reading = Rc::new(Cell::new(false));
+    let (mr, mw, pr) = (
+        max_read_buffered.clone(),
+        max_write_buffered.clone(),
+        paused_reading.clone(),
+    );
+    run(&lp, async move {
+        let server = h
+            .start_server(
+                move |mut stream| {
+                    let (mr, mw, pr) = (mr.clone(), mw.clone(), pr.clone());
+                    async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            mr.set(mr.get().max(stream.buffered_len()));
+                            mw.set(mw.get().max(stream.transport().write_buffer_size()));
+                            if !stream.transport().is_reading() {
+                                pr.set(true);
+                            }
+                            let n = stream.read(&mut buf).await.unwrap();
+                            if n == 0 {
+                                break;
+                            }
+                            stream.write_all(&buf[..n]).await.unwrap();
+                        }
+                        stream.close().await.unwrap();
+                    }
+                },
+                "127.0.0.1:0",
+            )
+            .await
+            .unwrap();
+        let addr = server.local_addrs()[0];
+        const TOTAL: usize = 8 * 1024 * 1024;
+        let echoed = on_thread(move || {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.set_recv_buffer_size(4096).unwrap();
+            s.set_send_buffer_size(4096).unwrap();
+            s.connect(&addr.into()).unwrap();
+            let s: TcpStream = s.into();
+            let mut writer = s.try_clone().unwrap();
+            let data = pattern(TOTAL);
+            // Send everything from one thread while another reads only
+            // after a pause, so the server meets a peer that reads nothing.
+            let reader = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                let mut got = Vec::new();
+                (&s).read_to_end(&mut got).unwrap();
+                got
+            });
+            writer.write_all(&data).unwrap();
+            writer.shutdown(std::net::Shutdown::Write).unwrap();
+            reader.join().unwrap() == data
+        })
+        .await;
+        assert!(echoed, "every byte came back, in order");
+        server.close();
+    });
+    let limit = sloop::bridge::stream::DEFAULT_READ_LIMIT;
+    assert!(paused_reading.get(), "the stream paused reading");
+    // At most twice the limit, plus one receive on top of it.
+    assert!(
+        max_read_buffered.get() <= 2 * limit + 256 * 1024,
+        "read buffer {}",
+        max_read_buffered.get()
+    );
+    // At most the high-water mark plus one write.
+    assert!(
+        max_write_buffered.get() <= 64 * 1024 + 16 * 1024,
+        "write buffer {}",
+        max_write_buffered.get()
+    );
+}
+
+#[test]
+fn flush_completes_only_once_the_peer_can_read_everything() {
+    // After flush nothing is left in user space: with the loop closed and
+    // never run again, the peer still receives every byte.
+    const TOTAL: usize = 4 * 1024 * 1024;
+    let lp = new_loop();
+    let h = lp.handle();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        socket2::SockRef::from(&s)
+            .set_recv_buffer_size(64 * 1024)
+            .unwrap();
+        s.set_read_timeout(Some(support::SAFETY)).unwrap();
+        let mut got = Vec::new();
+        (&s).read_to_end(&mut got).map(|_| got)
+    });
+    let stream = run(&lp, async move {
+        let mut stream = h.open_connection("127.0.0.1", addr.port()).await.unwrap();
+        stream
+            .transport()
+            .with_socket(|s| s.set_send_buffer_size(16 * 1024).unwrap());
+        stream.write_all(&pattern(TOTAL)).await.unwrap();
+        assert!(
+            stream.transport().write_buffer_size() > 0,
+            "part still in user space"
+        );
+        stream.flush().await.unwrap();
+        assert_eq!(stream.transport().write_buffer_size(), 0);
+        stream
+    });
+    drop(stream);
+    lp.close().unwrap(); // frees the transport and its socket; no more I/O
+    let got = peer
+        .join()
+        .unwrap()
+        .expect("EOF once the loop closed the socket");
+    assert_eq!(got.len(), TOTAL);
+    assert!(got == pattern(TOTAL));
+}
+
+#[test]
+fn split_halves_work_from_two_tasks() {
+    let lp = new_loop();
+    let h = lp.handle();
+    run(&lp, async move {
+        let server = h.start_server(copy_echo, "127.0.0.1:0").await.unwrap();
+        let port = server.local_addrs()[0].port();
+        let (mut reader, mut writer) = h.open_connection("127.0.0.1", port).await.unwrap().split();
+        let data = pattern(1024 * 1024);
+        let expected = data.clone();
+        let writing = h.spawn_local(async move {
+            for chunk in data.chunks(4096) {
+                writer.write_all(chunk).await.unwrap();
+            }
+            writer
+        });
+        let reading = h.spawn_local(async move {
+            let mut got = vec![0u8; expected.len()];
+            reader.read_exact(&mut got).await.unwrap();
+            assert!(got == expected);
+            reader
+        });
+        let writer = writing.await.unwrap();
+        let reader = reading.await.unwrap();
+        let mut stream = TransportStream::unsplit(reader, writer)
+            .map_err(|_| "halves differ")
+            .unwrap();
+        stream.close().await.unwrap();
+        server.close();
+    });
+}
+
+#[test]
+fn a_cancelled_read_leaves_the_stream_usable_and_a_cancelled_task_closes_it() {
+    let lp = new_loop();
+    let h = lp.handle();
+    run(&lp, async move {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = on_thread(move || listener.accept().unwrap().0);
+        let mut stream = h.open_connection("127.0.0.1", addr.port()).await.unwrap();
+        let mut peer = accept.await;
+
+        // A read cut short by a timeout loses nothing.
+        let mut buf = [0u8; 16];
+        let cut = sloop::timeout(Duration::from_millis(5), stream.read(&mut buf)).await;
+        assert!(cut.is_err());
+        peer.write_all(b"still here").unwrap();
+        let n = stream.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"still here");
+
+        // A task cancelled mid-read drops its stream: the peer sees EOF.
+        let task = h.spawn_local(async move {
+            let mut buf = [0u8; 16];
+            let _ = stream.read(&mut buf).await;
+            unreachable!("nothing is sent");
+        });
+        sloop::sleep(Duration::from_millis(2)).await;
+        assert!(task.cancel());
+        assert!(task.await.unwrap_err().is_cancelled());
+        let eof = on_thread(move || {
+            let mut rest = Vec::new();
+            peer.read_to_end(&mut rest).unwrap();
+            rest.len()
+        })
+        .await;
+        assert_eq!(eof, 0, "clean EOF, no reset");
+    });
+}
+
+#[test]
+fn an_error_from_the_transport_surfaces_on_the_next_read_and_write() {
+    let lp = new_loop();
+    let h = lp.handle();
+    run(&lp, async move {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = on_thread(move || listener.accept().unwrap().0);
+        let mut stream = h.open_connection("127.0.0.1", addr.port()).await.unwrap();
+        let peer = accept.await;
+        // RST: SO_LINGER 0 then close.
+        socket2::SockRef::from(&peer)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(peer);
+        let mut buf = [0u8; 8];
+        let err = stream.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+        let err = stream.write_all(b"x").await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    });
+}
+
+#[test]
+fn async_buf_read_lines() {
+    let lp = new_loop();
+    let h = lp.handle();
+    run(&lp, async move {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = on_thread(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.write_all(b"first line\nsecond ").unwrap();
+            s.write_all(b"line\nno newline").unwrap();
+        });
+        let mut stream = h.open_connection("127.0.0.1", addr.port()).await.unwrap();
+        peer.await;
+        let mut lines = Vec::new();
+        let mut line = String::new();
+        while stream.read_line(&mut line).await.unwrap() > 0 {
+            lines.push(std::mem::take(&mut line));
+        }
+        assert_eq!(lines, ["first line\n", "second line\n", "no newline"]);
+    });
+}
+
+/// A callback protocol that reads one line, then hands the connection to
+/// an async task together with whatever followed the line.
+struct Handshake {
+    transport: Option<Transport>,
+    line: Vec<u8>,
+    upgraded: Rc<RefCell<Option<TransportStream>>>,
+}
+
+impl Protocol for Handshake {
+    fn connection_made(&mut self, transport: &Transport) {
+        self.transport = Some(transport.clone());
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        self.line.extend_from_slice(data);
+        if let Some(end) = self.line.iter().position(|&b| b == b'\n') {
+            let transport = self.transport.take().unwrap();
+            transport.write(b"welcome\n").unwrap();
+            let rest = self.line.split_off(end + 1);
+            let stream = TransportStream::with_buffered(&transport, &rest);
+            *self.upgraded.borrow_mut() = Some(stream);
+        }
+    }
+}
+
+#[test]
+fn a_callback_protocol_upgrades_to_a_stream_without_losing_bytes_and_back() {
+    let lp = new_loop();
+    let h = lp.handle();
+    let slot: Rc<RefCell<Option<TransportStream>>> = Rc::default();
+    let s = slot.clone();
+    run(&lp, async move {
+        let server = h
+            .create_server(
+                move || Handshake {
+                    transport: None,
+                    line: Vec::new(),
+                    upgraded: s.clone(),
+                },
+                "127.0.0.1:0",
+            )
+            .await
+            .unwrap();
+        let addr = server.local_addrs()[0];
+        let peer = on_thread(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            // The handshake and the first data in one segment.
+            c.write_all(b"HELLO v1\npayload-1|").unwrap();
+            let mut welcome = [0u8; 8];
+            c.read_exact(&mut welcome).unwrap();
+            c.write_all(b"payload-2|").unwrap();
+            c
+        });
+        support::until(|| slot.borrow().is_some()).await;
+        let mut stream = slot.borrow_mut().take().unwrap();
+        let mut c = peer.await;
+        let mut got = vec![0u8; "payload-1|payload-2|".len()];
+        stream.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, b"payload-1|payload-2|");
+
+        // And back to a callback protocol, with the unread bytes.
+        c.write_all(b"tail").unwrap();
+        support::until(|| stream.buffered_len() == 4).await;
+        let parts = stream.into_parts();
+        assert_eq!(parts.buffered, b"tail");
+        assert!(!parts.eof);
+        let record = Rc::new(RefCell::new(Vec::new()));
+        struct Collect(Rc<RefCell<Vec<u8>>>);
+        impl Protocol for Collect {
+            fn data_received(&mut self, data: &[u8]) {
+                self.0.borrow_mut().extend_from_slice(data);
+            }
+        }
+        let mut proto = Collect(record.clone());
+        proto.data_received(&parts.buffered);
+        parts.transport.set_protocol(proto);
+        c.write_all(b"+more").unwrap();
+        support::until(|| record.borrow().len() == 9).await;
+        assert_eq!(&*record.borrow(), b"tail+more");
+        assert!(!parts.transport.is_closing(), "into_parts does not close");
+        parts.transport.close();
+        server.close();
+    });
+}
+
+#[test]
+fn unix_stream_open_and_serve() {
+    let lp = new_loop();
+    let h = lp.handle();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("echo.sock");
+    run(&lp, async move {
+        let server = h.start_unix_server(copy_echo, &path).await.unwrap();
+        let mut client = h.open_unix_connection(&path).await.unwrap();
+        client.write_all(b"over a unix socket").await.unwrap();
+        client.close().await.unwrap();
+        let mut back = String::new();
+        client.read_to_string(&mut back).await.unwrap();
+        assert_eq!(back, "over a unix socket");
+        server.close();
+    });
+}

@@ -52,6 +52,7 @@
 )]
 
 pub mod bridge;
+pub mod datagram_endpoint;
 mod error;
 pub mod event_loop;
 mod exception;
@@ -65,3 +66,5 @@ pub use event_loop::{
 };
 pub use exception::{Exception, ExceptionContext};
 pub use task::{Task, TaskError};
+pub use datagram_endpoint::{DatagramEndpointBuilder, Family, UnixDatagramEndpointBuilder};
+pub use transport::datagram::{DatagramAddr, DatagramProtocol, DatagramTransport, UnixAddr};

@@ -607,6 +607,15 @@ impl<A: DatagramAddr> DatagramTransport<A> {
         self.inner.sock.borrow().as_ref().map(|s| s.as_raw_fd())
     }
 
+    /// Runs `f` with the socket (asyncio's `socket` extra), e.g. to read or
+    /// set options through `socket2::SockRef::from(sock)`; `None` once the
+    /// socket is closed. Reading or writing it directly bypasses the
+    /// transport's queue and readiness flags: don't.
+    pub fn with_socket<R>(&self, f: impl FnOnce(&<A as sealed::Sealed>::Socket) -> R) -> Option<R> {
+        let sock = self.inner.sock.borrow();
+        sock.as_ref().map(f)
+    }
+
     /// asyncio's `get_extra_info` for `"sockname"`, `"peername"` and
     /// `"socket"` (the fd), as text; `None` for other names or missing
     /// values.

@@ -341,6 +341,10 @@ struct Inner<A: DatagramAddr> {
     /// `connection_lost`.
     protocol: RefCell<Option<BoxedProtocol<A>>>,
     pending: RefCell<VecDeque<Pending>>,
+    /// `!pending.is_empty()`, readable without a borrow on the hot path.
+    has_pending: Cell<bool>,
+    /// The protocol method running, for reports of its panic.
+    current: Cell<&'static str>,
     /// The default destination (asyncio's `_address`).
     address: Option<A>,
     /// Whether the socket is connected (asyncio's `peername` extra): sends
@@ -440,6 +444,8 @@ impl<A: DatagramAddr> DatagramTransport<A> {
             key: Cell::new(None),
             protocol: RefCell::new(Some(protocol)),
             pending: RefCell::new(VecDeque::new()),
+            has_pending: Cell::new(false),
+            current: Cell::new("connection_made"),
             address,
             connected,
             local,
@@ -484,6 +490,7 @@ impl<A: DatagramAddr> DatagramTransport<A> {
     /// - [`Error::AddressRequired`]: no `addr` and no remote address.
     /// - [`Error::ConnectionLost`]: the transport is closed (or closing with
     ///   nothing queued). Counted; past 5 such calls a warning is logged.
+    #[inline]
     pub fn sendto(&self, data: &[u8], addr: Option<A>) -> Result<(), Error> {
         self.inner.sendto(data, addr)
     }
@@ -658,58 +665,85 @@ impl<A: DatagramAddr> Inner<A> {
     }
 
     /// Runs `f` on the protocol, taken out of its slot (D2), under
-    /// `catch_unwind`; then delivers what the call queued. Returns `false`
-    /// if the protocol is not there (running, or gone).
-    #[inline]
+    /// `catch_unwind`, then delivers what the call queued. Does nothing if
+    /// the protocol is not there (it is running further up the stack: the
+    /// caller queues instead; or it is gone).
     fn call_protocol(&self, what: &'static str, f: impl FnOnce(&mut dyn DatagramProtocol<A>)) {
         let Some(mut p) = self.protocol.borrow_mut().take() else {
             return;
         };
-        let r = self.lp.catch_user(|| f(&mut *p));
+        self.current.set(what);
+        let r = self.lp.catch_user(|| {
+            f(&mut *p);
+            self.deliver_pending_to(&mut *p);
+        });
         *self.protocol.borrow_mut() = Some(p);
         if let Err(payload) = r {
-            self.protocol_panicked(what, payload);
-        }
-        if !self.pending.borrow().is_empty() {
-            self.deliver_pending();
+            self.protocol_panicked(payload);
         }
     }
 
-    fn deliver_pending(&self) {
+    /// Delivers the queued notifications to `p`, which the caller took out
+    /// of the slot; what these calls queue is delivered too, in order.
+    #[inline]
+    fn deliver_pending_to(&self, p: &mut dyn DatagramProtocol<A>) {
+        if !self.has_pending.get() {
+            return;
+        }
+        self.deliver_pending_slow(p);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn deliver_pending_slow(&self, p: &mut dyn DatagramProtocol<A>) {
         loop {
-            if self.protocol.borrow().is_none() {
-                return; // a callback further up the stack delivers the rest
-            }
-            let Some(ev) = self.pending.borrow_mut().pop_front() else {
+            let ev = self.pending.borrow_mut().pop_front();
+            let Some(ev) = ev else {
+                self.has_pending.set(false);
                 return;
             };
-            self.deliver(ev);
-        }
-    }
-
-    fn deliver(&self, ev: Pending) {
-        match ev {
-            Pending::Pause => self.call_protocol("pause_writing", |p| p.pause_writing()),
-            Pending::Resume => self.call_protocol("resume_writing", |p| p.resume_writing()),
-            Pending::Error(e) => self.call_protocol("error_received", |p| p.error_received(e)),
+            if self.sock.borrow().is_none() {
+                continue; // connection_lost ran: nothing more
+            }
+            match ev {
+                Pending::Pause => {
+                    self.current.set("pause_writing");
+                    p.pause_writing();
+                }
+                Pending::Resume => {
+                    self.current.set("resume_writing");
+                    p.resume_writing();
+                }
+                Pending::Error(e) => {
+                    self.current.set("error_received");
+                    p.error_received(e);
+                }
+            }
         }
     }
 
     /// Delivers a notification now, or queues it while the protocol runs.
     /// Nothing is delivered after `connection_lost`.
+    #[cold]
+    #[inline(never)]
     fn notify(&self, ev: Pending) {
         if self.sock.borrow().is_none() {
             return;
         }
+        self.pending.borrow_mut().push_back(ev);
+        self.has_pending.set(true);
+        // If the protocol is in its slot, no callback is running: deliver
+        // now. Otherwise the running one delivers when it returns.
         let available = self.protocol.borrow().is_some();
         if available {
-            self.deliver(ev);
-        } else {
-            self.pending.borrow_mut().push_back(ev);
+            self.call_protocol("pending", |_| {});
         }
     }
 
-    fn protocol_panicked(&self, what: &'static str, payload: Box<dyn Any + Send>) {
+    #[cold]
+    #[inline(never)]
+    fn protocol_panicked(&self, payload: Box<dyn Any + Send>) {
+        let what = self.current.get();
         let msg = panic_message(&*payload);
         self.lp.handle_panic(
             payload,
@@ -740,82 +774,149 @@ impl<A: DatagramAddr> Inner<A> {
         }
     }
 
+    /// Reads up to [`READ_BUDGET`] datagrams. The protocol is taken out of
+    /// its slot once for the whole batch (D2 holds: nothing of ours is
+    /// borrowed while it runs), and what each call queued is delivered
+    /// before the next datagram.
     fn read_ready(&self) {
-        if !self.started.get() {
-            return; // connection_made will look at the flag
+        if !self.started.get() || self.closing.get() || self.reading_paused.get() {
+            return; // connection_made / resume_reading look at the flag
         }
+        let Some(mut p) = self.protocol.borrow_mut().take() else {
+            return;
+        };
         let mut buf = self.lp.take_read_buffer();
-        let mut budget = READ_BUDGET;
-        loop {
-            if self.closing.get() || self.reading_paused.get() {
-                break;
-            }
-            if budget == 0 {
-                self.schedule_read();
-                break;
-            }
-            budget -= 1;
-            let r = match self.sock.borrow().as_ref() {
-                Some(sock) => A::recv_from(sock, &mut buf),
-                None => break,
+        let r = self.lp.catch_user(|| self.read_batch(&mut *p, &mut buf));
+        self.lp.restore_read_buffer(buf);
+        *self.protocol.borrow_mut() = Some(p);
+        if let Err(payload) = r {
+            self.protocol_panicked(payload);
+        }
+    }
+
+    #[inline]
+    fn read_batch(&self, p: &mut dyn DatagramProtocol<A>, buf: &mut [u8]) {
+        for _ in 0..READ_BUDGET {
+            let r = match &*self.sock.borrow() {
+                Some(sock) => A::recv_from(sock, buf),
+                None => return,
             };
             match r {
                 Ok((n, addr)) => {
-                    let data = &buf[..n];
-                    self.call_protocol("datagram_received", |p| {
-                        p.datagram_received(data, addr)
-                    });
+                    self.current.set("datagram_received");
+                    p.datagram_received(&buf[..n], addr);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.readable.set(false);
-                    break;
+                    return;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => self.notify(Pending::Error(e)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.current.set("error_received");
+                    p.error_received(e);
+                }
+            }
+            self.deliver_pending_to(p);
+            if self.closing.get() || self.reading_paused.get() {
+                return;
             }
         }
-        self.lp.restore_read_buffer(buf);
+        self.schedule_read();
     }
 
+    #[inline]
     fn sendto(&self, data: &[u8], addr: Option<A>) -> Result<(), Error> {
-        let addr = match (&self.address, addr) {
-            (Some(expected), Some(a)) if *expected != a => {
-                return Err(Error::InvalidAddress {
-                    expected: format!("{expected:?}"),
-                });
-            }
-            (Some(_), _) => None,
-            (None, Some(a)) => Some(a),
+        // `addr` stays where it is (no moves of the address on the fast
+        // path); with a remote address it is only compared, then dropped.
+        match (&self.address, &addr) {
+            (None, Some(_)) => {}
+            (Some(expected), Some(a)) if expected != a => return Err(self.invalid_address()),
+            (Some(_), _) => return self.sendto_remote(data),
             (None, None) => return Err(Error::AddressRequired),
-        };
-        if self.conn_lost.get() > 0 {
-            let n = self.conn_lost.get();
-            if n >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
-                log::warn!("socket.sendto() raised exception.");
-            }
-            self.conn_lost.set(n.saturating_add(1));
-            return Err(Error::ConnectionLost);
         }
-        let queued = !self.write.borrow().queue.is_empty();
-        if !queued {
-            let r = match self.sock.borrow().as_ref() {
-                Some(sock) => self.send_one(sock, data, addr.as_ref()),
+        if self.conn_lost.get() > 0 {
+            return Err(self.refuse_write());
+        }
+        if self.write.borrow().queue.is_empty() {
+            let r = match (&*self.sock.borrow(), &addr) {
+                (Some(sock), Some(a)) => A::send_to(sock, data, a),
+                _ => return Err(Error::ConnectionLost),
+            };
+            if !self.sent(r) {
+                return Ok(());
+            }
+        }
+        self.enqueue(data, addr);
+        Ok(())
+    }
+
+    /// `sendto` to the remote address (connected, or a broadcast
+    /// endpoint's default destination).
+    fn sendto_remote(&self, data: &[u8]) -> Result<(), Error> {
+        if self.conn_lost.get() > 0 {
+            return Err(self.refuse_write());
+        }
+        if self.write.borrow().queue.is_empty() {
+            let r = match &*self.sock.borrow() {
+                Some(sock) => self.send_one(sock, data, None),
                 None => return Err(Error::ConnectionLost),
             };
-            match r {
-                Ok(_) => return Ok(()),
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.kind() == io::ErrorKind::Interrupted =>
-                {
-                    self.writable.set(false);
-                }
-                Err(e) => {
-                    self.notify(Pending::Error(e));
-                    return Ok(());
-                }
+            if !self.sent(r) {
+                return Ok(());
             }
         }
+        self.enqueue(data, None);
+        Ok(())
+    }
+
+    /// Looks at the result of an immediate send: returns whether the
+    /// datagram must be queued (the socket is full). An OS error goes to
+    /// `error_received`; the datagram is dropped.
+    #[inline]
+    fn sent(&self, r: io::Result<usize>) -> bool {
+        match r {
+            Ok(_) => false,
+            Err(e) => self.send_failed(e),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn send_failed(&self, e: io::Error) -> bool {
+        if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
+            self.writable.set(false);
+            true
+        } else {
+            self.notify(Pending::Error(e));
+            false
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn invalid_address(&self) -> Error {
+        Error::InvalidAddress {
+            expected: format!("{:?}", self.address.as_ref().expect("checked")),
+        }
+    }
+
+    /// A write after the connection was lost: counted, logged past the
+    /// threshold, refused.
+    #[cold]
+    #[inline(never)]
+    fn refuse_write(&self) -> Error {
+        let n = self.conn_lost.get();
+        if n >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
+            log::warn!("socket.sendto() raised exception.");
+        }
+        self.conn_lost.set(n.saturating_add(1));
+        Error::ConnectionLost
+    }
+
+    /// Copies a datagram into the queue and runs flow control.
+    #[cold]
+    #[inline(never)]
+    fn enqueue(&self, data: &[u8], addr: Option<A>) {
         let pause = {
             let mut w = self.write.borrow_mut();
             w.queue.push_back((data.to_vec(), addr));
@@ -826,7 +927,6 @@ impl<A: DatagramAddr> Inner<A> {
         if pause {
             self.notify(Pending::Pause);
         }
-        Ok(())
     }
 
     #[inline]
@@ -928,7 +1028,9 @@ impl<A: DatagramAddr> Inner<A> {
         if self.sock.borrow().is_none() {
             return;
         }
-        self.pending.borrow_mut().clear();
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        self.has_pending.set(false);
+        drop(pending);
         let protocol = self.protocol.borrow_mut().take();
         let mut panicked = None;
         if let Some(mut p) = protocol {

@@ -733,8 +733,9 @@ impl<A: DatagramAddr> Inner<A> {
         self.pending.borrow_mut().push_back(ev);
         self.has_pending.set(true);
         // If the protocol is in its slot, no callback is running: deliver
-        // now. Otherwise the running one delivers when it returns.
-        let available = self.protocol.borrow().is_some();
+        // now. Otherwise the running one delivers when it returns (and
+        // before connection_made, connection_made does).
+        let available = self.started.get() && self.protocol.borrow().is_some();
         if available {
             self.call_protocol("pending", |_| {});
         }

@@ -51,7 +51,10 @@ fn connection_refused_goes_to_error_received() {
         std::io::ErrorKind::ConnectionRefused,
     );
     assert_eq!(*l.borrow(), vec![Ev::Made, refused.clone(), refused]);
-    assert!(!t.is_closing(), "error_received does not close the transport");
+    assert!(
+        !t.is_closing(),
+        "error_received does not close the transport"
+    );
 
     // Still usable: someone listens on the port now.
     let peer = UdpSocket::bind(port_addr).expect("the port is still free");

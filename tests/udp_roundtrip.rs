@@ -112,8 +112,7 @@ fn empty_and_oversized_datagrams() {
         events,
         vec![
             Ev::Made,
-            Ev::Error(Some(libc::EMSGSIZE), std::io::ErrorKind::Other)
-                .normalise(&events[1]),
+            Ev::Error(Some(libc::EMSGSIZE), std::io::ErrorKind::Other).normalise(&events[1]),
             Ev::Data(vec![], server_addr),
             Ev::Data(b"after".to_vec(), server_addr),
         ]

@@ -53,7 +53,10 @@ fn connected_transport_refuses_other_addresses() {
     assert_eq!((&buf[..n], from), (&b"none"[..], t.local_addr().unwrap()));
     let (n, _) = peer.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"same");
-    assert!(!t.is_closing(), "a refused sendto leaves the transport open");
+    assert!(
+        !t.is_closing(),
+        "a refused sendto leaves the transport open"
+    );
     t.close();
 }
 
@@ -114,7 +117,11 @@ fn sendto_after_close_is_refused() {
             t.sendto(b"later", Some(peer_addr)),
             Err(Error::ConnectionLost)
         ));
-        assert_eq!(t.raw_fd(), None, "the socket is closed after connection_lost");
+        assert_eq!(
+            t.raw_fd(),
+            None,
+            "the socket is closed after connection_lost"
+        );
         t.close(); // closing twice does nothing
     }
 }
@@ -151,7 +158,11 @@ fn methods_are_callable_from_callbacks() {
     assert_eq!(*l1.borrow(), vec![Ev::Made, Ev::Lost(None)]);
     let mut buf = [0; 8];
     peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    assert_eq!(peer.recv(&mut buf).unwrap(), 3, "close sent what was queued");
+    assert_eq!(
+        peer.recv(&mut buf).unwrap(),
+        3,
+        "close sent what was queued"
+    );
     drop(t1);
 
     // abort and set_write_buffer_limits inside datagram_received.
@@ -192,7 +203,11 @@ fn methods_are_callable_from_callbacks() {
     );
     assert_eq!(events.len(), 3);
     let n = peer.recv(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"one", "sendto inside datagram_received was sent");
+    assert_eq!(
+        &buf[..n],
+        b"one",
+        "sendto inside datagram_received was sent"
+    );
 }
 
 /// A panic in a protocol method goes to the exception handler and is a
@@ -202,9 +217,11 @@ fn panic_in_datagram_received_is_fatal() {
     let lp = EventLoop::new().unwrap();
     let reported = Rc::new(RefCell::new(Vec::new()));
     let r2 = reported.clone();
-    lp.set_exception_handler(Some(move |_: &sloop::LoopHandle, ctx: &sloop::ExceptionContext| {
-        r2.borrow_mut().push(ctx.message.clone());
-    }));
+    lp.set_exception_handler(Some(
+        move |_: &sloop::LoopHandle, ctx: &sloop::ExceptionContext| {
+            r2.borrow_mut().push(ctx.message.clone());
+        },
+    ));
     let l = log();
     let h = lp.handle();
     let t = lp

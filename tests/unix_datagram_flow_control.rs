@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use dgram_support::{count, log, run_for, Ev, Hooks};
 use sloop::transport::datagram::DATAGRAM_OVERHEAD;
-use sloop::{DatagramTransport, EventLoop};
 use sloop::UnixAddr;
+use sloop::{DatagramTransport, EventLoop};
 
 /// A connected pair; the first end has the smallest send buffer the kernel
 /// allows, so a few datagrams the peer has not read fill it.
@@ -178,7 +178,11 @@ fn pause_from_own_sendto_comes_after_the_callback() {
     run_for(&lp, 5);
     assert_eq!(
         *l.borrow(),
-        vec![Ev::Made, Ev::Data(b"go".to_vec(), UnixAddr::Unnamed), Ev::Pause]
+        vec![
+            Ev::Made,
+            Ev::Data(b"go".to_vec(), UnixAddr::Unnamed),
+            Ev::Pause
+        ]
     );
     t.abort();
 }
@@ -215,10 +219,20 @@ fn empty_datagrams_reach_the_high_water_mark() {
         t.send(b"").unwrap();
     }
     assert_eq!(t.write_buffer_len(), 9);
-    assert_eq!(t.write_buffer_size(), 1000, "empty datagrams add no payload");
+    assert_eq!(
+        t.write_buffer_size(),
+        1000,
+        "empty datagrams add no payload"
+    );
     t.send(b"").unwrap(); // now 8 bytes above the mark
     assert!(l.borrow().is_empty(), "nothing before connection_made");
     run_for(&lp, 5);
     assert_eq!(*l.borrow(), vec![Ev::Made, Ev::Pause]);
+    // M11: after close nothing more is accepted, even while the queue
+    // still drains.
+    let queued = t.write_buffer_len();
+    t.close();
+    assert!(matches!(t.send(b"late"), Err(sloop::Error::ConnectionLost)));
+    assert_eq!(t.write_buffer_len(), queued);
     t.abort();
 }

@@ -356,6 +356,8 @@ struct Inner<A: DatagramAddr> {
     started: Cell<bool>,
     closing: Cell<bool>,
     conn_lost: Cell<u32>,
+    /// Writes refused because the transport is closing or closed.
+    refused_writes: Cell<u32>,
     reading_paused: Cell<bool>,
     readable: Cell<bool>,
     writable: Cell<bool>,
@@ -457,6 +459,7 @@ impl<A: DatagramAddr> DatagramTransport<A> {
             started: Cell::new(false),
             closing: Cell::new(false),
             conn_lost: Cell::new(0),
+            refused_writes: Cell::new(0),
             reading_paused: Cell::new(false),
             readable: Cell::new(false),
             writable: Cell::new(true),
@@ -488,8 +491,12 @@ impl<A: DatagramAddr> DatagramTransport<A> {
     ///   `addr` is another one (compared exactly, so an IPv6 address must
     ///   have the same flow info and scope id).
     /// - [`Error::AddressRequired`]: no `addr` and no remote address.
-    /// - [`Error::ConnectionLost`]: the transport is closed (or closing with
-    ///   nothing queued). Counted; past 5 such calls a warning is logged.
+    /// - [`Error::ConnectionLost`]: the transport is closing or closed
+    ///   (`close`, `abort`, a fatal error). Counted; past 5 such calls a
+    ///   warning is logged, as asyncio does. (asyncio still queues a
+    ///   datagram after `close` while others are queued, and raises
+    ///   `AttributeError` after `connection_lost` on unconnected
+    ///   transports; here every write after `close` is refused alike.)
     #[inline]
     pub fn sendto(&self, data: &[u8], addr: Option<A>) -> Result<(), Error> {
         self.inner.sendto(data, addr)
@@ -557,8 +564,8 @@ impl<A: DatagramAddr> DatagramTransport<A> {
         self.inner.write.borrow().queue.len()
     }
 
-    /// Sets the watermarks (see [`FlowControl`](crate::transport) rules in
-    /// the module docs): with neither, 64 KiB and 16 KiB; with only `low`,
+    /// Sets the watermarks (see "Write buffer and flow control" in the
+    /// [module docs](self)): with neither, 64 KiB and 16 KiB; with only `low`,
     /// high is `4 * low`; with only `high`, low is `high / 4`. May call
     /// `pause_writing` at once; raising the marks does not resume (as
     /// asyncio).
@@ -835,7 +842,7 @@ impl<A: DatagramAddr> Inner<A> {
             (Some(_), _) => return self.sendto_remote(data),
             (None, None) => return Err(Error::AddressRequired),
         }
-        if self.conn_lost.get() > 0 {
+        if self.closing.get() {
             return Err(self.refuse_write());
         }
         if self.write.borrow().queue.is_empty() {
@@ -854,7 +861,7 @@ impl<A: DatagramAddr> Inner<A> {
     /// `sendto` to the remote address (connected, or a broadcast
     /// endpoint's default destination).
     fn sendto_remote(&self, data: &[u8]) -> Result<(), Error> {
-        if self.conn_lost.get() > 0 {
+        if self.closing.get() {
             return Err(self.refuse_write());
         }
         if self.write.borrow().queue.is_empty() {
@@ -901,16 +908,16 @@ impl<A: DatagramAddr> Inner<A> {
         }
     }
 
-    /// A write after the connection was lost: counted, logged past the
-    /// threshold, refused.
+    /// A write after `close`, `abort` or a fatal error: counted, logged
+    /// past the threshold, refused.
     #[cold]
     #[inline(never)]
     fn refuse_write(&self) -> Error {
-        let n = self.conn_lost.get();
+        let n = self.refused_writes.get();
         if n >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
             log::warn!("socket.sendto() raised exception.");
         }
-        self.conn_lost.set(n.saturating_add(1));
+        self.refused_writes.set(n.saturating_add(1));
         Error::ConnectionLost
     }
 
@@ -978,10 +985,7 @@ impl<A: DatagramAddr> Inner<A> {
         if resume {
             self.notify(Pending::Resume);
         }
-        if self.closing.get()
-            && self.conn_lost.get() == 0
-            && self.write.borrow().queue.is_empty()
-        {
+        if self.closing.get() && self.conn_lost.get() == 0 && self.write.borrow().queue.is_empty() {
             self.conn_lost.set(1);
             self.schedule_connection_lost(None);
         }

@@ -90,7 +90,9 @@ impl<A: DatagramAddr> DatagramProtocol<A> for Hooks<A> {
     }
 
     fn datagram_received(&mut self, data: &[u8], addr: A) {
-        self.log.borrow_mut().push(Ev::Data(data.to_vec(), addr.clone()));
+        self.log
+            .borrow_mut()
+            .push(Ev::Data(data.to_vec(), addr.clone()));
         let t = self.transport.clone().expect("connection_made came first");
         (self.on_data)(&t, data, &addr);
     }

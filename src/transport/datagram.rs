@@ -804,16 +804,14 @@ impl<A: DatagramAddr> Inner<A> {
 
     #[inline]
     fn read_batch(&self, p: &mut dyn DatagramProtocol<A>, buf: &mut [u8]) {
+        self.current.set("datagram_received");
         for _ in 0..READ_BUDGET {
             let r = match &*self.sock.borrow() {
                 Some(sock) => A::recv_from(sock, buf),
                 None => return,
             };
             match r {
-                Ok((n, addr)) => {
-                    self.current.set("datagram_received");
-                    p.datagram_received(&buf[..n], addr);
-                }
+                Ok((n, addr)) => p.datagram_received(&buf[..n], addr),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.readable.set(false);
                     return;
@@ -822,9 +820,13 @@ impl<A: DatagramAddr> Inner<A> {
                 Err(e) => {
                     self.current.set("error_received");
                     p.error_received(e);
+                    self.current.set("datagram_received");
                 }
             }
-            self.deliver_pending_to(p);
+            if self.has_pending.get() {
+                self.deliver_pending_slow(p);
+                self.current.set("datagram_received");
+            }
             if self.closing.get() || self.reading_paused.get() {
                 return;
             }

@@ -88,9 +88,15 @@ fn empty_and_oversized_datagrams() {
         .create_datagram_endpoint({
             let clog = clog.clone();
             move || {
+                let inner = clog.clone();
                 Hooks::new(&clog)
-                    .made(|t| {
+                    .made(move |t| {
                         t.sendto(&vec![7u8; 70_000], None).unwrap();
+                        assert_eq!(
+                            *inner.borrow(),
+                            vec![Ev::Made],
+                            "error_received waits until connection_made returns (D6)"
+                        );
                         t.sendto(b"", None).unwrap();
                     })
                     .data(move |t, data, _| {
@@ -118,6 +124,16 @@ fn empty_and_oversized_datagrams() {
         ]
     );
     assert!(!client.is_closing());
+    assert_eq!(
+        client.get_extra_info("peername"),
+        Some(format!("{server_addr:?}"))
+    );
+    assert_eq!(
+        client.get_extra_info("sockname"),
+        Some(format!("{:?}", client.local_addr().unwrap()))
+    );
+    assert!(client.get_extra_info("socket").is_some());
+    assert_eq!(client.get_extra_info("nonsense"), None);
     client.close();
     server.close();
 }

@@ -346,6 +346,27 @@ impl LoopHandle {
     /// Starts building a Unix datagram endpoint (asyncio's
     /// `create_datagram_endpoint(family=AF_UNIX)`); finish with
     /// [`start`](UnixDatagramEndpointBuilder::start).
+    ///
+    /// ```
+    /// use sloop::{DatagramProtocol, UnixAddr};
+    /// use std::os::unix::net::UnixDatagram;
+    ///
+    /// struct Stop;
+    /// impl DatagramProtocol<UnixAddr> for Stop {
+    ///     fn datagram_received(&mut self, data: &[u8], addr: UnixAddr) {
+    ///         assert_eq!((data, addr), (&b"hi"[..], UnixAddr::Unnamed));
+    ///         sloop::get_running_loop().unwrap().stop();
+    ///     }
+    /// }
+    ///
+    /// let (mine, theirs) = UnixDatagram::pair()?;
+    /// let lp = sloop::EventLoop::new()?;
+    /// let t = lp.create_unix_datagram_endpoint(|| Stop).socket(mine).start()?;
+    /// theirs.send(b"hi")?;
+    /// lp.run_forever()?;
+    /// t.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create_unix_datagram_endpoint<F, P>(&self, factory: F) -> UnixDatagramEndpointBuilder<F>
     where
         F: FnOnce() -> P,

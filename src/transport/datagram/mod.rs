@@ -358,6 +358,7 @@ impl<A: DatagramAddr> DatagramTransport<A> {
     /// # Errors
     ///
     /// As `sendto(data, None)`.
+    #[inline]
     pub fn send(&self, data: &[u8]) -> Result<(), Error> {
         self.inner.sendto(data, None)
     }

@@ -561,8 +561,8 @@ impl<A: DatagramAddr> Inner<A> {
                 self.has_pending.set(false);
                 return;
             };
-            if self.sock.borrow().is_none() {
-                continue; // connection_lost ran: nothing more
+            if self.conn_lost.get() > 0 {
+                continue; // connection_lost is queued: nothing else comes
             }
             match ev {
                 Pending::Pause => {
@@ -582,12 +582,12 @@ impl<A: DatagramAddr> Inner<A> {
     }
 
     /// Delivers a notification now, or queues it while the protocol runs.
-    /// Nothing is delivered after `connection_lost`.
+    /// Nothing is delivered once `connection_lost` is queued.
     #[cold]
     #[inline(never)]
     fn notify(&self, ev: Pending) {
-        if self.sock.borrow().is_none() {
-            return;
+        if self.conn_lost.get() > 0 {
+            return; // connection_lost is queued: nothing else comes
         }
         self.pending.borrow_mut().push_back(ev);
         self.has_pending.set(true);

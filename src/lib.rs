@@ -52,6 +52,7 @@
 )]
 
 pub mod bridge;
+pub mod datagram_endpoint;
 mod error;
 pub mod event_loop;
 mod exception;
@@ -61,9 +62,11 @@ mod task;
 pub mod transport;
 
 pub use bridge::time::{interval, sleep, sleep_until, timeout, Elapsed, Interval, Sleep, Timeout};
+pub use datagram_endpoint::{DatagramEndpointBuilder, Family, UnixDatagramEndpointBuilder};
 pub use error::{Error, Result};
 pub use event_loop::{
     get_running_loop, Builder, EventLoop, Handle, LoopHandle, Remote, RemoteTask, TimerHandle,
 };
 pub use exception::{Exception, ExceptionContext};
 pub use task::{Task, TaskError};
+pub use transport::datagram::{DatagramAddr, DatagramProtocol, DatagramTransport, UnixAddr};

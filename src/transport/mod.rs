@@ -5,3 +5,6 @@
 pub(crate) mod flow;
 
 pub use flow::DEFAULT_HIGH_WATER;
+
+pub mod datagram;
+pub use datagram::{DatagramAddr, DatagramProtocol, DatagramTransport, UnixAddr};

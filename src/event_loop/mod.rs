@@ -453,7 +453,11 @@ impl LoopHandle {
         if let Some(mut selector) = selector {
             let (handles, sources) = selector.drain();
             drop(selector);
-            drop((handles, sources));
+            drop(handles);
+            for source in sources {
+                // User code may run here (protocol drops): no borrow is held.
+                let _ = catch_unwind(AssertUnwindSafe(|| source.loop_closed()));
+            }
         }
         drop(handler);
         Ok(())
@@ -806,6 +810,12 @@ impl LoopHandle {
     #[allow(dead_code)]
     pub(crate) fn restore_read_buffer(&self, buf: Vec<u8>) {
         self.inner.read_buffer.set(buf);
+    }
+
+    /// Runs user code (a protocol method) under `catch_unwind`; the caller
+    /// reports a panic with its own context.
+    pub(crate) fn catch_user<R>(&self, f: impl FnOnce() -> R) -> Result<R, Box<dyn Any + Send>> {
+        catch_unwind(AssertUnwindSafe(f))
     }
 
     // ----- one iteration -----

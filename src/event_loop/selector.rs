@@ -115,6 +115,10 @@ pub(crate) trait IoSource {
     fn is_closing(&self) -> bool;
     /// A short description for error messages.
     fn describe(&self) -> String;
+    /// The loop closed with this source still registered: release the
+    /// protocol and the fd now, since no callback will ever run again
+    /// (this breaks the transport <-> protocol `Rc` cycle; DESIGN.md D1).
+    fn loop_closed(&self) {}
 }
 
 enum IoKind {

@@ -943,4 +943,16 @@ impl<A: DatagramAddr> IoSource for Inner<A> {
     fn describe(&self) -> String {
         Inner::describe(self)
     }
+
+    fn loop_closed(&self) {
+        // No callback can run any more: drop the protocol (which may hold
+        // this transport) and close the socket.
+        self.closing.set(true);
+        self.conn_lost.set(self.conn_lost.get().max(1));
+        self.key.take();
+        let queued = std::mem::take(&mut self.write.borrow_mut().queue);
+        let protocol = self.protocol.borrow_mut().take();
+        let sock = self.sock.borrow_mut().take();
+        drop((queued, protocol, sock));
+    }
 }

@@ -53,6 +53,7 @@
 
 pub mod bridge;
 mod connect;
+pub mod datagram_endpoint;
 mod error;
 pub mod event_loop;
 mod exception;
@@ -66,6 +67,7 @@ pub mod transport;
 pub use bridge::stream::{ReadHalf, StreamParts, TransportStream, WriteHalf};
 pub use bridge::time::{interval, sleep, sleep_until, timeout, Elapsed, Interval, Sleep, Timeout};
 pub use connect::Connect;
+pub use datagram_endpoint::{DatagramEndpointBuilder, Family, UnixDatagramEndpointBuilder};
 pub use error::{Error, Result};
 pub use event_loop::{
     get_running_loop, Builder, EventLoop, Handle, LoopHandle, Remote, RemoteTask, TimerHandle,
@@ -74,4 +76,5 @@ pub use exception::{Exception, ExceptionContext};
 pub use protocol::{AnyProtocol, Buffered, BufferedProtocol, IntoProtocol, Protocol};
 pub use server::{Server, ServerBuilder, WaitClosed};
 pub use task::{Task, TaskError};
+pub use transport::datagram::{DatagramAddr, DatagramProtocol, DatagramTransport, UnixAddr};
 pub use transport::{Address, EmptyWaiter, Transport};

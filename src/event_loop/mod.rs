@@ -812,6 +812,12 @@ impl LoopHandle {
         self.inner.read_buffer.set(buf);
     }
 
+    /// Runs user code (a protocol method) under `catch_unwind`; the caller
+    /// reports a panic with its own context.
+    pub(crate) fn catch_user<R>(&self, f: impl FnOnce() -> R) -> Result<R, Box<dyn Any + Send>> {
+        catch_unwind(AssertUnwindSafe(f))
+    }
+
     // ----- one iteration -----
 
     fn run_once(&self, mut main: Option<&mut dyn FnMut()>) -> Result<(), Error> {

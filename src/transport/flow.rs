@@ -61,6 +61,7 @@ impl FlowControl {
         (self.low, self.high)
     }
 
+    #[allow(dead_code)] // for start_tls and sendfile, which read it
     pub(crate) fn is_paused(&self) -> bool {
         self.paused
     }

@@ -7,7 +7,7 @@
 //! (DESIGN.md D12), which is why `Transport` wraps a trait object rather
 //! than a socket type.
 
-#[allow(dead_code)] // until the transports land
+pub mod datagram;
 pub(crate) mod flow;
 pub(crate) mod socket;
 
@@ -23,6 +23,7 @@ use std::task::{Context, Poll, Waker};
 
 use std::cell::RefCell;
 
+pub use datagram::{DatagramAddr, DatagramProtocol, DatagramTransport, UnixAddr};
 pub use flow::DEFAULT_HIGH_WATER;
 
 use crate::error::Error;

@@ -64,7 +64,9 @@ impl Wake for TaskWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if !self.scheduled.swap(true, Ordering::AcqRel) {
+        if !self.scheduled.swap(true, Ordering::AcqRel)
+            && !crate::event_loop::wake_on_loop_thread(&self.shared, self.key)
+        {
             self.shared.push_woken(self.key);
         }
     }

@@ -401,6 +401,9 @@ impl ReadHalf {
         if self.pos < self.local.len() {
             return true;
         }
+        if self.shared.incoming.borrow().is_empty() {
+            return false;
+        }
         self.local.clear();
         self.pos = 0;
         // Swap rather than copy: the protocol appends to the (empty) vector
@@ -420,11 +423,12 @@ impl ReadHalf {
         if self.refill() {
             return Poll::Ready(Ok(true));
         }
-        if let Some(e) = self.shared.sticky_error() {
-            return Poll::Ready(Err(e));
-        }
+        // `connection_lost` sets `eof` too, so one check covers both.
         if self.shared.eof.get() {
-            return Poll::Ready(Ok(false));
+            return Poll::Ready(match self.shared.sticky_error() {
+                Some(e) => Err(e),
+                None => Ok(false),
+            });
         }
         register(&self.shared.read_waker, cx);
         Poll::Pending
@@ -475,10 +479,12 @@ impl AsyncBufRead for ReadHalf {
 
 impl WriteHalf {
     fn check_open(&self) -> Result<(), io::Error> {
-        if let Some(e) = self.shared.sticky_error() {
-            return Err(e);
+        if self.shared.lost.get() {
+            return Err(self.shared.sticky_error().unwrap_or_else(|| {
+                io::Error::new(io::ErrorKind::BrokenPipe, "the connection is closed")
+            }));
         }
-        if self.shared.lost.get() || self.transport.is_closing() {
+        if self.transport.is_closing() {
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "the connection is closed",

@@ -84,6 +84,33 @@ pub fn get_running_loop() -> Option<LoopHandle> {
     RUNNING.with(|r| r.borrow().clone())
 }
 
+/// Queues the woken task `key` straight onto the ready queue when the loop
+/// of `shared` runs on this thread: a wake from the loop's own thread (the
+/// common case: a protocol waking the task that reads its stream) then
+/// takes no lock. Returns `false` when the caller must use the inbox.
+pub(crate) fn wake_on_loop_thread(shared: &Arc<Shared>, key: usize) -> bool {
+    RUNNING.with(|running| {
+        let Ok(running) = running.try_borrow() else {
+            return false;
+        };
+        let Some(lp) = running.as_ref() else {
+            return false;
+        };
+        if !Arc::ptr_eq(&lp.inner.shared, shared) {
+            return false;
+        }
+        let Ok(mut ready) = lp.inner.ready.try_borrow_mut() else {
+            return false;
+        };
+        ready.push_back(if key == MAIN_TASK {
+            Ready::Main
+        } else {
+            Ready::Task(key)
+        });
+        true
+    })
+}
+
 pub(crate) struct LoopInner {
     ready: RefCell<VecDeque<Ready>>,
     timers: RefCell<TimerHeap>,

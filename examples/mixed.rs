@@ -41,7 +41,9 @@ impl Protocol for Handshake {
         let Some(name) = line.strip_prefix("HELLO ").map(str::to_owned) else {
             return self.refuse();
         };
-        let Some(transport) = self.transport.take() else { return };
+        let Some(transport) = self.transport.take() else {
+            return;
+        };
         // Upgrade: from here on the stream's protocol receives the data.
         let _ = transport.write(format!("OK {name}\n").as_bytes());
         let stream = TransportStream::with_buffered(&transport, &rest);
@@ -81,10 +83,16 @@ async fn session(name: String, mut stream: TransportStream) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8888".to_owned());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8888".to_owned());
     let lp = EventLoop::new()?;
     let h = lp.handle();
-    let factory = move || Handshake { lp: h.clone(), transport: None, pending: Vec::new() };
+    let factory = move || Handshake {
+        lp: h.clone(),
+        transport: None,
+        pending: Vec::new(),
+    };
     let server = lp.run_until_complete(lp.create_server(factory, &addr))??;
     for a in server.local_addrs() {
         println!("listening on {a}");

@@ -1,8 +1,75 @@
 //! # sloop
 //!
 //! asyncio's selector event loop for Rust: a single-threaded loop on
-//! [mio](https://docs.rs/mio) that runs callbacks, timers, I/O callbacks and
-//! futures, with asyncio's semantics.
+//! [mio](https://docs.rs/mio) that runs callbacks, timers, raw fd readers
+//! and writers, callback-style **protocols over transports** (TCP, Unix,
+//! UDP), and **futures**, with asyncio's semantics. The same transports are
+//! also `AsyncRead`/`AsyncWrite` streams, so both styles live on one loop,
+//! even on one connection.
+//!
+//! ## Two styles, one loop
+//!
+//! A callback protocol, as in asyncio: the transport calls the protocol
+//! when bytes arrive; the protocol writes through the transport.
+//!
+//! ```
+//! use futures::io::{AsyncReadExt, AsyncWriteExt};
+//! use sloop::{EventLoop, Protocol, Transport};
+//!
+//! struct Echo(Option<Transport>);
+//!
+//! impl Protocol for Echo {
+//!     fn connection_made(&mut self, transport: &Transport) {
+//!         self.0 = Some(transport.clone());
+//!     }
+//!     fn data_received(&mut self, data: &[u8]) {
+//!         if let Some(t) = &self.0 {
+//!             let _ = t.write(data);
+//!         }
+//!     }
+//!     fn connection_lost(&mut self, _exc: Option<std::io::Error>) {
+//!         self.0 = None; // the transport holds us; let go of it
+//!     }
+//! }
+//!
+//! let lp = EventLoop::new()?;
+//! let h = lp.handle();
+//! let reply = lp.run_until_complete(async move {
+//!     let server = h.create_server(|| Echo(None), "127.0.0.1:0").await?;
+//!     let port = server.local_addrs()[0].port();
+//!     // The client side is a stream: the other style.
+//!     let mut client = h.open_connection("127.0.0.1", port).await?;
+//!     client.write_all(b"ping").await?;
+//!     client.close().await?; // EOF: the echo server closes in turn
+//!     let mut reply = Vec::new();
+//!     client.read_to_end(&mut reply).await?;
+//!     Ok::<_, std::io::Error>(reply)
+//! })??;
+//! assert_eq!(reply, b"ping");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The same server with `async fn`: each connection is a task holding a
+//! [`TransportStream`].
+//!
+//! ```
+//! use futures::io::AsyncWriteExt;
+//! use sloop::{EventLoop, TransportStream};
+//!
+//! async fn echo(stream: TransportStream) {
+//!     let (mut reader, mut writer) = stream.split();
+//!     if futures::io::copy_buf(&mut reader, &mut writer).await.is_ok() {
+//!         let _ = writer.close().await;
+//!     }
+//! }
+//!
+//! let lp = EventLoop::new()?;
+//! let server = lp.run_until_complete(lp.start_server(echo, "127.0.0.1:0"))??;
+//! println!("listening on {}", server.local_addrs()[0]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Timers and tasks need no sockets:
 //!
 //! ```
 //! use std::time::Duration;
@@ -33,6 +100,14 @@
 //! | `asyncio.sleep`, `wait_for` | [`sleep`], [`timeout`] |
 //! | `loop.set_exception_handler`, `call_exception_handler` | the same names on [`LoopHandle`], with [`ExceptionContext`] |
 //! | `loop.set_debug`, `slow_callback_duration` | [`LoopHandle::set_debug`], [`LoopHandle::set_slow_callback_duration`] |
+//! | `Protocol`, `BufferedProtocol` | [`Protocol`], [`BufferedProtocol`] (wrap in [`Buffered`]) |
+//! | `_SelectorSocketTransport` | [`Transport`] |
+//! | `loop.create_server`, `Server` | [`LoopHandle::create_server`], [`LoopHandle::create_unix_server`], [`Server`] |
+//! | `loop.create_connection`, `create_unix_connection`, `connect_accepted_socket` | the same names on [`LoopHandle`] |
+//! | `DatagramProtocol`, `_SelectorDatagramTransport` | [`DatagramProtocol`], [`DatagramTransport`] |
+//! | `loop.create_datagram_endpoint` | [`LoopHandle::create_datagram_endpoint`], [`LoopHandle::create_unix_datagram_endpoint`] |
+//! | `asyncio.open_connection`, `start_server` (`StreamReader`/`StreamWriter`) | [`LoopHandle::open_connection`], [`LoopHandle::start_server`] → [`TransportStream`] |
+//! | `transport._make_empty_waiter()` | [`Transport::empty_waiter`] |
 //!
 //! # Design
 //!

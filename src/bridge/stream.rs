@@ -231,8 +231,8 @@ impl Drop for CloseOnDrop {
 ///
 /// Made from a transport with [`TransportStream::new`] (inside
 /// `connection_made`, in any protocol callback, or later), or by
-/// [`open_connection`](crate::open_connection) and
-/// [`start_server`](crate::start_server). Dropping it closes the transport
+/// [`open_connection`](crate::LoopHandle::open_connection) and
+/// [`start_server`](crate::LoopHandle::start_server). Dropping it closes the transport
 /// (buffered writes are still sent, as `close` does).
 ///
 /// - EOF from the peer ends reading with `Ok(0)`; the write side stays

@@ -433,3 +433,86 @@ fn unix_stream_open_and_serve() {
         server.close();
     });
 }
+
+#[test]
+fn a_stream_never_polled_stays_bounded_and_the_peer_blocks() {
+    // R20: nobody reads the stream; the peer keeps sending.
+    let lp = new_loop();
+    let h = lp.handle();
+    run(&lp, async move {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = h.open_connection("127.0.0.1", addr.port()).await.unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        peer.set_nonblocking(true).unwrap();
+        let sent = Rc::new(Cell::new(0usize));
+        let chunk = vec![1u8; 64 * 1024];
+        // Send until the kernel refuses for a while: the loop must have
+        // stopped reading by then.
+        let mut refusals = 0;
+        while refusals < 50 {
+            match (&peer).write(&chunk) {
+                Ok(n) => {
+                    sent.set(sent.get() + n);
+                    refusals = 0;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    refusals += 1;
+                    sloop::sleep(Duration::from_millis(2)).await; // let the loop read
+                }
+                Err(e) => panic!("{e}"),
+            }
+            assert!(sent.get() < 200 * 1024 * 1024, "the peer never blocked");
+        }
+        let limit = sloop::bridge::stream::DEFAULT_READ_LIMIT;
+        assert!(!stream.transport().is_reading(), "reading paused");
+        assert!(stream.buffered_len() > 2 * limit, "paused only above twice the limit");
+        assert!(stream.buffered_len() <= 2 * limit + 256 * 1024, "{}", stream.buffered_len());
+        // Draining the stream resumes reading and delivers everything.
+        let mut stream = stream;
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        while total < sent.get() {
+            total += stream.read(&mut buf).await.unwrap();
+        }
+        assert_eq!(total, sent.get());
+        assert!(stream.transport().is_reading(), "resumed once drained");
+    });
+}
+
+#[test]
+fn a_dropped_write_all_leaves_the_stream_consistent_and_close_still_lets_the_peer_reply() {
+    // R36: write_all cut short by a timeout; later writes follow in order;
+    // close sends EOF and the peer's reply still arrives.
+    const BIG: usize = 16 * 1024 * 1024;
+    let lp = new_loop();
+    let h = lp.handle();
+    run(&lp, async move {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let peer = on_thread(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            go_rx.recv().unwrap(); // read nothing until told
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap(); // until our EOF
+            s.write_all(b"reply after your EOF").unwrap();
+            got
+        });
+        let mut stream = h.open_connection("127.0.0.1", addr.port()).await.unwrap();
+        let data = pattern(BIG);
+        let cut = sloop::timeout(Duration::from_millis(50), stream.write_all(&data)).await;
+        assert!(cut.is_err(), "the peer reads nothing, so write_all cannot finish");
+        go_tx.send(()).unwrap();
+        stream.write_all(b"TAIL").await.unwrap();
+        stream.close().await.unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).await.unwrap();
+        assert_eq!(reply, "reply after your EOF");
+        let got = peer.await;
+        let (prefix, tail) = got.split_at(got.len() - 4);
+        assert_eq!(tail, b"TAIL");
+        assert!(!prefix.is_empty() && prefix.len() < BIG);
+        assert!(prefix == &data[..prefix.len()], "what was accepted went out whole, in order");
+    });
+}

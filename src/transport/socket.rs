@@ -595,7 +595,7 @@ impl SocketTransport {
             // Try to send now: the common case never touches the buffer.
             match self.send(data) {
                 Ok(n) if n == data.len() => return Ok(()),
-                Ok(n) => self.buffer(&[&data[n..]]),
+                Ok(n) => self.buffer_after_short_send(&[&data[n..]]),
                 Err(e) if is_retry(&e) => self.buffer(&[data]),
                 Err(e) => {
                     self.fatal_error(e, "Fatal write error on socket transport");
@@ -608,38 +608,72 @@ impl SocketTransport {
         Ok(())
     }
 
+    /// A send was short: buffer the rest and keep sending until the kernel
+    /// says `WouldBlock`, so that a writable edge is sure to follow.
+    fn buffer_after_short_send(&self, rest: &[&[u8]]) {
+        self.buffer(rest);
+        if let Err(e) = self.flush() {
+            self.clear_buffer();
+            self.fatal_error(e, "Fatal write error on socket transport");
+        } else if !self.has(HAS_DATA) {
+            // Unlikely: it all went after all.
+            self.maybe_resume();
+        }
+    }
+
     fn clear_buffer(&self) {
         self.wbuf.borrow_mut().clear();
         self.set_flag(HAS_DATA, false);
     }
 
+    /// Sends from the buffer until it is empty or the kernel says
+    /// `WouldBlock`. Stopping at a short send is not enough: the kernel
+    /// does not always announce free space after one (seen on loopback
+    /// with a small `SO_SNDBUF`), only after a send that found none.
+    /// Returns whether the kernel may still take more (no `WouldBlock`).
+    fn flush(&self) -> io::Result<bool> {
+        loop {
+            let res = {
+                let w = self.wbuf.borrow();
+                if w.is_empty() {
+                    return Ok(true);
+                }
+                self.send(w.pending())
+            };
+            match res {
+                Ok(n) => {
+                    let mut w = self.wbuf.borrow_mut();
+                    w.consume(n);
+                    self.set_flag(HAS_DATA, !w.is_empty());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn write_ready(&self) {
-        if self.has(LOST_SCHEDULED) {
+        if self.has(LOST_SCHEDULED) || !self.has(HAS_DATA) {
             return;
         }
-        let res = {
-            let w = self.wbuf.borrow();
-            if w.is_empty() {
-                return;
-            }
-            self.send(w.pending())
-        };
-        match res {
-            Ok(n) => {
-                let mut w = self.wbuf.borrow_mut();
-                w.consume(n);
-                self.set_flag(HAS_DATA, !w.is_empty());
-            }
-            Err(e) if is_retry(&e) => return,
+        let more = match self.flush() {
+            Ok(more) => more,
             Err(e) => {
                 self.clear_buffer();
                 self.fail_empty_waiter(Error::Io(clone_io_error(&e)));
                 return self.fatal_error(e, "Fatal write error on socket transport");
             }
-        }
+        };
         self.maybe_resume();
         if !self.has(HAS_DATA) {
             self.drained();
+        } else if more {
+            // resume_writing wrote more after the kernel took everything:
+            // no writable edge will come. Flush in the next iteration.
+            if let Some(key) = self.key.get() {
+                self.lp.schedule_io(key, Readiness::WRITABLE);
+            }
         }
     }
 
@@ -807,7 +841,7 @@ impl TransportImpl for SocketTransport {
                 if n == data.len() {
                     return Ok(());
                 }
-                self.buffer(&[&data[n..]]);
+                self.buffer_after_short_send(&[&data[n..]]);
                 return Ok(());
             }
         }
@@ -845,6 +879,7 @@ impl TransportImpl for SocketTransport {
         if sent == total {
             return Ok(());
         }
+        let sent_any = sent > 0;
         let mut rest: Vec<&[u8]> = Vec::new();
         for b in bufs {
             if sent >= b.len() {
@@ -854,7 +889,11 @@ impl TransportImpl for SocketTransport {
                 sent = 0;
             }
         }
-        self.buffer(&rest);
+        if sent_any {
+            self.buffer_after_short_send(&rest);
+        } else {
+            self.buffer(&rest);
+        }
         Ok(())
     }
 

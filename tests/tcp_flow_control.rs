@@ -1,0 +1,224 @@
+//! Write flow control and read pausing against real peers (reliability
+//! R10, R11, R15, R17, M08).
+
+mod support;
+
+use std::cell::{Cell, RefCell};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::rc::Rc;
+use std::time::Duration;
+
+use sloop::{Error, Protocol, Transport};
+use support::*;
+
+fn connected(lp: &sloop::EventLoop, proto: impl Protocol) -> (Transport, TcpStream) {
+    // A small receive buffer, set before listen so the accepted socket
+    // inherits it (shrinking it later stalls TCP in zero-window probes).
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())
+        .unwrap();
+    sock.listen(8).unwrap();
+    let listener: TcpListener = sock.into();
+    let port = listener.local_addr().unwrap().port();
+    let t = run(lp, lp.create_connection(move || proto, "127.0.0.1", port)).unwrap();
+    let (peer, _) = listener.accept().unwrap();
+    (t, peer)
+}
+
+/// The producer's state, shared between its protocol (which only flips
+/// `paused`) and the pump, which runs from a loop callback: a pause that
+/// the pump's own write triggers then reaches the protocol at once.
+#[derive(Default)]
+struct Prod {
+    paused: Cell<bool>,
+    left: Cell<usize>,
+    chunk: usize,
+    vectored: bool,
+    max_buffer: Cell<usize>,
+    events: RefCell<Vec<(bool, usize)>>,
+}
+
+fn pump(t: &Transport, p: &Rc<Prod>) {
+    let block = pattern(p.chunk);
+    while !p.paused.get() && p.left.get() > 0 {
+        if p.vectored {
+            let (a, b) = block.split_at(p.chunk / 3);
+            t.writelines(&[a, &[], b]).unwrap();
+        } else {
+            t.write(&block).unwrap();
+        }
+        p.left.set(p.left.get() - 1);
+        p.max_buffer.set(p.max_buffer.get().max(t.write_buffer_size()));
+    }
+    if p.left.get() == 0 {
+        t.close();
+    }
+}
+
+struct Producer {
+    t: Option<Transport>,
+    p: Rc<Prod>,
+}
+
+impl Protocol for Producer {
+    fn connection_made(&mut self, t: &Transport) {
+        t.with_socket(|s| s.set_send_buffer_size(4096).unwrap());
+        self.t = Some(t.clone());
+    }
+    fn pause_writing(&mut self) {
+        let t = self.t.as_ref().unwrap();
+        assert!(!self.p.paused.get(), "pause and resume alternate");
+        self.p.events.borrow_mut().push((true, t.write_buffer_size()));
+        self.p.paused.set(true);
+    }
+    fn resume_writing(&mut self) {
+        let t = self.t.clone().unwrap();
+        assert!(self.p.paused.get(), "pause and resume alternate");
+        self.p.events.borrow_mut().push((false, t.write_buffer_size()));
+        self.p.paused.set(false);
+        let p = self.p.clone();
+        sloop::get_running_loop()
+            .unwrap()
+            .call_soon(move || pump(&t, &p))
+            .unwrap();
+    }
+    fn connection_lost(&mut self, _: Option<std::io::Error>) {
+        self.t = None;
+    }
+}
+
+fn producer_run(vectored: bool) {
+    let lp = new_loop();
+    let chunk = 10_000;
+    let count = 2_000; // 20 MB
+    let p = Rc::new(Prod {
+        left: Cell::new(count),
+        chunk,
+        vectored,
+        ..Default::default()
+    });
+    let (t, peer) = connected(&lp, Producer { t: None, p: p.clone() });
+    assert_eq!(t.write_buffer_limits(), (16 * 1024, 64 * 1024));
+    let mut peer = peer;
+    let reader = on_thread(move || {
+        let mut total = 0usize;
+        let mut buf = vec![0; 8192];
+        loop {
+            let n = peer.read(&mut buf).unwrap();
+            if n == 0 {
+                return total;
+            }
+            total += n;
+        }
+    });
+    pump(&t, &p);
+    let total = run(&lp, reader);
+    assert_eq!(total, count * chunk);
+    let ev = p.events.borrow();
+    assert!(ev.len() >= 2);
+    for (i, (pause, size)) in ev.iter().enumerate() {
+        assert_eq!(*pause, i % 2 == 0, "alternate, starting with pause");
+        if *pause {
+            assert!(*size > 64 * 1024, "paused only above high: {size}");
+        } else {
+            assert!(*size <= 16 * 1024, "resumed only at or below low: {size}");
+        }
+    }
+    assert!(
+        p.max_buffer.get() <= 64 * 1024 + chunk,
+        "buffer never exceeds high + one write: {}",
+        p.max_buffer.get()
+    );
+}
+
+#[test]
+fn pause_resume_at_the_marks_with_write() {
+    producer_run(false);
+}
+
+#[test]
+fn pause_resume_at_the_marks_with_writelines() {
+    // R17: every write path applies flow control (CVE-2024-12254).
+    producer_run(true);
+}
+
+#[test]
+fn write_buffer_limits_follow_asyncio_and_pause_at_once() {
+    let lp = new_loop();
+    let (proto, rec) = Recorder::new();
+    let (t, _peer) = connected(&lp, proto);
+    t.with_socket(|s| s.set_send_buffer_size(4096).unwrap());
+    let err = t.set_write_buffer_limits(Some(1), Some(2)).unwrap_err();
+    assert!(matches!(err, Error::InvalidWriteLimits { .. }));
+    assert_eq!(err.to_string(), "high (1) must be >= low (2) must be >= 0");
+    t.set_write_buffer_limits(None, Some(100)).unwrap();
+    assert_eq!(t.write_buffer_limits(), (100, 400));
+    t.set_write_buffer_limits(Some(1000), None).unwrap();
+    assert_eq!(t.write_buffer_limits(), (250, 1000));
+    t.set_write_buffer_limits(None, None).unwrap();
+    // Fill to 40 KiB buffered, then lower high to 16 KiB: exactly one pause.
+    while t.write_buffer_size() < 40 * 1024 {
+        t.write(&[7u8; 4096]).unwrap();
+    }
+    assert!(rec.borrow().events.iter().all(|e| *e != Ev::Pause));
+    t.set_write_buffer_limits(Some(16 * 1024), None).unwrap();
+    assert_eq!(rec.borrow().count(|e| *e == Ev::Pause), 1);
+    // Raising the limits does not resume (asyncio#329).
+    t.set_write_buffer_limits(Some(1 << 20), None).unwrap();
+    assert_eq!(rec.borrow().count(|e| *e == Ev::Resume), 0);
+    t.abort();
+}
+
+/// Pauses reading in connection_made; counts deliveries.
+struct Pauser {
+    t: Option<Transport>,
+    got: Rc<Cell<usize>>,
+}
+
+impl Protocol for Pauser {
+    fn connection_made(&mut self, t: &Transport) {
+        t.pause_reading();
+        t.pause_reading(); // idempotent
+        assert!(!t.is_reading());
+        self.t = Some(t.clone());
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        self.got.set(self.got.get() + data.len());
+    }
+}
+
+#[test]
+fn pause_reading_stops_delivery_without_spinning_and_resume_delivers() {
+    // gh-103607 (pause inside connection_made), R10, R11.
+    let lp = new_loop();
+    let got = Rc::new(Cell::new(0));
+    let (t, mut peer) = connected(
+        &lp,
+        Pauser {
+            t: None,
+            got: got.clone(),
+        },
+    );
+    peer.write_all(&pattern(64 * 1024)).unwrap();
+    let start = lp.iteration_count();
+    run(&lp, sloop::sleep(Duration::from_millis(300)));
+    let spent = lp.iteration_count() - start;
+    assert_eq!(got.get(), 0, "nothing delivered while paused");
+    assert!(spent <= 20, "no busy loop while paused: {spent} iterations");
+    t.resume_reading();
+    t.resume_reading();
+    assert!(t.is_reading());
+    // The peer is silent now: the data must come anyway (re-arm).
+    let g = got.clone();
+    run(&lp, until(move || g.get() == 64 * 1024));
+    t.pause_reading();
+    peer.write_all(b"more").unwrap();
+    run(&lp, sloop::sleep(Duration::from_millis(50)));
+    assert_eq!(got.get(), 64 * 1024);
+    t.close();
+    assert!(!t.is_reading(), "not reading once closing");
+    t.resume_reading(); // no-op on a closing transport
+    assert!(!t.is_reading());
+}

@@ -9,6 +9,7 @@
 //! once a socket is connected, and the future completes after the
 //! protocol's `connection_made` ran.
 
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -17,7 +18,6 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::cell::{Cell, RefCell};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -63,7 +63,9 @@ fn interleave(addrs: Vec<SocketAddr>, first_count: usize) -> Vec<SocketAddr> {
     let (mut a, mut b): (Vec<_>, Vec<_>) = addrs
         .into_iter()
         .partition(|x| x.is_ipv4() == first.is_ipv4());
-    let mut out: Vec<SocketAddr> = a.drain(..first_count.saturating_sub(1).min(a.len())).collect();
+    let mut out: Vec<SocketAddr> = a
+        .drain(..first_count.saturating_sub(1).min(a.len()))
+        .collect();
     let mut a = a.into_iter();
     let mut b = b.drain(..);
     loop {
@@ -127,11 +129,7 @@ impl Drop for Writable {
 
 /// Connects a new non-blocking socket to `addr` (bound first to a
 /// `local` address of the same family, if any are given).
-async fn connect_one(
-    lp: &LoopHandle,
-    addr: SockAddr,
-    local: &[SocketAddr],
-) -> io::Result<Socket> {
+async fn connect_one(lp: &LoopHandle, addr: SockAddr, local: &[SocketAddr]) -> io::Result<Socket> {
     let domain = addr.domain();
     let sock = Socket::new(domain, Type::STREAM, None)?;
     sock.set_nonblocking(true)?;
@@ -210,8 +208,8 @@ async fn make_transport(
         _ => Kind::Tcp,
     };
     sock.set_nonblocking(true)?;
-    let (rc, started) =
-        SocketTransport::create(lp, sock, kind, protocol, None).map_err(|(e, _)| io::Error::from(e))?;
+    let (rc, started) = SocketTransport::create(lp, sock, kind, protocol, None)
+        .map_err(|(e, _)| io::Error::from(e))?;
     let t = Transport {
         inner: rc as Rc<dyn TransportImpl>,
     };
@@ -356,24 +354,16 @@ async fn staggered(
         } else if pending.is_empty() {
             return Err(combine(errors));
         }
-        // Wait for a result, or the delay to start the next attempt.
-        let mut timer = crate::sleep(delay);
-        loop {
-            let step = futures::future::select(pending.next(), &mut timer).await;
-            match step {
-                futures::future::Either::Left((Some(Ok(s)), _)) => return Ok(s),
-                futures::future::Either::Left((Some(Err(e)), _)) => {
-                    errors.push(e);
-                    break; // start the next one now
-                }
-                futures::future::Either::Left((None, _)) => {
-                    if next.len() == 0 {
-                        return Err(combine(errors));
-                    }
-                    break;
-                }
-                futures::future::Either::Right(_) => break,
+        // Wait for a result, or the delay to start the next attempt; a
+        // failure starts the next one at once.
+        let timer = crate::sleep(delay);
+        match futures::future::select(pending.next(), timer).await {
+            futures::future::Either::Left((Some(Ok(s)), _)) => return Ok(s),
+            futures::future::Either::Left((Some(Err(e)), _)) => errors.push(e),
+            futures::future::Either::Left((None, _)) if next.len() == 0 => {
+                return Err(combine(errors));
             }
+            futures::future::Either::Left((None, _)) | futures::future::Either::Right(_) => {}
         }
     }
 }

@@ -62,13 +62,13 @@ mod task;
 pub mod transport;
 
 pub use bridge::time::{interval, sleep, sleep_until, timeout, Elapsed, Interval, Sleep, Timeout};
+pub use connect::Connect;
 pub use error::{Error, Result};
 pub use event_loop::{
     get_running_loop, Builder, EventLoop, Handle, LoopHandle, Remote, RemoteTask, TimerHandle,
 };
-pub use connect::Connect;
 pub use exception::{Exception, ExceptionContext};
 pub use protocol::{AnyProtocol, Buffered, BufferedProtocol, IntoProtocol, Protocol};
 pub use server::{Server, ServerBuilder, WaitClosed};
-pub use transport::{Address, EmptyWaiter, Transport};
 pub use task::{Task, TaskError};
+pub use transport::{Address, EmptyWaiter, Transport};

@@ -41,11 +41,11 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::error::Error;
 use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
-use crate::TimerHandle;
 use crate::exception::{panic_message, Exception, ExceptionContext};
 use crate::protocol::{AnyProtocol, IntoProtocol};
 use crate::transport::socket::{Kind, SocketTransport};
 use crate::transport::{Transport, TransportImpl};
+use crate::TimerHandle;
 
 /// asyncio's `ACCEPT_RETRY_DELAY`: how long accepting stops after running
 /// out of file descriptors or memory.
@@ -55,6 +55,13 @@ pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_secs(1);
 pub const DEFAULT_BACKLOG: u32 = 100;
 
 type Factory = Box<dyn FnMut() -> AnyProtocol>;
+
+/// A Unix listener's path with its device and inode, to unlink on close
+/// only if it is still ours.
+type UnixIdent = (PathBuf, u64, u64);
+
+/// A bound socket ready to listen, with its kind and Unix identity.
+type Bound = (Socket, Kind, Option<UnixIdent>);
 
 enum ListenSock {
     Tcp(mio::net::TcpListener),
@@ -70,7 +77,7 @@ struct Listener {
     backoff: Cell<bool>,
     retry: RefCell<Option<TimerHandle>>,
     /// Unix: the path, its device and inode, to unlink on close.
-    unix_path: Option<(PathBuf, u64, u64)>,
+    unix_path: Option<UnixIdent>,
 }
 
 pub(crate) struct ServerInner {
@@ -128,7 +135,7 @@ impl ServerInner {
         let Some(mut factory) = self.factory.borrow_mut().take() else {
             return; // the factory is running (it accepted re-entrantly?)
         };
-        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut factory));
+        let made = self.lp.catch_user(&mut factory);
         if self.factory.borrow().is_none() {
             *self.factory.borrow_mut() = Some(factory);
         }
@@ -373,6 +380,8 @@ impl Server {
             if let Some(fd) = l.fd() {
                 let key = s.lp.register_source(fd, l.clone() as Rc<dyn IoSource>)?;
                 l.key.set(Some(key));
+                // A listener only ever reads.
+                s.lp.reregister_source(key, mio::Interest::READABLE)?;
                 // Connections may already wait in the backlog.
                 l.schedule();
             }
@@ -581,8 +590,9 @@ impl ServerBuilder {
         let start_serving = self.start_serving;
         let max_connections = self.max_connections;
         Box::pin(async move {
-            let factory = factory.ok_or_else(|| io::Error::other("builder polled after completion"))?;
-            let socks: Vec<(Socket, Kind, Option<(PathBuf, u64, u64)>)> = match bind {
+            let factory =
+                factory.ok_or_else(|| io::Error::other("builder polled after completion"))?;
+            let socks: Vec<Bound> = match bind {
                 Some(Bind::Addrs(addrs)) => {
                     bind_tcp(&addrs, reuse_address, reuse_port, backlog).await?
                 }
@@ -667,7 +677,7 @@ async fn bind_tcp(
     reuse_address: bool,
     reuse_port: bool,
     backlog: u32,
-) -> io::Result<Vec<(Socket, Kind, Option<(PathBuf, u64, u64)>)>> {
+) -> io::Result<Vec<Bound>> {
     let mut all: Vec<SocketAddr> = Vec::new();
     for a in addrs {
         let (host, port) = split_host_port(a)?;
@@ -739,7 +749,7 @@ async fn bind_tcp(
 
 /// Binds a Unix listener at `path`, removing a stale socket file only if a
 /// connect to it is refused (R29).
-fn bind_unix(path: &Path, backlog: u32) -> io::Result<(Socket, (PathBuf, u64, u64))> {
+fn bind_unix(path: &Path, backlog: u32) -> io::Result<(Socket, UnixIdent)> {
     let addr = SockAddr::unix(path)?;
     let is_abstract = path.as_os_str().as_encoded_bytes().first() == Some(&0);
     if !is_abstract {

@@ -77,7 +77,10 @@ fn python_server_echo_and_half_close() {
     let r = rec.borrow();
     let mut expect = body.clone();
     expect.extend_from_slice(format!("done:{}", body.len()).as_bytes());
-    assert!(r.data == expect, "echo, then the reply after our half-close");
+    assert!(
+        r.data == expect,
+        "echo, then the reply after our half-close"
+    );
     assert_eq!(r.count(|e| *e == Ev::Eof), 1);
     assert_eq!(r.events.last(), Some(&Ev::Lost(None)));
 }
@@ -100,7 +103,11 @@ fn python_client_against_our_echo_server() {
                 .unwrap()
         }),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2000003 True");
     let s = server.clone();
     run(&lp, until(move || s.connection_count() == 0));

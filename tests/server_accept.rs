@@ -18,15 +18,22 @@ fn emfile_on_accept_backs_off_and_recovers() {
         let lp = lenient_loop();
         let msgs = Rc::new(RefCell::new(Vec::new()));
         let m = msgs.clone();
-        lp.set_exception_handler(Some(move |_: &sloop::LoopHandle, c: &sloop::ExceptionContext| {
-            m.borrow_mut().push(c.message.clone())
-        }));
+        lp.set_exception_handler(Some(
+            move |_: &sloop::LoopHandle, c: &sloop::ExceptionContext| {
+                m.borrow_mut().push(c.message.clone())
+            },
+        ));
         let (server, addr) = echo_server(&lp);
         let clients: Vec<socket2::Socket> = (0..3)
-            .map(|_| socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap())
+            .map(|_| {
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap()
+            })
             .collect();
         // Lower the limit near what is open, then use up the rest.
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         // SAFETY: plain libc calls on a valid struct, in a child process.
         #[allow(unsafe_code)]
         unsafe {
@@ -49,13 +56,19 @@ fn emfile_on_accept_backs_off_and_recovers() {
             ["socket.accept() out of system resource"],
             "reported once"
         );
-        assert!(spent <= 20, "no busy loop while out of fds: {spent} iterations");
+        assert!(
+            spent <= 20,
+            "no busy loop while out of fds: {spent} iterations"
+        );
         assert_eq!(server.connection_count(), 0);
         drop(hog);
         let freed = Instant::now();
         let s = server.clone();
         run(&lp, until(move || s.connection_count() == 3));
-        assert!(freed.elapsed() < Duration::from_millis(1500), "retried after ~1 s");
+        assert!(
+            freed.elapsed() < Duration::from_millis(1500),
+            "retried after ~1 s"
+        );
         server.close();
     });
     assert!(status.success(), "child failed: {status:?}");
@@ -118,7 +131,12 @@ fn max_connections_caps_and_resumes() {
                     })
                 })
                 .collect();
-            threads.into_iter().filter(|_| true).map(|t| t.join().unwrap()).filter(|ok| *ok).count()
+            threads
+                .into_iter()
+                .filter(|_| true)
+                .map(|t| t.join().unwrap())
+                .filter(|ok| *ok)
+                .count()
         }),
     );
     assert_eq!(served, n, "everyone is served in turn");

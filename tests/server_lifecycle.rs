@@ -39,7 +39,10 @@ fn start_serving_false_then_start() {
     let m = made.clone();
     run(&lp, until(move || m.get() == 1));
     server.close();
-    assert!(server.start_serving().is_err(), "closed servers do not restart");
+    assert!(
+        server.start_serving().is_err(),
+        "closed servers do not restart"
+    );
 }
 
 #[test]
@@ -73,7 +76,10 @@ fn close_keeps_connections_and_wait_closed_waits_for_them() {
     server.close();
     assert!(server.sockets().is_empty());
     assert!(!server.is_serving());
-    assert!(TcpStream::connect(addr).is_err(), "listening socket closed at once");
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "listening socket closed at once"
+    );
     run(&lp, sloop::sleep(std::time::Duration::from_millis(10)));
     assert!(!closed.get(), "and while a connection is open");
     assert_eq!(server.connection_count(), 1);
@@ -123,7 +129,8 @@ fn bind_errors_and_options() {
     let (server, addr) = echo_server(&lp);
     let err = run(
         &lp,
-        lp.create_server(Echo::default, &addr.to_string()).reuse_address(false),
+        lp.create_server(Echo::default, &addr.to_string())
+            .reuse_address(false),
     )
     .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
@@ -134,7 +141,12 @@ fn bind_errors_and_options() {
     );
     server.close();
     // reuse_port: two servers on one port.
-    let a = run(&lp, lp.create_server(Echo::default, "127.0.0.1:0").reuse_port(true)).unwrap();
+    let a = run(
+        &lp,
+        lp.create_server(Echo::default, "127.0.0.1:0")
+            .reuse_port(true),
+    )
+    .unwrap();
     let port = a.local_addrs()[0].port();
     let b = run(
         &lp,
@@ -155,7 +167,8 @@ fn bind_errors_and_options() {
     // Several addresses.
     let multi = run(
         &lp,
-        lp.create_server(Echo::default, "127.0.0.1:0").also_bind("127.0.0.2:0"),
+        lp.create_server(Echo::default, "127.0.0.1:0")
+            .also_bind("127.0.0.2:0"),
     )
     .unwrap();
     assert_eq!(multi.local_addrs().len(), 2);
@@ -197,9 +210,11 @@ fn factory_panic_is_reported_and_socket_closed() {
     let lp = lenient_loop();
     let msgs = Rc::new(std::cell::RefCell::new(Vec::new()));
     let m = msgs.clone();
-    lp.set_exception_handler(Some(move |_: &sloop::LoopHandle, c: &sloop::ExceptionContext| {
-        m.borrow_mut().push(c.message.clone())
-    }));
+    lp.set_exception_handler(Some(
+        move |_: &sloop::LoopHandle, c: &sloop::ExceptionContext| {
+            m.borrow_mut().push(c.message.clone())
+        },
+    ));
     let server = run(
         &lp,
         lp.create_server(|| -> Echo { panic!("factory failed") }, "127.0.0.1:0"),

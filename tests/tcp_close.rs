@@ -14,7 +14,8 @@ use sloop::{Error, Protocol, Transport};
 use support::*;
 
 fn small_buffers(t: &Transport) {
-    t.with_socket(|s| s.set_send_buffer_size(4096).unwrap()).unwrap();
+    t.with_socket(|s| s.set_send_buffer_size(4096).unwrap())
+        .unwrap();
 }
 
 /// Connects a recorder to a plain std listener; returns the transport,
@@ -28,7 +29,11 @@ fn connected_keep_open(lp: &sloop::EventLoop, keep_open: bool) -> (Transport, Re
     let addr = listener.local_addr().unwrap();
     let (mut proto, rec) = Recorder::new();
     proto.keep_open = keep_open;
-    let t = run(lp, lp.create_connection(move || proto, "127.0.0.1", addr.port())).unwrap();
+    let t = run(
+        lp,
+        lp.create_connection(move || proto, "127.0.0.1", addr.port()),
+    )
+    .unwrap();
     let (peer, _) = listener.accept().unwrap();
     (t, rec, peer)
 }
@@ -44,7 +49,7 @@ fn close_with_4mb_buffered_delivers_everything_before_eof() {
     t.close();
     assert!(t.is_closing());
     t.close(); // M06: no-op
-    // M03: refused once closing, and counted.
+               // M03: refused once closing, and counted.
     for _ in 0..7 {
         assert!(matches!(t.write(b"late"), Err(Error::ConnectionLost)));
     }
@@ -78,7 +83,10 @@ fn abort_discards_buffer_and_reports_next_iteration() {
     assert!(buffered > 0);
     t.abort();
     assert_eq!(t.write_buffer_size(), 0, "discarded");
-    assert!(!rec.borrow().lost(), "connection_lost comes in a later iteration");
+    assert!(
+        !rec.borrow().lost(),
+        "connection_lost comes in a later iteration"
+    );
     // One iteration later it is there.
     lp.stop();
     lp.run_forever().unwrap();
@@ -111,7 +119,10 @@ fn peer_reset_gives_connection_lost_with_error() {
         let r = rec.borrow();
         assert_eq!(
             r.events,
-            vec![Ev::Made, Ev::Lost(Some(std::io::ErrorKind::ConnectionReset))]
+            vec![
+                Ev::Made,
+                Ev::Lost(Some(std::io::ErrorKind::ConnectionReset))
+            ]
         );
     }
 }
@@ -125,17 +136,29 @@ fn reset_with_full_buffer_fails_empty_waiter() {
     t.write(&pattern(1024 * 1024)).unwrap();
     assert!(rec.borrow().events.contains(&Ev::Pause));
     let waiter = t.empty_waiter().unwrap();
-    assert!(matches!(t.empty_waiter(), Err(Error::EmptyWaiterAlreadySet)));
+    assert!(matches!(
+        t.empty_waiter(),
+        Err(Error::EmptyWaiterAlreadySet)
+    ));
     let s = socket2::Socket::from(peer);
     s.set_linger(Some(Duration::ZERO)).unwrap();
     drop(s);
     let res = run(&lp, waiter);
-    assert!(res.is_err(), "the empty waiter fails when the connection is lost");
+    assert!(
+        res.is_err(),
+        "the empty waiter fails when the connection is lost"
+    );
     let r = rec.clone();
     run(&lp, until(move || r.borrow().lost()));
     assert_eq!(t.write_buffer_size(), 0);
-    assert!(matches!(rec.borrow().events.last(), Some(Ev::Lost(Some(_)))));
-    assert!(!rec.borrow().events.contains(&Ev::Resume), "no resume after loss");
+    assert!(matches!(
+        rec.borrow().events.last(),
+        Some(Ev::Lost(Some(_)))
+    ));
+    assert!(
+        !rec.borrow().events.contains(&Ev::Resume),
+        "no resume after loss"
+    );
 }
 
 #[test]
@@ -190,7 +213,11 @@ fn write_to_closed_peer_never_raises_sigpipe() {
                 std::thread::sleep(Duration::from_millis(1));
             }
             let r = rec.borrow();
-            assert!(matches!(r.events.last(), Some(Ev::Lost(Some(_)))), "{:?}", r.events);
+            assert!(
+                matches!(r.events.last(), Some(Ev::Lost(Some(_)))),
+                "{:?}",
+                r.events
+            );
         }
     });
     assert!(status.success(), "child died: {status:?}");
@@ -228,9 +255,11 @@ fn panic_in_data_received_closes_only_that_transport() {
     let lp = lenient_loop();
     let messages = Rc::new(RefCell::new(Vec::new()));
     let m = messages.clone();
-    lp.set_exception_handler(Some(move |_: &sloop::LoopHandle, ctx: &sloop::ExceptionContext| {
-        m.borrow_mut().push(ctx.message.clone());
-    }));
+    lp.set_exception_handler(Some(
+        move |_: &sloop::LoopHandle, ctx: &sloop::ExceptionContext| {
+            m.borrow_mut().push(ctx.message.clone());
+        },
+    ));
     let (good, good_rec, mut good_peer) = connected(&lp);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -25,7 +25,10 @@ fn refused_connection_is_an_error() {
     let (p, rec) = Recorder::new();
     let err = run(&lp, lp.create_connection(move || p, "127.0.0.1", port)).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
-    assert!(rec.borrow().events.is_empty(), "no callback for a failed connect");
+    assert!(
+        rec.borrow().events.is_empty(),
+        "no callback for a failed connect"
+    );
 }
 
 #[test]
@@ -34,15 +37,27 @@ fn extra_info_and_nodelay() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (p, rec) = Recorder::new();
-    let t = run(&lp, lp.create_connection(move || p, "127.0.0.1", addr.port())).unwrap();
-    assert_eq!(rec.borrow().events, vec![Ev::Made], "returned after connection_made");
+    let t = run(
+        &lp,
+        lp.create_connection(move || p, "127.0.0.1", addr.port()),
+    )
+    .unwrap();
+    assert_eq!(
+        rec.borrow().events,
+        vec![Ev::Made],
+        "returned after connection_made"
+    );
     let (peer, peer_side) = listener.accept().unwrap();
     assert_eq!(t.peer_addr(), Some(Address::Inet(addr)));
     assert_eq!(t.local_addr(), Some(Address::Inet(peer_side)));
     assert_eq!(t.get_extra_info("peername"), Some(addr.to_string()));
     assert_eq!(t.get_extra_info("sockname"), Some(peer_side.to_string()));
     assert!(t.get_extra_info("socket").is_some());
-    assert_eq!(t.with_socket(|s| s.nodelay().unwrap()), Some(true), "TCP_NODELAY by default");
+    assert_eq!(
+        t.with_socket(|s| s.nodelay().unwrap()),
+        Some(true),
+        "TCP_NODELAY by default"
+    );
     drop(peer);
     t.abort();
     let r = rec.clone();
@@ -97,8 +112,9 @@ fn local_addr_binds_first() {
     )
     .unwrap_err();
     assert!(
-        err.to_string()
-            .starts_with(&format!("error while attempting to bind on address {local}")),
+        err.to_string().starts_with(&format!(
+            "error while attempting to bind on address {local}"
+        )),
         "{err}"
     );
     t.abort();
@@ -143,7 +159,8 @@ fn cancel_while_connecting_leaks_nothing() {
 fn cancel_child() {
     let lp = new_loop();
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
     s.listen(0).unwrap();
     let addr = s.local_addr().unwrap().as_socket().unwrap();
     let mut fillers = Vec::new();

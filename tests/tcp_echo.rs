@@ -102,7 +102,10 @@ fn echo_10mb_buffered_protocol() {
     let expect = data.clone();
     let got = run(&lp, on_thread(move || blocking_echo_client(addr, data)));
     assert!(got == expect, "bytes lost or reordered");
-    assert!(gets.get() >= expect.len() / 7919, "read straight into the protocol's buffer");
+    assert!(
+        gets.get() >= expect.len() / 7919,
+        "read straight into the protocol's buffer"
+    );
     server.close();
 }
 
@@ -139,7 +142,11 @@ impl Protocol for Client {
 #[test]
 fn thousand_concurrent_clients() {
     let lp = new_loop();
-    let server = run(&lp, lp.create_server(Echo::default, "127.0.0.1:0").backlog(1024)).unwrap();
+    let server = run(
+        &lp,
+        lp.create_server(Echo::default, "127.0.0.1:0").backlog(1024),
+    )
+    .unwrap();
     let addr = server.local_addrs()[0];
     let done = Rc::new(Cell::new(0));
     let ok = Rc::new(Cell::new(0));

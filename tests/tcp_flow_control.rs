@@ -17,8 +17,13 @@ fn connected(lp: &sloop::EventLoop, proto: impl Protocol) -> (Transport, TcpStre
     // inherits it (shrinking it later stalls TCP in zero-window probes).
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
-    sock.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())
-        .unwrap();
+    sock.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
     sock.listen(8).unwrap();
     let listener: TcpListener = sock.into();
     let port = listener.local_addr().unwrap().port();
@@ -50,7 +55,8 @@ fn pump(t: &Transport, p: &Rc<Prod>) {
             t.write(&block).unwrap();
         }
         p.left.set(p.left.get() - 1);
-        p.max_buffer.set(p.max_buffer.get().max(t.write_buffer_size()));
+        p.max_buffer
+            .set(p.max_buffer.get().max(t.write_buffer_size()));
     }
     if p.left.get() == 0 {
         t.close();
@@ -70,13 +76,19 @@ impl Protocol for Producer {
     fn pause_writing(&mut self) {
         let t = self.t.as_ref().unwrap();
         assert!(!self.p.paused.get(), "pause and resume alternate");
-        self.p.events.borrow_mut().push((true, t.write_buffer_size()));
+        self.p
+            .events
+            .borrow_mut()
+            .push((true, t.write_buffer_size()));
         self.p.paused.set(true);
     }
     fn resume_writing(&mut self) {
         let t = self.t.clone().unwrap();
         assert!(self.p.paused.get(), "pause and resume alternate");
-        self.p.events.borrow_mut().push((false, t.write_buffer_size()));
+        self.p
+            .events
+            .borrow_mut()
+            .push((false, t.write_buffer_size()));
         self.p.paused.set(false);
         let p = self.p.clone();
         sloop::get_running_loop()
@@ -99,7 +111,13 @@ fn producer_run(vectored: bool) {
         vectored,
         ..Default::default()
     });
-    let (t, peer) = connected(&lp, Producer { t: None, p: p.clone() });
+    let (t, peer) = connected(
+        &lp,
+        Producer {
+            t: None,
+            p: p.clone(),
+        },
+    );
     assert_eq!(t.write_buffer_limits(), (16 * 1024, 64 * 1024));
     let mut peer = peer;
     let reader = on_thread(move || {

@@ -34,7 +34,10 @@ impl Protocol for ReplyAfterEof {
         true
     }
     fn connection_lost(&mut self, exc: Option<std::io::Error>) {
-        self.rec.borrow_mut().events.push(Ev::Lost(exc.map(|e| e.kind())));
+        self.rec
+            .borrow_mut()
+            .events
+            .push(Ev::Lost(exc.map(|e| e.kind())));
         self.t = None;
     }
 }
@@ -124,9 +127,16 @@ fn write_eof_after_buffered_data_and_read_replies() {
         got
     });
     let (proto, rec) = Recorder::new();
-    let t = run(&lp, lp.create_connection(move || proto, "127.0.0.1", addr.port())).unwrap();
+    let t = run(
+        &lp,
+        lp.create_connection(move || proto, "127.0.0.1", addr.port()),
+    )
+    .unwrap();
     t.write(&body).unwrap();
-    assert!(t.write_buffer_size() > 0, "8 MiB does not fit in the kernel at once");
+    assert!(
+        t.write_buffer_size() > 0,
+        "8 MiB does not fit in the kernel at once"
+    );
     assert!(t.can_write_eof());
     t.write_eof().unwrap();
     t.write_eof().unwrap(); // idempotent (M05)

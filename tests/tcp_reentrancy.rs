@@ -145,22 +145,30 @@ fn transport_methods_from_inside_callbacks() {
                 got
             }),
         );
-        assert!(got.starts_with(b"hello") || matches!(action, Action::Abort), "{action:?}");
+        assert!(
+            got.starts_with(b"hello") || matches!(action, Action::Abort),
+            "{action:?}"
+        );
         let l = lost.clone();
         let r = rec.clone();
         run(
             &lp,
-            until(move || l.get() == 1 || r.borrow().events.iter().any(|e| matches!(e, Ev::Lost(_)))),
+            until(move || {
+                l.get() == 1 || r.borrow().events.iter().any(|e| matches!(e, Ev::Lost(_)))
+            }),
         );
         assert!(t.is_closing(), "{action:?}");
-        let total_lost =
-            lost.get() + rec.borrow().count(|e| matches!(e, Ev::Lost(_)));
+        let total_lost = lost.get() + rec.borrow().count(|e| matches!(e, Ev::Lost(_)));
         assert_eq!(total_lost, 1, "{action:?}: connection_lost exactly once");
         match action {
             Action::Close => assert!(got.ends_with(b"bye")),
             Action::WriteMany => {
                 assert_eq!(got.len(), 5 + 100 * 10_000);
-                assert_eq!(rec.borrow().count(|e| *e == Ev::Pause), 1, "delivered after return");
+                assert_eq!(
+                    rec.borrow().count(|e| *e == Ev::Pause),
+                    1,
+                    "delivered after return"
+                );
             }
             Action::SetLimitsZero => assert_eq!(got.len(), 5 + (1 << 20)),
             Action::SetProtocol => {
@@ -249,5 +257,8 @@ fn set_protocol_mid_stream_switches_kinds() {
     let tt = t.clone();
     run(&lp, until(move || tt.is_closing()));
     assert_eq!(switches.get(), 2);
-    assert!(*body.borrow() == data, "every byte once, in order, across switches");
+    assert!(
+        *body.borrow() == data,
+        "every byte once, in order, across switches"
+    );
 }

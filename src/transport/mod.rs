@@ -3,7 +3,7 @@
 //!
 //! A protocol receives a [`Transport`]: a cheap `Rc` handle (`!Send`) to a
 //! transport of any kind. Today that is a socket transport (TCP or Unix
-//! stream, [`socket`]); a TLS layer will stand behind the same handle
+//! stream, the `socket` submodule); a TLS layer will stand behind the same handle
 //! (DESIGN.md D12), which is why `Transport` wraps a trait object rather
 //! than a socket type.
 

@@ -341,18 +341,13 @@ impl SocketTransport {
                         .with_transport(TransportImpl::describe(self))
                         .with_protocol("protocol"),
                 );
-                if method == "connection_lost" {
-                    return;
-                }
             }
             _ => {
                 self.lp.handle_panic(
                     payload,
-                    ExceptionContext::new(format!(
-                        "Fatal error: protocol.{method}() call failed."
-                    ))
-                    .with_transport(TransportImpl::describe(self))
-                    .with_protocol("protocol"),
+                    ExceptionContext::new(format!("Fatal error: protocol.{method}() call failed."))
+                        .with_transport(TransportImpl::describe(self))
+                        .with_protocol("protocol"),
                 );
                 self.force_close(Some(io::Error::other(format!(
                     "protocol.{method}() panicked: {msg}"
@@ -743,7 +738,8 @@ impl SocketTransport {
 
     fn schedule_connection_lost(&self, exc: Option<io::Error>) {
         let me = self.me.upgrade().expect("transport alive while used");
-        self.lp.call_soon_internal(move || me.call_connection_lost(exc));
+        self.lp
+            .call_soon_internal(move || me.call_connection_lost(exc));
     }
 
     fn call_connection_lost(&self, exc: Option<io::Error>) {
@@ -1032,10 +1028,15 @@ impl TransportImpl for SocketTransport {
             Kind::Unix => "unix",
         };
         format!(
-            "<SocketTransport{state} {kind} fd={} read={} write=<bufsize={}>>",
+            "<SocketTransport{state} {kind} fd={} read={} write=<bufsize={}{}>>",
             self.fd,
             if self.can_read() { "polling" } else { "idle" },
-            self.wbuf.borrow().len()
+            self.wbuf.borrow().len(),
+            if self.flow.get().is_paused() {
+                ", paused"
+            } else {
+                ""
+            }
         )
     }
 }

@@ -148,7 +148,11 @@ pub fn pattern(len: usize) -> Vec<u8> {
 /// If this process is the child for `name`, runs `child` and exits;
 /// otherwise re-runs the current test binary as that child (with `env`)
 /// and returns its exit status.
-pub fn in_child(name: &str, env: &[(&str, &str)], child: impl FnOnce()) -> std::process::ExitStatus {
+pub fn in_child(
+    name: &str,
+    env: &[(&str, &str)],
+    child: impl FnOnce(),
+) -> std::process::ExitStatus {
     if std::env::var("SLOOP_TEST_CHILD").as_deref() == Ok(name) {
         child();
         std::process::exit(0);

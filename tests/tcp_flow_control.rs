@@ -240,3 +240,98 @@ fn pause_reading_stops_delivery_without_spinning_and_resume_delivers() {
     t.resume_reading(); // no-op on a closing transport
     assert!(!t.is_reading());
 }
+
+#[test]
+fn hard_cap_fails_a_writer_that_ignores_pause() {
+    // R16: asyncio has no cap; with one set, the transport fails with a
+    // typed error and the buffer stays bounded.
+    let lp = new_loop();
+    let (proto, rec) = Recorder::new();
+    let (t, _peer) = connected(&lp, proto);
+    t.with_socket(|s| s.set_send_buffer_size(4096).unwrap());
+    let cap = 1 << 20;
+    t.set_write_buffer_cap(Some(cap));
+    let chunk = pattern(100_000);
+    let mut result = Ok(());
+    for _ in 0..1000 {
+        result = t.write(&chunk);
+        assert!(t.write_buffer_size() <= cap);
+        if result.is_err() {
+            break;
+        }
+    }
+    let err = result.unwrap_err();
+    assert_eq!(err.to_string(), "write buffer cap exceeded");
+    assert_eq!(t.write_buffer_size(), 0, "dropped");
+    assert!(t.is_closing());
+    let r = rec.clone();
+    run(&lp, until(move || r.borrow().lost()));
+    assert_eq!(
+        rec.borrow().events.last(),
+        Some(&Ev::Lost(Some(std::io::ErrorKind::OutOfMemory)))
+    );
+    // M04: writes after the loss are refused.
+    assert!(matches!(t.write(b"x"), Err(Error::ConnectionLost)));
+}
+
+#[test]
+fn write_order_under_backpressure_mixed_paths() {
+    // R08: 10,000 x 1 KiB through write and writelines, small buffers, a
+    // slow peer: the peer sees exactly the call-order concatenation.
+    let lp = new_loop();
+    let (proto, _rec) = Recorder::new();
+    let (t, mut peer) = connected(&lp, proto);
+    t.with_socket(|s| s.set_send_buffer_size(4096).unwrap());
+    let mut expect = Vec::with_capacity(10_000 * 1024);
+    for i in 0..10_000u32 {
+        let block: Vec<u8> = (0..1024u32)
+            .map(|j| (i.wrapping_mul(31) ^ j) as u8)
+            .collect();
+        if i % 3 == 0 {
+            let (a, b) = block.split_at(100);
+            t.writelines(&[a, b"", b]).unwrap();
+        } else {
+            t.write(&block).unwrap();
+        }
+        expect.extend_from_slice(&block);
+    }
+    t.close();
+    let got = run(
+        &lp,
+        on_thread(move || {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 3000];
+            loop {
+                let n = peer.read(&mut buf).unwrap();
+                if n == 0 {
+                    return got;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+        }),
+    );
+    assert_eq!(got.len(), expect.len());
+    assert!(got == expect, "no gaps, no duplicates, call order");
+}
+
+#[test]
+fn writelines_clamps_to_iov_max() {
+    // socket2 fails with EMSGSIZE past IOV_MAX slices; we clamp.
+    let lp = new_loop();
+    let (proto, _rec) = Recorder::new();
+    let (t, mut peer) = connected(&lp, proto);
+    let bytes: Vec<[u8; 1]> = (0..2000u32).map(|i| [i as u8]).collect();
+    let slices: Vec<&[u8]> = bytes.iter().map(|b| &b[..]).collect();
+    t.writelines(&slices).unwrap();
+    t.close();
+    let got = run(
+        &lp,
+        on_thread(move || {
+            let mut v = Vec::new();
+            peer.read_to_end(&mut v).unwrap();
+            v
+        }),
+    );
+    let expect: Vec<u8> = (0..2000u32).map(|i| i as u8).collect();
+    assert_eq!(got, expect);
+}

@@ -76,6 +76,7 @@ pub(crate) trait TransportImpl {
     fn write_buffer_limits(&self) -> (usize, usize);
     fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>)
         -> Result<(), Error>;
+    fn set_write_buffer_cap(&self, cap: Option<usize>);
     fn set_protocol(&self, protocol: AnyProtocol);
     fn empty_waiter(&self) -> Result<EmptyWaiter, Error>;
     fn local_addr(&self) -> Option<Address>;
@@ -255,6 +256,15 @@ impl Transport {
         low: Option<usize>,
     ) -> Result<(), Error> {
         self.inner.set_write_buffer_limits(high, low)
+    }
+
+    /// A hard cap on the write buffer, for protocols that may ignore
+    /// `pause_writing` (asyncio has none; `None`, the default, means no
+    /// cap). A write that would buffer past it fails the transport: the
+    /// buffer is dropped, the write returns an `OutOfMemory` I/O error, and
+    /// the protocol gets `connection_lost(Some(err))`.
+    pub fn set_write_buffer_cap(&self, cap: Option<usize>) {
+        self.inner.set_write_buffer_cap(cap)
     }
 
     /// Replaces the protocol; the next callback goes to the new one. Works

@@ -135,6 +135,8 @@ const BUFFERED: u32 = 1 << 12;
 const HAS_DATA: u32 = 1 << 13;
 /// `connection_lost` is scheduled (asyncio's `_conn_lost` being non-zero).
 const LOST_SCHEDULED: u32 = 1 << 15;
+/// A write went past the hard cap on the buffer (R16).
+const CAP_EXCEEDED: u32 = 1 << 16;
 /// Held-back work for `after_callback`: a flow notification or the loss.
 const PENDING: u32 = 1 << 14;
 
@@ -157,6 +159,8 @@ pub(crate) struct SocketTransport {
     pending_lost: RefCell<Option<Option<io::Error>>>,
     wbuf: RefCell<WriteBuf>,
     flow: Cell<FlowControl>,
+    /// The hard cap on the write buffer (`usize::MAX`: none, as asyncio).
+    cap: Cell<usize>,
     conn_lost: Cell<u32>,
     empty_waiter: RefCell<Option<Rc<WaiterState>>>,
     server: RefCell<Option<ServerLink>>,
@@ -194,6 +198,7 @@ impl SocketTransport {
             pending_lost: RefCell::new(None),
             wbuf: RefCell::new(WriteBuf::default()),
             flow: Cell::new(FlowControl::default()),
+            cap: Cell::new(usize::MAX),
             conn_lost: Cell::new(0),
             empty_waiter: RefCell::new(None),
             server: RefCell::new(server),
@@ -570,6 +575,17 @@ impl SocketTransport {
     #[cold]
     #[inline(never)]
     fn buffer(&self, parts: &[&[u8]]) {
+        let adding: usize = parts.iter().map(|p| p.len()).sum();
+        if self.wbuf.borrow().len().saturating_add(adding) > self.cap.get() {
+            // A writer that ignores pause_writing: fail the transport rather
+            // than grow without bound.
+            self.set_flag(CAP_EXCEEDED, true);
+            self.force_close(Some(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "write buffer cap exceeded",
+            )));
+            return;
+        }
         {
             let mut w = self.wbuf.borrow_mut();
             for p in parts {
@@ -578,6 +594,23 @@ impl SocketTransport {
             self.set_flag(HAS_DATA, !w.is_empty());
         }
         self.maybe_pause();
+    }
+
+    /// What a write that buffered returns: `Ok`, or the cap error.
+    fn write_result(&self) -> Result<(), Error> {
+        if self.has(CAP_EXCEEDED) {
+            Err(Error::Io(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "write buffer cap exceeded",
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Sets the hard cap (see [`Transport::set_write_buffer_cap`]).
+    pub(crate) fn set_cap(&self, cap: Option<usize>) {
+        self.cap.set(cap.unwrap_or(usize::MAX));
     }
 
     #[cold]
@@ -600,7 +633,7 @@ impl SocketTransport {
         } else {
             self.buffer(&[data]);
         }
-        Ok(())
+        self.write_result()
     }
 
     /// A send was short: buffer the rest and keep sending until the kernel
@@ -838,7 +871,7 @@ impl TransportImpl for SocketTransport {
                     return Ok(());
                 }
                 self.buffer_after_short_send(&[&data[n..]]);
-                return Ok(());
+                return self.write_result();
             }
         }
         self.write_slow(data)
@@ -851,7 +884,7 @@ impl TransportImpl for SocketTransport {
         }
         if self.has(HAS_DATA) {
             self.buffer(bufs);
-            return Ok(());
+            return self.write_result();
         }
         // One vectored send (empty slices skipped, clamped to IOV_MAX).
         let slices: Vec<IoSlice<'_>> = bufs
@@ -890,7 +923,7 @@ impl TransportImpl for SocketTransport {
         } else {
             self.buffer(&rest);
         }
-        Ok(())
+        self.write_result()
     }
 
     fn write_eof(&self) -> Result<(), Error> {
@@ -963,6 +996,10 @@ impl TransportImpl for SocketTransport {
         self.flow.set(flow);
         self.maybe_pause();
         Ok(())
+    }
+
+    fn set_write_buffer_cap(&self, cap: Option<usize>) {
+        self.set_cap(cap);
     }
 
     fn set_protocol(&self, protocol: AnyProtocol) {

@@ -58,6 +58,7 @@ pub mod event_loop;
 mod exception;
 pub mod protocol;
 pub mod server;
+mod sys;
 mod task;
 pub mod transport;
 

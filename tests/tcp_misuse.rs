@@ -20,7 +20,10 @@ fn loop_misuse_from_inside_a_protocol() {
         fn connection_made(&mut self, t: &Transport) {
             let lp = sloop::get_running_loop().unwrap();
             assert!(matches!(lp.run_forever(), Err(Error::AlreadyRunning)));
-            assert!(matches!(lp.run_until_complete(async {}), Err(Error::AlreadyRunning)));
+            assert!(matches!(
+                lp.run_until_complete(async {}),
+                Err(Error::AlreadyRunning)
+            ));
             assert!(matches!(lp.close(), Err(Error::CloseWhileRunning)));
             self.0.set(1);
             t.close();
@@ -30,7 +33,11 @@ fn loop_misuse_from_inside_a_protocol() {
     let done = Rc::new(Cell::new(0));
     let d = done.clone();
     let (server, addr) = {
-        let s = run(&lp, lp.create_server(move || Misuser(d.clone()), "127.0.0.1:0")).unwrap();
+        let s = run(
+            &lp,
+            lp.create_server(move || Misuser(d.clone()), "127.0.0.1:0"),
+        )
+        .unwrap();
         let a = s.local_addrs()[0];
         (s, a)
     };
@@ -41,7 +48,10 @@ fn loop_misuse_from_inside_a_protocol() {
     lp.close().unwrap();
     lp.close().unwrap(); // M13: twice is a no-op
     assert!(matches!(lp.call_soon(|| {}), Err(Error::Closed))); // M14
-    assert!(matches!(lp.call_later(Duration::MAX, || {}), Err(Error::Closed)));
+    assert!(matches!(
+        lp.call_later(Duration::MAX, || {}),
+        Err(Error::Closed)
+    ));
     assert!(matches!(lp.run_forever(), Err(Error::Closed)));
 }
 
@@ -60,7 +70,11 @@ fn add_reader_on_a_transport_fd_is_refused() {
     let lp = new_loop();
     let (server, addr) = echo_server(&lp);
     let (p, _rec) = Recorder::new();
-    let t = run(&lp, lp.create_connection(move || p, "127.0.0.1", addr.port())).unwrap();
+    let t = run(
+        &lp,
+        lp.create_connection(move || p, "127.0.0.1", addr.port()),
+    )
+    .unwrap();
     let fd = t.as_raw_fd().unwrap();
     let err = lp.add_reader(fd, || {}).unwrap_err();
     assert!(matches!(err, Error::FdUsedByTransport { .. }));
@@ -110,7 +124,11 @@ fn churn_with_resets_and_fins_leaves_nothing_behind() {
     // R13 (scaled down): 2,000 connections, 50 at a time, half reset and
     // half closed normally, at random points.
     let lp = new_loop();
-    let server = run(&lp, lp.create_server(Echo::default, "127.0.0.1:0").backlog(1024)).unwrap();
+    let server = run(
+        &lp,
+        lp.create_server(Echo::default, "127.0.0.1:0").backlog(1024),
+    )
+    .unwrap();
     let addr = server.local_addrs()[0];
     let done = run(
         &lp,
@@ -172,7 +190,11 @@ fn server_close_during_accept_burst() {
     // R24: close while connections pour in; the listener closes at once,
     // accepted connections go on, wait_closed resolves after the last.
     let lp = new_loop();
-    let server = run(&lp, lp.create_server(Echo::default, "127.0.0.1:0").backlog(1024)).unwrap();
+    let server = run(
+        &lp,
+        lp.create_server(Echo::default, "127.0.0.1:0").backlog(1024),
+    )
+    .unwrap();
     let addr = server.local_addrs()[0];
     let clients = run(
         &lp,

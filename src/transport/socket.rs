@@ -427,10 +427,10 @@ impl SocketTransport {
 
     fn read_into_shared(&self) {
         let mut buf = self.lp.take_read_buffer();
-        let res = match &*self.sock.borrow() {
-            Some(s) => (&*s).read(&mut buf),
-            None => return self.lp.restore_read_buffer(buf),
-        };
+        if self.has(LOST_DONE) {
+            return self.lp.restore_read_buffer(buf);
+        }
+        let res = crate::sys::recv(self.fd, &mut buf);
         match res {
             Ok(0) => {
                 self.lp.restore_read_buffer(buf);
@@ -457,6 +457,7 @@ impl SocketTransport {
         }
     }
 
+    #[inline(never)]
     fn read_into_protocol(&self) {
         let Some(mut p) = self.protocol.take() else {
             return;
@@ -564,11 +565,14 @@ impl SocketTransport {
         Ok(true)
     }
 
+    /// `send` with `MSG_NOSIGNAL`. The fd is ours until `LOST_DONE`
+    /// (the socket is closed only after that flag is set).
+    #[inline]
     fn send(&self, data: &[u8]) -> io::Result<usize> {
-        match &*self.sock.borrow() {
-            Some(s) => s.send_with_flags(data, libc::MSG_NOSIGNAL),
-            None => Err(io::Error::from_raw_os_error(libc::EBADF)),
+        if self.has(LOST_DONE) {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
         }
+        crate::sys::send(self.fd, data)
     }
 
     /// Buffers `rest` (what the kernel did not take) and applies flow control.
@@ -638,6 +642,8 @@ impl SocketTransport {
 
     /// A send was short: buffer the rest and keep sending until the kernel
     /// says `WouldBlock`, so that a writable edge is sure to follow.
+    #[cold]
+    #[inline(never)]
     fn buffer_after_short_send(&self, rest: &[&[u8]]) {
         self.buffer(rest);
         if let Err(e) = self.flush() {

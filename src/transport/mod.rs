@@ -102,6 +102,11 @@ pub(crate) trait TransportImpl {
 ///   calls `connection_lost(None)`; [`abort`](Transport::abort) discards
 ///   the buffer and closes now. Either way `connection_lost` comes exactly
 ///   once, in a later loop iteration, and is the protocol's last call.
+/// - A `pause_writing` that a protocol's own `write` triggers (inside one
+///   of its callbacks) arrives right after that callback returns, not in
+///   the middle of it (DESIGN.md D6). A protocol that writes in a loop
+///   inside a callback should check [`write_buffer_size`](Transport::write_buffer_size)
+///   against the high-water mark, or produce from a scheduled callback.
 /// - After `close`, `abort` or a lost connection, writes are refused with
 ///   [`Error::ConnectionLost`] and counted; from the fifth on a warning is
 ///   logged (asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).

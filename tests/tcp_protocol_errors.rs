@@ -63,20 +63,37 @@ impl BufferedProtocol for Bad {
 #[test]
 fn failing_callbacks_are_fatal_to_their_transport_only() {
     let cases = [
-        (Fail::ConnectionMade, "Fatal error: protocol.connection_made() call failed."),
+        (
+            Fail::ConnectionMade,
+            "Fatal error: protocol.connection_made() call failed.",
+        ),
         (Fail::AbortInConnectionMade, ""),
-        (Fail::EofReceived, "Fatal error: protocol.eof_received() call failed."),
-        (Fail::GetBufferEmpty, "Fatal error: protocol.get_buffer() call failed."),
-        (Fail::GetBufferPanic, "Fatal error: protocol.get_buffer() call failed."),
-        (Fail::BufferUpdated, "Fatal error: protocol.buffer_updated() call failed."),
+        (
+            Fail::EofReceived,
+            "Fatal error: protocol.eof_received() call failed.",
+        ),
+        (
+            Fail::GetBufferEmpty,
+            "Fatal error: protocol.get_buffer() call failed.",
+        ),
+        (
+            Fail::GetBufferPanic,
+            "Fatal error: protocol.get_buffer() call failed.",
+        ),
+        (
+            Fail::BufferUpdated,
+            "Fatal error: protocol.buffer_updated() call failed.",
+        ),
     ];
     for (fail, message) in cases {
         let lp = lenient_loop();
         let msgs = Rc::new(RefCell::new(Vec::new()));
         let m = msgs.clone();
-        lp.set_exception_handler(Some(move |_: &sloop::LoopHandle, c: &sloop::ExceptionContext| {
-            m.borrow_mut().push(c.message.clone())
-        }));
+        lp.set_exception_handler(Some(
+            move |_: &sloop::LoopHandle, c: &sloop::ExceptionContext| {
+                m.borrow_mut().push(c.message.clone())
+            },
+        ));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let lost = Rc::new(RefCell::new(Vec::new()));
@@ -91,7 +108,10 @@ fn failing_callbacks_are_fatal_to_their_transport_only() {
         );
         // create_connection still returns when connection_made fails.
         let t = if buffered {
-            run(&lp, lp.create_connection(move || Buffered(bad), "127.0.0.1", port))
+            run(
+                &lp,
+                lp.create_connection(move || Buffered(bad), "127.0.0.1", port),
+            )
         } else {
             run(&lp, lp.create_connection(move || bad, "127.0.0.1", port))
         }
@@ -105,7 +125,11 @@ fn failing_callbacks_are_fatal_to_their_transport_only() {
         run(&lp, until(move || !l.borrow().is_empty()));
         run(&lp, sloop::sleep(std::time::Duration::from_millis(5)));
         assert!(t.is_closing(), "{fail:?}");
-        assert_eq!(lost.borrow().len(), 1, "{fail:?}: exactly one connection_lost");
+        assert_eq!(
+            lost.borrow().len(),
+            1,
+            "{fail:?}: exactly one connection_lost"
+        );
         if message.is_empty() {
             assert!(msgs.borrow().is_empty());
             assert_eq!(lost.borrow()[0], None);

@@ -296,7 +296,9 @@ impl Connect {
                     }
                     s
                 }
-                Some(Target::Unix(path)) => connect_one(&lp, SockAddr::unix(&path)?, &[]).await?,
+                Some(Target::Unix(path)) => {
+                    connect_one(&lp, crate::server::unix_addr(&path)?, &[]).await?
+                }
                 Some(Target::Host(host, port)) => {
                     let mut addrs = resolve(host, port).await?;
                     let locals = match &local {

@@ -750,7 +750,7 @@ async fn bind_tcp(
 /// Binds a Unix listener at `path`, removing a stale socket file only if a
 /// connect to it is refused (R29).
 fn bind_unix(path: &Path, backlog: u32) -> io::Result<(Socket, UnixIdent)> {
-    let addr = SockAddr::unix(path)?;
+    let addr = unix_addr(path)?;
     let is_abstract = path.as_os_str().as_encoded_bytes().first() == Some(&0);
     if !is_abstract {
         if let Ok(md) = std::fs::symlink_metadata(path) {
@@ -779,6 +779,20 @@ fn bind_unix(path: &Path, backlog: u32) -> io::Result<(Socket, UnixIdent)> {
     s.listen(backlog as i32)?;
     let md = std::fs::symlink_metadata(path)?;
     Ok((s, (path.to_path_buf(), md.dev(), md.ino())))
+}
+
+/// A Unix socket address for `path`, refusing a NUL inside it (the kernel
+/// would silently cut the path there; R30). A leading NUL is an abstract
+/// name. Too long a path is refused by socket2 (`InvalidInput`).
+pub(crate) fn unix_addr(path: &Path) -> io::Result<SockAddr> {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    if bytes.iter().skip(1).any(|&b| b == 0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a Unix socket path must not contain a NUL byte",
+        ));
+    }
+    SockAddr::unix(path)
 }
 
 impl LoopHandle {

@@ -108,7 +108,16 @@ fn bad_paths_are_errors_not_truncated() {
     let (p, _) = Recorder::new();
     let err = run(&lp, lp.create_unix_connection(move || p, &long)).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
-    let nul = std::path::PathBuf::from("/tmp/a\0b");
+    let dir = tempfile::tempdir().unwrap();
+    let mut nul = dir.path().join("a").into_os_string();
+    nul.push("\0b");
     let err = run(&lp, lp.create_unix_server(Echo::default, &nul)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(
+        !dir.path().join("a").exists(),
+        "no socket at the cut-off path"
+    );
+    let (p, _) = Recorder::new();
+    let err = run(&lp, lp.create_unix_connection(move || p, &nul)).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 }

@@ -31,7 +31,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::io::{self, IoSlice, Read};
+use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
@@ -459,27 +459,33 @@ impl SocketTransport {
 
     #[inline(never)]
     fn read_into_protocol(&self) {
+        if self.has(LOST_DONE) {
+            return;
+        }
         let Some(mut p) = self.protocol.take() else {
             return;
         };
+        if !matches!(p, AnyProtocol::Buffered(_)) {
+            self.protocol.set(Some(p));
+            return self.read_into_shared();
+        }
         self.set_flag(BUSY, true);
-        let sock = self.sock.borrow();
+        // No borrow of the transport is held while get_buffer runs (D2).
+        let fd = self.fd;
         let step = catch_unwind(AssertUnwindSafe(|| {
             let AnyProtocol::Buffered(bp) = &mut p else {
-                unreachable!("checked by read_ready");
+                return Err(None);
             };
             let buf = bp.get_buffer(0);
             if buf.is_empty() {
                 return Err(None);
             }
             let cap = buf.len();
-            match sock.as_ref().map(|mut s| s.read(buf)) {
-                Some(Ok(n)) => Ok((n, cap)),
-                Some(Err(e)) => Err(Some(e)),
-                None => Ok((0, 1)),
+            match crate::sys::recv(fd, buf) {
+                Ok(n) => Ok((n, cap)),
+                Err(e) => Err(Some(e)),
             }
         }));
-        drop(sock);
         self.set_flag(BUSY, false);
         self.put_back(p);
         let (n, cap) = match step {

@@ -598,7 +598,7 @@ impl ServerBuilder {
                 }
                 Some(Bind::Unix(path)) => {
                     let (s, ident) = bind_unix(&path, backlog)?;
-                    vec![(s, Kind::Unix, Some(ident))]
+                    vec![(s, Kind::Unix, ident)]
                 }
                 Some(Bind::Sock(s, kind)) => {
                     s.set_nonblocking(true)?;
@@ -749,7 +749,7 @@ async fn bind_tcp(
 
 /// Binds a Unix listener at `path`, removing a stale socket file only if a
 /// connect to it is refused (R29).
-fn bind_unix(path: &Path, backlog: u32) -> io::Result<(Socket, UnixIdent)> {
+fn bind_unix(path: &Path, backlog: u32) -> io::Result<(Socket, Option<UnixIdent>)> {
     let addr = unix_addr(path)?;
     let is_abstract = path.as_os_str().as_encoded_bytes().first() == Some(&0);
     if !is_abstract {
@@ -777,8 +777,11 @@ fn bind_unix(path: &Path, backlog: u32) -> io::Result<(Socket, UnixIdent)> {
         return Err(e);
     }
     s.listen(backlog as i32)?;
+    if is_abstract {
+        return Ok((s, None)); // no file to clean up
+    }
     let md = std::fs::symlink_metadata(path)?;
-    Ok((s, (path.to_path_buf(), md.dev(), md.ino())))
+    Ok((s, Some((path.to_path_buf(), md.dev(), md.ino()))))
 }
 
 /// A Unix socket address for `path`, refusing a NUL inside it (the kernel
@@ -816,7 +819,13 @@ impl LoopHandle {
     }
 
     /// Creates a Unix stream server at `path`. A leftover socket file is
-    /// replaced only if nothing listens on it.
+    /// replaced only if nothing listens on it; a live server's path and
+    /// any other file are left alone. On close the file is removed if it
+    /// is still the one this server bound. A path starting with a NUL byte
+    /// is a Linux abstract name: no file, and no permission check at all
+    /// (anyone on the host may connect). The socket file gets the mode the
+    /// process umask allows; put it in a private directory to restrict
+    /// who may connect.
     ///
     /// # Errors
     ///

@@ -237,3 +237,42 @@ fn factory_panic_is_reported_and_socket_closed() {
     assert!(server.is_serving(), "the server goes on");
     server.close();
 }
+
+#[test]
+fn ipv6_and_dual_stack() {
+    let lp = new_loop();
+    // ::1 alone (skipped where IPv6 is off).
+    let v6 = match lp.run_until_complete(lp.create_server(Echo::default, "[::1]:0")) {
+        Ok(Ok(s)) => s,
+        _ => {
+            eprintln!("no IPv6 here; skipping");
+            return;
+        }
+    };
+    let a6 = v6.local_addrs()[0];
+    assert!(a6.is_ipv6());
+    v6.close();
+    // Every interface: one socket per family, v6 only on the v6 one, and
+    // both families reach the server.
+    let all = run(&lp, lp.create_server(Echo::default, ":0")).unwrap();
+    let addrs = all.local_addrs();
+    assert_eq!(addrs.len(), 2, "{addrs:?}");
+    let port4 = addrs.iter().find(|a| a.is_ipv4()).unwrap().port();
+    let port6 = addrs.iter().find(|a| a.is_ipv6()).unwrap().port();
+    let got = run(
+        &lp,
+        on_thread(move || {
+            let mut out = Vec::new();
+            for target in [format!("127.0.0.1:{port4}"), format!("[::1]:{port6}")] {
+                let mut c = TcpStream::connect(target).unwrap();
+                c.write_all(b"x").unwrap();
+                let mut b = [0u8; 1];
+                c.read_exact(&mut b).unwrap();
+                out.push(b[0]);
+            }
+            out
+        }),
+    );
+    assert_eq!(got, b"xx");
+    all.close();
+}

@@ -121,3 +121,20 @@ fn bad_paths_are_errors_not_truncated() {
     let err = run(&lp, lp.create_unix_connection(move || p, &nul)).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 }
+
+#[test]
+fn abstract_unix_names() {
+    // A leading NUL: Linux's abstract namespace (no file, no permission
+    // check; documented on create_unix_server).
+    let lp = new_loop();
+    let name = format!("\0sloop-test-{}", std::process::id());
+    let server = run(&lp, lp.create_unix_server(Echo::default, &name)).unwrap();
+    let (p, rec) = Recorder::new();
+    let t = run(&lp, lp.create_unix_connection(move || p, &name)).unwrap();
+    t.write(b"abstract").unwrap();
+    let r = rec.clone();
+    run(&lp, until(move || r.borrow().data.len() == 8));
+    assert_eq!(rec.borrow().data, b"abstract");
+    t.close();
+    server.close();
+}

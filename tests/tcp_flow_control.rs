@@ -120,7 +120,10 @@ fn producer_run(vectored: bool) {
     );
     assert_eq!(t.write_buffer_limits(), (16 * 1024, 64 * 1024));
     let mut peer = peer;
+    // The peer does not read at first (a stalled reader), then reads.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let reader = on_thread(move || {
+        go_rx.recv().unwrap();
         let mut total = 0usize;
         let mut buf = vec![0; 8192];
         loop {
@@ -132,6 +135,16 @@ fn producer_run(vectored: bool) {
         }
     });
     pump(&t, &p);
+    assert!(p.paused.get(), "a peer that does not read makes us pause");
+    assert!(t.write_buffer_size() <= 64 * 1024 + chunk);
+    // Stay stalled for a few iterations: still paused, no growth.
+    for _ in 0..5 {
+        lp.stop();
+        lp.run_forever().unwrap();
+    }
+    assert!(p.paused.get());
+    assert!(t.write_buffer_size() <= 64 * 1024 + chunk);
+    go_tx.send(()).unwrap();
     let total = run(&lp, reader);
     assert_eq!(total, count * chunk);
     let ev = p.events.borrow();

@@ -409,7 +409,9 @@ impl LoopHandle {
 
     /// Opens a TCP connection to `host:port` and runs a protocol made by
     /// `factory` on it. Await the returned builder; it gives the
-    /// [`Transport`] once `connection_made` has run.
+    /// [`Transport`] once `connection_made` has run. (`factory` is called
+    /// at once; if the connection fails, the protocol is dropped without
+    /// any callback.)
     ///
     /// # Errors
     ///

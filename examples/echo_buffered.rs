@@ -8,12 +8,30 @@
 //! The same backpressure rule as `echo_protocol`: pause reading while the
 //! transport has paused writing. On EOF the transport sends what it holds,
 //! then closes.
+//!
+//! Memory: a connection borrows a read buffer from a small per-thread pool
+//! in `get_buffer` and gives it back once a read came up short (the socket
+//! is drained), so an idle connection holds no buffer at all, and a busy
+//! one keeps its buffer only while data keeps coming.
+
+use std::cell::RefCell;
 
 use sloop::{Buffered, BufferedProtocol, EventLoop, Transport};
 
-/// How much one read may fill; allocated once per connection, on its first
-/// read, so idle connections hold none.
+/// How much one read may fill.
 const CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// Spare read buffers (the loop is single-threaded: one is usually enough).
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn give_back(buf: &mut Vec<u8>) {
+    if !buf.is_empty() {
+        let buf = std::mem::take(buf);
+        POOL.with(|p| p.borrow_mut().push(buf));
+    }
+}
 
 #[derive(Default)]
 struct Echo {
@@ -28,7 +46,9 @@ impl BufferedProtocol for Echo {
 
     fn get_buffer(&mut self, _size_hint: usize) -> &mut [u8] {
         if self.buf.is_empty() {
-            self.buf = vec![0; CHUNK];
+            self.buf = POOL
+                .with(|p| p.borrow_mut().pop())
+                .unwrap_or_else(|| vec![0; CHUNK]);
         }
         &mut self.buf
     }
@@ -36,6 +56,10 @@ impl BufferedProtocol for Echo {
     fn buffer_updated(&mut self, nbytes: usize) {
         if let Some(t) = &self.transport {
             let _ = t.write(&self.buf[..nbytes]);
+        }
+        if nbytes < self.buf.len() {
+            // A short read: nothing more waits; don't hold memory while idle.
+            give_back(&mut self.buf);
         }
     }
 
@@ -52,6 +76,7 @@ impl BufferedProtocol for Echo {
     }
 
     fn connection_lost(&mut self, _exc: Option<std::io::Error>) {
+        give_back(&mut self.buf);
         self.transport = None;
     }
 }

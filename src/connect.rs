@@ -296,7 +296,9 @@ impl Connect {
                     }
                     s
                 }
-                Some(Target::Unix(path)) => connect_one(&lp, SockAddr::unix(&path)?, &[]).await?,
+                Some(Target::Unix(path)) => {
+                    connect_one(&lp, crate::server::unix_addr(&path)?, &[]).await?
+                }
                 Some(Target::Host(host, port)) => {
                     let mut addrs = resolve(host, port).await?;
                     let locals = match &local {
@@ -354,24 +356,16 @@ async fn staggered(
         } else if pending.is_empty() {
             return Err(combine(errors));
         }
-        // Wait for a result, or the delay to start the next attempt.
-        let mut timer = crate::sleep(delay);
-        loop {
-            let step = futures::future::select(pending.next(), &mut timer).await;
-            match step {
-                futures::future::Either::Left((Some(Ok(s)), _)) => return Ok(s),
-                futures::future::Either::Left((Some(Err(e)), _)) => {
-                    errors.push(e);
-                    break; // start the next one now
-                }
-                futures::future::Either::Left((None, _)) => {
-                    if next.len() == 0 {
-                        return Err(combine(errors));
-                    }
-                    break;
-                }
-                futures::future::Either::Right(_) => break,
+        // Wait for a result, or the delay to start the next attempt; a
+        // failure starts the next one at once.
+        let timer = crate::sleep(delay);
+        match futures::future::select(pending.next(), timer).await {
+            futures::future::Either::Left((Some(Ok(s)), _)) => return Ok(s),
+            futures::future::Either::Left((Some(Err(e)), _)) => errors.push(e),
+            futures::future::Either::Left((None, _)) if next.len() == 0 => {
+                return Err(combine(errors));
             }
+            futures::future::Either::Left((None, _)) | futures::future::Either::Right(_) => {}
         }
     }
 }
@@ -415,7 +409,9 @@ impl LoopHandle {
 
     /// Opens a TCP connection to `host:port` and runs a protocol made by
     /// `factory` on it. Await the returned builder; it gives the
-    /// [`Transport`] once `connection_made` has run.
+    /// [`Transport`] once `connection_made` has run. (`factory` is called
+    /// at once; if the connection fails, the protocol is dropped without
+    /// any callback.)
     ///
     /// # Errors
     ///

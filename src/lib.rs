@@ -100,14 +100,18 @@
 //! | `asyncio.sleep`, `wait_for` | [`sleep`], [`timeout`] |
 //! | `loop.set_exception_handler`, `call_exception_handler` | the same names on [`LoopHandle`], with [`ExceptionContext`] |
 //! | `loop.set_debug`, `slow_callback_duration` | [`LoopHandle::set_debug`], [`LoopHandle::set_slow_callback_duration`] |
-//! | `Protocol`, `BufferedProtocol` | [`Protocol`], [`BufferedProtocol`] (wrap in [`Buffered`]) |
-//! | `_SelectorSocketTransport` | [`Transport`] |
-//! | `loop.create_server`, `Server` | [`LoopHandle::create_server`], [`LoopHandle::create_unix_server`], [`Server`] |
-//! | `loop.create_connection`, `create_unix_connection`, `connect_accepted_socket` | the same names on [`LoopHandle`] |
+//! | `asyncio.Protocol`, `BufferedProtocol` | [`Protocol`], [`BufferedProtocol`] (wrapped in [`Buffered`] where a protocol is expected) |
+//! | `_SelectorSocketTransport` (TCP and Unix) | [`Transport`] |
+//! | `transport.write`, `writelines`, `write_eof`, `close`, `abort` | the same names on [`Transport`] |
+//! | `get_write_buffer_size`, `get_write_buffer_limits`, `set_write_buffer_limits` | [`Transport::write_buffer_size`], [`Transport::write_buffer_limits`], [`Transport::set_write_buffer_limits`] |
+//! | `get_extra_info('peername' / 'sockname' / 'socket')` | [`Transport::peer_addr`], [`Transport::local_addr`], [`Transport::with_socket`] (and [`Transport::get_extra_info`]) |
+//! | `transport.set_protocol`, `pause_reading`, `resume_reading`, `is_reading` | the same names on [`Transport`] |
+//! | `_make_empty_waiter` | [`Transport::empty_waiter`] |
+//! | `loop.create_server`, `create_unix_server`, `create_server(sock=)` | [`LoopHandle::create_server`], [`LoopHandle::create_unix_server`], [`LoopHandle::create_server_from_socket`] |
+//! | `Server.close`, `wait_closed`, `is_serving`, `start_serving`, `sockets` | the same names on [`Server`] |
+//! | `loop.create_connection`, `create_unix_connection`, `connect_accepted_socket` | [`LoopHandle::create_connection`], [`LoopHandle::create_unix_connection`], [`LoopHandle::connect_accepted_socket`] |
 //! | `DatagramProtocol`, `_SelectorDatagramTransport` | [`DatagramProtocol`], [`DatagramTransport`] |
-//! | `loop.create_datagram_endpoint` | [`LoopHandle::create_datagram_endpoint`], [`LoopHandle::create_unix_datagram_endpoint`] |
 //! | `asyncio.open_connection`, `start_server` (`StreamReader`/`StreamWriter`) | [`LoopHandle::open_connection`], [`LoopHandle::start_server`] → [`TransportStream`] |
-//! | `transport._make_empty_waiter()` | [`Transport::empty_waiter`] |
 //!
 //! # Design
 //!

@@ -2,7 +2,7 @@
 //! `asyncio.Protocol` and `asyncio.BufferedProtocol`).
 //!
 //! A protocol is plain user state with callback methods; a
-//! [`Transport`](crate::transport::Transport) owns it and calls it. Every
+//! [`Transport`] owns it and calls it. Every
 //! method has a default that does nothing, as in asyncio.
 //!
 //! # Call order

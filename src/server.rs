@@ -56,6 +56,13 @@ pub const DEFAULT_BACKLOG: u32 = 100;
 
 type Factory = Box<dyn FnMut() -> AnyProtocol>;
 
+/// A Unix listener's path with its device and inode, to unlink on close
+/// only if it is still ours.
+type UnixIdent = (PathBuf, u64, u64);
+
+/// A bound socket ready to listen, with its kind and Unix identity.
+type Bound = (Socket, Kind, Option<UnixIdent>);
+
 enum ListenSock {
     Tcp(mio::net::TcpListener),
     Unix(mio::net::UnixListener),
@@ -70,7 +77,7 @@ struct Listener {
     backoff: Cell<bool>,
     retry: RefCell<Option<TimerHandle>>,
     /// Unix: the path, its device and inode, to unlink on close.
-    unix_path: Option<(PathBuf, u64, u64)>,
+    unix_path: Option<UnixIdent>,
 }
 
 pub(crate) struct ServerInner {
@@ -128,7 +135,7 @@ impl ServerInner {
         let Some(mut factory) = self.factory.borrow_mut().take() else {
             return; // the factory is running (it accepted re-entrantly?)
         };
-        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut factory));
+        let made = self.lp.catch_user(&mut factory);
         if self.factory.borrow().is_none() {
             *self.factory.borrow_mut() = Some(factory);
         }
@@ -373,6 +380,8 @@ impl Server {
             if let Some(fd) = l.fd() {
                 let key = s.lp.register_source(fd, l.clone() as Rc<dyn IoSource>)?;
                 l.key.set(Some(key));
+                // A listener only ever reads.
+                s.lp.reregister_source(key, mio::Interest::READABLE)?;
                 // Connections may already wait in the backlog.
                 l.schedule();
             }
@@ -583,13 +592,13 @@ impl ServerBuilder {
         Box::pin(async move {
             let factory =
                 factory.ok_or_else(|| io::Error::other("builder polled after completion"))?;
-            let socks: Vec<(Socket, Kind, Option<(PathBuf, u64, u64)>)> = match bind {
+            let socks: Vec<Bound> = match bind {
                 Some(Bind::Addrs(addrs)) => {
                     bind_tcp(&addrs, reuse_address, reuse_port, backlog).await?
                 }
                 Some(Bind::Unix(path)) => {
                     let (s, ident) = bind_unix(&path, backlog)?;
-                    vec![(s, Kind::Unix, Some(ident))]
+                    vec![(s, Kind::Unix, ident)]
                 }
                 Some(Bind::Sock(s, kind)) => {
                     s.set_nonblocking(true)?;
@@ -668,7 +677,7 @@ async fn bind_tcp(
     reuse_address: bool,
     reuse_port: bool,
     backlog: u32,
-) -> io::Result<Vec<(Socket, Kind, Option<(PathBuf, u64, u64)>)>> {
+) -> io::Result<Vec<Bound>> {
     let mut all: Vec<SocketAddr> = Vec::new();
     for a in addrs {
         let (host, port) = split_host_port(a)?;
@@ -740,8 +749,8 @@ async fn bind_tcp(
 
 /// Binds a Unix listener at `path`, removing a stale socket file only if a
 /// connect to it is refused (R29).
-fn bind_unix(path: &Path, backlog: u32) -> io::Result<(Socket, (PathBuf, u64, u64))> {
-    let addr = SockAddr::unix(path)?;
+fn bind_unix(path: &Path, backlog: u32) -> io::Result<(Socket, Option<UnixIdent>)> {
+    let addr = unix_addr(path)?;
     let is_abstract = path.as_os_str().as_encoded_bytes().first() == Some(&0);
     if !is_abstract {
         if let Ok(md) = std::fs::symlink_metadata(path) {
@@ -768,8 +777,25 @@ fn bind_unix(path: &Path, backlog: u32) -> io::Result<(Socket, (PathBuf, u64, u6
         return Err(e);
     }
     s.listen(backlog as i32)?;
+    if is_abstract {
+        return Ok((s, None)); // no file to clean up
+    }
     let md = std::fs::symlink_metadata(path)?;
-    Ok((s, (path.to_path_buf(), md.dev(), md.ino())))
+    Ok((s, Some((path.to_path_buf(), md.dev(), md.ino()))))
+}
+
+/// A Unix socket address for `path`, refusing a NUL inside it (the kernel
+/// would silently cut the path there; R30). A leading NUL is an abstract
+/// name. Too long a path is refused by socket2 (`InvalidInput`).
+pub(crate) fn unix_addr(path: &Path) -> io::Result<SockAddr> {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    if bytes.iter().skip(1).any(|&b| b == 0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a Unix socket path must not contain a NUL byte",
+        ));
+    }
+    SockAddr::unix(path)
 }
 
 impl LoopHandle {
@@ -793,7 +819,13 @@ impl LoopHandle {
     }
 
     /// Creates a Unix stream server at `path`. A leftover socket file is
-    /// replaced only if nothing listens on it.
+    /// replaced only if nothing listens on it; a live server's path and
+    /// any other file are left alone. On close the file is removed if it
+    /// is still the one this server bound. A path starting with a NUL byte
+    /// is a Linux abstract name: no file, and no permission check at all
+    /// (anyone on the host may connect). The socket file gets the mode the
+    /// process umask allows; put it in a private directory to restrict
+    /// who may connect.
     ///
     /// # Errors
     ///

@@ -1,12 +1,47 @@
-//! The only module allowed `unsafe` (DESIGN.md D11). Each block says why
-//! it is sound.
+//! The only module allowed `unsafe` (DESIGN.md D11): system calls that the
+//! safe wrappers make slower or cannot express. Each block says why it is
+//! sound.
+//!
+//! - `recv`/`send` straight on a socket's fd, for the stream transports'
+//!   hot path: socket2's safe wrappers cost about 20 instructions more per
+//!   call (uninitialised-buffer casts and length clamping), which shows in
+//!   the echo benchmark.
+//! - `recv_from` into an initialised buffer, for `sock_recvfrom`.
 
 #![allow(unsafe_code)]
 
 use std::io;
 use std::mem::MaybeUninit;
+use std::os::fd::RawFd;
 
 use socket2::{SockAddr, Socket};
+
+/// `recv(fd, buf, 0)`.
+#[inline]
+pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole
+    // call; the kernel writes at most that many. An invalid fd only makes
+    // the call fail with EBADF.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `send(fd, buf, MSG_NOSIGNAL)`: never raises SIGPIPE.
+#[inline]
+pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole
+    // call. An invalid fd only makes the call fail with EBADF.
+    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
 
 /// `recvfrom(2)` into an initialised buffer.
 ///

@@ -466,8 +466,15 @@ fn a_stream_never_polled_stays_bounded_and_the_peer_blocks() {
         }
         let limit = sloop::bridge::stream::DEFAULT_READ_LIMIT;
         assert!(!stream.transport().is_reading(), "reading paused");
-        assert!(stream.buffered_len() > 2 * limit, "paused only above twice the limit");
-        assert!(stream.buffered_len() <= 2 * limit + 256 * 1024, "{}", stream.buffered_len());
+        assert!(
+            stream.buffered_len() > 2 * limit,
+            "paused only above twice the limit"
+        );
+        assert!(
+            stream.buffered_len() <= 2 * limit + 256 * 1024,
+            "{}",
+            stream.buffered_len()
+        );
         // Draining the stream resumes reading and delivers everything.
         let mut stream = stream;
         let mut total = 0usize;
@@ -502,7 +509,10 @@ fn a_dropped_write_all_leaves_the_stream_consistent_and_close_still_lets_the_pee
         let mut stream = h.open_connection("127.0.0.1", addr.port()).await.unwrap();
         let data = pattern(BIG);
         let cut = sloop::timeout(Duration::from_millis(50), stream.write_all(&data)).await;
-        assert!(cut.is_err(), "the peer reads nothing, so write_all cannot finish");
+        assert!(
+            cut.is_err(),
+            "the peer reads nothing, so write_all cannot finish"
+        );
         go_tx.send(()).unwrap();
         stream.write_all(b"TAIL").await.unwrap();
         stream.close().await.unwrap();
@@ -513,6 +523,9 @@ fn a_dropped_write_all_leaves_the_stream_consistent_and_close_still_lets_the_pee
         let (prefix, tail) = got.split_at(got.len() - 4);
         assert_eq!(tail, b"TAIL");
         assert!(!prefix.is_empty() && prefix.len() < BIG);
-        assert!(prefix == &data[..prefix.len()], "what was accepted went out whole, in order");
+        assert!(
+            prefix == &data[..prefix.len()],
+            "what was accepted went out whole, in order"
+        );
     });
 }

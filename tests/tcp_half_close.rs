@@ -119,8 +119,11 @@ fn write_eof_after_buffered_data_and_read_replies() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let body = pattern(8 * 1024 * 1024);
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let peer = on_thread(move || {
         let (mut s, _) = listener.accept().unwrap();
+        // Start reading only once our side has buffered.
+        go_rx.recv().unwrap();
         let mut got = Vec::new();
         s.read_to_end(&mut got).unwrap();
         s.write_all(b"thanks").unwrap();
@@ -140,6 +143,7 @@ fn write_eof_after_buffered_data_and_read_replies() {
     assert!(t.can_write_eof());
     t.write_eof().unwrap();
     t.write_eof().unwrap(); // idempotent (M05)
+    go_tx.send(()).unwrap();
     assert_eq!(
         t.write(b"x").unwrap_err().to_string(),
         "Cannot call write() after write_eof()"

@@ -3,7 +3,7 @@
 //!
 //! A protocol receives a [`Transport`]: a cheap `Rc` handle (`!Send`) to a
 //! transport of any kind. Today that is a socket transport (TCP or Unix
-//! stream, [`socket`]); a TLS layer will stand behind the same handle
+//! stream, the `socket` submodule); a TLS layer will stand behind the same handle
 //! (DESIGN.md D12), which is why `Transport` wraps a trait object rather
 //! than a socket type.
 
@@ -78,6 +78,7 @@ pub(crate) trait TransportImpl {
     fn write_buffer_limits(&self) -> (usize, usize);
     fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>)
         -> Result<(), Error>;
+    fn set_write_buffer_cap(&self, cap: Option<usize>);
     fn set_protocol(&self, protocol: AnyProtocol);
     fn empty_waiter(&self) -> Result<EmptyWaiter, Error>;
     fn local_addr(&self) -> Option<Address>;
@@ -103,6 +104,11 @@ pub(crate) trait TransportImpl {
 ///   calls `connection_lost(None)`; [`abort`](Transport::abort) discards
 ///   the buffer and closes now. Either way `connection_lost` comes exactly
 ///   once, in a later loop iteration, and is the protocol's last call.
+/// - A `pause_writing` that a protocol's own `write` triggers (inside one
+///   of its callbacks) arrives right after that callback returns, not in
+///   the middle of it (DESIGN.md D6). A protocol that writes in a loop
+///   inside a callback should check [`write_buffer_size`](Transport::write_buffer_size)
+///   against the high-water mark, or produce from a scheduled callback.
 /// - After `close`, `abort` or a lost connection, writes are refused with
 ///   [`Error::ConnectionLost`] and counted; from the fifth on a warning is
 ///   logged (asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
@@ -257,6 +263,15 @@ impl Transport {
         low: Option<usize>,
     ) -> Result<(), Error> {
         self.inner.set_write_buffer_limits(high, low)
+    }
+
+    /// A hard cap on the write buffer, for protocols that may ignore
+    /// `pause_writing` (asyncio has none; `None`, the default, means no
+    /// cap). A write that would buffer past it fails the transport: the
+    /// buffer is dropped, the write returns an `OutOfMemory` I/O error, and
+    /// the protocol gets `connection_lost(Some(err))`.
+    pub fn set_write_buffer_cap(&self, cap: Option<usize>) {
+        self.inner.set_write_buffer_cap(cap)
     }
 
     /// Replaces the protocol; the next callback goes to the new one. Works

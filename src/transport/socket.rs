@@ -31,7 +31,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::io::{self, IoSlice, Read};
+use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
@@ -135,6 +135,8 @@ const BUFFERED: u32 = 1 << 12;
 const HAS_DATA: u32 = 1 << 13;
 /// `connection_lost` is scheduled (asyncio's `_conn_lost` being non-zero).
 const LOST_SCHEDULED: u32 = 1 << 15;
+/// A write went past the hard cap on the buffer (R16).
+const CAP_EXCEEDED: u32 = 1 << 16;
 /// Held-back work for `after_callback`: a flow notification or the loss.
 const PENDING: u32 = 1 << 14;
 
@@ -157,6 +159,8 @@ pub(crate) struct SocketTransport {
     pending_lost: RefCell<Option<Option<io::Error>>>,
     wbuf: RefCell<WriteBuf>,
     flow: Cell<FlowControl>,
+    /// The hard cap on the write buffer (`usize::MAX`: none, as asyncio).
+    cap: Cell<usize>,
     conn_lost: Cell<u32>,
     empty_waiter: RefCell<Option<Rc<WaiterState>>>,
     server: RefCell<Option<ServerLink>>,
@@ -194,6 +198,7 @@ impl SocketTransport {
             pending_lost: RefCell::new(None),
             wbuf: RefCell::new(WriteBuf::default()),
             flow: Cell::new(FlowControl::default()),
+            cap: Cell::new(usize::MAX),
             conn_lost: Cell::new(0),
             empty_waiter: RefCell::new(None),
             server: RefCell::new(server),
@@ -341,9 +346,6 @@ impl SocketTransport {
                         .with_transport(TransportImpl::describe(self))
                         .with_protocol("protocol"),
                 );
-                if method == "connection_lost" {
-                    return;
-                }
             }
             _ => {
                 self.lp.handle_panic(
@@ -425,10 +427,10 @@ impl SocketTransport {
 
     fn read_into_shared(&self) {
         let mut buf = self.lp.take_read_buffer();
-        let res = match &*self.sock.borrow() {
-            Some(s) => (&*s).read(&mut buf),
-            None => return self.lp.restore_read_buffer(buf),
-        };
+        if self.has(LOST_DONE) {
+            return self.lp.restore_read_buffer(buf);
+        }
+        let res = crate::sys::recv(self.fd, &mut buf);
         match res {
             Ok(0) => {
                 self.lp.restore_read_buffer(buf);
@@ -455,28 +457,35 @@ impl SocketTransport {
         }
     }
 
+    #[inline(never)]
     fn read_into_protocol(&self) {
+        if self.has(LOST_DONE) {
+            return;
+        }
         let Some(mut p) = self.protocol.take() else {
             return;
         };
+        if !matches!(p, AnyProtocol::Buffered(_)) {
+            self.protocol.set(Some(p));
+            return self.read_into_shared();
+        }
         self.set_flag(BUSY, true);
-        let sock = self.sock.borrow();
+        // No borrow of the transport is held while get_buffer runs (D2).
+        let fd = self.fd;
         let step = catch_unwind(AssertUnwindSafe(|| {
             let AnyProtocol::Buffered(bp) = &mut p else {
-                unreachable!("checked by read_ready");
+                return Err(None);
             };
             let buf = bp.get_buffer(0);
             if buf.is_empty() {
                 return Err(None);
             }
             let cap = buf.len();
-            match sock.as_ref().map(|mut s| s.read(buf)) {
-                Some(Ok(n)) => Ok((n, cap)),
-                Some(Err(e)) => Err(Some(e)),
-                None => Ok((0, 1)),
+            match crate::sys::recv(fd, buf) {
+                Ok(n) => Ok((n, cap)),
+                Err(e) => Err(Some(e)),
             }
         }));
-        drop(sock);
         self.set_flag(BUSY, false);
         self.put_back(p);
         let (n, cap) = match step {
@@ -562,17 +571,31 @@ impl SocketTransport {
         Ok(true)
     }
 
+    /// `send` with `MSG_NOSIGNAL`. The fd is ours until `LOST_DONE`
+    /// (the socket is closed only after that flag is set).
+    #[inline]
     fn send(&self, data: &[u8]) -> io::Result<usize> {
-        match &*self.sock.borrow() {
-            Some(s) => s.send_with_flags(data, libc::MSG_NOSIGNAL),
-            None => Err(io::Error::from_raw_os_error(libc::EBADF)),
+        if self.has(LOST_DONE) {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
         }
+        crate::sys::send(self.fd, data)
     }
 
     /// Buffers `rest` (what the kernel did not take) and applies flow control.
     #[cold]
     #[inline(never)]
     fn buffer(&self, parts: &[&[u8]]) {
+        let adding: usize = parts.iter().map(|p| p.len()).sum();
+        if self.wbuf.borrow().len().saturating_add(adding) > self.cap.get() {
+            // A writer that ignores pause_writing: fail the transport rather
+            // than grow without bound.
+            self.set_flag(CAP_EXCEEDED, true);
+            self.force_close(Some(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "write buffer cap exceeded",
+            )));
+            return;
+        }
         {
             let mut w = self.wbuf.borrow_mut();
             for p in parts {
@@ -581,6 +604,23 @@ impl SocketTransport {
             self.set_flag(HAS_DATA, !w.is_empty());
         }
         self.maybe_pause();
+    }
+
+    /// What a write that buffered returns: `Ok`, or the cap error.
+    fn write_result(&self) -> Result<(), Error> {
+        if self.has(CAP_EXCEEDED) {
+            Err(Error::Io(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "write buffer cap exceeded",
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Sets the hard cap (see [`Transport::set_write_buffer_cap`]).
+    pub(crate) fn set_cap(&self, cap: Option<usize>) {
+        self.cap.set(cap.unwrap_or(usize::MAX));
     }
 
     #[cold]
@@ -593,7 +633,7 @@ impl SocketTransport {
             // Try to send now: the common case never touches the buffer.
             match self.send(data) {
                 Ok(n) if n == data.len() => return Ok(()),
-                Ok(n) => self.buffer(&[&data[n..]]),
+                Ok(n) => self.buffer_after_short_send(&[&data[n..]]),
                 Err(e) if is_retry(&e) => self.buffer(&[data]),
                 Err(e) => {
                     self.fatal_error(e, "Fatal write error on socket transport");
@@ -603,7 +643,22 @@ impl SocketTransport {
         } else {
             self.buffer(&[data]);
         }
-        Ok(())
+        self.write_result()
+    }
+
+    /// A send was short: buffer the rest and keep sending until the kernel
+    /// says `WouldBlock`, so that a writable edge is sure to follow.
+    #[cold]
+    #[inline(never)]
+    fn buffer_after_short_send(&self, rest: &[&[u8]]) {
+        self.buffer(rest);
+        if let Err(e) = self.flush() {
+            self.clear_buffer();
+            self.fatal_error(e, "Fatal write error on socket transport");
+        } else if !self.has(HAS_DATA) {
+            // Unlikely: it all went after all.
+            self.maybe_resume();
+        }
     }
 
     fn clear_buffer(&self) {
@@ -611,33 +666,54 @@ impl SocketTransport {
         self.set_flag(HAS_DATA, false);
     }
 
+    /// Sends from the buffer until it is empty or the kernel says
+    /// `WouldBlock`. Stopping at a short send is not enough: the kernel
+    /// does not always announce free space after one (seen on loopback
+    /// with a small `SO_SNDBUF`), only after a send that found none.
+    /// Returns whether the kernel may still take more (no `WouldBlock`).
+    fn flush(&self) -> io::Result<bool> {
+        loop {
+            let res = {
+                let w = self.wbuf.borrow();
+                if w.is_empty() {
+                    return Ok(true);
+                }
+                self.send(w.pending())
+            };
+            match res {
+                Ok(n) => {
+                    let mut w = self.wbuf.borrow_mut();
+                    w.consume(n);
+                    self.set_flag(HAS_DATA, !w.is_empty());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn write_ready(&self) {
-        if self.has(LOST_SCHEDULED) {
+        if self.has(LOST_SCHEDULED) || !self.has(HAS_DATA) {
             return;
         }
-        let res = {
-            let w = self.wbuf.borrow();
-            if w.is_empty() {
-                return;
-            }
-            self.send(w.pending())
-        };
-        match res {
-            Ok(n) => {
-                let mut w = self.wbuf.borrow_mut();
-                w.consume(n);
-                self.set_flag(HAS_DATA, !w.is_empty());
-            }
-            Err(e) if is_retry(&e) => return,
+        let more = match self.flush() {
+            Ok(more) => more,
             Err(e) => {
                 self.clear_buffer();
                 self.fail_empty_waiter(Error::Io(clone_io_error(&e)));
                 return self.fatal_error(e, "Fatal write error on socket transport");
             }
-        }
+        };
         self.maybe_resume();
         if !self.has(HAS_DATA) {
             self.drained();
+        } else if more {
+            // resume_writing wrote more after the kernel took everything:
+            // no writable edge will come. Flush in the next iteration.
+            if let Some(key) = self.key.get() {
+                self.lp.schedule_io(key, Readiness::WRITABLE);
+            }
         }
     }
 
@@ -818,8 +894,8 @@ impl TransportImpl for SocketTransport {
                 if n == data.len() {
                     return Ok(());
                 }
-                self.buffer(&[&data[n..]]);
-                return Ok(());
+                self.buffer_after_short_send(&[&data[n..]]);
+                return self.write_result();
             }
         }
         self.write_slow(data)
@@ -832,7 +908,7 @@ impl TransportImpl for SocketTransport {
         }
         if self.has(HAS_DATA) {
             self.buffer(bufs);
-            return Ok(());
+            return self.write_result();
         }
         // One vectored send (empty slices skipped, clamped to IOV_MAX).
         let slices: Vec<IoSlice<'_>> = bufs
@@ -856,6 +932,7 @@ impl TransportImpl for SocketTransport {
         if sent == total {
             return Ok(());
         }
+        let sent_any = sent > 0;
         let mut rest: Vec<&[u8]> = Vec::new();
         for b in bufs {
             if sent >= b.len() {
@@ -865,8 +942,12 @@ impl TransportImpl for SocketTransport {
                 sent = 0;
             }
         }
-        self.buffer(&rest);
-        Ok(())
+        if sent_any {
+            self.buffer_after_short_send(&rest);
+        } else {
+            self.buffer(&rest);
+        }
+        self.write_result()
     }
 
     fn write_eof(&self) -> Result<(), Error> {
@@ -941,6 +1022,10 @@ impl TransportImpl for SocketTransport {
         Ok(())
     }
 
+    fn set_write_buffer_cap(&self, cap: Option<usize>) {
+        self.set_cap(cap);
+    }
+
     fn set_protocol(&self, protocol: AnyProtocol) {
         if self.has(LOST_DONE) && self.pending_lost.borrow().is_none() {
             return;
@@ -1004,10 +1089,15 @@ impl TransportImpl for SocketTransport {
             Kind::Unix => "unix",
         };
         format!(
-            "<SocketTransport{state} {kind} fd={} read={} write=<bufsize={}>>",
+            "<SocketTransport{state} {kind} fd={} read={} write=<bufsize={}{}>>",
             self.fd,
             if self.can_read() { "polling" } else { "idle" },
-            self.wbuf.borrow().len()
+            self.wbuf.borrow().len(),
+            if self.flow.get().is_paused() {
+                ", paused"
+            } else {
+                ""
+            }
         )
     }
 }

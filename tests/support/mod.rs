@@ -192,7 +192,8 @@ impl Protocol for Echo {
         self.t = Some(t.clone());
     }
     fn data_received(&mut self, data: &[u8]) {
-        self.t.as_ref().unwrap().write(data).unwrap();
+        // Refused only once the peer is gone; connection_lost follows.
+        let _ = self.t.as_ref().unwrap().write(data);
     }
     fn pause_writing(&mut self) {
         self.t.as_ref().unwrap().pause_reading();

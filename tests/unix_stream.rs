@@ -1,0 +1,140 @@
+//! Unix stream servers and clients, and the socket-path rules (reliability
+//! R29, R30).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+
+use sloop::Address;
+use support::*;
+
+#[test]
+fn unix_echo_server_and_client() {
+    let lp = new_loop();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("echo.sock");
+    let server = run(&lp, lp.create_unix_server(Echo::default, &path)).unwrap();
+    let (p, rec) = Recorder::new();
+    let t = run(&lp, lp.create_unix_connection(move || p, &path)).unwrap();
+    assert_eq!(t.peer_addr(), Some(Address::Unix(Some(path.clone()))));
+    let body = pattern(1_000_003);
+    t.write(&body).unwrap();
+    t.write_eof().unwrap();
+    let r = rec.clone();
+    run(&lp, until(move || r.borrow().lost()));
+    let r = rec.borrow();
+    assert!(r.data == body);
+    assert_eq!(r.events.last(), Some(&Ev::Lost(None)));
+    drop(r);
+    server.close();
+    run(&lp, server.wait_closed());
+    assert!(!path.exists(), "our socket file is removed on close");
+}
+
+#[test]
+fn stale_socket_file_is_replaced() {
+    // R29 (a): a path left by a dead server.
+    let lp = new_loop();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    drop(UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let server = run(&lp, lp.create_unix_server(Echo::default, &path)).unwrap();
+    let got = run(
+        &lp,
+        on_thread({
+            let path = path.clone();
+            move || {
+                let mut c = UnixStream::connect(&path).unwrap();
+                c.write_all(b"hi").unwrap();
+                c.shutdown(std::net::Shutdown::Write).unwrap();
+                let mut v = Vec::new();
+                c.read_to_end(&mut v).unwrap();
+                v
+            }
+        }),
+    );
+    assert_eq!(got, b"hi");
+    server.close();
+}
+
+#[test]
+fn live_server_path_and_non_socket_are_never_removed() {
+    let lp = new_loop();
+    let dir = tempfile::tempdir().unwrap();
+    // (b) a live server's path.
+    let path = dir.path().join("live.sock");
+    let live = UnixListener::bind(&path).unwrap();
+    let err = run(&lp, lp.create_unix_server(Echo::default, &path)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    assert_eq!(
+        err.to_string(),
+        format!("Address '{}' is already in use", path.display())
+    );
+    let _c = UnixStream::connect(&path).unwrap();
+    assert!(live.accept().is_ok(), "the live server still accepts");
+    // (c) a regular file.
+    let file = dir.path().join("data.txt");
+    std::fs::write(&file, b"precious").unwrap();
+    let err = run(&lp, lp.create_unix_server(Echo::default, &file)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+}
+
+#[test]
+fn close_does_not_unlink_a_replaced_path() {
+    // R29 (d): A's path replaced by B; A's close leaves B's file alone.
+    let lp = new_loop();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let a = run(&lp, lp.create_unix_server(Echo::default, &path)).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let b = UnixListener::bind(&path).unwrap();
+    a.close();
+    assert!(path.exists(), "B's socket file survives A's close");
+    let _c = UnixStream::connect(&path).unwrap();
+    assert!(b.accept().is_ok());
+}
+
+#[test]
+fn bad_paths_are_errors_not_truncated() {
+    // R30: too long, or with a NUL.
+    let lp = new_loop();
+    let long = std::path::PathBuf::from(format!("/tmp/{}", "x".repeat(200)));
+    let err = run(&lp, lp.create_unix_server(Echo::default, &long)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(!long.exists());
+    let (p, _) = Recorder::new();
+    let err = run(&lp, lp.create_unix_connection(move || p, &long)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    let dir = tempfile::tempdir().unwrap();
+    let mut nul = dir.path().join("a").into_os_string();
+    nul.push("\0b");
+    let err = run(&lp, lp.create_unix_server(Echo::default, &nul)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(
+        !dir.path().join("a").exists(),
+        "no socket at the cut-off path"
+    );
+    let (p, _) = Recorder::new();
+    let err = run(&lp, lp.create_unix_connection(move || p, &nul)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+#[test]
+fn abstract_unix_names() {
+    // A leading NUL: Linux's abstract namespace (no file, no permission
+    // check; documented on create_unix_server).
+    let lp = new_loop();
+    let name = format!("\0sloop-test-{}", std::process::id());
+    let server = run(&lp, lp.create_unix_server(Echo::default, &name)).unwrap();
+    let (p, rec) = Recorder::new();
+    let t = run(&lp, lp.create_unix_connection(move || p, &name)).unwrap();
+    t.write(b"abstract").unwrap();
+    let r = rec.clone();
+    run(&lp, until(move || r.borrow().data.len() == 8));
+    assert_eq!(rec.borrow().data, b"abstract");
+    t.close();
+    server.close();
+}

@@ -4,18 +4,19 @@
 //!
 //! `cargo test` builds the examples next to the test binaries
 //! (`target/<profile>/examples/`). With a narrower target selection (for
-//! instance `cargo test --test interop_hyper`) cargo may not build them, or
-//! may leave an old build: run `cargo build --examples` first then.
+//! instance `cargo test --test interop_hyper`) cargo does not build them:
+//! the tests then fail with a message asking for `cargo build --examples`,
+//! when the binary is missing or older than its source or the library's.
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The safety net for waiting on a child or a client: generous, never the
 /// thing waited on.
@@ -31,6 +32,24 @@ pub fn example_path(name: &str) -> PathBuf {
         .expect("test binary is in target/<profile>/deps");
     dir.join("examples")
         .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// The newest modification time of `path` or, for a directory, of any
+/// file under it.
+fn newest(path: &Path) -> SystemTime {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return SystemTime::UNIX_EPOCH;
+    };
+    if !meta.is_dir() {
+        return meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    }
+    std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| newest(&e.path()))
+        .max()
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// A running example server; killed (and reaped) on drop. If the test is
@@ -49,10 +68,23 @@ impl ExampleServer {
     /// line.
     pub fn start(name: &str, extra: &[&str]) -> ExampleServer {
         let path = example_path(name);
+        let built = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|e| {
+                panic!(
+                    "example binary {} not found ({e}): it is built by a plain \
+                     `cargo test`; with a narrower selection (`--test ...`) run \
+                     `cargo build --examples` first",
+                    path.display()
+                )
+            });
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let source = newest(&root.join("examples").join(format!("{name}.rs")))
+            .max(newest(&root.join("src")));
         assert!(
-            path.exists(),
-            "example binary {} not found: it is built by a plain `cargo test`; \
-             with a narrower selection run `cargo build --examples` first",
+            source <= built,
+            "example binary {} is older than its sources: run `cargo build --examples` \
+             (a narrower `cargo test --test ...` does not rebuild examples)",
             path.display()
         );
         let mut child = Command::new(&path)

@@ -41,22 +41,36 @@ fn exchange(server: &ExampleServer, pieces: &[&[u8]]) -> Vec<u8> {
 #[test]
 fn lines_split_at_odd_places_come_back_upper_cased_in_order() {
     let server = ExampleServer::start("codec_lines", &[]);
-    // Splits inside words, between `\r` and `\n`, and inside a two-byte
-    // UTF-8 character (é is 0xC3 0xA9); an empty line; several lines in one
-    // write.
-    let pieces: &[&[u8]] = &[
-        b"hel",
-        b"lo\nwor",
-        b"ld\r",
-        b"\n\nthree\nlines\nin one write\ncaf\xC3",
-        b"\xA9 cr\xC3\xA8me\n",
-        b"l",
-        b"a",
-        b"st\n",
+    let mut s = connect(&server);
+    // Each piece, then the replies it completes. Waiting for those replies
+    // before the next piece makes sure the server really got the pieces
+    // apart: the codec holds `wor`, then `ld\r`, then half of `é` (0xC3
+    // 0xA9) while the next piece is still unsent.
+    let steps: &[(&[u8], &str)] = &[
+        (b"hel", ""),
+        (b"lo\nwor", "HELLO\n"),
+        (b"ld\r", ""),
+        (
+            b"\n\nthree\nlines\nin one write\ncaf\xC3",
+            "WORLD\r\n\nTHREE\nLINES\nIN ONE WRITE\n",
+        ),
+        (b"\xA9 cr\xC3", ""),
+        (b"\xA8me\nl", "CAFÉ CRÈME\n"),
+        (b"a", ""),
+        (b"st\n", "LAST\n"),
     ];
-    let got = exchange(&server, pieces);
-    let expected = "HELLO\nWORLD\r\n\nTHREE\nLINES\nIN ONE WRITE\nCAFÉ CRÈME\nLAST\n";
-    assert_eq!(String::from_utf8(got).unwrap(), expected);
+    for (piece, reply) in steps {
+        s.write_all(piece).unwrap();
+        let mut got = vec![0; reply.len()];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(String::from_utf8(got).unwrap(), *reply);
+    }
+    // EOF: the server closes its side after the last reply, sending
+    // nothing more.
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "nothing after EOF, got {rest:?}");
 }
 
 #[test]

@@ -198,6 +198,65 @@ fn incomplete_headers_are_cut_off_by_the_header_read_timeout() {
     server.assert_running();
 }
 
+/// Reads one HTTP/1.1 response with a `content-length` body: returns the
+/// head (status line and headers) and the body.
+fn read_response(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no content-length in {head:?}"));
+    let mut body = vec![0; len];
+    s.read_exact(&mut body).expect("response body");
+    (head, body)
+}
+
+#[test]
+fn post_then_get_on_one_raw_keep_alive_connection() {
+    let mut server = ExampleServer::start("hyper_server", &[]);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(SAFETY)).unwrap();
+    let body = pattern(10_000);
+    let mut request = format!(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    s.write_all(&request).unwrap();
+    let (head, got) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head:?}");
+    assert!(got == body, "echo differs");
+    // Same connection: the server kept it open.
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (head, got) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head:?}");
+    assert_eq!(got, HELLO.as_bytes());
+    // Two requests in one write (pipelined) are answered in order.
+    s.write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (head, _) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{head:?}");
+    let (head, got) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head:?}");
+    assert_eq!(got, HELLO.as_bytes());
+    // `Connection: close`: the server closes after the answer.
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    server.assert_running();
+}
+
 #[test]
 fn wrk_short_run_has_no_errors_if_wrk_is_installed() {
     if !have("wrk", &["--version"]) && !have("which", &["wrk"]) {

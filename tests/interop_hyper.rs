@@ -179,7 +179,10 @@ fn incomplete_headers_are_cut_off_by_the_header_read_timeout() {
         waited >= Duration::from_millis(250),
         "closed after {waited:?}, before the timeout"
     );
-    assert!(waited < SAFETY, "not closed by the timeout");
+    assert!(
+        waited < Duration::from_secs(5),
+        "closed after {waited:?}: not by the 300 ms timeout"
+    );
     let text = String::from_utf8_lossy(&got);
     assert!(
         got.is_empty() || text.starts_with("HTTP/1.1 408"),
@@ -259,7 +262,8 @@ fn post_then_get_on_one_raw_keep_alive_connection() {
 
 #[test]
 fn wrk_short_run_has_no_errors_if_wrk_is_installed() {
-    if !have("wrk", &["--version"]) && !have("which", &["wrk"]) {
+    // `wrk -v` exits non-zero; that it starts at all is what counts.
+    if Command::new("wrk").arg("-v").output().is_err() {
         eprintln!("skipped: wrk is not installed");
         return;
     }

@@ -550,7 +550,9 @@ impl<A: DatagramAddr> DatagramSocket<A> {
 
     /// Sends `data` to `addr`, waiting first while the transport has
     /// paused writing. Returns once the transport has the datagram (sent,
-    /// or queued); flush to wait for the queue.
+    /// or queued); flush to wait for the queue. A connected socket sends
+    /// to its [`peer_addr`](DatagramSocket::peer_addr). (There is no
+    /// inherent `send`: it would hide [`SinkExt::send`](futures::SinkExt::send).)
     ///
     /// # Errors
     ///
@@ -563,20 +565,6 @@ impl<A: DatagramAddr> DatagramSocket<A> {
     /// `Ready`; a future dropped before that sent nothing.
     pub async fn send_to(&mut self, data: &[u8], addr: A) -> io::Result<()> {
         self.send.send_to(data, addr).await
-    }
-
-    /// Sends `data` to the connected peer, as
-    /// [`send_to`](DatagramSocket::send_to) does.
-    ///
-    /// # Errors
-    ///
-    /// As `send_to`; `InvalidInput` if the socket is not connected.
-    ///
-    /// # Cancel safety
-    ///
-    /// As `send_to`: cancel safe.
-    pub async fn send(&mut self, data: &[u8]) -> io::Result<()> {
-        self.send.send(data).await
     }
 
     /// Splits the socket into halves that two tasks can use at once. The
@@ -705,20 +693,6 @@ impl<A: DatagramAddr> DatagramSendHalf<A> {
     pub async fn send_to(&mut self, data: &[u8], addr: A) -> io::Result<()> {
         futures::future::poll_fn(|cx| self.poll_writable(cx)).await?;
         Ok(self.transport.sendto(data, Some(addr))?)
-    }
-
-    /// As [`DatagramSocket::send`].
-    ///
-    /// # Errors
-    ///
-    /// As [`DatagramSocket::send`].
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe, as `send_to`.
-    pub async fn send(&mut self, data: &[u8]) -> io::Result<()> {
-        futures::future::poll_fn(|cx| self.poll_writable(cx)).await?;
-        Ok(self.transport.send(data)?)
     }
 
     fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -550,3 +550,63 @@ fn with_endpoint_passes_builder_options_and_unix_paths_work() {
         );
     });
 }
+
+#[test]
+fn a_socket_outliving_its_loop_drops_quietly() {
+    let lp = new_loop();
+    let h = lp.handle();
+    let (sock, t) = run(&lp, async move {
+        let mut sock = DatagramSocket::bind(&h, localhost()).unwrap();
+        let me = sock.local_addr().unwrap();
+        sock.send_to(b"unread", me).await.unwrap();
+        until(|| sock.queued_len() == 1).await;
+        let t = sock.transport().clone();
+        (sock, t)
+    });
+    lp.close().unwrap();
+    assert_eq!(t.raw_fd(), None, "closing the loop closed the socket");
+    drop(sock); // close() on a closed loop: no panic, nothing scheduled
+    assert!(t.is_closing());
+}
+
+/// A Sink driven by `send_all` through a full Unix socket: everything
+/// arrives in order, and the transport's queue never grows past the
+/// high-water mark plus one datagram, because `poll_ready` waits while the
+/// transport has paused writing.
+#[test]
+fn ten_thousand_unix_datagrams_through_send_all_on_two_tasks() {
+    const N: u32 = 10_000;
+    const HIGH: usize = 4096;
+    let lp = new_loop();
+    let h = lp.handle();
+    let (a, b) = small_sndbuf_pair();
+    run(&lp, async move {
+        let (_a_rx, mut a_tx) = DatagramSocket::from_unix(&h, a).unwrap().split();
+        let t = a_tx.transport().clone();
+        t.set_write_buffer_limits(Some(HIGH), None).unwrap();
+        let (mut b_rx, _b_tx) = DatagramSocket::from_unix(&h, b).unwrap().split();
+        let max_queued = std::rc::Rc::new(std::cell::Cell::new(0usize));
+        let sender = {
+            let max_queued = max_queued.clone();
+            h.spawn_local(async move {
+                // send_all calls poll_ready before taking each item.
+                let mut items = futures::stream::iter(0..N).map(|i| {
+                    let size = t.write_buffer_size() + 8 * t.write_buffer_len();
+                    max_queued.set(max_queued.get().max(size));
+                    Ok((datagram(i), UnixAddr::Unnamed))
+                });
+                a_tx.send_all(&mut items).await.unwrap();
+                assert_eq!(t.write_buffer_len(), 0, "send_all flushes");
+                a_tx
+            })
+        };
+        for i in 0..N {
+            let (d, _) = b_rx.next().await.unwrap().unwrap();
+            assert!(d == datagram(i), "datagram {i} lost or out of order");
+        }
+        let _a_tx = sender.await.unwrap();
+        let max = max_queued.get();
+        assert!(max > 0, "the sender had to queue");
+        assert!(max <= HIGH + 8 + 703, "queue grew past the mark: {max}");
+    });
+}

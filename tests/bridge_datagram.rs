@@ -610,3 +610,31 @@ fn ten_thousand_unix_datagrams_through_send_all_on_two_tasks() {
         assert!(max <= HIGH + 8 + 703, "queue grew past the mark: {max}");
     });
 }
+
+/// The transport's empty waiter, which `poll_flush` rides on: one at a
+/// time (a flush fails while someone else holds it); a waiter made before
+/// `close` completes with `Ok` once `close` has sent the queue; after
+/// that, a new one fails at once.
+#[test]
+fn the_transport_empty_waiter_is_one_at_a_time_and_completes_through_close() {
+    let lp = new_loop();
+    let h = lp.handle();
+    let (mine, peer) = small_sndbuf_pair();
+    run(&lp, async move {
+        let mut sock = DatagramSocket::from_unix(&h, mine).unwrap();
+        yield_now().await;
+        let sent = fill_until_paused(&mut sock);
+        let t = sock.transport().clone();
+        let waiter = t.empty_waiter().unwrap();
+        assert!(t.empty_waiter().is_err(), "a second waiter is refused");
+        let err = sock.flush().await.unwrap_err();
+        assert_eq!(err.to_string(), "Empty waiter is already set");
+
+        t.close();
+        let reader = read_on_thread(peer, sent as usize);
+        waiter.await.expect("close sent the queue");
+        assert_eq!(t.write_buffer_len(), 0);
+        assert_eq!(reader.await.len(), sent as usize);
+        assert!(t.empty_waiter().unwrap().await.is_err(), "lost by now");
+    });
+}

@@ -143,6 +143,7 @@ mod sys;
 mod task;
 pub mod transport;
 
+pub use bridge::datagram::{DatagramRecvHalf, DatagramSendHalf, DatagramSocket};
 pub use bridge::stream::{ReadHalf, StreamParts, TransportStream, WriteHalf};
 pub use bridge::time::{interval, sleep, sleep_until, timeout, Elapsed, Interval, Sleep, Timeout};
 pub use connect::Connect;

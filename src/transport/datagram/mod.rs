@@ -81,6 +81,7 @@ use crate::error::Error;
 use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
 use crate::exception::{panic_message, ExceptionContext};
 use crate::transport::flow::FlowControl;
+use crate::transport::{EmptyWaiter, WaiterState};
 
 mod addr;
 
@@ -203,6 +204,8 @@ struct Inner<A: DatagramAddr> {
     connected: bool,
     local: Option<A>,
     write: RefCell<WriteState<A>>,
+    /// The waiter of [`DatagramTransport::empty_waiter`], while one waits.
+    empty_waiter: RefCell<Option<Rc<WaiterState>>>,
     /// `connection_made` has run.
     started: Cell<bool>,
     closing: Cell<bool>,
@@ -307,6 +310,7 @@ impl<A: DatagramAddr> DatagramTransport<A> {
                 payload: 0,
                 flow: FlowControl::default(),
             }),
+            empty_waiter: RefCell::new(None),
             started: Cell::new(false),
             closing: Cell::new(false),
             conn_lost: Cell::new(0),
@@ -414,6 +418,38 @@ impl<A: DatagramAddr> DatagramTransport<A> {
     /// Datagrams queued for sending.
     pub fn write_buffer_len(&self) -> usize {
         self.inner.write.borrow().queue.len()
+    }
+
+    /// A future that completes once the send queue is empty (at once if it
+    /// is): every queued datagram was handed to the kernel, or dropped
+    /// after an OS error that went to `error_received`. It fails with
+    /// [`Error::ConnectionLost`] if the queue is dropped first (`abort`, a
+    /// fatal error, the loop closing), and at once if `connection_lost` is
+    /// already on its way (as [`Transport::empty_waiter`](crate::Transport::empty_waiter)).
+    /// A waiter made before `close` completes with `Ok` once `close` has
+    /// sent the queue. One at a time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyWaiterAlreadySet`] while another waiter is alive.
+    pub fn empty_waiter(&self) -> Result<EmptyWaiter, Error> {
+        let inner = &self.inner;
+        let mut slot = inner.empty_waiter.borrow_mut();
+        if slot.as_ref().is_some_and(|w| Rc::strong_count(w) > 1) {
+            return Err(Error::EmptyWaiterAlreadySet);
+        }
+        let state = Rc::new(WaiterState::default());
+        if inner.write.borrow().queue.is_empty() {
+            state.complete(if inner.conn_lost.get() > 0 {
+                Err(Error::ConnectionLost)
+            } else {
+                Ok(())
+            });
+            *slot = None;
+        } else {
+            *slot = Some(state.clone());
+        }
+        Ok(EmptyWaiter { state })
     }
 
     /// Sets the watermarks (see "Write buffer and flow control" in the
@@ -839,9 +875,21 @@ impl<A: DatagramAddr> Inner<A> {
         if resume {
             self.notify(Pending::Resume);
         }
+        if self.write.borrow().queue.is_empty() {
+            self.complete_empty_waiter(Ok(()));
+        }
         if self.closing.get() && self.conn_lost.get() == 0 && self.write.borrow().queue.is_empty() {
             self.conn_lost.set(1);
             self.schedule_connection_lost(None);
+        }
+    }
+
+    /// Completes the empty waiter, if one waits. Its waker only queues the
+    /// task (DESIGN.md D9), so this is safe anywhere.
+    fn complete_empty_waiter(&self, result: Result<(), Error>) {
+        let waiter = self.empty_waiter.borrow_mut().take();
+        if let Some(w) = waiter {
+            w.complete(result);
         }
     }
 
@@ -866,6 +914,7 @@ impl<A: DatagramAddr> Inner<A> {
             std::mem::take(&mut w.queue)
         };
         drop(dropped);
+        self.complete_empty_waiter(Err(Error::ConnectionLost));
         self.closing.set(true);
         self.conn_lost.set(1);
         self.schedule_connection_lost(exc);
@@ -951,6 +1000,7 @@ impl<A: DatagramAddr> IoSource for Inner<A> {
         self.conn_lost.set(self.conn_lost.get().max(1));
         self.key.take();
         let queued = std::mem::take(&mut self.write.borrow_mut().queue);
+        self.complete_empty_waiter(Err(Error::ConnectionLost));
         let protocol = self.protocol.borrow_mut().take();
         let sock = self.sock.borrow_mut().take();
         drop((queued, protocol, sock));

@@ -529,3 +529,35 @@ fn a_dropped_write_all_leaves_the_stream_consistent_and_close_still_lets_the_pee
         );
     });
 }
+
+#[test]
+fn into_parts_and_from_parts_keep_the_bytes_and_the_eof() {
+    let lp = new_loop();
+    let h = lp.handle();
+    run(&lp, async move {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = on_thread(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.write_all(b"last words").unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).unwrap();
+            rest
+        });
+        let stream = h.open_connection("127.0.0.1", addr.port()).await.unwrap();
+        // Data, then the FIN (after which the transport stops reading).
+        support::until(|| stream.buffered_len() == 10 && !stream.transport().is_reading()).await;
+        let parts = stream.into_parts();
+        assert_eq!(parts.buffered, b"last words");
+        assert!(parts.eof, "the peer's EOF is part of the hand-over");
+        let mut again = TransportStream::from_parts(parts);
+        let mut all = Vec::new();
+        again.read_to_end(&mut all).await.unwrap(); // ends: EOF carried over
+        assert_eq!(all, b"last words");
+        again.write_all(b"bye").await.unwrap();
+        again.close().await.unwrap();
+        drop(again);
+        assert_eq!(peer.await, b"bye");
+    });
+}

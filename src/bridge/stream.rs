@@ -299,6 +299,17 @@ impl TransportStream {
         TransportStream::from_shared(shared, transport)
     }
 
+    /// The inverse of [`into_parts`](TransportStream::into_parts): a stream
+    /// again, with the unread bytes first and, if the peer had already sent
+    /// EOF, reads ending after them.
+    pub fn from_parts(parts: StreamParts) -> TransportStream {
+        let stream = TransportStream::with_buffered(&parts.transport, &parts.buffered);
+        if parts.eof {
+            stream.reader.shared.eof.set(true);
+        }
+        stream
+    }
+
     fn from_shared(shared: Rc<Shared>, transport: &Transport) -> TransportStream {
         let guard = Rc::new(CloseOnDrop {
             transport: transport.clone(),

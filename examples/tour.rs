@@ -117,7 +117,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("== a Protocol server, an async client ==");
     let handle = lp.handle();
     lp.run_until_complete(async move {
-        let server = handle.create_server(LineLength::default, "127.0.0.1:0").await?;
+        let server = handle
+            .create_server(LineLength::default, "127.0.0.1:0")
+            .await?;
         let addr = server.local_addrs()[0];
         println!("  [server] listening on {addr}");
         let mut client = handle.open_connection("127.0.0.1", addr.port()).await?;

@@ -73,7 +73,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixDatagram;
@@ -718,20 +717,17 @@ impl<A: DatagramAddr> Sink<(Vec<u8>, A)> for DatagramSendHalf<A> {
         Ok(self.transport.sendto(&data, Some(addr))?)
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.flush.is_none() {
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let transport = &this.transport;
+        super::poll_flush_with(&mut this.flush, cx, || {
             // The datagram count, not the payload bytes: queued empty
             // datagrams count too.
-            if self.transport.write_buffer_len() == 0 {
-                return Poll::Ready(Ok(()));
+            if transport.write_buffer_len() == 0 {
+                return Ok(None);
             }
-            let waiter = self.transport.empty_waiter()?;
-            self.flush = Some(waiter);
-        }
-        let waiter = self.flush.as_mut().expect("set above");
-        let result = futures::ready!(Pin::new(waiter).poll(cx));
-        self.flush = None;
-        Poll::Ready(result.map_err(io::Error::from))
+            Ok(Some(transport.empty_waiter()?))
+        })
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -558,21 +558,18 @@ impl AsyncWrite for WriteHalf {
         Poll::Ready(Ok(total))
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.flush.is_none() {
-            if let Some(e) = self.shared.sticky_error() {
-                return Poll::Ready(Err(e));
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let (shared, transport) = (&this.shared, &this.transport);
+        super::poll_flush_with(&mut this.flush, cx, || {
+            if let Some(e) = shared.sticky_error() {
+                return Err(e);
             }
-            if self.transport.write_buffer_size() == 0 {
-                return Poll::Ready(Ok(()));
+            if transport.write_buffer_size() == 0 {
+                return Ok(None);
             }
-            let waiter = self.transport.empty_waiter()?;
-            self.flush = Some(waiter);
-        }
-        let waiter = self.flush.as_mut().expect("set above");
-        let result = futures::ready!(Pin::new(waiter).poll(cx));
-        self.flush = None;
-        Poll::Ready(result.map_err(io::Error::from))
+            Ok(Some(transport.empty_waiter()?))
+        })
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -589,8 +586,6 @@ impl AsyncWrite for WriteHalf {
         Poll::Ready(Ok(()))
     }
 }
-
-use std::future::Future;
 
 impl AsyncRead for TransportStream {
     fn poll_read(

@@ -8,6 +8,7 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
@@ -35,11 +36,15 @@ impl sealed::Sealed for SocketAddr {
     type Socket = UdpSocket;
     #[inline]
     fn recv_from(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, Self)> {
-        sock.recv_from(buf)
+        // std's `recv_from` zeroes a sockaddr_storage and converts the
+        // address generically on every call; this is the same syscall.
+        crate::sys::udp_recv_from(sock.as_raw_fd(), buf)
     }
     #[inline]
     fn send_to(sock: &UdpSocket, buf: &[u8], addr: &Self) -> io::Result<usize> {
-        sock.send_to(buf, addr)
+        // std's `send_to` goes through `ToSocketAddrs`; this is the same
+        // syscall with the C address built on the stack.
+        crate::sys::udp_send_to(sock.as_raw_fd(), buf, addr)
     }
     #[inline]
     fn send(sock: &UdpSocket, buf: &[u8]) -> io::Result<usize> {

@@ -658,11 +658,9 @@ impl<A: DatagramAddr> Inner<A> {
     fn read_batch(&self, p: &mut dyn DatagramProtocol<A>, buf: &mut [u8]) {
         self.current.set("datagram_received");
         for _ in 0..READ_BUDGET {
-            let r = match &*self.sock.borrow() {
-                Some(sock) => A::recv_from(sock, buf),
-                None => return,
-            };
-            match r {
+            // Not closing (checked before the loop and after each
+            // datagram): the socket is open.
+            match A::recv_from_open(&self.sock, self.fd, buf) {
                 Ok((n, addr)) => p.datagram_received(&buf[..n], addr),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.readable.set(false);
@@ -690,20 +688,19 @@ impl<A: DatagramAddr> Inner<A> {
     fn sendto(&self, data: &[u8], addr: Option<A>) -> Result<(), Error> {
         // `addr` stays where it is (no moves of the address on the fast
         // path); with a remote address it is only compared, then dropped.
-        match (&self.address, &addr) {
-            (None, Some(_)) => {}
+        let a = match (&self.address, &addr) {
+            (None, Some(a)) => a,
             (Some(expected), Some(a)) if expected != a => return Err(self.invalid_address()),
             (Some(_), _) => return self.sendto_remote(data),
             (None, None) => return Err(Error::AddressRequired),
-        }
+        };
         if self.closing.get() {
             return Err(self.refuse_write());
         }
         if self.write.borrow().queue.is_empty() {
-            let r = match (&*self.sock.borrow(), &addr) {
-                (Some(sock), Some(a)) => A::send_to(sock, data, a),
-                _ => return Err(Error::ConnectionLost),
-            };
+            // Not closing: the socket is open (it is only closed after
+            // `closing` is set).
+            let r = A::send_to_open(&self.sock, self.fd, data, a);
             if !self.sent(r) {
                 return Ok(());
             }

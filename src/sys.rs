@@ -63,14 +63,16 @@ fn socket_addr_from_c(
     len: libc::socklen_t,
 ) -> io::Result<SocketAddr> {
     let len = len as usize;
-    if len < mem::size_of::<libc::sa_family_t>() {
+    // Every address we accept is at least a `sockaddr_in` long, so the
+    // family is only read once that much is known to be written.
+    if len < mem::size_of::<libc::sockaddr_in>() {
         return Err(invalid_address());
     }
-    // SAFETY: the kernel wrote at least the family field (checked above),
-    // which is at offset 0 of every sockaddr.
+    // SAFETY: the kernel wrote at least `sizeof(sockaddr_in)` bytes
+    // (checked above), which include the family field at offset 0.
     let family = unsafe { (*storage.as_ptr()).ss_family };
     match libc::c_int::from(family) {
-        libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
+        libc::AF_INET => {
             // SAFETY: the kernel wrote a whole `sockaddr_in` (family and
             // length checked); `sockaddr_storage` is aligned for it.
             let a = unsafe { &*storage.as_ptr().cast::<libc::sockaddr_in>() };

@@ -867,7 +867,9 @@ impl LoopHandle {
                 break;
             };
             self.run_ready(item, &mut main);
-            if inner.pending_panic.borrow().is_some() {
+            // Only `handle_panic` with `propagate_panics` on sets a pending
+            // panic: test the constant first, not the RefCell, per item.
+            if inner.propagate_panics && inner.pending_panic.borrow().is_some() {
                 break;
             }
         }

@@ -71,29 +71,28 @@ fn socket_addr_from_c(
     // SAFETY: the kernel wrote at least `sizeof(sockaddr_in)` bytes
     // (checked above), which include the family field at offset 0.
     let family = unsafe { (*storage.as_ptr()).ss_family };
-    match libc::c_int::from(family) {
-        libc::AF_INET => {
-            // SAFETY: the kernel wrote a whole `sockaddr_in` (family and
-            // length checked); `sockaddr_storage` is aligned for it.
-            let a = unsafe { &*storage.as_ptr().cast::<libc::sockaddr_in>() };
-            Ok(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(a.sin_addr.s_addr.to_ne_bytes()),
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: the kernel wrote a whole `sockaddr_in6` (family and
-            // length checked); `sockaddr_storage` is aligned for it.
-            let a = unsafe { &*storage.as_ptr().cast::<libc::sockaddr_in6>() };
-            Ok(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
-                a.sin6_scope_id,
-            )))
-        }
-        _ => Err(invalid_address()),
+    let family = libc::c_int::from(family);
+    if family == libc::AF_INET {
+        // SAFETY: the kernel wrote a whole `sockaddr_in` (family and
+        // length checked); `sockaddr_storage` is aligned for it.
+        let a = unsafe { &*storage.as_ptr().cast::<libc::sockaddr_in>() };
+        return Ok(SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::from(a.sin_addr.s_addr.to_ne_bytes()),
+            u16::from_be(a.sin_port),
+        )));
     }
+    if family == libc::AF_INET6 && len >= mem::size_of::<libc::sockaddr_in6>() {
+        // SAFETY: the kernel wrote a whole `sockaddr_in6` (family and
+        // length checked); `sockaddr_storage` is aligned for it.
+        let a = unsafe { &*storage.as_ptr().cast::<libc::sockaddr_in6>() };
+        return Ok(SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::from(a.sin6_addr.s6_addr),
+            u16::from_be(a.sin6_port),
+            a.sin6_flowinfo,
+            a.sin6_scope_id,
+        )));
+    }
+    Err(invalid_address())
 }
 
 #[cold]

@@ -7,11 +7,14 @@
 //!   call (uninitialised-buffer casts and length clamping), which shows in
 //!   the echo benchmark.
 //! - `recv_from` into an initialised buffer, for `sock_recvfrom`.
+//! - `recvfrom`/`sendto` for UDP with the address converted by hand, for
+//!   the datagram transports' hot path.
 
 #![allow(unsafe_code)]
 
 use std::io;
-use std::mem::MaybeUninit;
+use std::mem::{self, MaybeUninit};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
 use socket2::{SockAddr, Socket};
@@ -54,4 +57,228 @@ pub(crate) fn recv_from(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, Soc
     // fully initialised.
     let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
     sock.recv_from(uninit)
+}
+
+/// `recvfrom(2)` on a UDP socket, straight into `buf`, with the sender's
+/// address converted to a [`SocketAddr`].
+///
+/// What std's `UdpSocket::recv_from` does, minus zeroing a 128-byte
+/// `sockaddr_storage` per call: the kernel says how much of it it wrote,
+/// and only that is read.
+#[inline]
+pub(crate) fn udp_recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    let mut storage = MaybeUninit::<libc::sockaddr_storage>::uninit();
+    let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes and `storage`
+    // for `len` bytes, both for the whole call; recvfrom(2) writes at most
+    // that much into each and sets `len` to the address length it wrote.
+    // A bad fd is an error (EBADF), not undefined behaviour.
+    let n = unsafe {
+        libc::recvfrom(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            0,
+            storage.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let addr = socket_addr_from_c(&storage, len)?;
+    Ok((n as usize, addr))
+}
+
+/// Converts the first `len` bytes of `storage`, as written by the kernel,
+/// into a [`SocketAddr`]. Anything that is not a complete IPv4 or IPv6
+/// address is an `InvalidInput` error (std's message).
+#[inline]
+fn socket_addr_from_c(
+    storage: &MaybeUninit<libc::sockaddr_storage>,
+    len: libc::socklen_t,
+) -> io::Result<SocketAddr> {
+    let len = len as usize;
+    // Every address we accept is at least a `sockaddr_in` long, so the
+    // family is only read once that much is known to be written.
+    if len < mem::size_of::<libc::sockaddr_in>() {
+        return Err(invalid_address());
+    }
+    // SAFETY: the kernel wrote at least `sizeof(sockaddr_in)` bytes
+    // (checked above), which include the family field at offset 0.
+    let family = unsafe { (*storage.as_ptr()).ss_family };
+    let family = libc::c_int::from(family);
+    if family == libc::AF_INET {
+        // SAFETY: the kernel wrote a whole `sockaddr_in` (family and
+        // length checked); `sockaddr_storage` is aligned for it.
+        let a = unsafe { &*storage.as_ptr().cast::<libc::sockaddr_in>() };
+        return Ok(SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::from(a.sin_addr.s_addr.to_ne_bytes()),
+            u16::from_be(a.sin_port),
+        )));
+    }
+    if family == libc::AF_INET6 && len >= mem::size_of::<libc::sockaddr_in6>() {
+        // SAFETY: the kernel wrote a whole `sockaddr_in6` (family and
+        // length checked); `sockaddr_storage` is aligned for it.
+        let a = unsafe { &*storage.as_ptr().cast::<libc::sockaddr_in6>() };
+        return Ok(SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::from(a.sin6_addr.s6_addr),
+            u16::from_be(a.sin6_port),
+            a.sin6_flowinfo,
+            a.sin6_scope_id,
+        )));
+    }
+    Err(invalid_address())
+}
+
+#[cold]
+#[inline(never)]
+fn invalid_address() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "invalid socket address")
+}
+
+/// `sendto(2)` of one datagram on a UDP socket, with `MSG_NOSIGNAL` as
+/// std's `UdpSocket::send_to` (which also goes through `ToSocketAddrs`
+/// and a generic conversion; this builds the C address on the stack).
+#[inline]
+pub(crate) fn udp_send_to(fd: RawFd, buf: &[u8], addr: &SocketAddr) -> io::Result<usize> {
+    let n = match addr {
+        SocketAddr::V4(a) => {
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: `buf` is valid for reads of `buf.len()` bytes and `sa`
+            // is a complete `sockaddr_in` of the length given, both for the
+            // whole call. A bad fd is an error, not undefined behaviour.
+            unsafe {
+                libc::sendto(
+                    fd,
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    MSG_NOSIGNAL,
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+        }
+        SocketAddr::V6(a) => {
+            let sa = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above, with a complete `sockaddr_in6`.
+            unsafe {
+                libc::sendto(
+                    fd,
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    MSG_NOSIGNAL,
+                    (&sa as *const libc::sockaddr_in6).cast(),
+                    mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// No SIGPIPE from a send (std sets it on the platforms that have it).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const MSG_NOSIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const MSG_NOSIGNAL: libc::c_int = 0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    fn pair(ip: &str) -> (UdpSocket, UdpSocket) {
+        let a = UdpSocket::bind(ip).unwrap();
+        let b = UdpSocket::bind(ip).unwrap();
+        (a, b)
+    }
+
+    fn check_round_trip(ip: &str) {
+        let (a, b) = pair(ip);
+        let b_addr = b.local_addr().unwrap();
+        let n = udp_send_to(a.as_raw_fd(), b"hello", &b_addr).unwrap();
+        assert_eq!(n, 5);
+        let mut buf = [0u8; 64];
+        let (n, from) = udp_recv_from(b.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(from, a.local_addr().unwrap());
+        // Empty datagrams are datagrams.
+        udp_send_to(a.as_raw_fd(), b"", &b_addr).unwrap();
+        let (n, from) = udp_recv_from(b.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!((n, from), (0, a.local_addr().unwrap()));
+        // And what std sends arrives the same way.
+        b.send_to(b"xy", a.local_addr().unwrap()).unwrap();
+        let (n, from) = udp_recv_from(a.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"xy"[..], b_addr));
+    }
+
+    #[test]
+    fn udp_round_trip_v4() {
+        check_round_trip("127.0.0.1:0");
+    }
+
+    #[test]
+    fn udp_round_trip_v6() {
+        // Some sandboxes have no IPv6 loopback; nothing to test there.
+        if UdpSocket::bind("[::1]:0").is_err() {
+            return;
+        }
+        check_round_trip("[::1]:0");
+    }
+
+    #[test]
+    fn udp_recv_from_truncates_and_would_block() {
+        let (a, b) = pair("127.0.0.1:0");
+        b.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 3];
+        let e = udp_recv_from(b.as_raw_fd(), &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        a.send_to(b"abcdef", b.local_addr().unwrap()).unwrap();
+        let (n, _) = udp_recv_from(b.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!((n, &buf), (3, b"abc"));
+    }
+
+    #[test]
+    fn udp_errors_come_from_errno() {
+        let mut buf = [0u8; 8];
+        let e = udp_recv_from(-1, &mut buf).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF));
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let e = udp_send_to(-1, b"x", &to).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF));
+    }
+
+    #[test]
+    fn socket_addr_from_c_rejects_short_and_unknown() {
+        let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+        assert!(socket_addr_from_c(&storage, 0).is_err());
+        // SAFETY: test-only write of the family into a zeroed storage.
+        unsafe { (*storage.as_mut_ptr()).ss_family = libc::AF_INET as libc::sa_family_t };
+        assert!(socket_addr_from_c(&storage, 4).is_err());
+        let a = socket_addr_from_c(&storage, mem::size_of::<libc::sockaddr_in>() as _).unwrap();
+        assert_eq!(a, "0.0.0.0:0".parse::<SocketAddr>().unwrap());
+        // SAFETY: as above.
+        unsafe { (*storage.as_mut_ptr()).ss_family = libc::AF_UNIX as libc::sa_family_t };
+        assert!(socket_addr_from_c(&storage, 110).is_err());
+    }
 }

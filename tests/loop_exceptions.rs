@@ -120,6 +120,29 @@ fn propagate_panics_resumes_out_of_run_forever() {
 }
 
 #[test]
+fn a_propagated_panic_keeps_the_rest_of_its_iteration_ahead_of_what_it_scheduled() {
+    let lp = EventLoop::builder().propagate_panics(true).build().unwrap();
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let (o, h) = (order.clone(), lp.handle());
+    lp.call_soon(move || {
+        let o2 = o.clone();
+        h.call_soon(move || o2.borrow_mut().push("scheduled"))
+            .unwrap();
+        o.borrow_mut().push("first");
+    })
+    .unwrap();
+    lp.call_soon(|| panic!("propagated")).unwrap();
+    let o = order.clone();
+    lp.call_soon(move || o.borrow_mut().push("rest")).unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run_forever()));
+    assert!(caught.is_err());
+    assert_eq!(*order.borrow(), ["first"]);
+    lp.stop();
+    lp.run_forever().unwrap();
+    assert_eq!(*order.borrow(), ["first", "rest", "scheduled"]);
+}
+
+#[test]
 fn task_panics_are_returned_to_the_awaiter_or_reported_when_detached() {
     let lp = EventLoop::new().unwrap();
     let seen = capture(&lp);

@@ -33,7 +33,6 @@ pub(crate) mod timers;
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -102,7 +101,7 @@ pub(crate) fn wake_on_loop_thread(shared: &Arc<Shared>, key: usize) -> bool {
         let Ok(mut ready) = lp.inner.ready.try_borrow_mut() else {
             return false;
         };
-        ready.push_back(if key == MAIN_TASK {
+        ready.push(if key == MAIN_TASK {
             Ready::Main
         } else {
             Ready::Task(key)
@@ -112,7 +111,11 @@ pub(crate) fn wake_on_loop_thread(shared: &Arc<Shared>, key: usize) -> bool {
 }
 
 pub(crate) struct LoopInner {
-    ready: RefCell<VecDeque<Ready>>,
+    /// What the next iteration runs, in FIFO order. A `Vec`, not a deque:
+    /// an iteration swaps it out whole (with `spare_ready`) and runs it.
+    ready: RefCell<Vec<Ready>>,
+    /// The emptied vector of the previous iteration, kept for its capacity.
+    spare_ready: Cell<Vec<Ready>>,
     timers: RefCell<TimerHeap>,
     /// `None` once closed: the poller and the waker's fd are released.
     selector: RefCell<Option<Selector>>,
@@ -139,7 +142,7 @@ pub(crate) struct LoopInner {
 
 impl LoopInner {
     pub(crate) fn push_ready(&self, item: Ready) {
-        self.ready.borrow_mut().push_back(item);
+        self.ready.borrow_mut().push(item);
     }
 }
 
@@ -194,7 +197,8 @@ impl Builder {
             .debug
             .unwrap_or_else(|| std::env::var_os("SLOOP_DEBUG").is_some_and(|v| !v.is_empty()));
         let inner = Rc::new(LoopInner {
-            ready: RefCell::new(VecDeque::new()),
+            ready: RefCell::new(Vec::new()),
+            spare_ready: Cell::new(Vec::new()),
             timers: RefCell::new(TimerHeap::new()),
             selector: RefCell::new(Some(selector)),
             tasks: RefCell::new(Slab::new()),
@@ -883,21 +887,30 @@ impl LoopHandle {
             let mut ready = inner.ready.borrow_mut();
             while let Some(handle) = timers.pop_due(now) {
                 if !handle.cancelled() {
-                    ready.push_back(Ready::Callback(handle));
+                    ready.push(Ready::Callback(handle));
                 }
             }
         }
 
-        let ntodo = inner.ready.borrow().len();
-        for _ in 0..ntodo {
-            let Some(item) = inner.ready.borrow_mut().pop_front() else {
-                break;
+        // Run exactly what is queued now: swap the queue out, so what the
+        // items schedule lands in the (empty) queue for the next iteration.
+        let mut todo = inner.spare_ready.take();
+        std::mem::swap(&mut todo, &mut *inner.ready.borrow_mut());
+        {
+            let mut run = Requeue {
+                inner,
+                rest: todo.drain(..),
             };
-            self.run_ready(item, &mut main);
-            if inner.pending_panic.borrow().is_some() {
-                break;
+            for item in run.rest.by_ref() {
+                self.run_ready(item, &mut main);
+                // Only `handle_panic` with `propagate_panics` on sets a
+                // pending panic: test the constant first, not the RefCell.
+                if inner.propagate_panics && inner.pending_panic.borrow().is_some() {
+                    break;
+                }
             }
         }
+        inner.spare_ready.set(todo);
         Ok(())
     }
 
@@ -907,10 +920,10 @@ impl LoopHandle {
         inner.shared.drain(&mut inbox);
         let mut ready = inner.ready.borrow_mut();
         for cb in inbox.callbacks.drain(..) {
-            ready.push_back(Ready::Remote(cb));
+            ready.push(Ready::Remote(cb));
         }
         for key in inbox.woken.drain(..) {
-            ready.push_back(if key == MAIN_TASK {
+            ready.push(if key == MAIN_TASK {
                 Ready::Main
             } else {
                 Ready::Task(key)
@@ -986,6 +999,26 @@ impl LoopHandle {
         if let Some(t0) = started {
             self.check_slow(t0, || handle.to_string());
         }
+    }
+}
+
+/// The items of an iteration not run yet. If the iteration stops early (a
+/// panic to propagate, or one unwinding out of the loop), they go back to
+/// the head of the queue, ahead of what the items that ran scheduled, as
+/// they would be in a deque popped one at a time.
+struct Requeue<'a> {
+    inner: &'a LoopInner,
+    rest: std::vec::Drain<'a, Ready>,
+}
+
+impl Drop for Requeue<'_> {
+    fn drop(&mut self) {
+        if self.rest.as_slice().is_empty() {
+            return;
+        }
+        let rest: Vec<Ready> = self.rest.by_ref().collect();
+        let mut ready = self.inner.ready.borrow_mut();
+        ready.splice(0..0, rest);
     }
 }
 

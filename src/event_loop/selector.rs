@@ -17,7 +17,6 @@
 //! drain, so after each one the loop re-arms the registration, which makes
 //! epoll report a still-ready fd again (DESIGN.md D3).
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::rc::Rc;
@@ -164,7 +163,7 @@ impl Selector {
     pub(crate) fn select(
         &mut self,
         timeout: Option<Duration>,
-        ready: &mut VecDeque<Ready>,
+        ready: &mut Vec<Ready>,
     ) -> io::Result<bool> {
         if let Err(e) = self.poll.poll(&mut self.events, timeout) {
             if e.kind() == io::ErrorKind::Interrupted {
@@ -187,13 +186,13 @@ impl Selector {
             }
             let readiness = Readiness::from_event(event);
             match &entry.kind {
-                IoKind::Source(_) => ready.push_back(Ready::Io(key, readiness)),
+                IoKind::Source(_) => ready.push(Ready::Io(key, readiness)),
                 IoKind::Callbacks { reader, writer } => {
                     if readiness.is_readable() && reader.is_some() {
-                        ready.push_back(Ready::Reader(key));
+                        ready.push(Ready::Reader(key));
                     }
                     if readiness.is_writable() && writer.is_some() {
-                        ready.push_back(Ready::Writer(key));
+                        ready.push(Ready::Writer(key));
                     }
                 }
             }

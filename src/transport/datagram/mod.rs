@@ -164,6 +164,46 @@ enum Pending {
     Error(io::Error),
 }
 
+/// The transport is closing or closed.
+const CLOSING: u8 = 1;
+/// Reading is paused (`pause_reading`).
+const PAUSED: u8 = 2;
+/// Notifications wait in `pending`.
+const PENDING: u8 = 4;
+/// Datagrams wait in the write queue.
+const QUEUED: u8 = 8;
+
+/// A few boolean states in one `Cell<u8>`.
+#[derive(Default)]
+struct Flags(Cell<u8>);
+
+impl Flags {
+    #[inline]
+    fn get(&self, bit: u8) -> bool {
+        self.0.get() & bit != 0
+    }
+
+    /// Whether any of `bits` is set.
+    #[inline]
+    fn any(&self, bits: u8) -> bool {
+        self.0.get() & bits != 0
+    }
+
+    #[inline]
+    fn set(&self, bit: u8, on: bool) {
+        let v = self.0.get();
+        self.0.set(if on { v | bit } else { v & !bit });
+    }
+
+    /// Sets `bit` to `on`, returns what it was.
+    #[inline]
+    fn replace(&self, bit: u8, on: bool) -> bool {
+        let was = self.get(bit);
+        self.set(bit, on);
+        was
+    }
+}
+
 struct WriteState<A> {
     /// Queued datagrams and their destinations (`None`: the connected peer).
     queue: VecDeque<(Vec<u8>, Option<A>)>,
@@ -193,8 +233,10 @@ struct Inner<A: DatagramAddr> {
     /// `connection_lost`.
     protocol: RefCell<Option<BoxedProtocol<A>>>,
     pending: RefCell<VecDeque<Pending>>,
-    /// `!pending.is_empty()`, readable without a borrow on the hot path.
-    has_pending: Cell<bool>,
+    /// `CLOSING`, `PAUSED` (reading), `PENDING` (`!pending.is_empty()`)
+    /// and `QUEUED` (`!write.queue.is_empty()`): one byte, so the hot
+    /// paths test what concerns them in one instruction, with no borrow.
+    flags: Flags,
     /// The protocol method running, for reports of its panic.
     current: Cell<&'static str>,
     /// The default destination (asyncio's `_address`).
@@ -208,11 +250,9 @@ struct Inner<A: DatagramAddr> {
     empty_waiter: RefCell<Option<Rc<WaiterState>>>,
     /// `connection_made` has run.
     started: Cell<bool>,
-    closing: Cell<bool>,
     conn_lost: Cell<u32>,
     /// Writes refused because the transport is closing or closed.
     refused_writes: Cell<u32>,
-    reading_paused: Cell<bool>,
     readable: Cell<bool>,
     writable: Cell<bool>,
     /// Whether a requeued read is already on the ready list.
@@ -300,7 +340,7 @@ impl<A: DatagramAddr> DatagramTransport<A> {
             key: Cell::new(None),
             protocol: RefCell::new(Some(protocol)),
             pending: RefCell::new(VecDeque::new()),
-            has_pending: Cell::new(false),
+            flags: Flags::default(),
             current: Cell::new("connection_made"),
             address,
             connected,
@@ -312,10 +352,8 @@ impl<A: DatagramAddr> DatagramTransport<A> {
             }),
             empty_waiter: RefCell::new(None),
             started: Cell::new(false),
-            closing: Cell::new(false),
             conn_lost: Cell::new(0),
             refused_writes: Cell::new(0),
-            reading_paused: Cell::new(false),
             readable: Cell::new(false),
             writable: Cell::new(true),
             read_scheduled: Cell::new(false),
@@ -381,7 +419,7 @@ impl<A: DatagramAddr> DatagramTransport<A> {
 
     /// Whether the transport is closing or closed.
     pub fn is_closing(&self) -> bool {
-        self.inner.closing.get()
+        self.inner.flags.get(CLOSING)
     }
 
     /// Stops delivering datagrams until
@@ -389,15 +427,15 @@ impl<A: DatagramAddr> DatagramTransport<A> {
     /// the socket's receive buffer (and the kernel drops what does not
     /// fit). Does nothing if already paused or closing.
     pub fn pause_reading(&self) {
-        if !self.inner.closing.get() {
-            self.inner.reading_paused.set(true);
+        if !self.inner.flags.get(CLOSING) {
+            self.inner.flags.set(PAUSED, true);
         }
     }
 
     /// Delivers datagrams again, starting with those that waited.
     pub fn resume_reading(&self) {
         let inner = &self.inner;
-        if inner.closing.get() || !inner.reading_paused.replace(false) {
+        if inner.flags.get(CLOSING) || !inner.flags.replace(PAUSED, false) {
             return;
         }
         if inner.readable.get() {
@@ -407,7 +445,7 @@ impl<A: DatagramAddr> DatagramTransport<A> {
 
     /// Whether datagrams are being delivered (not paused, not closing).
     pub fn is_reading(&self) -> bool {
-        !self.inner.closing.get() && !self.inner.reading_paused.get()
+        !self.inner.flags.get(CLOSING) && !self.inner.flags.get(PAUSED)
     }
 
     /// Payload bytes queued for sending.
@@ -540,7 +578,7 @@ impl<A: DatagramAddr> Inner<A> {
     fn describe(&self) -> String {
         let state = if self.conn_lost.get() > 0 && self.sock.borrow().is_none() {
             " closed"
-        } else if self.closing.get() {
+        } else if self.flags.get(CLOSING) {
             " closing"
         } else {
             ""
@@ -549,7 +587,7 @@ impl<A: DatagramAddr> Inner<A> {
         format!(
             "<DatagramTransport{state} fd={} read={} write=<bufsize={} datagrams={}>>",
             self.fd,
-            if self.reading_paused.get() || self.closing.get() {
+            if self.flags.get(PAUSED) || self.flags.get(CLOSING) {
                 "idle"
             } else {
                 "polling"
@@ -582,7 +620,7 @@ impl<A: DatagramAddr> Inner<A> {
     /// of the slot; what these calls queue is delivered too, in order.
     #[inline]
     fn deliver_pending_to(&self, p: &mut dyn DatagramProtocol<A>) {
-        if !self.has_pending.get() {
+        if !self.flags.get(PENDING) {
             return;
         }
         self.deliver_pending_slow(p);
@@ -594,7 +632,7 @@ impl<A: DatagramAddr> Inner<A> {
         loop {
             let ev = self.pending.borrow_mut().pop_front();
             let Some(ev) = ev else {
-                self.has_pending.set(false);
+                self.flags.set(PENDING, false);
                 return;
             };
             if self.conn_lost.get() > 0 {
@@ -626,7 +664,7 @@ impl<A: DatagramAddr> Inner<A> {
             return; // connection_lost is queued: nothing else comes
         }
         self.pending.borrow_mut().push_back(ev);
-        self.has_pending.set(true);
+        self.flags.set(PENDING, true);
         // If the protocol is in its slot, no callback is running: deliver
         // now. Otherwise the running one delivers when it returns (and
         // before connection_made, connection_made does).
@@ -657,7 +695,7 @@ impl<A: DatagramAddr> Inner<A> {
         if self.readable.get() {
             self.schedule_read();
         }
-        if self.writable.get() && !self.write.borrow().queue.is_empty() {
+        if self.writable.get() && self.flags.get(QUEUED) {
             self.flush();
         }
     }
@@ -675,7 +713,7 @@ impl<A: DatagramAddr> Inner<A> {
     /// borrowed while it runs), and what each call queued is delivered
     /// before the next datagram.
     fn read_ready(&self) {
-        if !self.started.get() || self.closing.get() || self.reading_paused.get() {
+        if !self.started.get() || self.flags.get(CLOSING) || self.flags.get(PAUSED) {
             return; // connection_made / resume_reading look at the flag
         }
         let Some(mut p) = self.protocol.borrow_mut().take() else {
@@ -694,11 +732,9 @@ impl<A: DatagramAddr> Inner<A> {
     fn read_batch(&self, p: &mut dyn DatagramProtocol<A>, buf: &mut [u8]) {
         self.current.set("datagram_received");
         for _ in 0..READ_BUDGET {
-            let r = match &*self.sock.borrow() {
-                Some(sock) => A::recv_from(sock, buf),
-                None => return,
-            };
-            match r {
+            // Not closing (checked before the loop and after each
+            // datagram): the socket is open.
+            match A::recv_from_open(&self.sock, self.fd, buf) {
                 Ok((n, addr)) => p.datagram_received(&buf[..n], addr),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.readable.set(false);
@@ -711,12 +747,15 @@ impl<A: DatagramAddr> Inner<A> {
                     self.current.set("datagram_received");
                 }
             }
-            if self.has_pending.get() {
-                self.deliver_pending_slow(p);
-                self.current.set("datagram_received");
-            }
-            if self.closing.get() || self.reading_paused.get() {
-                return;
+            // One test on the fast path for the three rare cases.
+            if self.flags.any(PENDING | CLOSING | PAUSED) {
+                if self.flags.get(PENDING) {
+                    self.deliver_pending_slow(p);
+                    self.current.set("datagram_received");
+                }
+                if self.flags.any(CLOSING | PAUSED) {
+                    return;
+                }
             }
         }
         self.schedule_read();
@@ -726,35 +765,54 @@ impl<A: DatagramAddr> Inner<A> {
     fn sendto(&self, data: &[u8], addr: Option<A>) -> Result<(), Error> {
         // `addr` stays where it is (no moves of the address on the fast
         // path); with a remote address it is only compared, then dropped.
-        match (&self.address, &addr) {
-            (None, Some(_)) => {}
+        let a = match (&self.address, &addr) {
+            (None, Some(a)) => a,
             (Some(expected), Some(a)) if expected != a => return Err(self.invalid_address()),
             (Some(_), _) => return self.sendto_remote(data),
             (None, None) => return Err(Error::AddressRequired),
+        };
+        self.debug_check_queued();
+        if self.flags.any(CLOSING | QUEUED) {
+            return self.sendto_closing_or_queued(data, addr);
         }
-        if self.closing.get() {
+        // Not closing: the socket is open (it is only closed after
+        // `closing` is set). Nothing queued: send now.
+        let r = A::send_to_open(&self.sock, self.fd, data, a);
+        if self.sent(r) {
+            self.enqueue(data, addr);
+        }
+        Ok(())
+    }
+
+    /// `sendto` when closing (refused) or when datagrams are queued (this
+    /// one goes behind them).
+    #[cold]
+    #[inline(never)]
+    fn sendto_closing_or_queued(&self, data: &[u8], addr: Option<A>) -> Result<(), Error> {
+        if self.flags.get(CLOSING) {
             return Err(self.refuse_write());
-        }
-        if self.write.borrow().queue.is_empty() {
-            let r = match (&*self.sock.borrow(), &addr) {
-                (Some(sock), Some(a)) => A::send_to(sock, data, a),
-                _ => return Err(Error::ConnectionLost),
-            };
-            if !self.sent(r) {
-                return Ok(());
-            }
         }
         self.enqueue(data, addr);
         Ok(())
     }
 
+    /// Debug builds check that `QUEUED` says what the queue says.
+    #[inline]
+    fn debug_check_queued(&self) {
+        if cfg!(debug_assertions) {
+            if let Ok(w) = self.write.try_borrow() {
+                assert_eq!(self.flags.get(QUEUED), !w.queue.is_empty());
+            }
+        }
+    }
+
     /// `sendto` to the remote address (connected, or a broadcast
     /// endpoint's default destination).
     fn sendto_remote(&self, data: &[u8]) -> Result<(), Error> {
-        if self.closing.get() {
+        if self.flags.get(CLOSING) {
             return Err(self.refuse_write());
         }
-        if self.write.borrow().queue.is_empty() {
+        if !self.flags.get(QUEUED) {
             let r = match &*self.sock.borrow() {
                 Some(sock) => self.send_one(sock, data, None),
                 None => return Err(Error::ConnectionLost),
@@ -818,6 +876,7 @@ impl<A: DatagramAddr> Inner<A> {
         let pause = {
             let mut w = self.write.borrow_mut();
             w.queue.push_back((data.to_vec(), addr));
+            self.flags.set(QUEUED, true);
             w.payload += data.len();
             let size = w.flow_size();
             w.flow.should_pause(size)
@@ -866,6 +925,7 @@ impl<A: DatagramAddr> Inner<A> {
                     }
                 }
             }
+            self.flags.set(QUEUED, !w.queue.is_empty());
             let size = w.flow_size();
             w.flow.should_resume(size)
         };
@@ -878,7 +938,10 @@ impl<A: DatagramAddr> Inner<A> {
         if self.write.borrow().queue.is_empty() {
             self.complete_empty_waiter(Ok(()));
         }
-        if self.closing.get() && self.conn_lost.get() == 0 && self.write.borrow().queue.is_empty() {
+        if self.flags.get(CLOSING)
+            && self.conn_lost.get() == 0
+            && self.write.borrow().queue.is_empty()
+        {
             self.conn_lost.set(1);
             self.schedule_connection_lost(None);
         }
@@ -894,7 +957,7 @@ impl<A: DatagramAddr> Inner<A> {
     }
 
     fn close(&self) {
-        if self.closing.replace(true) {
+        if self.flags.replace(CLOSING, true) {
             return;
         }
         if self.write.borrow().queue.is_empty() {
@@ -911,11 +974,12 @@ impl<A: DatagramAddr> Inner<A> {
         let dropped = {
             let mut w = self.write.borrow_mut();
             w.payload = 0;
+            self.flags.set(QUEUED, false);
             std::mem::take(&mut w.queue)
         };
         drop(dropped);
         self.complete_empty_waiter(Err(Error::ConnectionLost));
-        self.closing.set(true);
+        self.flags.set(CLOSING, true);
         self.conn_lost.set(1);
         self.schedule_connection_lost(exc);
     }
@@ -937,7 +1001,7 @@ impl<A: DatagramAddr> Inner<A> {
             return;
         }
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
-        self.has_pending.set(false);
+        self.flags.set(PENDING, false);
         drop(pending);
         let protocol = self.protocol.borrow_mut().take();
         let mut panicked = None;
@@ -974,7 +1038,7 @@ impl<A: DatagramAddr> IoSource for Inner<A> {
     fn ready(&self, readiness: Readiness) {
         if readiness.is_writable() {
             self.writable.set(true);
-            if self.started.get() && !self.write.borrow().queue.is_empty() {
+            if self.started.get() && self.flags.get(QUEUED) {
                 self.flush();
             }
         }
@@ -986,7 +1050,7 @@ impl<A: DatagramAddr> IoSource for Inner<A> {
     }
 
     fn is_closing(&self) -> bool {
-        self.closing.get()
+        self.flags.get(CLOSING)
     }
 
     fn describe(&self) -> String {
@@ -996,11 +1060,12 @@ impl<A: DatagramAddr> IoSource for Inner<A> {
     fn loop_closed(&self) {
         // No callback can run any more: drop the protocol (which may hold
         // this transport) and close the socket.
-        self.closing.set(true);
+        self.flags.set(CLOSING, true);
         self.conn_lost.set(self.conn_lost.get().max(1));
         self.key.take();
         let queued = std::mem::take(&mut self.write.borrow_mut().queue);
         self.complete_empty_waiter(Err(Error::ConnectionLost));
+        self.flags.set(QUEUED, false);
         let protocol = self.protocol.borrow_mut().take();
         let sock = self.sock.borrow_mut().take();
         drop((queued, protocol, sock));

@@ -1,0 +1,399 @@
+//! Running the loop: [`run_forever`](LoopHandle::run_forever),
+//! [`run_until_complete`](LoopHandle::run_until_complete), `stop`, `close`,
+//! and one iteration (asyncio's `_run_once`; the phases are listed in the
+//! [`event_loop`](super) module docs).
+
+use std::future::Future;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use super::ready::Ready;
+use super::remote::{Shared, MAIN_TASK};
+use super::{Handle, LoopHandle, LoopInner, Remote, MAXIMUM_SELECT_TIMEOUT, RUNNING};
+use crate::error::Error;
+use crate::exception::ExceptionContext;
+use crate::task::TaskWaker;
+
+/// Marks the loop running on this thread for the duration of a run, and
+/// undoes it however the run ends (a propagated panic included).
+struct RunGuard<'a> {
+    lp: &'a LoopHandle,
+}
+
+impl<'a> RunGuard<'a> {
+    fn enter(lp: &'a LoopHandle) -> Result<RunGuard<'a>, Error> {
+        if lp.inner.closed.get() {
+            return Err(Error::Closed);
+        }
+        if lp.inner.running.get() {
+            return Err(Error::AlreadyRunning);
+        }
+        if RUNNING.with(|r| r.borrow().is_some()) {
+            return Err(Error::AnotherLoopRunning);
+        }
+        lp.inner.running.set(true);
+        RUNNING.with(|r| *r.borrow_mut() = Some(lp.clone()));
+        Shared::set_running_here(Some(&lp.inner.shared));
+        Ok(RunGuard { lp })
+    }
+}
+
+impl Drop for RunGuard<'_> {
+    fn drop(&mut self) {
+        self.lp.inner.stopping.set(false);
+        self.lp.inner.running.set(false);
+        Shared::set_running_here(None);
+        let previous = RUNNING.with(|r| r.borrow_mut().take());
+        drop(previous);
+    }
+}
+
+impl LoopHandle {
+    // ----- running and stopping -----
+
+    /// Runs the loop until [`stop`](LoopHandle::stop) is called.
+    ///
+    /// If `stop` was called before, runs one iteration (with a zero poll
+    /// timeout) and returns, as asyncio does.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`], [`Error::AlreadyRunning`] (called from inside the
+    /// loop), [`Error::AnotherLoopRunning`], or an I/O error from the poller.
+    ///
+    /// # Panics
+    ///
+    /// Resumes a callback's panic only if the loop was built with
+    /// [`Builder::propagate_panics`].
+    pub fn run_forever(&self) -> Result<(), Error> {
+        let guard = RunGuard::enter(self)?;
+        loop {
+            self.run_once(None)?;
+            if let Some(p) = self.inner.pending_panic.borrow_mut().take() {
+                drop(guard);
+                resume_unwind(p);
+            }
+            if self.inner.stopping.get() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs the loop until `future` completes, and returns its output.
+    ///
+    /// The future need not be `'static`: it lives on this stack frame. It is
+    /// polled as a task would be: first in the next iteration, then each
+    /// time it is woken. Other tasks and callbacks run meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`], [`Error::AlreadyRunning`],
+    /// [`Error::AnotherLoopRunning`], an I/O error from the poller, or
+    /// [`Error::StoppedBeforeComplete`] if [`stop`](LoopHandle::stop) was
+    /// called before the future completed.
+    ///
+    /// # Panics
+    ///
+    /// Resumes the future's panic, as asyncio re-raises the future's
+    /// exception.
+    pub fn run_until_complete<F: Future>(&self, future: F) -> Result<F::Output, Error> {
+        let guard = RunGuard::enter(self)?;
+        let mut future = pin!(future);
+        let header = TaskWaker::new(MAIN_TASK, true, self.inner.shared.clone());
+        let waker = Waker::from(header.clone());
+        let mut output = None;
+        let mut panic = None;
+        let mut poll_main = || {
+            if output.is_some() || panic.is_some() {
+                return;
+            }
+            header.clear_scheduled();
+            let mut cx = Context::from_waker(&waker);
+            match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
+                Ok(Poll::Ready(v)) => {
+                    output = Some(v);
+                    self.stop();
+                }
+                Ok(Poll::Pending) => {}
+                Err(p) => {
+                    panic = Some(p);
+                    self.stop();
+                }
+            }
+        };
+        self.inner.push_ready(Ready::Main);
+        loop {
+            self.run_once(Some(&mut poll_main))?;
+            if let Some(p) = self.inner.pending_panic.borrow_mut().take() {
+                drop(guard);
+                resume_unwind(p);
+            }
+            if self.inner.stopping.get() {
+                break;
+            }
+        }
+        drop(guard);
+        if let Some(p) = panic {
+            resume_unwind(p);
+        }
+        output.ok_or(Error::StoppedBeforeComplete)
+    }
+
+    /// Stops the loop once the current iteration is done. Called while the
+    /// loop is not running, it makes the next run do one iteration.
+    pub fn stop(&self) {
+        self.inner.stopping.set(true);
+    }
+
+    /// Closes the loop: drops every queued callback, timer and task, and
+    /// releases the poller and its waker. Transports are not closed (as in
+    /// asyncio). Closing twice does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CloseWhileRunning`] while the loop runs.
+    pub fn close(&self) -> Result<(), Error> {
+        let inner = &self.inner;
+        if inner.running.get() {
+            return Err(Error::CloseWhileRunning);
+        }
+        if inner.closed.replace(true) {
+            return Ok(());
+        }
+        log::debug!("closing event loop");
+        // Take everything out first; drop it with no borrow held, since
+        // dropping user callbacks and futures runs user code.
+        let inbox = inner.shared.close();
+        let ready = std::mem::take(&mut *inner.ready.borrow_mut());
+        let timers = inner.timers.borrow_mut().drain();
+        let tasks = std::mem::take(&mut *inner.tasks.borrow_mut());
+        let selector = inner.selector.borrow_mut().take();
+        let handler = inner.exception_handler.borrow_mut().take();
+        drop((inbox, ready, timers));
+        let futures: Vec<_> = tasks
+            .into_iter()
+            .filter_map(|(_, slot)| slot.close())
+            .collect();
+        drop(futures);
+        if let Some(mut selector) = selector {
+            let (handles, sources) = selector.drain();
+            drop(selector);
+            drop(handles);
+            for source in sources {
+                // User code may run here (protocol drops): no borrow is held.
+                let _ = catch_unwind(AssertUnwindSafe(|| source.loop_closed()));
+            }
+        }
+        drop(handler);
+        Ok(())
+    }
+
+    /// Whether the loop is running.
+    pub fn is_running(&self) -> bool {
+        self.inner.running.get()
+    }
+
+    /// Whether the loop was closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.get()
+    }
+
+    /// The loop's clock: the monotonic clock. Deadlines for
+    /// [`call_at`](LoopHandle::call_at) are in this time.
+    pub fn time(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// How many iterations the loop has run; for tests and diagnostics
+    /// (e.g. to show that an idle loop does not spin).
+    pub fn iteration_count(&self) -> u64 {
+        self.inner.iterations.get()
+    }
+
+    /// How many timers are in the heap, cancelled ones not yet dropped
+    /// included; for tests and diagnostics.
+    pub fn timer_count(&self) -> usize {
+        self.inner.timers.borrow().len()
+    }
+
+    /// A thread-safe handle to this loop.
+    pub fn remote(&self) -> Remote {
+        Remote {
+            shared: self.inner.shared.clone(),
+        }
+    }
+
+    // ----- one iteration -----
+
+    fn run_once(&self, mut main: Option<&mut dyn FnMut()>) -> Result<(), Error> {
+        let inner = &*self.inner;
+        inner.iterations.set(inner.iterations.get() + 1);
+
+        inner.timers.borrow_mut().remove_cancelled();
+
+        let timeout = if !inner.ready.borrow().is_empty()
+            || inner.stopping.get()
+            || inner.shared.is_pending()
+        {
+            Some(Duration::ZERO)
+        } else {
+            inner.timers.borrow().next_deadline().map(|when| {
+                when.saturating_duration_since(Instant::now())
+                    .min(MAXIMUM_SELECT_TIMEOUT)
+            })
+        };
+
+        {
+            let mut selector = inner.selector.borrow_mut();
+            let Some(selector) = selector.as_mut() else {
+                return Err(Error::Closed);
+            };
+            selector.select(timeout, &mut inner.ready.borrow_mut())?;
+        }
+
+        if inner.shared.is_pending() {
+            self.drain_inbox();
+        }
+
+        if inner.timers.borrow().len() > 0 {
+            let now = Instant::now();
+            let mut timers = inner.timers.borrow_mut();
+            let mut ready = inner.ready.borrow_mut();
+            while let Some(handle) = timers.pop_due(now) {
+                if !handle.cancelled() {
+                    ready.push(Ready::Callback(handle));
+                }
+            }
+        }
+
+        // Run exactly what is queued now: swap the queue out, so what the
+        // items schedule lands in the (empty) queue for the next iteration.
+        let mut todo = inner.spare_ready.take();
+        std::mem::swap(&mut todo, &mut *inner.ready.borrow_mut());
+        {
+            let mut run = Requeue {
+                inner,
+                rest: todo.drain(..),
+            };
+            for item in run.rest.by_ref() {
+                self.run_ready(item, &mut main);
+                // Only `handle_panic` with `propagate_panics` on sets a
+                // pending panic: test the constant first, not the RefCell.
+                if inner.propagate_panics && inner.pending_panic.borrow().is_some() {
+                    break;
+                }
+            }
+        }
+        inner.spare_ready.set(todo);
+        Ok(())
+    }
+
+    fn drain_inbox(&self) {
+        let inner = &*self.inner;
+        let mut inbox = inner.inbox.borrow_mut();
+        inner.shared.drain(&mut inbox);
+        let mut ready = inner.ready.borrow_mut();
+        for cb in inbox.callbacks.drain(..) {
+            ready.push(Ready::Remote(cb));
+        }
+        for key in inbox.woken.drain(..) {
+            ready.push(if key == MAIN_TASK {
+                Ready::Main
+            } else {
+                Ready::Task(key)
+            });
+        }
+    }
+
+    fn run_ready(&self, item: Ready, main: &mut Option<&mut dyn FnMut()>) {
+        match item {
+            Ready::Callback(handle) => self.run_handle(&handle),
+            Ready::Remote(callback) => {
+                let started = self.inner.debug.get().then(Instant::now);
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| callback(self))) {
+                    self.handle_panic(
+                        p,
+                        ExceptionContext::new("Exception in thread-safe callback"),
+                    );
+                }
+                if let Some(t0) = started {
+                    self.check_slow(t0, || "<thread-safe callback>".to_owned());
+                }
+            }
+            Ready::Reader(key) | Ready::Writer(key) => {
+                let read = matches!(item, Ready::Reader(_));
+                let handle = match self.inner.selector.borrow().as_ref() {
+                    Some(selector) => selector.callback(key, read),
+                    None => None,
+                };
+                let Some(handle) = handle else { return };
+                self.run_handle(&handle);
+                if let Some(selector) = self.inner.selector.borrow_mut().as_mut() {
+                    selector.rearm(key);
+                }
+            }
+            Ready::Io(key, readiness) => {
+                let source = match self.inner.selector.borrow().as_ref() {
+                    Some(selector) => selector.source(key),
+                    None => None,
+                };
+                if let Some(source) = source {
+                    // Transports catch their protocols' panics themselves;
+                    // this only keeps a bug of ours from killing the loop.
+                    if let Err(p) = catch_unwind(AssertUnwindSafe(|| source.ready(readiness))) {
+                        self.handle_panic(
+                            p,
+                            ExceptionContext::new("Exception in I/O callback")
+                                .with_transport(source.describe()),
+                        );
+                    }
+                }
+            }
+            Ready::Task(key) => self.run_task(key),
+            Ready::Main => {
+                if let Some(main) = main {
+                    main();
+                }
+            }
+        }
+    }
+
+    fn run_handle(&self, handle: &Handle) {
+        if handle.cancelled() {
+            return;
+        }
+        let started = self.inner.debug.get().then(Instant::now);
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| handle.run())) {
+            self.handle_panic(
+                p,
+                ExceptionContext::new(format!("Exception in callback {handle}"))
+                    .with_handle(handle),
+            );
+        }
+        if let Some(t0) = started {
+            self.check_slow(t0, || handle.to_string());
+        }
+    }
+}
+
+/// The items of an iteration not run yet. If the iteration stops early (a
+/// panic to propagate, or one unwinding out of the loop), they go back to
+/// the head of the queue, ahead of what the items that ran scheduled, as
+/// they would be in a deque popped one at a time.
+struct Requeue<'a> {
+    inner: &'a LoopInner,
+    rest: std::vec::Drain<'a, Ready>,
+}
+
+impl Drop for Requeue<'_> {
+    fn drop(&mut self) {
+        if self.rest.as_slice().is_empty() {
+            return;
+        }
+        let rest: Vec<Ready> = self.rest.by_ref().collect();
+        let mut ready = self.inner.ready.borrow_mut();
+        ready.splice(0..0, rest);
+    }
+}

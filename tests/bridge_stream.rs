@@ -14,6 +14,16 @@ use futures::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use sloop::{Protocol, Transport, TransportStream};
 use support::{new_loop, on_thread, pattern, run};
 
+/// A stream from `open_connection` and the plain socket at the other end.
+async fn connected(h: &sloop::LoopHandle) -> (TransportStream, TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stream = h.open_connection("127.0.0.1", addr.port()).await.unwrap();
+    // The kernel finished the handshake already: accept returns at once.
+    let (peer, _) = listener.accept().unwrap();
+    (stream, peer)
+}
+
 /// An echo server written with `futures::io::copy` on split halves.
 async fn copy_echo(stream: TransportStream) {
     let (mut reader, mut writer) = stream.split();
@@ -269,11 +279,7 @@ fn a_cancelled_read_leaves_the_stream_usable_and_a_cancelled_task_closes_it() {
     let lp = new_loop();
     let h = lp.handle();
     run(&lp, async move {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accept = on_thread(move || listener.accept().unwrap().0);
-        let mut stream = h.open_connection("127.0.0.1", addr.port()).await.unwrap();
-        let mut peer = accept.await;
+        let (mut stream, mut peer) = connected(&h).await;
 
         // A read cut short by a timeout loses nothing.
         let mut buf = [0u8; 16];
@@ -307,11 +313,7 @@ fn an_error_from_the_transport_surfaces_on_the_next_read_and_write() {
     let lp = new_loop();
     let h = lp.handle();
     run(&lp, async move {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accept = on_thread(move || listener.accept().unwrap().0);
-        let mut stream = h.open_connection("127.0.0.1", addr.port()).await.unwrap();
-        let peer = accept.await;
+        let (mut stream, peer) = connected(&h).await;
         // RST: SO_LINGER 0 then close.
         socket2::SockRef::from(&peer)
             .set_linger(Some(Duration::ZERO))
@@ -330,15 +332,10 @@ fn async_buf_read_lines() {
     let lp = new_loop();
     let h = lp.handle();
     run(&lp, async move {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let peer = on_thread(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            s.write_all(b"first line\nsecond ").unwrap();
-            s.write_all(b"line\nno newline").unwrap();
-        });
-        let mut stream = h.open_connection("127.0.0.1", addr.port()).await.unwrap();
-        peer.await;
+        let (mut stream, mut peer) = connected(&h).await;
+        peer.write_all(b"first line\nsecond ").unwrap();
+        peer.write_all(b"line\nno newline").unwrap();
+        drop(peer);
         let mut lines = Vec::new();
         let mut line = String::new();
         while stream.read_line(&mut line).await.unwrap() > 0 {
@@ -456,10 +453,7 @@ fn a_stream_never_polled_stays_bounded_and_the_peer_blocks() {
     let lp = new_loop();
     let h = lp.handle();
     run(&lp, async move {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stream = h.open_connection("127.0.0.1", addr.port()).await.unwrap();
-        let (peer, _) = listener.accept().unwrap();
+        let (stream, peer) = connected(&h).await;
         peer.set_nonblocking(true).unwrap();
         let sent = Rc::new(Cell::new(0usize));
         let chunk = vec![1u8; 64 * 1024];
@@ -511,18 +505,15 @@ fn a_dropped_write_all_leaves_the_stream_consistent_and_close_still_lets_the_pee
     let lp = new_loop();
     let h = lp.handle();
     run(&lp, async move {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (mut stream, mut s) = connected(&h).await;
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let peer = on_thread(move || {
-            let (mut s, _) = listener.accept().unwrap();
             go_rx.recv().unwrap(); // read nothing until told
             let mut got = Vec::new();
             s.read_to_end(&mut got).unwrap(); // until our EOF
             s.write_all(b"reply after your EOF").unwrap();
             got
         });
-        let mut stream = h.open_connection("127.0.0.1", addr.port()).await.unwrap();
         let data = pattern(BIG);
         let cut = sloop::timeout(Duration::from_millis(50), stream.write_all(&data)).await;
         assert!(
@@ -551,17 +542,14 @@ fn into_parts_and_from_parts_keep_the_bytes_and_the_eof() {
     let lp = new_loop();
     let h = lp.handle();
     run(&lp, async move {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (stream, mut s) = connected(&h).await;
+        s.write_all(b"last words").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
         let peer = on_thread(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            s.write_all(b"last words").unwrap();
-            s.shutdown(std::net::Shutdown::Write).unwrap();
             let mut rest = Vec::new();
             s.read_to_end(&mut rest).unwrap();
             rest
         });
-        let stream = h.open_connection("127.0.0.1", addr.port()).await.unwrap();
         // Data, then the FIN (after which the transport stops reading).
         support::until(|| stream.buffered_len() == 10 && !stream.transport().is_reading()).await;
         let parts = stream.into_parts();

@@ -66,7 +66,7 @@ impl LoopHandle {
     /// # Panics
     ///
     /// Resumes a callback's panic only if the loop was built with
-    /// [`Builder::propagate_panics`].
+    /// [`Builder::propagate_panics`](super::Builder::propagate_panics).
     pub fn run_forever(&self) -> Result<(), Error> {
         let guard = RunGuard::enter(self)?;
         loop {

@@ -425,35 +425,58 @@ impl SocketTransport {
         }
     }
 
+    /// One `recv` into the loop's shared buffer (D5), handed to
+    /// `data_received`. The hot path of every stream transport: the buffer
+    /// and the protocol are each taken out and put back once, with nothing
+    /// borrowed while the protocol runs (D2).
+    #[inline(always)]
     fn read_into_shared(&self) {
-        let mut buf = self.lp.take_read_buffer();
         if self.has(LOST_DONE) {
-            return self.lp.restore_read_buffer(buf);
+            return;
         }
-        let res = crate::sys::recv(self.fd, &mut buf);
+        let mut buf = self.lp.take_read_buffer();
+        let cap = buf.len();
+        let n = match crate::sys::recv(self.fd, &mut buf) {
+            Ok(n) if n > 0 => n.min(cap),
+            res => {
+                self.lp.restore_read_buffer(buf);
+                return self.read_failed(res);
+            }
+        };
+        let Some(mut p) = self.protocol.take() else {
+            // The protocol is running (a nested read) or gone: drop it.
+            self.lp.restore_read_buffer(buf);
+            return self.after_read(n, cap);
+        };
+        self.set_flag(BUSY, true);
+        let data = &buf[..n];
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            if let AnyProtocol::Stream(p) = &mut p {
+                p.data_received(data);
+            } else if let AnyProtocol::Buffered(p) = &mut p {
+                // set_protocol switched kinds between the check and now.
+                feed_buffered(p.as_mut(), data);
+            }
+        }));
+        self.set_flag(BUSY, false);
+        self.put_back(p);
+        self.lp.restore_read_buffer(buf);
+        if let Err(payload) = result {
+            self.protocol_panicked("data_received", payload);
+        }
+        if self.has(PENDING) {
+            self.after_callback();
+        }
+        self.after_read(n, cap);
+    }
+
+    /// A `recv` that returned EOF or an error.
+    #[cold]
+    #[inline(never)]
+    fn read_failed(&self, res: io::Result<usize>) {
         match res {
-            Ok(0) => {
-                self.lp.restore_read_buffer(buf);
-                self.on_eof();
-            }
-            Ok(n) => {
-                let data = &buf[..n];
-                self.call_protocol("data_received", |p| {
-                    if let AnyProtocol::Stream(p) = p {
-                        p.data_received(data);
-                    } else if let AnyProtocol::Buffered(p) = p {
-                        // set_protocol switched kinds between the check and now.
-                        feed_buffered(p.as_mut(), data);
-                    }
-                });
-                let cap = buf.len();
-                self.lp.restore_read_buffer(buf);
-                self.after_read(n, cap);
-            }
-            Err(e) => {
-                self.lp.restore_read_buffer(buf);
-                self.read_error(e);
-            }
+            Ok(_) => self.on_eof(),
+            Err(e) => self.read_error(e),
         }
     }
 

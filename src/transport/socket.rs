@@ -404,6 +404,7 @@ impl SocketTransport {
 
     // ----- reading -----
 
+    #[inline(always)]
     fn read_ready(&self) {
         if self.has(BUFFERED) {
             self.read_into_protocol();
@@ -669,6 +670,21 @@ impl SocketTransport {
         self.write_result()
     }
 
+    /// The fast path's send did not take everything: buffer the rest, or
+    /// on an error go the slow way (which tries once more, then buffers or
+    /// fails the transport).
+    #[cold]
+    #[inline(never)]
+    fn write_after_send(&self, data: &[u8], res: io::Result<usize>) -> Result<(), Error> {
+        match res {
+            Ok(n) => {
+                self.buffer_after_short_send(&[&data[n..]]);
+                self.write_result()
+            }
+            Err(_) => self.write_slow(data),
+        }
+    }
+
     /// A send was short: buffer the rest and keep sending until the kernel
     /// says `WouldBlock`, so that a writable edge is sure to follow.
     #[cold]
@@ -911,15 +927,17 @@ impl IoSource for SocketTransport {
 impl TransportImpl for SocketTransport {
     #[inline]
     fn write(&self, data: &[u8]) -> Result<(), Error> {
-        // Fast path: open, nothing buffered, the kernel takes it all.
-        if self.flags.get() & (EOF | SENDFILE | CLOSING | HAS_DATA) == 0 && !data.is_empty() {
-            if let Ok(n) = self.send(data) {
-                if n == data.len() {
-                    return Ok(());
-                }
-                self.buffer_after_short_send(&[&data[n..]]);
-                return self.write_result();
+        // Fast path: open, nothing buffered, the kernel takes it all. Any
+        // other outcome is handled out of line, so this path saves few
+        // registers.
+        if self.flags.get() & (EOF | SENDFILE | CLOSING | HAS_DATA | LOST_DONE) == 0
+            && !data.is_empty()
+        {
+            let res = crate::sys::send(self.fd, data);
+            if matches!(res, Ok(n) if n == data.len()) {
+                return Ok(());
             }
+            return self.write_after_send(data, res);
         }
         self.write_slow(data)
     }

@@ -299,7 +299,11 @@ impl SocketTransport {
     #[inline(always)]
     fn put_back(&self, p: AnyProtocol) {
         if self.flags.get() & (REPLACED | LOST_DONE) == 0 {
-            self.protocol.set(Some(p));
+            // The slot is empty here (set_protocol while busy sets
+            // REPLACED), so the drop is only a check, kept off the hot path.
+            if let Some(old) = self.protocol.replace(Some(p)) {
+                drop_protocol(old);
+            }
             return;
         }
         if self.replace_flag(REPLACED, false) {
@@ -864,6 +868,13 @@ impl SocketTransport {
     pub(crate) fn set_sendfile_in_progress(&self, on: bool) {
         self.set_flag(SENDFILE, on);
     }
+}
+
+/// Drops a protocol, out of line (see `put_back`).
+#[cold]
+#[inline(never)]
+fn drop_protocol(p: AnyProtocol) {
+    drop(p);
 }
 
 /// Feeds `data` to a buffered protocol through get_buffer/buffer_updated

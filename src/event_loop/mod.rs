@@ -131,8 +131,9 @@ pub(crate) struct LoopInner {
     /// loop has cleaned up.
     pending_panic: RefCell<Option<Box<dyn Any + Send>>>,
     exception_handler: RefCell<Option<ExceptionHandler>>,
+    /// `None` while a transport has it out (or before the first read).
     #[allow(dead_code)]
-    read_buffer: Cell<Vec<u8>>,
+    read_buffer: Cell<Option<Box<[u8]>>>,
     #[allow(dead_code)]
     read_buffer_size: usize,
     iterations: Cell<u64>,
@@ -210,7 +211,7 @@ impl Builder {
             propagate_panics: self.propagate_panics,
             pending_panic: RefCell::new(None),
             exception_handler: RefCell::new(None),
-            read_buffer: Cell::new(Vec::new()),
+            read_buffer: Cell::new(None),
             read_buffer_size: self.read_buffer_size,
             iterations: Cell::new(0),
         });
@@ -620,17 +621,26 @@ impl LoopHandle {
     /// out rather than borrowed, so nothing is borrowed while a protocol
     /// runs.
     #[allow(dead_code)]
-    pub(crate) fn take_read_buffer(&self) -> Vec<u8> {
-        let mut buf = self.inner.read_buffer.take();
-        if buf.len() != self.inner.read_buffer_size {
-            buf.resize(self.inner.read_buffer_size, 0);
+    #[inline]
+    pub(crate) fn take_read_buffer(&self) -> Box<[u8]> {
+        match self.inner.read_buffer.take() {
+            Some(buf) => buf,
+            None => self.new_read_buffer(),
         }
-        buf
+    }
+
+    /// The first read (or one nested inside another, which cannot happen
+    /// today) allocates the buffer, zeroed (`calloc`: no `memset`).
+    #[cold]
+    #[inline(never)]
+    fn new_read_buffer(&self) -> Box<[u8]> {
+        vec![0; self.inner.read_buffer_size].into_boxed_slice()
     }
 
     #[allow(dead_code)]
-    pub(crate) fn restore_read_buffer(&self, buf: Vec<u8>) {
-        self.inner.read_buffer.set(buf);
+    #[inline]
+    pub(crate) fn restore_read_buffer(&self, buf: Box<[u8]>) {
+        self.inner.read_buffer.set(Some(buf));
     }
 
     /// Runs user code (a protocol method) under `catch_unwind`; the caller

@@ -10,6 +10,9 @@
 //! high 32 bits ([`IoKey`]). An fd closed and a new one opened in the same
 //! iteration can get the same slab slot, and an event fetched for the old fd
 //! must not reach the new one: the generation tells them apart (DESIGN.md D4).
+//! The generation's top bit says whether the entry is a source, so that an
+//! event for a source is queued straight from its token; the slab is looked
+//! up (and the generation checked) once, when the event's turn comes.
 //!
 //! mio is edge-triggered; asyncio's selectors are level-triggered. Sources
 //! keep their own readiness flags and drain until `WouldBlock` (or requeue
@@ -35,6 +38,10 @@ pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
 
 /// How many events one `epoll_wait` may return.
 const EVENTS_CAPACITY: usize = 1024;
+
+/// The bit of [`IoKey`]'s generation that marks a source's registration
+/// (the kind of an entry never changes while it is registered).
+const SOURCE_BIT: u32 = 1 << 31;
 
 /// A slab key with its generation: the identity of one registration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,15 +185,21 @@ impl Selector {
                 continue;
             }
             let key = IoKey::from_token(event.token());
+            let readiness = Readiness::from_event(event);
+            if key.generation & SOURCE_BIT != 0 {
+                // A source: whether the event is stale is checked when it
+                // runs (`source`), as it must be then anyway.
+                ready.push(Ready::Io(key, readiness));
+                continue;
+            }
             let Some(entry) = self.entries.get(key.key as usize) else {
                 continue;
             };
             if entry.generation != key.generation {
                 continue; // stale: the fd was closed and its slot reused
             }
-            let readiness = Readiness::from_event(event);
             match &entry.kind {
-                IoKind::Source(_) => ready.push(Ready::Io(key, readiness)),
+                IoKind::Source(_) => {} // flagged in the token, handled above
                 IoKind::Callbacks { reader, writer } => {
                     if readiness.is_readable() && reader.is_some() {
                         ready.push(Ready::Reader(key));
@@ -210,7 +223,10 @@ impl Selector {
 
     fn insert(&mut self, fd: RawFd, kind: IoKind, interest: Interest) -> io::Result<IoKey> {
         let index = usize::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
-        let generation = self.next_generation;
+        let mut generation = self.next_generation & !SOURCE_BIT;
+        if matches!(kind, IoKind::Source(_)) {
+            generation |= SOURCE_BIT;
+        }
         self.next_generation = self.next_generation.wrapping_add(1);
         let slot = self.entries.vacant_entry();
         let key = IoKey {

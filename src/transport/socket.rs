@@ -299,7 +299,11 @@ impl SocketTransport {
     #[inline(always)]
     fn put_back(&self, p: AnyProtocol) {
         if self.flags.get() & (REPLACED | LOST_DONE) == 0 {
-            self.protocol.set(Some(p));
+            // The slot is empty here (set_protocol while busy sets
+            // REPLACED), so the drop is only a check, kept off the hot path.
+            if let Some(old) = self.protocol.replace(Some(p)) {
+                drop_protocol(old);
+            }
             return;
         }
         if self.replace_flag(REPLACED, false) {
@@ -404,6 +408,7 @@ impl SocketTransport {
 
     // ----- reading -----
 
+    #[inline(always)]
     fn read_ready(&self) {
         if self.has(BUFFERED) {
             self.read_into_protocol();
@@ -425,35 +430,58 @@ impl SocketTransport {
         }
     }
 
+    /// One `recv` into the loop's shared buffer (D5), handed to
+    /// `data_received`. The hot path of every stream transport: the buffer
+    /// and the protocol are each taken out and put back once, with nothing
+    /// borrowed while the protocol runs (D2).
+    #[inline(always)]
     fn read_into_shared(&self) {
-        let mut buf = self.lp.take_read_buffer();
         if self.has(LOST_DONE) {
-            return self.lp.restore_read_buffer(buf);
+            return;
         }
-        let res = crate::sys::recv(self.fd, &mut buf);
+        let mut buf = self.lp.take_read_buffer();
+        let cap = buf.len();
+        let n = match crate::sys::recv(self.fd, &mut buf) {
+            Ok(n) if n > 0 => n.min(cap),
+            res => {
+                self.lp.restore_read_buffer(buf);
+                return self.read_failed(res);
+            }
+        };
+        let Some(mut p) = self.protocol.take() else {
+            // The protocol is running (a nested read) or gone: drop it.
+            self.lp.restore_read_buffer(buf);
+            return self.after_read(n, cap);
+        };
+        self.set_flag(BUSY, true);
+        let data = &buf[..n];
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            if let AnyProtocol::Stream(p) = &mut p {
+                p.data_received(data);
+            } else if let AnyProtocol::Buffered(p) = &mut p {
+                // set_protocol switched kinds between the check and now.
+                feed_buffered(p.as_mut(), data);
+            }
+        }));
+        self.set_flag(BUSY, false);
+        self.put_back(p);
+        self.lp.restore_read_buffer(buf);
+        if let Err(payload) = result {
+            self.protocol_panicked("data_received", payload);
+        }
+        if self.has(PENDING) {
+            self.after_callback();
+        }
+        self.after_read(n, cap);
+    }
+
+    /// A `recv` that returned EOF or an error.
+    #[cold]
+    #[inline(never)]
+    fn read_failed(&self, res: io::Result<usize>) {
         match res {
-            Ok(0) => {
-                self.lp.restore_read_buffer(buf);
-                self.on_eof();
-            }
-            Ok(n) => {
-                let data = &buf[..n];
-                self.call_protocol("data_received", |p| {
-                    if let AnyProtocol::Stream(p) = p {
-                        p.data_received(data);
-                    } else if let AnyProtocol::Buffered(p) = p {
-                        // set_protocol switched kinds between the check and now.
-                        feed_buffered(p.as_mut(), data);
-                    }
-                });
-                let cap = buf.len();
-                self.lp.restore_read_buffer(buf);
-                self.after_read(n, cap);
-            }
-            Err(e) => {
-                self.lp.restore_read_buffer(buf);
-                self.read_error(e);
-            }
+            Ok(_) => self.on_eof(),
+            Err(e) => self.read_error(e),
         }
     }
 
@@ -646,6 +674,21 @@ impl SocketTransport {
         self.write_result()
     }
 
+    /// The fast path's send did not take everything: buffer the rest, or
+    /// on an error go the slow way (which tries once more, then buffers or
+    /// fails the transport).
+    #[cold]
+    #[inline(never)]
+    fn write_after_send(&self, data: &[u8], res: io::Result<usize>) -> Result<(), Error> {
+        match res {
+            Ok(n) => {
+                self.buffer_after_short_send(&[&data[n..]]);
+                self.write_result()
+            }
+            Err(_) => self.write_slow(data),
+        }
+    }
+
     /// A send was short: buffer the rest and keep sending until the kernel
     /// says `WouldBlock`, so that a writable edge is sure to follow.
     #[cold]
@@ -827,6 +870,13 @@ impl SocketTransport {
     }
 }
 
+/// Drops a protocol, out of line (see `put_back`).
+#[cold]
+#[inline(never)]
+fn drop_protocol(p: AnyProtocol) {
+    drop(p);
+}
+
 /// Feeds `data` to a buffered protocol through get_buffer/buffer_updated
 /// (asyncio's `_feed_data_to_buffered_proto`).
 pub(crate) fn feed_buffered(p: &mut dyn crate::protocol::BufferedProtocol, mut data: &[u8]) {
@@ -888,15 +938,17 @@ impl IoSource for SocketTransport {
 impl TransportImpl for SocketTransport {
     #[inline]
     fn write(&self, data: &[u8]) -> Result<(), Error> {
-        // Fast path: open, nothing buffered, the kernel takes it all.
-        if self.flags.get() & (EOF | SENDFILE | CLOSING | HAS_DATA) == 0 && !data.is_empty() {
-            if let Ok(n) = self.send(data) {
-                if n == data.len() {
-                    return Ok(());
-                }
-                self.buffer_after_short_send(&[&data[n..]]);
-                return self.write_result();
+        // Fast path: open, nothing buffered, the kernel takes it all. Any
+        // other outcome is handled out of line, so this path saves few
+        // registers.
+        if self.flags.get() & (EOF | SENDFILE | CLOSING | HAS_DATA | LOST_DONE) == 0
+            && !data.is_empty()
+        {
+            let res = crate::sys::send(self.fd, data);
+            if matches!(res, Ok(n) if n == data.len()) {
+                return Ok(());
             }
+            return self.write_after_send(data, res);
         }
         self.write_slow(data)
     }

@@ -101,33 +101,33 @@ fn eof_from_the_peer_ends_reads_with_zero_and_the_write_side_stays_open() {
 
 #[test]
 fn a_slow_reader_keeps_the_servers_memory_bounded() {
-    // The peer sends 8 MB and reads nothing until it has sent everything.
-    // The server echoes; its write buffer fills (pause_writing), so it
-    // stops reading (poll_write Pending), its read buffer fills and it
-    // pauses reading. Everything stays under the limits; nothing is lost.
+    // The peer sends 8 MB and reads nothing until the server has paused
+    // reading. The server echoes; its write buffer fills (pause_writing),
+    // so it stops reading (poll_write Pending), its read buffer fills and
+    // it pauses reading. Everything stays under the limits; nothing is lost.
     let lp = new_loop();
     let h = lp.handle();
     let max_read_buffered = Rc::new(Cell::new(0usize));
     let max_write_buffered = Rc::new(Cell::new(0usize));
     let paused_reading = Rc::new(Cell::new(false));
-    let (mr, mw, pr) = (
+    let server_side: Rc<RefCell<Option<Transport>>> = Rc::default();
+    let (mr, mw, ss) = (
         max_read_buffered.clone(),
         max_write_buffered.clone(),
-        paused_reading.clone(),
+        server_side.clone(),
     );
+    let pr = paused_reading.clone();
     run(&lp, async move {
         let server = h
             .start_server(
                 move |mut stream| {
-                    let (mr, mw, pr) = (mr.clone(), mw.clone(), pr.clone());
+                    let (mr, mw) = (mr.clone(), mw.clone());
+                    *ss.borrow_mut() = Some(stream.transport().clone());
                     async move {
                         let mut buf = vec![0u8; 16 * 1024];
                         loop {
                             mr.set(mr.get().max(stream.buffered_len()));
                             mw.set(mw.get().max(stream.transport().write_buffer_size()));
-                            if !stream.transport().is_reading() {
-                                pr.set(true);
-                            }
                             let n = stream.read(&mut buf).await.unwrap();
                             if n == 0 {
                                 break;
@@ -143,6 +143,7 @@ fn a_slow_reader_keeps_the_servers_memory_bounded() {
             .unwrap();
         let addr = server.local_addrs()[0];
         const TOTAL: usize = 8 * 1024 * 1024;
+        let (go, start_reading) = std::sync::mpsc::channel::<()>();
         let echoed = on_thread(move || {
             let s =
                 socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -153,9 +154,9 @@ fn a_slow_reader_keeps_the_servers_memory_bounded() {
             let mut writer = s.try_clone().unwrap();
             let data = pattern(TOTAL);
             // Send everything from one thread while another reads only
-            // after a pause, so the server meets a peer that reads nothing.
+            // once told, so the server meets a peer that reads nothing.
             let reader = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(300));
+                start_reading.recv().unwrap();
                 let mut got = Vec::new();
                 (&s).read_to_end(&mut got).unwrap();
                 got
@@ -163,8 +164,19 @@ fn a_slow_reader_keeps_the_servers_memory_bounded() {
             writer.write_all(&data).unwrap();
             writer.shutdown(std::net::Shutdown::Write).unwrap();
             reader.join().unwrap() == data
+        });
+        // The server's handler is stuck in write_all by now; watch its
+        // transport from here until reading pauses, then let the peer read.
+        support::until(|| {
+            server_side
+                .borrow()
+                .as_ref()
+                .is_some_and(|t| !t.is_reading())
         })
         .await;
+        pr.set(true);
+        go.send(()).unwrap();
+        let echoed = echoed.await;
         assert!(echoed, "every byte came back, in order");
         server.close();
     });

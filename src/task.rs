@@ -182,7 +182,9 @@ impl<T> TaskControl for JoinState<T> {
 pub(crate) struct TaskSlot {
     /// `None` while the task is being polled.
     future: Option<Pin<Box<dyn Future<Output = ()>>>>,
-    waker: Waker,
+    /// Taken out with the future for the poll (moved, not cloned: no
+    /// reference count touched per poll).
+    waker: Option<Waker>,
     header: Arc<TaskWaker>,
     control: Rc<dyn TaskControl>,
     location: &'static Location<'static>,
@@ -343,7 +345,7 @@ impl LoopHandle {
         };
         entry.insert(TaskSlot {
             future: Some(Box::pin(wrapped)),
-            waker: Waker::from(header.clone()),
+            waker: Some(Waker::from(header.clone())),
             header,
             control: state.clone(),
             location,
@@ -369,12 +371,11 @@ impl LoopHandle {
                 return;
             };
             slot.header.clear_scheduled();
-            (
-                future,
-                slot.waker.clone(),
-                slot.control.clone(),
-                slot.location,
-            )
+            let waker = slot
+                .waker
+                .take()
+                .unwrap_or_else(|| Waker::from(slot.header.clone()));
+            (future, waker, slot.control.clone(), slot.location)
         };
         if control.cancel_requested() {
             inner.tasks.borrow_mut().remove(key);
@@ -392,6 +393,7 @@ impl LoopHandle {
             Ok(Poll::Pending) if !control.cancel_requested() => {
                 if let Some(slot) = inner.tasks.borrow_mut().get_mut(key) {
                     slot.future = Some(future);
+                    slot.waker = Some(waker);
                 }
             }
             Ok(Poll::Pending) => {

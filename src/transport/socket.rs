@@ -500,12 +500,16 @@ impl SocketTransport {
                 return self.force_close(Some(e));
             }
             Ok(Err(Some(e))) => {
-                self.after_callback();
+                if self.has(PENDING) {
+                    self.after_callback();
+                }
                 return self.read_error(e);
             }
             Ok(Ok(r)) => r,
         };
-        self.after_callback();
+        if self.has(PENDING) {
+            self.after_callback();
+        }
         if n == 0 {
             return self.on_eof();
         }

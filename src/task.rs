@@ -392,8 +392,10 @@ impl LoopHandle {
         match polled {
             Ok(Poll::Pending) if !control.cancel_requested() => {
                 if let Some(slot) = inner.tasks.borrow_mut().get_mut(key) {
-                    slot.future = Some(future);
-                    slot.waker = Some(waker);
+                    // Both were taken above: filled without dropping a
+                    // previous value (no drop glue on the hot path).
+                    slot.future.get_or_insert(future);
+                    slot.waker.get_or_insert(waker);
                 }
             }
             Ok(Poll::Pending) => {

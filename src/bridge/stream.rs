@@ -301,7 +301,7 @@ impl BufferedProtocol for StreamProtocol {
                 self.spare.end = nbytes;
                 std::mem::swap(&mut self.spare, &mut *incoming);
             } else {
-                incoming.append(&self.spare.data[..nbytes]);
+                append_spare(&mut incoming, &mut self.spare, nbytes);
             }
         }
         self.spare.reset();
@@ -339,6 +339,20 @@ impl BufferedProtocol for StreamProtocol {
     fn resume_writing(&mut self) {
         self.shared.writing_paused.set(false);
         self.shared.wake_writer();
+    }
+}
+
+/// `buffer_updated` when the reader has not taken the previous bytes yet:
+/// appends a copy of the `nbytes` read into `spare`.
+#[cold]
+#[inline(never)]
+fn append_spare(incoming: &mut Chunk, spare: &mut Chunk, nbytes: usize) {
+    incoming.append(&spare.data[..nbytes]);
+    let cap = spare.data.len();
+    if nbytes < cap && cap > MIN_READ {
+        // A short read: the burst is over, release its buffer (an idle
+        // stream keeps none larger than MIN_READ).
+        spare.data = Vec::new();
     }
 }
 
@@ -784,5 +798,31 @@ impl fmt::Debug for WriteHalf {
         f.debug_struct("WriteHalf")
             .field("transport", &self.transport)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Chunk;
+
+    #[test]
+    fn chunk_append_uses_the_tail_then_compacts_and_grows() {
+        let mut c = Chunk {
+            data: vec![0; 8],
+            start: 0,
+            end: 0,
+        };
+        c.append(b"abcde");
+        assert_eq!(c.bytes(), b"abcde");
+        assert_eq!(c.data.len(), 8, "fits in the tail: no growth");
+        c.start = 3; // "ab" handed out
+        c.append(b"fghij");
+        assert_eq!(c.bytes(), b"defghij");
+        assert_eq!((c.start, c.end), (0, 7));
+        c.reset();
+        assert!(c.is_empty());
+        assert_eq!(c.len(), 0);
+        let c = Chunk::from_bytes(b"xy");
+        assert_eq!((c.bytes(), c.len()), (&b"xy"[..], 2));
     }
 }

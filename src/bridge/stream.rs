@@ -295,7 +295,7 @@ impl BufferedProtocol for StreamProtocol {
             self.read_size = (self.read_size / 2).max(MIN_READ);
         }
         let s = &self.shared;
-        {
+        let buffered = {
             let mut incoming = s.incoming.borrow_mut();
             if incoming.is_empty() {
                 self.spare.end = nbytes;
@@ -303,9 +303,9 @@ impl BufferedProtocol for StreamProtocol {
             } else {
                 append_spare(&mut incoming, &mut self.spare, nbytes);
             }
-        }
-        self.spare.reset();
-        if !s.reading_paused.get() && s.buffered() > 2 * s.limit.get() {
+            incoming.len() + s.held.get()
+        };
+        if !s.reading_paused.get() && buffered > 2 * s.limit.get() {
             s.reading_paused.set(true);
             if let Some(t) = s.transport.get() {
                 t.pause_reading();
@@ -556,7 +556,6 @@ impl ReadHalf {
         }
         // Swap rather than copy; the drained buffer goes to the protocol.
         std::mem::swap(&mut self.local, &mut *incoming);
-        incoming.reset();
         drop(incoming);
         self.shared.held.set(self.local.len());
         true

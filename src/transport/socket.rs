@@ -500,16 +500,12 @@ impl SocketTransport {
                 return self.force_close(Some(e));
             }
             Ok(Err(Some(e))) => {
-                if self.has(PENDING) {
-                    self.after_callback();
-                }
+                self.after_callback();
                 return self.read_error(e);
             }
             Ok(Ok(r)) => r,
         };
-        if self.has(PENDING) {
-            self.after_callback();
-        }
+        self.after_callback();
         if n == 0 {
             return self.on_eof();
         }

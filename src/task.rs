@@ -36,6 +36,8 @@ pub(crate) struct TaskWaker {
     /// True from the wake until the loop starts polling the task, and
     /// forever once it finished, so that late wakes do nothing.
     scheduled: AtomicBool,
+    /// Set by [`Task::cancel`]; read by the loop around each poll.
+    cancel: AtomicBool,
     shared: Arc<Shared>,
 }
 
@@ -44,6 +46,7 @@ impl TaskWaker {
         Arc::new(TaskWaker {
             key,
             scheduled: AtomicBool::new(scheduled),
+            cancel: AtomicBool::new(false),
             shared,
         })
     }
@@ -51,6 +54,14 @@ impl TaskWaker {
     /// Called by the loop right before polling.
     pub(crate) fn clear_scheduled(&self) {
         self.scheduled.store(false, Ordering::Release);
+    }
+
+    fn request_cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    fn cancel_requested(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
     }
 
     fn finish(&self) {
@@ -124,7 +135,6 @@ impl std::error::Error for TaskError {}
 
 /// The loop's side of a task's output, type-erased.
 pub(crate) trait TaskControl {
-    fn cancel_requested(&self) -> bool;
     fn finish_cancelled(&self);
     /// Stores the panic for the `Task` handle; gives it back if nobody holds
     /// the handle, so the loop reports it.
@@ -134,7 +144,6 @@ pub(crate) trait TaskControl {
 struct JoinState<T> {
     output: RefCell<Option<Result<T, TaskError>>>,
     finished: Cell<bool>,
-    cancel_requested: Cell<bool>,
     detached: Cell<bool>,
     join_waker: RefCell<Option<Waker>>,
     task_waker: Option<Arc<TaskWaker>>,
@@ -157,10 +166,6 @@ impl<T> JoinState<T> {
 }
 
 impl<T> TaskControl for JoinState<T> {
-    fn cancel_requested(&self) -> bool {
-        self.cancel_requested.get()
-    }
-
     fn finish_cancelled(&self) {
         if !self.finished.get() {
             self.complete(Err(TaskError::Cancelled));
@@ -182,7 +187,9 @@ impl<T> TaskControl for JoinState<T> {
 pub(crate) struct TaskSlot {
     /// `None` while the task is being polled.
     future: Option<Pin<Box<dyn Future<Output = ()>>>>,
-    waker: Waker,
+    /// Taken out with the future for the poll (moved, not cloned: no
+    /// reference count touched per poll).
+    waker: Option<Waker>,
     header: Arc<TaskWaker>,
     control: Rc<dyn TaskControl>,
     location: &'static Location<'static>,
@@ -228,8 +235,8 @@ impl<T> Task<T> {
         if self.state.finished.get() {
             return false;
         }
-        self.state.cancel_requested.set(true);
         if let Some(w) = &self.state.task_waker {
+            w.request_cancel();
             w.wake_by_ref();
         }
         true
@@ -313,7 +320,6 @@ impl LoopHandle {
             let state = Rc::new(JoinState {
                 output: RefCell::new(Some(Err(TaskError::Cancelled))),
                 finished: Cell::new(true),
-                cancel_requested: Cell::new(false),
                 detached: Cell::new(false),
                 join_waker: RefCell::new(None),
                 task_waker: None,
@@ -331,7 +337,6 @@ impl LoopHandle {
         let state = Rc::new(JoinState {
             output: RefCell::new(None),
             finished: Cell::new(false),
-            cancel_requested: Cell::new(false),
             detached: Cell::new(false),
             join_waker: RefCell::new(None),
             task_waker: Some(header.clone()),
@@ -343,7 +348,7 @@ impl LoopHandle {
         };
         entry.insert(TaskSlot {
             future: Some(Box::pin(wrapped)),
-            waker: Waker::from(header.clone()),
+            waker: Some(Waker::from(header.clone())),
             header,
             control: state.clone(),
             location,
@@ -358,9 +363,13 @@ impl LoopHandle {
     }
 
     /// Polls the task `key` once (a `Ready::Task` item).
+    ///
+    /// Per poll the future and its waker are moved out of the slot and back
+    /// (no reference count touched); the slot's `control` is needed only
+    /// when the task ends, so it is read from the removed slot then.
     pub(crate) fn run_task(&self, key: usize) {
         let inner = &self.inner;
-        let (mut future, waker, control, location) = {
+        let (mut future, waker, location) = {
             let mut tasks = inner.tasks.borrow_mut();
             let Some(slot) = tasks.get_mut(key) else {
                 return;
@@ -369,19 +378,19 @@ impl LoopHandle {
                 return;
             };
             slot.header.clear_scheduled();
-            (
-                future,
-                slot.waker.clone(),
-                slot.control.clone(),
-                slot.location,
-            )
+            if slot.header.cancel_requested() {
+                let slot = tasks.remove(key);
+                drop(tasks);
+                drop(future);
+                slot.control.finish_cancelled();
+                return;
+            }
+            let waker = slot
+                .waker
+                .take()
+                .unwrap_or_else(|| Waker::from(slot.header.clone()));
+            (future, waker, slot.location)
         };
-        if control.cancel_requested() {
-            inner.tasks.borrow_mut().remove(key);
-            drop(future);
-            control.finish_cancelled();
-            return;
-        }
         let mut cx = Context::from_waker(&waker);
         let started = inner.debug.get().then(std::time::Instant::now);
         let polled = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
@@ -389,25 +398,38 @@ impl LoopHandle {
             self.check_slow(t0, || format!("<Task spawned at {location}>"));
         }
         match polled {
-            Ok(Poll::Pending) if !control.cancel_requested() => {
-                if let Some(slot) = inner.tasks.borrow_mut().get_mut(key) {
-                    slot.future = Some(future);
-                }
-            }
             Ok(Poll::Pending) => {
-                inner.tasks.borrow_mut().remove(key);
+                let mut tasks = inner.tasks.borrow_mut();
+                let Some(slot) = tasks.get_mut(key) else {
+                    drop(tasks);
+                    return drop(future);
+                };
+                if !slot.header.cancel_requested() {
+                    // Both were taken above: filled without dropping a
+                    // previous value (no drop glue on the hot path).
+                    slot.future.get_or_insert(future);
+                    slot.waker.get_or_insert(waker);
+                    return;
+                }
+                // Cancelled from inside its own poll.
+                let slot = tasks.remove(key);
+                drop(tasks);
                 drop(future);
-                control.finish_cancelled();
+                slot.control.finish_cancelled();
             }
             Ok(Poll::Ready(())) => {
-                inner.tasks.borrow_mut().remove(key);
+                let slot = inner.tasks.borrow_mut().try_remove(key);
                 drop(future);
+                drop(slot);
             }
             Err(payload) => {
-                inner.tasks.borrow_mut().remove(key);
+                let slot = inner.tasks.borrow_mut().try_remove(key);
                 // Dropping a future that panicked may panic again.
                 let _ = catch_unwind(AssertUnwindSafe(move || drop(future)));
-                if let Some(payload) = control.finish_panicked(payload) {
+                let Some(slot) = slot else {
+                    return;
+                };
+                if let Some(payload) = slot.control.finish_panicked(payload) {
                     self.handle_panic(
                         payload,
                         ExceptionContext::new("Task exception was never retrieved")

@@ -54,8 +54,8 @@ struct Shared {
     lost: Cell<bool>,
     error: RefCell<Option<io::Error>>,
     writing_paused: Cell<bool>,
-    read_waker: RefCell<Option<Waker>>,
-    write_waker: RefCell<Option<Waker>>,
+    read_waker: WakerSlot,
+    write_waker: WakerSlot,
     /// Set by `connection_made`, or at once when made from a transport.
     transport: OnceCell<Transport>,
 }
@@ -71,8 +71,8 @@ impl Shared {
             lost: Cell::new(false),
             error: RefCell::new(None),
             writing_paused: Cell::new(false),
-            read_waker: RefCell::new(None),
-            write_waker: RefCell::new(None),
+            read_waker: WakerSlot::default(),
+            write_waker: WakerSlot::default(),
             transport: OnceCell::new(),
         }
     }
@@ -82,17 +82,11 @@ impl Shared {
     }
 
     fn wake_reader(&self) {
-        let waker = self.read_waker.borrow_mut().take();
-        if let Some(w) = waker {
-            w.wake();
-        }
+        self.read_waker.wake();
     }
 
     fn wake_writer(&self) {
-        let waker = self.write_waker.borrow_mut().take();
-        if let Some(w) = waker {
-            w.wake();
-        }
+        self.write_waker.wake();
     }
 
     /// Resumes reading once the buffer is at the limit or below.
@@ -113,10 +107,38 @@ impl Shared {
     }
 }
 
-fn register(slot: &RefCell<Option<Waker>>, cx: &Context<'_>) {
-    let mut slot = slot.borrow_mut();
-    if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-        *slot = Some(cx.waker().clone());
+/// The waker of one direction. A wake keeps the waker (disarmed) instead
+/// of consuming it, so a task that waits again with the same waker, as a
+/// task does, registers with no clone and its wakes drop no reference.
+#[derive(Default)]
+struct WakerSlot {
+    waker: RefCell<Option<Waker>>,
+    /// Whether a poll is waiting: set by `register`, cleared by `wake`.
+    armed: Cell<bool>,
+}
+
+impl WakerSlot {
+    fn register(&self, cx: &Context<'_>) {
+        let mut slot = self.waker.borrow_mut();
+        if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *slot = Some(cx.waker().clone());
+        }
+        self.armed.set(true);
+    }
+
+    fn wake(&self) {
+        if !self.armed.replace(false) {
+            return;
+        }
+        // Not woken under the borrow: a waker may run anything (D2).
+        let Some(waker) = self.waker.borrow_mut().take() else {
+            return;
+        };
+        waker.wake_by_ref();
+        let mut slot = self.waker.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(waker);
+        }
     }
 }
 
@@ -441,7 +463,7 @@ impl ReadHalf {
                 None => Ok(false),
             });
         }
-        register(&self.shared.read_waker, cx);
+        self.shared.read_waker.register(cx);
         Poll::Pending
     }
 }
@@ -507,7 +529,7 @@ impl WriteHalf {
     fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.check_open()?;
         if self.shared.writing_paused.get() {
-            register(&self.shared.write_waker, cx);
+            self.shared.write_waker.register(cx);
             return Poll::Pending;
         }
         Poll::Ready(Ok(()))

@@ -24,7 +24,6 @@ use std::time::Duration;
 use futures::stream::{FuturesUnordered, StreamExt};
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::error::Error;
 use crate::event_loop::LoopHandle;
 use crate::protocol::{AnyProtocol, IntoProtocol};
 use crate::transport::socket::{Kind, SocketTransport};
@@ -461,6 +460,3 @@ impl LoopHandle {
         self.connect_builder(factory().into_protocol(), Target::Sock(sock))
     }
 }
-
-#[allow(dead_code)]
-fn _assert_error_used(_: Error) {}

@@ -152,11 +152,6 @@ impl Handle {
     pub(crate) fn is_scheduled(&self) -> bool {
         self.inner.scheduled.get()
     }
-
-    #[allow(dead_code)]
-    pub(crate) fn ptr_eq(&self, other: &Handle) -> bool {
-        Rc::ptr_eq(&self.inner, &other.inner)
-    }
 }
 
 impl fmt::Debug for Handle {

@@ -28,7 +28,6 @@ pub(crate) mod handle;
 pub(crate) mod ready;
 pub(crate) mod remote;
 mod run;
-#[allow(dead_code)] // the source API is for transports
 pub(crate) mod selector;
 pub(crate) mod timers;
 
@@ -132,9 +131,7 @@ pub(crate) struct LoopInner {
     pending_panic: RefCell<Option<Box<dyn Any + Send>>>,
     exception_handler: RefCell<Option<ExceptionHandler>>,
     /// `None` while a transport has it out (or before the first read).
-    #[allow(dead_code)]
     read_buffer: Cell<Option<Box<[u8]>>>,
-    #[allow(dead_code)]
     read_buffer_size: usize,
     iterations: Cell<u64>,
 }
@@ -567,10 +564,8 @@ impl LoopHandle {
     }
 
     // ----- for transports -----
-    // (`allow(dead_code)` until the transports that use these land)
 
     /// Registers a source (transport) for its fd's readiness.
-    #[allow(dead_code)]
     pub(crate) fn register_source(
         &self,
         fd: RawFd,
@@ -584,7 +579,6 @@ impl LoopHandle {
     }
 
     /// Unregisters a source; call before closing its fd.
-    #[allow(dead_code)]
     pub(crate) fn deregister_source(&self, key: IoKey) {
         if let Some(selector) = self.inner.selector.borrow_mut().as_mut() {
             selector.deregister_source(key);
@@ -592,7 +586,6 @@ impl LoopHandle {
     }
 
     /// Changes what a source is polled for.
-    #[allow(dead_code)]
     pub(crate) fn reregister_source(&self, key: IoKey, interest: mio::Interest) -> io::Result<()> {
         match self.inner.selector.borrow_mut().as_mut() {
             Some(selector) => selector.reregister_source(key, interest),
@@ -602,7 +595,6 @@ impl LoopHandle {
 
     /// Queues a readiness call for a source without an event: a read budget
     /// ran out, or reading resumed.
-    #[allow(dead_code)]
     pub(crate) fn schedule_io(&self, key: IoKey, readiness: Readiness) {
         if !self.inner.closed.get() {
             self.inner.push_ready(Ready::Io(key, readiness));
@@ -611,7 +603,6 @@ impl LoopHandle {
 
     /// Schedules an internal callback; a no-op on a closed loop.
     #[track_caller]
-    #[allow(dead_code)]
     pub(crate) fn call_soon_internal<F: FnOnce() + 'static>(&self, callback: F) {
         let _ = self.call_soon(callback);
     }
@@ -620,7 +611,6 @@ impl LoopHandle {
     /// with [`restore_read_buffer`](LoopHandle::restore_read_buffer). Taken
     /// out rather than borrowed, so nothing is borrowed while a protocol
     /// runs.
-    #[allow(dead_code)]
     #[inline]
     pub(crate) fn take_read_buffer(&self) -> Box<[u8]> {
         match self.inner.read_buffer.take() {
@@ -637,7 +627,6 @@ impl LoopHandle {
         vec![0; self.inner.read_buffer_size].into_boxed_slice()
     }
 
-    #[allow(dead_code)]
     #[inline]
     pub(crate) fn restore_read_buffer(&self, buf: Box<[u8]>) {
         self.inner.read_buffer.set(Some(buf));

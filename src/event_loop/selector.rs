@@ -437,11 +437,6 @@ impl Selector {
         }
     }
 
-    /// How many fds are registered (not counting the waker).
-    pub(crate) fn len(&self) -> usize {
-        self.entries.len()
-    }
-
     /// Takes every entry's callbacks and sources out (on close), so they are
     /// dropped with no borrow held.
     pub(crate) fn drain(&mut self) -> (Vec<Handle>, Vec<Rc<dyn IoSource>>) {

@@ -80,21 +80,28 @@ pub fn get_running_loop() -> Option<LoopHandle> {
     RUNNING.with(|r| r.borrow().clone())
 }
 
-/// Queues the woken task `key` straight onto the ready queue when the loop
-/// of `shared` runs on this thread: a wake from the loop's own thread (the
-/// common case: a protocol waking the task that reads its stream) then
-/// takes no lock. Returns `false` when the caller must use the inbox.
-pub(crate) fn wake_on_loop_thread(shared: &Arc<Shared>, key: usize) -> bool {
+/// Runs `f` with the loop of `shared` if that loop is running on this
+/// thread. Wakes and `Remote` calls made on the loop's own thread use it to
+/// queue directly, without the inbox's lock.
+pub(crate) fn with_loop_running_here<R>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&LoopHandle) -> R,
+) -> Option<R> {
     RUNNING.with(|running| {
-        let Ok(running) = running.try_borrow() else {
-            return false;
-        };
-        let Some(lp) = running.as_ref() else {
-            return false;
-        };
-        if !Arc::ptr_eq(&lp.inner.shared, shared) {
-            return false;
-        }
+        let running = running.try_borrow().ok()?;
+        let lp = running
+            .as_ref()
+            .filter(|lp| Arc::ptr_eq(&lp.inner.shared, shared))?;
+        Some(f(lp))
+    })
+}
+
+/// Queues the woken task `key` straight onto the ready queue when the loop
+/// of `shared` runs on this thread (the common case: a protocol waking the
+/// task that reads its stream). Returns `false` when the caller must use
+/// the inbox.
+pub(crate) fn wake_on_loop_thread(shared: &Arc<Shared>, key: usize) -> bool {
+    with_loop_running_here(shared, |lp| {
         let Ok(mut ready) = lp.inner.ready.try_borrow_mut() else {
             return false;
         };
@@ -105,6 +112,7 @@ pub(crate) fn wake_on_loop_thread(shared: &Arc<Shared>, key: usize) -> bool {
         });
         true
     })
+    .unwrap_or(false)
 }
 
 pub(crate) struct LoopInner {

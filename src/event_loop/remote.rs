@@ -51,13 +51,6 @@ pub(crate) struct Shared {
     pending: AtomicBool,
 }
 
-thread_local! {
-    /// The `Shared` of the loop running on this thread (its address), so a
-    /// wake from the loop's own thread skips the waker syscall: the loop
-    /// checks `pending` before it blocks.
-    static RUNNING_SHARED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
 impl Shared {
     pub(crate) fn new(waker: Waker) -> Arc<Shared> {
         Arc::new(Shared {
@@ -83,9 +76,10 @@ impl Shared {
                 return Err(Error::Closed);
             }
             add(&mut locked.inbox);
-            let first = !self.pending.swap(true, Ordering::AcqRel);
-            let on_loop_thread = RUNNING_SHARED.with(|c| c.get()) == self as *const _ as usize;
-            if first && !on_loop_thread {
+            // Wakes and calls from the loop's own thread skip the inbox
+            // (`event_loop::with_loop_running_here`), so what comes here is
+            // from other threads: ring once per batch.
+            if !self.pending.swap(true, Ordering::AcqRel) {
                 locked.waker.clone()
             } else {
                 None
@@ -131,12 +125,6 @@ impl Shared {
     pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed
     }
-
-    /// Marks this thread as running the loop of `self` (or none).
-    pub(crate) fn set_running_here(shared: Option<&Arc<Shared>>) {
-        let addr = shared.map_or(0, |s| Arc::as_ptr(s) as usize);
-        RUNNING_SHARED.with(|c| c.set(addr));
-    }
 }
 
 /// A thread-safe handle to an [`EventLoop`](crate::EventLoop): asyncio's
@@ -175,10 +163,8 @@ impl Remote {
     pub fn call_soon<F: FnOnce() + Send + 'static>(&self, f: F) -> Result<(), Error> {
         // On the loop's own thread, queue it like `call_soon`, so the two
         // keep one FIFO order (asyncio's test_call_soon_threadsafe_same_thread).
-        if let Some(lp) = super::get_running_loop() {
-            if Arc::ptr_eq(&lp.inner.shared, &self.shared) {
-                return lp.call_soon(f).map(drop);
-            }
+        if let Some(lp) = super::with_loop_running_here(&self.shared, LoopHandle::clone) {
+            return lp.call_soon(f).map(drop);
         }
         self.shared.push_callback(Box::new(move |_| f()))
     }

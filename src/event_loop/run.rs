@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::ready::Ready;
-use super::remote::{Shared, MAIN_TASK};
+use super::remote::MAIN_TASK;
 use super::{Handle, LoopHandle, LoopInner, Remote, MAXIMUM_SELECT_TIMEOUT, RUNNING};
 use crate::error::Error;
 use crate::exception::ExceptionContext;
@@ -35,7 +35,6 @@ impl<'a> RunGuard<'a> {
         }
         lp.inner.running.set(true);
         RUNNING.with(|r| *r.borrow_mut() = Some(lp.clone()));
-        Shared::set_running_here(Some(&lp.inner.shared));
         Ok(RunGuard { lp })
     }
 }
@@ -44,7 +43,6 @@ impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
         self.lp.inner.stopping.set(false);
         self.lp.inner.running.set(false);
-        Shared::set_running_here(None);
         let previous = RUNNING.with(|r| r.borrow_mut().take());
         drop(previous);
     }

@@ -27,7 +27,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use crate::event_loop::LoopHandle;
 use crate::protocol::{AnyProtocol, IntoProtocol};
 use crate::transport::socket::{Kind, SocketTransport};
-use crate::transport::{Transport, TransportImpl};
+use crate::transport::{Transport, TransportRef};
 
 /// Resolves `host:port` for a stream socket, off the loop thread unless
 /// `host` is a numeric address.
@@ -210,7 +210,7 @@ async fn make_transport(
     let (rc, started) = SocketTransport::create(lp, sock, kind, protocol, None)
         .map_err(|(e, _)| io::Error::from(e))?;
     let t = Transport {
-        inner: rc as Rc<dyn TransportImpl>,
+        inner: TransportRef::Socket(rc),
     };
     // Resolves after connection_made; a loss before that (abort inside
     // connection_made) still hands the transport over, as asyncio does.

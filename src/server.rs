@@ -44,7 +44,7 @@ use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
 use crate::exception::{panic_message, Exception, ExceptionContext};
 use crate::protocol::{AnyProtocol, IntoProtocol};
 use crate::transport::socket::{Kind, SocketTransport};
-use crate::transport::{Transport, TransportImpl};
+use crate::transport::{Transport, TransportRef};
 use crate::TimerHandle;
 
 /// asyncio's `ACCEPT_RETRY_DELAY`: how long accepting stops after running
@@ -378,7 +378,7 @@ impl Server {
         }
         for l in s.listeners.borrow().iter() {
             if let Some(fd) = l.fd() {
-                let key = s.lp.register_source(fd, l.clone() as Rc<dyn IoSource>)?;
+                let key = s.lp.register_source(fd, l.clone())?;
                 l.key.set(Some(key));
                 // A listener only ever reads.
                 s.lp.reregister_source(key, mio::Interest::READABLE)?;
@@ -430,7 +430,7 @@ impl Server {
             .iter()
             .filter_map(|(_, w)| w.upgrade())
             .map(|rc| Transport {
-                inner: rc as Rc<dyn TransportImpl>,
+                inner: TransportRef::Socket(rc),
             })
             .collect()
     }

@@ -185,3 +185,37 @@ fn an_fd_that_cannot_be_polled_is_an_io_error() {
 fn libc_eperm() -> i32 {
     1 // EPERM: epoll refuses regular files
 }
+
+#[test]
+fn a_propagated_panic_in_one_reader_loses_no_other_readers_event() {
+    // Both fds become readable in one poll. mio is edge-triggered: an event
+    // fetched but not run when the first callback's panic stops the loop
+    // must still run on the next run, or that reader would never fire.
+    let lp = new_loop();
+    let (mut tx_a, rx_a) = pair();
+    let (mut tx_b, rx_b) = pair();
+    let calls = Rc::new(RefCell::new(Vec::new()));
+    for (name, rx) in [("a", &rx_a), ("b", &rx_b)] {
+        let (c, mut r) = (calls.clone(), rx.try_clone().unwrap());
+        lp.add_reader(rx, move || {
+            let mut byte = [0u8; 1];
+            let _ = r.read(&mut byte);
+            c.borrow_mut().push(name);
+            panic!("reader {name}");
+        })
+        .unwrap();
+    }
+    tx_a.write_all(b"x").unwrap();
+    tx_b.write_all(b"x").unwrap();
+    // Only a bug would leave the second run waiting; end it then.
+    let h = lp.handle();
+    lp.call_later(Duration::from_secs(10), move || h.stop())
+        .unwrap();
+    for _ in 0..2 {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run_forever()));
+        assert!(run.is_err(), "each reader's panic propagates");
+    }
+    let mut seen = calls.borrow().clone();
+    seen.sort();
+    assert_eq!(seen, ["a", "b"], "both readers ran, once each");
+}

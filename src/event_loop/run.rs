@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 
 use super::ready::Ready;
 use super::remote::MAIN_TASK;
-use super::{Handle, LoopHandle, LoopInner, Remote, MAXIMUM_SELECT_TIMEOUT, RUNNING};
+use super::selector::EventTarget;
+use super::{
+    Handle, IoKey, IoSource, LoopHandle, LoopInner, Readiness, Remote, MAXIMUM_SELECT_TIMEOUT,
+    RUNNING,
+};
 use crate::error::Error;
 use crate::exception::ExceptionContext;
 use crate::task::TaskWaker;
@@ -231,10 +235,10 @@ impl LoopHandle {
 
         inner.timers.borrow_mut().remove_cancelled();
 
-        let timeout = if !inner.ready.borrow().is_empty()
-            || inner.stopping.get()
-            || inner.shared.is_pending()
-        {
+        // Nothing queued before the poll: the events can run as they are
+        // read, with no trip through the ready queue (`dispatch_events`).
+        let direct = inner.ready.borrow().is_empty();
+        let timeout = if !direct || inner.stopping.get() || inner.shared.is_pending() {
             Some(Duration::ZERO)
         } else {
             inner.timers.borrow().next_deadline().map(|when| {
@@ -243,33 +247,32 @@ impl LoopHandle {
             })
         };
 
-        {
-            let mut selector = inner.selector.borrow_mut();
-            let Some(selector) = selector.as_mut() else {
-                return Err(Error::Closed);
-            };
-            selector.select(timeout, &mut inner.ready.borrow_mut())?;
+        let events = &mut *inner.events.borrow_mut();
+        match inner.selector.borrow_mut().as_mut() {
+            Some(selector) => selector.poll(events, timeout)?,
+            None => return Err(Error::Closed),
         }
 
-        if inner.shared.is_pending() {
-            self.drain_inbox();
-        }
-
-        if inner.timers.borrow().len() > 0 {
-            let now = Instant::now();
-            let mut timers = inner.timers.borrow_mut();
-            let mut ready = inner.ready.borrow_mut();
-            while let Some(handle) = timers.pop_due(now) {
-                if !handle.cancelled() {
-                    ready.push(Ready::Callback(handle));
-                }
-            }
-        }
-
-        // Run exactly what is queued now: swap the queue out, so what the
-        // items schedule lands in the (empty) queue for the next iteration.
+        // This iteration runs what was queued, the events, what the inbox
+        // brought and the due timers, in that order; what they schedule
+        // waits for the next iteration, as in asyncio.
         let mut todo = inner.spare_ready.take();
-        std::mem::swap(&mut todo, &mut *inner.ready.borrow_mut());
+        if direct {
+            if !self.dispatch_events(events) {
+                inner.spare_ready.set(todo);
+                return Ok(());
+            }
+            // The queue holds what the events scheduled: the next
+            // iteration's. The inbox and the timers go straight to `todo`.
+            self.collect_due(&mut todo);
+        } else {
+            let mut ready = inner.ready.borrow_mut();
+            self.queue_events(events.iter(), &mut ready);
+            self.collect_due(&mut ready);
+            // Swap the queue out, so what the items schedule lands in the
+            // (empty) queue for the next iteration.
+            std::mem::swap(&mut todo, &mut *ready);
+        }
         {
             let mut run = Requeue {
                 inner,
@@ -279,7 +282,7 @@ impl LoopHandle {
                 self.run_ready(item, &mut main);
                 // Only `handle_panic` with `propagate_panics` on sets a
                 // pending panic: test the constant first, not the RefCell.
-                if inner.propagate_panics && inner.pending_panic.borrow().is_some() {
+                if self.panic_pending() {
                     break;
                 }
             }
@@ -288,11 +291,97 @@ impl LoopHandle {
         Ok(())
     }
 
-    fn drain_inbox(&self) {
+    #[inline]
+    fn panic_pending(&self) -> bool {
+        self.inner.propagate_panics && self.inner.pending_panic.borrow().is_some()
+    }
+
+    /// Adds what other threads sent and the timers that are due to `out`.
+    fn collect_due(&self, out: &mut Vec<Ready>) {
+        let inner = &*self.inner;
+        if inner.shared.is_pending() {
+            self.drain_inbox(out);
+        }
+        if inner.timers.borrow().len() > 0 {
+            let now = Instant::now();
+            let mut timers = inner.timers.borrow_mut();
+            while let Some(handle) = timers.pop_due(now) {
+                if !handle.cancelled() {
+                    out.push(Ready::Callback(handle));
+                }
+            }
+        }
+    }
+
+    /// Queues what the events make ready, in their order.
+    fn queue_events<'a>(
+        &self,
+        events: impl Iterator<Item = &'a mio::event::Event>,
+        ready: &mut Vec<Ready>,
+    ) {
+        let selector = self.inner.selector.borrow();
+        let Some(selector) = selector.as_ref() else {
+            return;
+        };
+        for event in events {
+            match EventTarget::of(event) {
+                EventTarget::Waker => {}
+                EventTarget::Source(key, readiness) => ready.push(Ready::Io(key, readiness)),
+                EventTarget::Callbacks(key, readiness) => {
+                    let (reader, writer) = selector.callbacks_ready(key, readiness);
+                    if reader {
+                        ready.push(Ready::Reader(key));
+                    }
+                    if writer {
+                        ready.push(Ready::Writer(key));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs what the events make ready, in their order, as they are read:
+    /// the order queueing them would give, since the queue was empty.
+    /// Returns `false` if a panic is to propagate: the events not run yet
+    /// are then queued ahead of what the others scheduled, so no edge of
+    /// the edge-triggered poller is lost.
+    fn dispatch_events(&self, events: &mio::Events) -> bool {
+        let mut iter = events.iter();
+        let mut rest = Vec::new();
+        while let Some(event) = iter.next() {
+            match EventTarget::of(event) {
+                EventTarget::Waker => continue,
+                EventTarget::Source(key, readiness) => self.run_source(key, readiness),
+                EventTarget::Callbacks(key, readiness) => {
+                    let (reader, writer) = match self.inner.selector.borrow().as_ref() {
+                        Some(selector) => selector.callbacks_ready(key, readiness),
+                        None => (false, false),
+                    };
+                    if reader {
+                        self.run_ready(Ready::Reader(key), &mut None);
+                    }
+                    if writer {
+                        if self.panic_pending() {
+                            rest.push(Ready::Writer(key));
+                        } else {
+                            self.run_ready(Ready::Writer(key), &mut None);
+                        }
+                    }
+                }
+            }
+            if self.panic_pending() {
+                self.queue_events(iter, &mut rest);
+                self.inner.ready.borrow_mut().splice(0..0, rest);
+                return false;
+            }
+        }
+        true
+    }
+
+    fn drain_inbox(&self, ready: &mut Vec<Ready>) {
         let inner = &*self.inner;
         let mut inbox = inner.inbox.borrow_mut();
         inner.shared.drain(&mut inbox);
-        let mut ready = inner.ready.borrow_mut();
         for cb in inbox.callbacks.drain(..) {
             ready.push(Ready::Remote(cb));
         }
@@ -303,6 +392,31 @@ impl LoopHandle {
                 Ready::Task(key)
             });
         }
+    }
+
+    /// Tells a source its fd is ready, if the event is not stale.
+    #[inline]
+    fn run_source(&self, key: IoKey, readiness: Readiness) {
+        let source = match self.inner.selector.borrow().as_ref() {
+            Some(selector) => selector.source(key),
+            None => None,
+        };
+        if let Some(source) = source {
+            // Transports catch their protocols' panics themselves; this
+            // only keeps a bug of ours from killing the loop.
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| source.ready(readiness))) {
+                self.source_panicked(p, &*source);
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn source_panicked(&self, payload: Box<dyn std::any::Any + Send>, source: &dyn IoSource) {
+        self.handle_panic(
+            payload,
+            ExceptionContext::new("Exception in I/O callback").with_transport(source.describe()),
+        );
     }
 
     fn run_ready(&self, item: Ready, main: &mut Option<&mut dyn FnMut()>) {
@@ -332,23 +446,7 @@ impl LoopHandle {
                     selector.rearm(key);
                 }
             }
-            Ready::Io(key, readiness) => {
-                let source = match self.inner.selector.borrow().as_ref() {
-                    Some(selector) => selector.source(key),
-                    None => None,
-                };
-                if let Some(source) = source {
-                    // Transports catch their protocols' panics themselves;
-                    // this only keeps a bug of ours from killing the loop.
-                    if let Err(p) = catch_unwind(AssertUnwindSafe(|| source.ready(readiness))) {
-                        self.handle_panic(
-                            p,
-                            ExceptionContext::new("Exception in I/O callback")
-                                .with_transport(source.describe()),
-                        );
-                    }
-                }
-            }
+            Ready::Io(key, readiness) => self.run_source(key, readiness),
             Ready::Task(key) => self.run_task(key),
             Ready::Main => {
                 if let Some(main) = main {

@@ -30,14 +30,13 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use super::handle::Handle;
-use super::ready::Ready;
 use crate::error::Error;
 
 /// The token of the loop's own waker (the self-pipe of asyncio).
 pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
 
 /// How many events one `epoll_wait` may return.
-const EVENTS_CAPACITY: usize = 1024;
+pub(crate) const EVENTS_CAPACITY: usize = 1024;
 
 /// The bit of [`IoKey`]'s generation that marks a source's registration
 /// (the kind of an entry never changes while it is registered).
@@ -59,6 +58,34 @@ impl IoKey {
         IoKey {
             key: token.0 as u32,
             generation: (token.0 >> 32) as u32,
+        }
+    }
+}
+
+/// Whom an event is for, read off its token alone.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum EventTarget {
+    /// The loop's waker rang (another thread queued something).
+    Waker,
+    /// A source; whether the event is stale is checked when it runs.
+    Source(IoKey, Readiness),
+    /// Raw reader/writer callbacks ([`Selector::callbacks_ready`]).
+    Callbacks(IoKey, Readiness),
+}
+
+impl EventTarget {
+    #[inline]
+    pub(crate) fn of(event: &mio::event::Event) -> EventTarget {
+        let token = event.token();
+        if token == WAKER_TOKEN {
+            return EventTarget::Waker;
+        }
+        let key = IoKey::from_token(token);
+        let readiness = Readiness::from_event(event);
+        if key.generation & SOURCE_BIT != 0 {
+            EventTarget::Source(key, readiness)
+        } else {
+            EventTarget::Callbacks(key, readiness)
         }
     }
 }
@@ -143,7 +170,6 @@ struct IoEntry {
 
 pub(crate) struct Selector {
     poll: Poll,
-    events: Events,
     entries: Slab<IoEntry>,
     /// fd -> slab key + 1 (0: not registered).
     by_fd: Vec<u32>,
@@ -156,7 +182,6 @@ impl Selector {
         let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
         let selector = Selector {
             poll,
-            events: Events::with_capacity(EVENTS_CAPACITY),
             entries: Slab::new(),
             by_fd: Vec::new(),
             next_generation: 0,
@@ -164,53 +189,37 @@ impl Selector {
         Ok((selector, waker))
     }
 
-    /// Waits for events (at most `timeout`) and queues what they make ready.
-    /// Returns whether the waker rang. An interrupted wait counts as an empty
-    /// one.
-    pub(crate) fn select(
+    /// Waits for events (at most `timeout`) into `events`. An interrupted
+    /// wait counts as an empty one. The events are kept outside the selector
+    /// so the loop can dispatch them while handlers (un)register fds.
+    pub(crate) fn poll(
         &mut self,
+        events: &mut Events,
         timeout: Option<Duration>,
-        ready: &mut Vec<Ready>,
-    ) -> io::Result<bool> {
-        if let Err(e) = self.poll.poll(&mut self.events, timeout) {
-            if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(false);
+    ) -> io::Result<()> {
+        match self.poll.poll(events, timeout) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                events.clear();
+                Ok(())
             }
-            return Err(e);
+            res => res,
         }
-        let mut woken = false;
-        for event in self.events.iter() {
-            if event.token() == WAKER_TOKEN {
-                woken = true;
-                continue;
-            }
-            let key = IoKey::from_token(event.token());
-            let readiness = Readiness::from_event(event);
-            if key.generation & SOURCE_BIT != 0 {
-                // A source: whether the event is stale is checked when it
-                // runs (`source`), as it must be then anyway.
-                ready.push(Ready::Io(key, readiness));
-                continue;
-            }
-            let Some(entry) = self.entries.get(key.key as usize) else {
-                continue;
-            };
-            if entry.generation != key.generation {
-                continue; // stale: the fd was closed and its slot reused
-            }
-            match &entry.kind {
-                IoKind::Source(_) => {} // flagged in the token, handled above
-                IoKind::Callbacks { reader, writer } => {
-                    if readiness.is_readable() && reader.is_some() {
-                        ready.push(Ready::Reader(key));
-                    }
-                    if readiness.is_writable() && writer.is_some() {
-                        ready.push(Ready::Writer(key));
-                    }
-                }
-            }
+    }
+
+    /// Which raw callbacks of `key` an event with `readiness` makes ready:
+    /// (reader, writer). Nothing for a stale key (the fd was closed and its
+    /// slot reused since the event was fetched).
+    pub(crate) fn callbacks_ready(&self, key: IoKey, readiness: Readiness) -> (bool, bool) {
+        let Some(entry) = self.entries.get(key.key as usize) else {
+            return (false, false);
+        };
+        match &entry.kind {
+            IoKind::Callbacks { reader, writer } if entry.generation == key.generation => (
+                readiness.is_readable() && reader.is_some(),
+                readiness.is_writable() && writer.is_some(),
+            ),
+            _ => (false, false),
         }
-        Ok(woken)
     }
 
     fn key_of_fd(&self, fd: RawFd) -> Option<usize> {

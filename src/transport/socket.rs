@@ -39,7 +39,9 @@ use std::rc::{Rc, Weak};
 use socket2::Socket;
 
 use super::flow::FlowControl;
-use super::{clone_io_error, Address, EmptyWaiter, Transport, TransportImpl, WaiterState};
+use super::{
+    clone_io_error, Address, EmptyWaiter, Transport, TransportImpl, TransportRef, WaiterState,
+};
 use crate::error::Error;
 use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
 use crate::exception::{panic_message, Exception, ExceptionContext};
@@ -205,7 +207,7 @@ impl SocketTransport {
             started_waiter: RefCell::new(Some(started.clone())),
         });
         rc.install(protocol);
-        match lp.register_source(fd, rc.clone() as Rc<dyn IoSource>) {
+        match lp.register_source(fd, rc.clone()) {
             Ok(key) => rc.key.set(Some(key)),
             Err(e) => {
                 let link = rc.server.borrow_mut().take();
@@ -244,7 +246,7 @@ impl SocketTransport {
 
     fn handle(&self) -> Transport {
         Transport {
-            inner: self.me.upgrade().expect("transport alive while used") as Rc<dyn TransportImpl>,
+            inner: TransportRef::Socket(self.me.upgrade().expect("transport alive while used")),
         }
     }
 

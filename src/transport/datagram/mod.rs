@@ -358,7 +358,7 @@ impl<A: DatagramAddr> DatagramTransport<A> {
             writable: Cell::new(true),
             read_scheduled: Cell::new(false),
         });
-        let key = lp.register_source(fd, inner.clone() as Rc<dyn IoSource>)?;
+        let key = lp.register_source(fd, inner.clone())?;
         inner.key.set(Some(key));
         let t = DatagramTransport {
             inner: inner.clone(),

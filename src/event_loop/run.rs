@@ -273,7 +273,7 @@ impl LoopHandle {
             // (empty) queue for the next iteration.
             std::mem::swap(&mut todo, &mut *ready);
         }
-        {
+        if !todo.is_empty() {
             let mut run = Requeue {
                 inner,
                 rest: todo.drain(..),
@@ -297,6 +297,7 @@ impl LoopHandle {
     }
 
     /// Adds what other threads sent and the timers that are due to `out`.
+    #[inline]
     fn collect_due(&self, out: &mut Vec<Ready>) {
         let inner = &*self.inner;
         if inner.shared.is_pending() {
@@ -395,7 +396,7 @@ impl LoopHandle {
     }
 
     /// Tells a source its fd is ready, if the event is not stale.
-    #[inline]
+    #[inline(always)]
     fn run_source(&self, key: IoKey, readiness: Readiness) {
         let source = match self.inner.selector.borrow().as_ref() {
             Some(selector) => selector.source(key),

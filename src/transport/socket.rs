@@ -45,7 +45,7 @@ use super::{
 use crate::error::Error;
 use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
 use crate::exception::{panic_message, Exception, ExceptionContext};
-use crate::protocol::AnyProtocol;
+use crate::protocol::{AnyProtocol, BufferedProtocol, Protocol};
 use crate::server::ServerLink;
 
 /// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
@@ -99,6 +99,40 @@ impl WriteBuf {
     }
 }
 
+/// The transport's protocol slot. It holds one `Option<Box<dyn …>>` per
+/// kind (one of them empty) rather than an `Option<AnyProtocol>`, so that
+/// the read path moves a `Box<dyn Protocol>` out and back: two words, no
+/// tag.
+#[derive(Default)]
+struct ProtocolSlot {
+    stream: Cell<Option<Box<dyn Protocol>>>,
+    buffered: Cell<Option<Box<dyn BufferedProtocol>>>,
+}
+
+impl ProtocolSlot {
+    fn take(&self) -> Option<AnyProtocol> {
+        if let Some(p) = self.stream.take() {
+            return Some(AnyProtocol::Stream(p));
+        }
+        self.buffered.take().map(AnyProtocol::Buffered)
+    }
+
+    /// Puts `p` in and returns what was there.
+    fn replace(&self, p: Option<AnyProtocol>) -> Option<AnyProtocol> {
+        let old = self.take();
+        match p {
+            Some(AnyProtocol::Stream(p)) => self.stream.set(Some(p)),
+            Some(AnyProtocol::Buffered(p)) => self.buffered.set(Some(p)),
+            None => {}
+        }
+        old
+    }
+
+    fn set(&self, p: Option<AnyProtocol>) {
+        drop(self.replace(p));
+    }
+}
+
 /// What kind of stream the socket is (for TCP_NODELAY and descriptions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -149,10 +183,9 @@ pub(crate) struct SocketTransport {
     fd: RawFd,
     kind: Kind,
     key: Cell<Option<IoKey>>,
-    /// `None` while the protocol runs (taken out, D2) or after
-    /// connection_lost. A `Cell`, not a `RefCell`: it is only ever taken
-    /// and put back, never borrowed.
-    protocol: Cell<Option<AnyProtocol>>,
+    /// Empty while the protocol runs (taken out, D2) or after
+    /// connection_lost.
+    protocol: ProtocolSlot,
     /// The state bits below (one load for the hot-path checks).
     flags: Cell<u32>,
     /// A pause (`true`) or resume (`false`) for a protocol that was busy.
@@ -194,7 +227,7 @@ impl SocketTransport {
             fd,
             kind,
             key: Cell::new(None),
-            protocol: Cell::new(None),
+            protocol: ProtocolSlot::default(),
             flags: Cell::new(0),
             pending_flow: Cell::new(None),
             pending_lost: RefCell::new(None),
@@ -302,10 +335,8 @@ impl SocketTransport {
     fn put_back(&self, p: AnyProtocol) {
         if self.flags.get() & (REPLACED | LOST_DONE) == 0 {
             // The slot is empty here (set_protocol while busy sets
-            // REPLACED), so the drop is only a check, kept off the hot path.
-            if let Some(old) = self.protocol.replace(Some(p)) {
-                drop_protocol(old);
-            }
+            // REPLACED), so this drops nothing.
+            self.protocol.set(Some(p));
             return;
         }
         if self.replace_flag(REPLACED, false) {
@@ -450,23 +481,28 @@ impl SocketTransport {
                 return self.read_failed(res);
             }
         };
-        let Some(mut p) = self.protocol.take() else {
-            // The protocol is running (a nested read) or gone: drop it.
-            self.lp.restore_read_buffer(buf);
-            return self.after_read(n, cap);
+        let Some(mut p) = self.protocol.stream.take() else {
+            return self.deliver_to_other(buf, n, cap);
         };
         self.set_flag(BUSY, true);
         let data = &buf[..n];
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            if let AnyProtocol::Stream(p) = &mut p {
-                p.data_received(data);
-            } else if let AnyProtocol::Buffered(p) = &mut p {
-                // set_protocol switched kinds between the check and now.
-                feed_buffered(p.as_mut(), data);
-            }
-        }));
+        let result = catch_unwind(AssertUnwindSafe(|| p.data_received(data)));
         self.set_flag(BUSY, false);
-        self.put_back(p);
+        if self.flags.get() & (REPLACED | LOST_DONE) == 0 {
+            // The slot is empty here: set_protocol while busy sets
+            // REPLACED, and nothing else fills it. Nothing to drop, then.
+            let old = self.protocol.stream.replace(Some(p));
+            debug_assert!(old.is_none());
+            std::mem::forget(old);
+        } else {
+            self.put_back(AnyProtocol::Stream(p));
+        }
+        self.finish_read(buf, n, cap, result);
+    }
+
+    /// What follows a read into the shared buffer, once the protocol ran.
+    #[inline(always)]
+    fn finish_read(&self, buf: Box<[u8]>, n: usize, cap: usize, result: std::thread::Result<()>) {
         self.lp.restore_read_buffer(buf);
         if let Err(payload) = result {
             self.protocol_panicked("data_received", payload);
@@ -475,6 +511,25 @@ impl SocketTransport {
             self.after_callback();
         }
         self.after_read(n, cap);
+    }
+
+    /// Bytes read into the shared buffer with no `Protocol` in the slot: a
+    /// `BufferedProtocol` took its place (set_protocol switched kinds since
+    /// the read began) and is fed by copy, or the protocol is running (a
+    /// nested read) or gone and the bytes are dropped.
+    #[cold]
+    #[inline(never)]
+    fn deliver_to_other(&self, buf: Box<[u8]>, n: usize, cap: usize) {
+        let Some(mut p) = self.protocol.buffered.take() else {
+            self.lp.restore_read_buffer(buf);
+            return self.after_read(n, cap);
+        };
+        self.set_flag(BUSY, true);
+        let data = &buf[..n];
+        let result = catch_unwind(AssertUnwindSafe(|| feed_buffered(p.as_mut(), data)));
+        self.set_flag(BUSY, false);
+        self.put_back(AnyProtocol::Buffered(p));
+        self.finish_read(buf, n, cap, result);
     }
 
     /// A `recv` that returned EOF or an error.
@@ -872,13 +927,6 @@ impl SocketTransport {
     }
 }
 
-/// Drops a protocol, out of line (see `put_back`).
-#[cold]
-#[inline(never)]
-fn drop_protocol(p: AnyProtocol) {
-    drop(p);
-}
-
 /// Feeds `data` to a buffered protocol through get_buffer/buffer_updated
 /// (asyncio's `_feed_data_to_buffered_proto`).
 pub(crate) fn feed_buffered(p: &mut dyn crate::protocol::BufferedProtocol, mut data: &[u8]) {
@@ -906,8 +954,13 @@ impl IoSource for SocketTransport {
             self.set_flag(HUP, true);
         }
         if readiness.is_readable() {
-            self.set_flag(READABLE, true);
-            if self.can_read() {
+            let flags = self.flags.get() | READABLE;
+            self.flags.set(flags);
+            // The common case in one test: reading may go on, into the
+            // shared buffer, with the protocol in its slot.
+            if flags & (STARTED | PAUSED | CLOSING | READ_EOF | BUFFERED | LOST_DONE) == STARTED {
+                self.read_into_shared();
+            } else if self.can_read() {
                 self.read_ready();
             }
         }

@@ -547,21 +547,22 @@ impl SocketTransport {
         if self.has(LOST_DONE) {
             return;
         }
-        let Some(mut p) = self.protocol.take() else {
+        let Some(mut p) = self.protocol.buffered.take() else {
+            // A Protocol took its place (set_protocol), or the protocol is
+            // running or gone.
+            let stream = self.protocol.stream.take();
+            let is_stream = stream.is_some();
+            self.protocol.stream.set(stream);
+            if is_stream {
+                self.read_into_shared();
+            }
             return;
         };
-        if !matches!(p, AnyProtocol::Buffered(_)) {
-            self.protocol.set(Some(p));
-            return self.read_into_shared();
-        }
         self.set_flag(BUSY, true);
         // No borrow of the transport is held while get_buffer runs (D2).
         let fd = self.fd;
         let step = catch_unwind(AssertUnwindSafe(|| {
-            let AnyProtocol::Buffered(bp) = &mut p else {
-                return Err(None);
-            };
-            let buf = bp.get_buffer(0);
+            let buf = p.get_buffer(0);
             if buf.is_empty() {
                 return Err(None);
             }
@@ -571,6 +572,23 @@ impl SocketTransport {
                 Err(e) => Err(Some(e)),
             }
         }));
+        if let Ok(Ok((n, cap))) = step {
+            if n > 0 && self.flags.get() & (REPLACED | LOST_DONE | PENDING) == 0 {
+                // The common case: bytes came and nothing happened inside
+                // get_buffer; hand them over with the protocol still out.
+                let result = catch_unwind(AssertUnwindSafe(|| p.buffer_updated(n)));
+                self.set_flag(BUSY, false);
+                self.put_back(AnyProtocol::Buffered(p));
+                if let Err(payload) = result {
+                    self.protocol_panicked("buffer_updated", payload);
+                }
+                if self.has(PENDING) {
+                    self.after_callback();
+                }
+                return self.after_read(n, cap);
+            }
+        }
+        let p = AnyProtocol::Buffered(p);
         self.set_flag(BUSY, false);
         self.put_back(p);
         let (n, cap) = match step {

@@ -219,3 +219,33 @@ fn a_propagated_panic_in_one_reader_loses_no_other_readers_event() {
     seen.sort();
     assert_eq!(seen, ["a", "b"], "both readers ran, once each");
 }
+
+#[test]
+fn a_propagated_panic_in_a_callback_loses_no_event_fetched_with_it() {
+    // The poll of an iteration fetches the reader's event, then a callback
+    // queued before it panics: the event must wait for the next run.
+    let lp = new_loop();
+    let (mut tx, rx) = pair();
+    tx.write_all(b"x").unwrap();
+    let read = Rc::new(Cell::new(false));
+    let (r, h, mut rx_read) = (read.clone(), lp.handle(), rx.try_clone().unwrap());
+    lp.add_reader(&rx, move || {
+        let mut byte = [0u8; 1];
+        let _ = rx_read.read(&mut byte);
+        r.set(true);
+        h.stop();
+    })
+    .unwrap();
+    lp.call_soon(|| panic!("queued first")).unwrap();
+    let h = lp.handle();
+    lp.call_later(Duration::from_secs(10), move || h.stop())
+        .unwrap();
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run_forever()));
+    assert!(run.is_err());
+    assert!(
+        !read.get(),
+        "the reader waits behind the panicking callback"
+    );
+    lp.run_forever().unwrap();
+    assert!(read.get(), "and runs on the next run");
+}

@@ -17,18 +17,17 @@
 //! 2. Compute the poll timeout: zero if callbacks are ready, the loop is
 //!    stopping, or another thread queued something; else until the first
 //!    timer (at most 24 hours); else forever.
-//! 3. Poll, and queue a ready item for each I/O event.
-//! 4. Queue what other threads sent ([`Remote`]) and the tasks they woke.
-//! 5. Queue the callbacks of due timers (due means `when <= now`: a timer
-//!    never fires early).
-//! 6. Run exactly the items that are queued now, in FIFO order. What they
-//!    schedule runs in the next iteration, after another poll.
+//! 3. Poll.
+//! 4. Run the items queued before the poll, in FIFO order.
+//! 5. Run each I/O event as it is read from the poll's list: the order a
+//!    queue would give, without the queue's push, pop and match per event.
+//! 6. Run what other threads sent ([`Remote`]), the tasks they woke, and
+//!    the callbacks of due timers (due means `when <= now`: a timer never
+//!    fires early).
 //!
-//! When nothing was queued before the poll (the common case of a busy
-//! server), step 3 runs each I/O event as it is read instead of queueing
-//! it: the order is the one the queue would give, and what the events
-//! schedule still waits for the next iteration. This saves the queue's
-//! push, pop and match per event.
+//! What steps 4 to 6 schedule runs in the next iteration, after another
+//! poll: the ready deque of asyncio's `_run_once`, run only as far as it
+//! reached when the iteration began.
 
 pub(crate) mod handle;
 pub(crate) mod ready;
@@ -126,7 +125,7 @@ pub(crate) struct LoopInner {
     /// an iteration swaps it out whole (with `spare_ready`) and runs it.
     ready: RefCell<Vec<Ready>>,
     /// The emptied vector of the previous iteration, kept for its capacity.
-    spare_ready: Cell<Vec<Ready>>,
+    spare_ready: RefCell<Vec<Ready>>,
     timers: RefCell<TimerHeap>,
     /// `None` once closed: the poller and the waker's fd are released.
     selector: RefCell<Option<Selector>>,
@@ -210,7 +209,7 @@ impl Builder {
             .unwrap_or_else(|| std::env::var_os("SLOOP_DEBUG").is_some_and(|v| !v.is_empty()));
         let inner = Rc::new(LoopInner {
             ready: RefCell::new(Vec::new()),
-            spare_ready: Cell::new(Vec::new()),
+            spare_ready: RefCell::new(Vec::new()),
             timers: RefCell::new(TimerHeap::new()),
             selector: RefCell::new(Some(selector)),
             events: RefCell::new(mio::Events::with_capacity(selector::EVENTS_CAPACITY)),

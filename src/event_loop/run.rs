@@ -235,10 +235,10 @@ impl LoopHandle {
 
         inner.timers.borrow_mut().remove_cancelled();
 
-        // Nothing queued before the poll: the events can run as they are
-        // read, with no trip through the ready queue (`dispatch_events`).
-        let direct = inner.ready.borrow().is_empty();
-        let timeout = if !direct || inner.stopping.get() || inner.shared.is_pending() {
+        let timeout = if !inner.ready.borrow().is_empty()
+            || inner.stopping.get()
+            || inner.shared.is_pending()
+        {
             Some(Duration::ZERO)
         } else {
             inner.timers.borrow().next_deadline().map(|when| {
@@ -253,44 +253,58 @@ impl LoopHandle {
             None => return Err(Error::Closed),
         }
 
-        // This iteration runs what was queued, the events, what the inbox
-        // brought and the due timers, in that order; what they schedule
-        // waits for the next iteration, as in asyncio.
-        let mut todo = inner.spare_ready.take();
-        if direct {
-            if !self.dispatch_events(events) {
-                inner.spare_ready.set(todo);
-                return Ok(());
-            }
-            // The queue holds what the events scheduled: the next
-            // iteration's. The inbox and the timers go straight to `todo`.
+        // This iteration runs what was queued before the poll, then the
+        // events, then what the inbox brought and the due timers: the order
+        // asyncio's ready deque gives them. What they schedule lands in the
+        // (emptied) queue and waits for the next iteration.
+        // `todo` is the loop's own scratch vector: no callback can reach it.
+        let mut todo = inner.spare_ready.borrow_mut();
+        std::mem::swap(&mut *todo, &mut *inner.ready.borrow_mut());
+        let left = self.run_items(&mut todo, &mut main);
+        if self.panic_pending() {
+            // The items not run went back to the queue's head; the events
+            // go right after them, so no edge of the poller is lost.
+            let mut rest = Vec::new();
+            self.queue_events(events.iter(), &mut rest);
+            inner.ready.borrow_mut().splice(left..left, rest);
+            return Ok(());
+        }
+        if self.dispatch_events(events) {
             self.collect_due(&mut todo);
-        } else {
-            let mut ready = inner.ready.borrow_mut();
-            self.queue_events(events.iter(), &mut ready);
-            self.collect_due(&mut ready);
-            // Swap the queue out, so what the items schedule lands in the
-            // (empty) queue for the next iteration.
-            std::mem::swap(&mut todo, &mut *ready);
+            self.run_items(&mut todo, &mut main);
         }
-        if !todo.is_empty() {
-            let mut run = Requeue {
-                inner,
-                rest: todo.drain(..),
-            };
-            for item in run.rest.by_ref() {
-                self.run_ready(item, &mut main);
-                // Only `handle_panic` with `propagate_panics` on sets a
-                // pending panic: test the constant first, not the RefCell.
-                if self.panic_pending() {
-                    break;
-                }
-            }
-        }
-        inner.spare_ready.set(todo);
         Ok(())
     }
 
+    /// Runs `todo`'s items in order, leaving it empty. If a panic is to
+    /// propagate, stops there: the items not run go back to the head of the
+    /// ready queue (as they would in a deque popped one at a time), and
+    /// their number is returned.
+    #[inline]
+    fn run_items(&self, todo: &mut Vec<Ready>, main: &mut Option<&mut dyn FnMut()>) -> usize {
+        if todo.is_empty() {
+            return 0;
+        }
+        self.drain_and_run(todo, main)
+    }
+
+    #[inline(never)]
+    fn drain_and_run(&self, todo: &mut Vec<Ready>, main: &mut Option<&mut dyn FnMut()>) -> usize {
+        let mut run = Requeue {
+            inner: &self.inner,
+            rest: todo.drain(..),
+        };
+        for item in run.rest.by_ref() {
+            self.run_ready(item, main);
+            if self.panic_pending() {
+                break;
+            }
+        }
+        run.rest.len()
+    }
+
+    /// Only `handle_panic` with `propagate_panics` on sets a pending panic:
+    /// the constant is tested first, not the `RefCell`.
     #[inline]
     fn panic_pending(&self) -> bool {
         self.inner.propagate_panics && self.inner.pending_panic.borrow().is_some()
@@ -342,7 +356,7 @@ impl LoopHandle {
     }
 
     /// Runs what the events make ready, in their order, as they are read:
-    /// the order queueing them would give, since the queue was empty.
+    /// the order queueing them after what ran before would give.
     /// Returns `false` if a panic is to propagate: the events not run yet
     /// are then queued ahead of what the others scheduled, so no edge of
     /// the edge-triggered poller is lost.

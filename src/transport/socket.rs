@@ -485,6 +485,12 @@ impl SocketTransport {
         }
     }
 
+    /// One `recv` straight into a `BufferedProtocol`'s memory: `get_buffer`,
+    /// the `recv`, and `buffer_updated`, all under one take of the protocol
+    /// (D2). If `get_buffer` did something the transport must act on first
+    /// (replaced the protocol, queued a flow notification or the loss), the
+    /// protocol goes back and `buffer_updated` is a call of its own after
+    /// that work, as with separate calls.
     #[inline(never)]
     fn read_into_protocol(&self) {
         if self.has(LOST_DONE) {
@@ -493,31 +499,65 @@ impl SocketTransport {
         let Some(mut p) = self.protocol.take() else {
             return;
         };
-        if !matches!(p, AnyProtocol::Buffered(_)) {
+        let AnyProtocol::Buffered(bp) = &mut p else {
             self.protocol.set(Some(p));
             return self.read_into_shared();
-        }
+        };
         self.set_flag(BUSY, true);
-        // No borrow of the transport is held while get_buffer runs (D2).
         let fd = self.fd;
+        let mut method = "get_buffer";
+        // Ok((n, cap, delivered)); Err(None): an empty buffer.
         let step = catch_unwind(AssertUnwindSafe(|| {
-            let AnyProtocol::Buffered(bp) = &mut p else {
-                return Err(None);
-            };
             let buf = bp.get_buffer(0);
-            if buf.is_empty() {
+            let cap = buf.len();
+            if cap == 0 {
                 return Err(None);
             }
-            let cap = buf.len();
             match crate::sys::recv(fd, buf) {
-                Ok(n) => Ok((n, cap)),
+                Ok(n) if n > 0 => {
+                    let n = n.min(cap);
+                    if self.flags.get() & (REPLACED | LOST_DONE | PENDING) != 0 {
+                        return Ok((n, cap, false));
+                    }
+                    method = "buffer_updated";
+                    bp.buffer_updated(n);
+                    Ok((n, cap, true))
+                }
+                Ok(_) => Ok((0, cap, false)),
                 Err(e) => Err(Some(e)),
             }
         }));
         self.set_flag(BUSY, false);
         self.put_back(p);
+        match step {
+            Ok(Ok((n, cap, true))) => {
+                if self.has(PENDING) {
+                    self.after_callback();
+                }
+                self.after_read(n, cap);
+            }
+            other => self.read_into_protocol_slow(other, method),
+        }
+    }
+
+    /// The rest of `read_into_protocol` when `buffer_updated` did not run
+    /// under the first take: EOF, an error, a panic, an empty buffer, or
+    /// work that `get_buffer` queued.
+    #[cold]
+    #[inline(never)]
+    fn read_into_protocol_slow(
+        &self,
+        step: std::thread::Result<Result<(usize, usize, bool), Option<io::Error>>>,
+        method: &'static str,
+    ) {
         let (n, cap) = match step {
-            Err(payload) => return self.protocol_panicked("get_buffer", payload),
+            Err(payload) => {
+                self.protocol_panicked(method, payload);
+                if self.has(PENDING) {
+                    self.after_callback();
+                }
+                return;
+            }
             Ok(Err(None)) => {
                 let e = io::Error::other(Error::EmptyBuffer);
                 self.lp.call_exception_handler(
@@ -528,12 +568,16 @@ impl SocketTransport {
                 return self.force_close(Some(e));
             }
             Ok(Err(Some(e))) => {
-                self.after_callback();
+                if self.has(PENDING) {
+                    self.after_callback();
+                }
                 return self.read_error(e);
             }
-            Ok(Ok(r)) => r,
+            Ok(Ok((n, cap, _))) => (n, cap),
         };
-        self.after_callback();
+        if self.has(PENDING) {
+            self.after_callback();
+        }
         if n == 0 {
             return self.on_eof();
         }

@@ -81,12 +81,6 @@ impl Chunk {
         &self.data[self.start..self.end]
     }
 
-    /// Forgets the bytes, keeping the memory.
-    fn reset(&mut self) {
-        self.start = 0;
-        self.end = 0;
-    }
-
     /// Appends `bytes` after the ones held.
     fn append(&mut self, bytes: &[u8]) {
         if self.data.len() - self.end >= bytes.len() {
@@ -156,6 +150,16 @@ impl Shared {
         self.write_waker.wake();
     }
 
+    /// Pauses reading: the buffer went above twice the limit.
+    #[cold]
+    #[inline(never)]
+    fn pause_reading(&self) {
+        self.reading_paused.set(true);
+        if let Some(t) = self.transport.get() {
+            t.pause_reading();
+        }
+    }
+
     /// Resumes reading once the buffer is at the limit or below.
     fn maybe_resume_reading(&self) {
         if self.reading_paused.get() && self.buffered() <= self.limit.get() {
@@ -163,6 +167,16 @@ impl Shared {
             if let Some(t) = self.transport.get() {
                 t.resume_reading();
             }
+        }
+    }
+
+    /// What a read returns at EOF: `Ok(false)`, or the connection's error.
+    #[cold]
+    #[inline(never)]
+    fn eof_result(&self) -> io::Result<bool> {
+        match self.sticky_error() {
+            Some(e) => Err(e),
+            None => Ok(false),
         }
     }
 
@@ -177,35 +191,53 @@ impl Shared {
 /// The waker of one direction. A wake keeps the waker (disarmed) instead
 /// of consuming it, so a task that waits again with the same waker, as a
 /// task does, registers with no clone and its wakes drop no reference.
+///
+/// A `Cell`, only ever taken and put back: nothing is borrowed while the
+/// waker runs, which may run anything (D2).
 #[derive(Default)]
 struct WakerSlot {
-    waker: RefCell<Option<Waker>>,
+    waker: Cell<Option<Waker>>,
     /// Whether a poll is waiting: set by `register`, cleared by `wake`.
     armed: Cell<bool>,
 }
 
 impl WakerSlot {
+    #[inline]
     fn register(&self, cx: &Context<'_>) {
-        let mut slot = self.waker.borrow_mut();
-        if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            *slot = Some(cx.waker().clone());
+        match self.waker.take() {
+            Some(w) if w.will_wake(cx.waker()) => self.waker.set(Some(w)),
+            old => self.replace_waker(old, cx.waker()),
         }
         self.armed.set(true);
     }
 
+    /// `register` with a different waker than the last one.
+    #[cold]
+    #[inline(never)]
+    fn replace_waker(&self, old: Option<Waker>, new: &Waker) {
+        drop(old);
+        self.waker.set(Some(new.clone()));
+    }
+
+    #[inline]
     fn wake(&self) {
         if !self.armed.replace(false) {
             return;
         }
-        // Not woken under the borrow: a waker may run anything (D2).
-        let Some(waker) = self.waker.borrow_mut().take() else {
+        let Some(waker) = self.waker.take() else {
             return;
         };
         waker.wake_by_ref();
-        let mut slot = self.waker.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(waker);
+        // Kept unless the wake registered another one meanwhile.
+        if let Some(newer) = self.waker.replace(Some(waker)) {
+            self.keep_newer(newer);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn keep_newer(&self, newer: Waker) {
+        drop(self.waker.replace(Some(newer)));
     }
 }
 
@@ -256,6 +288,27 @@ impl StreamProtocol {
     }
 }
 
+impl StreamProtocol {
+    /// Reads that fill the buffer double the next one (up to
+    /// [`MAX_READ`]); short ones under half of it halve it (down to
+    /// [`MIN_READ`]).
+    fn adapt_read_size(&mut self, nbytes: usize, cap: usize) {
+        if nbytes == cap {
+            self.read_size = (self.read_size * 2).min(MAX_READ);
+        } else if nbytes < self.read_size / 2 {
+            self.read_size = (self.read_size / 2).max(MIN_READ);
+        }
+    }
+}
+
+/// A zeroed buffer of `len` bytes (only when a buffer grows: the memory
+/// the transport reads into is initialized once).
+#[cold]
+#[inline(never)]
+fn zeroed(len: usize) -> Vec<u8> {
+    vec![0; len]
+}
+
 /// The stream side of [`StreamProtocol::pending`], before the transport is
 /// known.
 pub(crate) struct PendingStream {
@@ -279,37 +332,35 @@ impl BufferedProtocol for StreamProtocol {
 
     fn get_buffer(&mut self, size_hint: usize) -> &mut [u8] {
         let want = self.read_size.max(size_hint);
-        let spare = &mut self.spare;
-        if spare.data.len() < want {
-            spare.data = vec![0; want];
+        if self.spare.data.len() < want {
+            self.spare.data = zeroed(want);
         }
-        spare.reset();
-        &mut spare.data
+        // `start`/`end` of the spare mean nothing until buffer_updated.
+        &mut self.spare.data
     }
 
     fn buffer_updated(&mut self, nbytes: usize) {
         let cap = self.spare.data.len();
-        if nbytes == cap {
-            self.read_size = (self.read_size * 2).min(MAX_READ);
-        } else if nbytes < self.read_size / 2 {
-            self.read_size = (self.read_size / 2).max(MIN_READ);
+        // Steady small reads (short, at the smallest size) change nothing.
+        if nbytes == cap || self.read_size != MIN_READ {
+            self.adapt_read_size(nbytes, cap);
         }
-        let s = &self.shared;
+        let s = &*self.shared;
         let buffered = {
             let mut incoming = s.incoming.borrow_mut();
             if incoming.is_empty() {
+                // The common case: the reader took everything before.
+                self.spare.start = 0;
                 self.spare.end = nbytes;
                 std::mem::swap(&mut self.spare, &mut *incoming);
+                nbytes
             } else {
                 append_spare(&mut incoming, &mut self.spare, nbytes);
+                incoming.len()
             }
-            incoming.len() + s.held.get()
-        };
-        if !s.reading_paused.get() && buffered > 2 * s.limit.get() {
-            s.reading_paused.set(true);
-            if let Some(t) = s.transport.get() {
-                t.pause_reading();
-            }
+        } + s.held.get();
+        if buffered > 2 * s.limit.get() && !s.reading_paused.get() {
+            s.pause_reading();
         }
         s.wake_reader();
     }
@@ -546,6 +597,7 @@ impl ReadHalf {
 
     /// Makes sure `local` holds bytes if any were received; returns
     /// whether it does.
+    #[inline]
     fn refill(&mut self) -> bool {
         if !self.local.is_empty() {
             return true;
@@ -561,27 +613,34 @@ impl ReadHalf {
         true
     }
 
+    #[inline]
     fn consume_local(&mut self, n: usize) {
         self.local.start += n;
         let left = self.local.len();
         self.shared.held.set(left);
         if left == 0 && self.local.data.len() > MIN_READ {
-            // Drained: release a large buffer (a burst's), keep a small one.
-            self.local = Chunk::default();
+            self.release_local();
         }
         self.shared.maybe_resume_reading();
     }
 
+    /// Drained: releases a large buffer (a burst's); small ones are kept.
+    #[cold]
+    #[inline(never)]
+    fn release_local(&mut self) {
+        self.local = Chunk::default();
+    }
+
+    /// Bytes are ready (`Ok(true)`), EOF (`Ok(false)`), an error, or
+    /// `Pending` with the waker registered.
+    #[inline]
     fn poll_ready_bytes(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         if self.refill() {
             return Poll::Ready(Ok(true));
         }
         // `connection_lost` sets `eof` too, so one check covers both.
         if self.shared.eof.get() {
-            return Poll::Ready(match self.shared.sticky_error() {
-                Some(e) => Err(e),
-                None => Ok(false),
-            });
+            return Poll::Ready(self.shared.eof_result());
         }
         self.shared.read_waker.register(cx);
         Poll::Pending
@@ -818,7 +877,7 @@ mod tests {
         c.append(b"fghij");
         assert_eq!(c.bytes(), b"defghij");
         assert_eq!((c.start, c.end), (0, 7));
-        c.reset();
+        c.start = c.end;
         assert!(c.is_empty());
         assert_eq!(c.len(), 0);
         let c = Chunk::from_bytes(b"xy");

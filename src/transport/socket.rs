@@ -504,61 +504,59 @@ impl SocketTransport {
             return self.read_into_shared();
         };
         self.set_flag(BUSY, true);
-        let fd = self.fd;
-        let mut method = "get_buffer";
-        // Ok((n, cap, delivered)); Err(None): an empty buffer.
+        let (fd, flags) = (self.fd, &self.flags);
+        let mut cap = 0;
+        // Whether buffer_updated was called (in the same take).
+        let mut updated = false;
         let step = catch_unwind(AssertUnwindSafe(|| {
             let buf = bp.get_buffer(0);
-            let cap = buf.len();
+            cap = buf.len();
             if cap == 0 {
-                return Err(None);
+                return Ok(0);
             }
-            match crate::sys::recv(fd, buf) {
-                Ok(n) if n > 0 => {
-                    let n = n.min(cap);
-                    if self.flags.get() & (REPLACED | LOST_DONE | PENDING) != 0 {
-                        return Ok((n, cap, false));
-                    }
-                    method = "buffer_updated";
-                    bp.buffer_updated(n);
-                    Ok((n, cap, true))
-                }
-                Ok(_) => Ok((0, cap, false)),
-                Err(e) => Err(Some(e)),
+            let n = crate::sys::recv(fd, buf)?;
+            if n > 0 && flags.get() & (REPLACED | LOST_DONE | PENDING) == 0 {
+                updated = true;
+                bp.buffer_updated(n.min(cap));
             }
+            Ok(n)
         }));
         self.set_flag(BUSY, false);
         self.put_back(p);
-        match step {
-            Ok(Ok((n, cap, true))) => {
-                if self.has(PENDING) {
-                    self.after_callback();
-                }
-                self.after_read(n, cap);
+        if let (true, Ok(Ok(n))) = (updated, &step) {
+            if self.has(PENDING) {
+                self.after_callback();
             }
-            other => self.read_into_protocol_slow(other, method),
+            return self.after_read((*n).min(cap), cap);
         }
+        self.read_into_protocol_slow(step, cap, updated);
     }
 
     /// The rest of `read_into_protocol` when `buffer_updated` did not run
-    /// under the first take: EOF, an error, a panic, an empty buffer, or
-    /// work that `get_buffer` queued.
+    /// (or panicked) under the first take: EOF, an error, a panic, an empty
+    /// buffer, or work that `get_buffer` queued.
     #[cold]
     #[inline(never)]
     fn read_into_protocol_slow(
         &self,
-        step: std::thread::Result<Result<(usize, usize, bool), Option<io::Error>>>,
-        method: &'static str,
+        step: std::thread::Result<io::Result<usize>>,
+        cap: usize,
+        updated: bool,
     ) {
-        let (n, cap) = match step {
+        let n = match step {
             Err(payload) => {
+                let method = if updated {
+                    "buffer_updated"
+                } else {
+                    "get_buffer"
+                };
                 self.protocol_panicked(method, payload);
                 if self.has(PENDING) {
                     self.after_callback();
                 }
                 return;
             }
-            Ok(Err(None)) => {
+            Ok(_) if cap == 0 => {
                 let e = io::Error::other(Error::EmptyBuffer);
                 self.lp.call_exception_handler(
                     ExceptionContext::new("Fatal error: protocol.get_buffer() call failed.")
@@ -567,13 +565,13 @@ impl SocketTransport {
                 );
                 return self.force_close(Some(e));
             }
-            Ok(Err(Some(e))) => {
+            Ok(Err(e)) => {
                 if self.has(PENDING) {
                     self.after_callback();
                 }
                 return self.read_error(e);
             }
-            Ok(Ok((n, cap, _))) => (n, cap),
+            Ok(Ok(n)) => n.min(cap),
         };
         if self.has(PENDING) {
             self.after_callback();

@@ -43,8 +43,11 @@ pub const MAX_WRITE: usize = 256 * 1024;
 
 /// The size of the first read into a stream's buffer. Reads that fill the
 /// buffer double the next one (up to [`MAX_READ`]); short ones halve it
-/// again. Buffers larger than this are released once drained, so an idle
-/// stream holds at most three of this size.
+/// again. Buffers larger than this are released once drained (by the read
+/// half) or after a short read (by the protocol, when the reader is
+/// behind), so an idle stream whose reader took everything holds three
+/// buffers of this size at most (12 KiB); only a burst that ended exactly
+/// on a full read leaves the protocol's spare at that read's size.
 const MIN_READ: usize = 4 * 1024;
 
 /// The largest buffer a stream reads into at once.
@@ -278,7 +281,7 @@ impl StreamProtocol {
     }
 
     /// A protocol whose stream is made after the connection completes,
-    /// with [`TransportStream::from_connected`].
+    /// with [`PendingStream::into_stream`].
     pub(crate) fn pending() -> (Buffered<StreamProtocol>, PendingStream) {
         let shared = Rc::new(Shared::new(&[]));
         (

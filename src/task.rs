@@ -25,6 +25,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use futures::future::LocalFutureObj;
 use futures::task::{LocalSpawn, SpawnError};
+use pin_project_lite::pin_project;
 
 use crate::event_loop::remote::Shared;
 use crate::event_loop::{LoopHandle, LoopInner};
@@ -183,13 +184,44 @@ impl<T> TaskControl for JoinState<T> {
     }
 }
 
+pin_project! {
+    /// A spawned future with what polling it needs: the task's waker (so
+    /// a poll builds its `Context` from here, with nothing moved out of the
+    /// slab or back) and the slot of its output.
+    struct TaskCell<F: Future> {
+        waker: Waker,
+        join: Rc<JoinState<F::Output>>,
+        // `None` once it completed: dropped before its output is published.
+        #[pin]
+        future: Option<F>,
+    }
+}
+
+/// A [`TaskCell`], type-erased.
+pub(crate) trait TaskFuture {
+    /// Polls the future once with the task's own waker; `Ready` once it
+    /// completed and its output was delivered.
+    fn poll_task(self: Pin<&mut Self>) -> Poll<()>;
+}
+
+impl<F: Future> TaskFuture for TaskCell<F> {
+    fn poll_task(self: Pin<&mut Self>) -> Poll<()> {
+        let mut this = self.project();
+        let Some(future) = this.future.as_mut().as_pin_mut() else {
+            return Poll::Ready(());
+        };
+        let mut cx = Context::from_waker(this.waker);
+        let out = futures::ready!(future.poll(&mut cx));
+        this.future.set(None);
+        this.join.complete(Ok(out));
+        Poll::Ready(())
+    }
+}
+
 /// One entry of the loop's task slab.
 pub(crate) struct TaskSlot {
     /// `None` while the task is being polled.
-    future: Option<Pin<Box<dyn Future<Output = ()>>>>,
-    /// Taken out with the future for the poll (moved, not cloned: no
-    /// reference count touched per poll).
-    waker: Option<Waker>,
+    future: Option<Pin<Box<dyn TaskFuture>>>,
     header: Arc<TaskWaker>,
     control: Rc<dyn TaskControl>,
     location: &'static Location<'static>,
@@ -198,7 +230,7 @@ pub(crate) struct TaskSlot {
 impl TaskSlot {
     /// Marks the task cancelled (on loop close) and gives its future, to be
     /// dropped with no borrow held.
-    pub(crate) fn close(self) -> Option<Pin<Box<dyn Future<Output = ()>>>> {
+    pub(crate) fn close(self) -> Option<Pin<Box<dyn TaskFuture>>> {
         self.control.finish_cancelled();
         self.future
     }
@@ -341,14 +373,13 @@ impl LoopHandle {
             join_waker: RefCell::new(None),
             task_waker: Some(header.clone()),
         });
-        let join = state.clone();
-        let wrapped = async move {
-            let out = future.await;
-            join.complete(Ok(out));
+        let cell = TaskCell {
+            waker: Waker::from(header.clone()),
+            join: state.clone(),
+            future: Some(future),
         };
         entry.insert(TaskSlot {
-            future: Some(Box::pin(wrapped)),
-            waker: Some(Waker::from(header.clone())),
+            future: Some(Box::pin(cell)),
             header,
             control: state.clone(),
             location,
@@ -364,12 +395,13 @@ impl LoopHandle {
 
     /// Polls the task `key` once (a `Ready::Task` item).
     ///
-    /// Per poll the future and its waker are moved out of the slot and back
-    /// (no reference count touched); the slot's `control` is needed only
-    /// when the task ends, so it is read from the removed slot then.
+    /// Per poll the future is moved out of the slot and back (two words,
+    /// no reference count touched; its waker lives in it); the slot's
+    /// `control` is needed only when the task ends, so it is read from the
+    /// removed slot then.
     pub(crate) fn run_task(&self, key: usize) {
         let inner = &self.inner;
-        let (mut future, waker, location) = {
+        let (mut future, location) = {
             let mut tasks = inner.tasks.borrow_mut();
             let Some(slot) = tasks.get_mut(key) else {
                 return;
@@ -385,37 +417,25 @@ impl LoopHandle {
                 slot.control.finish_cancelled();
                 return;
             }
-            let waker = slot
-                .waker
-                .take()
-                .unwrap_or_else(|| Waker::from(slot.header.clone()));
-            (future, waker, slot.location)
+            (future, slot.location)
         };
-        let mut cx = Context::from_waker(&waker);
         let started = inner.debug.get().then(std::time::Instant::now);
-        let polled = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
+        let polled = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll_task()));
         if let Some(t0) = started {
             self.check_slow(t0, || format!("<Task spawned at {location}>"));
         }
         match polled {
             Ok(Poll::Pending) => {
                 let mut tasks = inner.tasks.borrow_mut();
-                let Some(slot) = tasks.get_mut(key) else {
-                    drop(tasks);
-                    return drop(future);
-                };
-                if !slot.header.cancel_requested() {
-                    // Both were taken above: filled without dropping a
-                    // previous value (no drop glue on the hot path).
-                    slot.future.get_or_insert(future);
-                    slot.waker.get_or_insert(waker);
-                    return;
+                if let Some(slot) = tasks.get_mut(key) {
+                    if slot.future.is_none() && !slot.header.cancel_requested() {
+                        // Known empty here: filled with no drop glue.
+                        slot.future = Some(future);
+                        return;
+                    }
                 }
-                // Cancelled from inside its own poll.
-                let slot = tasks.remove(key);
                 drop(tasks);
-                drop(future);
-                slot.control.finish_cancelled();
+                self.task_gone_or_cancelled(key, future);
             }
             Ok(Poll::Ready(())) => {
                 let slot = inner.tasks.borrow_mut().try_remove(key);
@@ -438,6 +458,25 @@ impl LoopHandle {
                 }
             }
         }
+    }
+
+    /// A task that returned `Pending` but is gone from the slab (the loop
+    /// closed meanwhile) or was cancelled from inside its own poll.
+    #[cold]
+    #[inline(never)]
+    fn task_gone_or_cancelled(&self, key: usize, future: Pin<Box<dyn TaskFuture>>) {
+        let mut tasks = self.inner.tasks.borrow_mut();
+        let cancelled = tasks
+            .get(key)
+            .is_some_and(|slot| slot.future.is_none() && slot.header.cancel_requested());
+        if !cancelled {
+            drop(tasks);
+            return drop(future);
+        }
+        let slot = tasks.remove(key);
+        drop(tasks);
+        drop(future);
+        slot.control.finish_cancelled();
     }
 
     /// How many tasks are alive on this loop.

@@ -30,7 +30,7 @@ use std::task::{Context, Poll, Waker};
 
 use futures::io::{AsyncBufRead, AsyncRead, AsyncWrite, IoSlice};
 
-use crate::protocol::Protocol;
+use crate::protocol::{Buffered, BufferedProtocol};
 use crate::transport::{EmptyWaiter, Transport};
 
 /// The default read limit: 64 KiB, asyncio's `_DEFAULT_LIMIT`.
@@ -41,11 +41,75 @@ pub const DEFAULT_READ_LIMIT: usize = 64 * 1024;
 /// buffer never holds more than its high-water mark plus one part.
 pub const MAX_WRITE: usize = 256 * 1024;
 
+/// The size of the first read into a stream's buffer. Reads that fill the
+/// buffer double the next one (up to [`MAX_READ`]); short ones halve it
+/// again. Buffers larger than this are released once drained (by the read
+/// half) or after a short read (by the protocol, when the reader is
+/// behind), so an idle stream whose reader took everything holds three
+/// buffers of this size at most (12 KiB); only a burst that ended exactly
+/// on a full read leaves the protocol's spare at that read's size.
+const MIN_READ: usize = 4 * 1024;
+
+/// The largest buffer a stream reads into at once.
+const MAX_READ: usize = 64 * 1024;
+
+/// Received bytes, `data[start..end]`. `data` is kept at its full, zeroed
+/// once length, so the transport can read into its tail with no copy
+/// (`BufferedProtocol`); an empty `data` means no buffer at all.
+#[derive(Default)]
+struct Chunk {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Chunk {
+    fn from_bytes(bytes: &[u8]) -> Chunk {
+        Chunk {
+            data: bytes.to_vec(),
+            start: 0,
+            end: bytes.len(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    /// Appends `bytes` after the ones held.
+    fn append(&mut self, bytes: &[u8]) {
+        if self.data.len() - self.end >= bytes.len() {
+            self.data[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+            self.end += bytes.len();
+        } else {
+            self.data.truncate(self.end);
+            self.data.drain(..self.start);
+            self.data.extend_from_slice(bytes);
+            self.start = 0;
+            self.end = self.data.len();
+        }
+    }
+}
+
 /// What the protocol and the two halves share. Touched only for short
 /// moments, never across a call into user code.
+///
+/// Received bytes move by swapping buffers, not by copying: the transport
+/// reads into the protocol's own buffer, which the protocol swaps into
+/// `incoming` when that is empty (else it appends a copy); the read half
+/// swaps `incoming` with its drained buffer, which the protocol gets back
+/// on its next swap. Three buffers go round, none copied or zeroed again.
 struct Shared {
     /// Received bytes the read half has not taken yet.
-    incoming: RefCell<Vec<u8>>,
+    incoming: RefCell<Chunk>,
     /// Bytes the read half holds and has not handed out (for the limit).
     held: Cell<usize>,
     limit: Cell<usize>,
@@ -63,7 +127,7 @@ struct Shared {
 impl Shared {
     fn new(buffered: &[u8]) -> Shared {
         Shared {
-            incoming: RefCell::new(buffered.to_vec()),
+            incoming: RefCell::new(Chunk::from_bytes(buffered)),
             held: Cell::new(0),
             limit: Cell::new(DEFAULT_READ_LIMIT),
             reading_paused: Cell::new(false),
@@ -89,6 +153,16 @@ impl Shared {
         self.write_waker.wake();
     }
 
+    /// Pauses reading: the buffer went above twice the limit.
+    #[cold]
+    #[inline(never)]
+    fn pause_reading(&self) {
+        self.reading_paused.set(true);
+        if let Some(t) = self.transport.get() {
+            t.pause_reading();
+        }
+    }
+
     /// Resumes reading once the buffer is at the limit or below.
     fn maybe_resume_reading(&self) {
         if self.reading_paused.get() && self.buffered() <= self.limit.get() {
@@ -96,6 +170,16 @@ impl Shared {
             if let Some(t) = self.transport.get() {
                 t.resume_reading();
             }
+        }
+    }
+
+    /// What a read returns at EOF: `Ok(false)`, or the connection's error.
+    #[cold]
+    #[inline(never)]
+    fn eof_result(&self) -> io::Result<bool> {
+        match self.sticky_error() {
+            Some(e) => Err(e),
+            None => Ok(false),
         }
     }
 
@@ -110,68 +194,122 @@ impl Shared {
 /// The waker of one direction. A wake keeps the waker (disarmed) instead
 /// of consuming it, so a task that waits again with the same waker, as a
 /// task does, registers with no clone and its wakes drop no reference.
+///
+/// A `Cell`, only ever taken and put back: nothing is borrowed while the
+/// waker runs, which may run anything (D2).
 #[derive(Default)]
 struct WakerSlot {
-    waker: RefCell<Option<Waker>>,
+    waker: Cell<Option<Waker>>,
     /// Whether a poll is waiting: set by `register`, cleared by `wake`.
     armed: Cell<bool>,
 }
 
 impl WakerSlot {
+    #[inline]
     fn register(&self, cx: &Context<'_>) {
-        let mut slot = self.waker.borrow_mut();
-        if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            *slot = Some(cx.waker().clone());
+        match self.waker.take() {
+            Some(w) if w.will_wake(cx.waker()) => self.waker.set(Some(w)),
+            old => self.replace_waker(old, cx.waker()),
         }
         self.armed.set(true);
     }
 
+    /// `register` with a different waker than the last one.
+    #[cold]
+    #[inline(never)]
+    fn replace_waker(&self, old: Option<Waker>, new: &Waker) {
+        drop(old);
+        self.waker.set(Some(new.clone()));
+    }
+
+    #[inline]
     fn wake(&self) {
         if !self.armed.replace(false) {
             return;
         }
-        // Not woken under the borrow: a waker may run anything (D2).
-        let Some(waker) = self.waker.borrow_mut().take() else {
+        let Some(waker) = self.waker.take() else {
             return;
         };
         waker.wake_by_ref();
-        let mut slot = self.waker.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(waker);
+        // Kept unless the wake registered another one meanwhile.
+        if let Some(newer) = self.waker.replace(Some(waker)) {
+            self.keep_newer(newer);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn keep_newer(&self, newer: Waker) {
+        drop(self.waker.replace(Some(newer)));
     }
 }
 
 /// The protocol that feeds a [`TransportStream`] (asyncio's
 /// `StreamReaderProtocol`).
+///
+/// A `BufferedProtocol`: the transport reads straight into `spare`, which
+/// is empty between calls.
 pub(crate) struct StreamProtocol {
     shared: Rc<Shared>,
     /// What to do with the stream once connected (servers spawn a task).
     on_connect: Option<Box<dyn FnOnce(TransportStream)>>,
+    /// The buffer lent to the transport by `get_buffer`.
+    spare: Chunk,
+    /// How much the next read asks room for.
+    read_size: usize,
 }
 
 impl StreamProtocol {
+    fn new(
+        shared: Rc<Shared>,
+        on_connect: Option<Box<dyn FnOnce(TransportStream)>>,
+    ) -> Buffered<StreamProtocol> {
+        Buffered(StreamProtocol {
+            shared,
+            on_connect,
+            spare: Chunk::default(),
+            read_size: MIN_READ,
+        })
+    }
+
     /// A protocol whose stream is made in `connection_made` and handed to
     /// `on_connect`.
-    pub(crate) fn with_handler(on_connect: Box<dyn FnOnce(TransportStream)>) -> StreamProtocol {
-        StreamProtocol {
-            shared: Rc::new(Shared::new(&[])),
-            on_connect: Some(on_connect),
-        }
+    pub(crate) fn with_handler(
+        on_connect: Box<dyn FnOnce(TransportStream)>,
+    ) -> Buffered<StreamProtocol> {
+        StreamProtocol::new(Rc::new(Shared::new(&[])), Some(on_connect))
     }
 
     /// A protocol whose stream is made after the connection completes,
-    /// with [`TransportStream::from_connected`].
-    pub(crate) fn pending() -> (StreamProtocol, PendingStream) {
+    /// with [`PendingStream::into_stream`].
+    pub(crate) fn pending() -> (Buffered<StreamProtocol>, PendingStream) {
         let shared = Rc::new(Shared::new(&[]));
         (
-            StreamProtocol {
-                shared: shared.clone(),
-                on_connect: None,
-            },
+            StreamProtocol::new(shared.clone(), None),
             PendingStream { shared },
         )
     }
+}
+
+impl StreamProtocol {
+    /// Reads that fill the buffer double the next one (up to
+    /// [`MAX_READ`]); short ones under half of it halve it (down to
+    /// [`MIN_READ`]).
+    fn adapt_read_size(&mut self, nbytes: usize, cap: usize) {
+        if nbytes == cap {
+            self.read_size = (self.read_size * 2).min(MAX_READ);
+        } else if nbytes < self.read_size / 2 {
+            self.read_size = (self.read_size / 2).max(MIN_READ);
+        }
+    }
+}
+
+/// A zeroed buffer of `len` bytes (only when a buffer grows: the memory
+/// the transport reads into is initialized once).
+#[cold]
+#[inline(never)]
+fn zeroed(len: usize) -> Vec<u8> {
+    vec![0; len]
 }
 
 /// The stream side of [`StreamProtocol::pending`], before the transport is
@@ -187,7 +325,7 @@ impl PendingStream {
     }
 }
 
-impl Protocol for StreamProtocol {
+impl BufferedProtocol for StreamProtocol {
     fn connection_made(&mut self, transport: &Transport) {
         let _ = self.shared.transport.set(transport.clone());
         if let Some(on_connect) = self.on_connect.take() {
@@ -195,14 +333,37 @@ impl Protocol for StreamProtocol {
         }
     }
 
-    fn data_received(&mut self, data: &[u8]) {
-        let s = &self.shared;
-        s.incoming.borrow_mut().extend_from_slice(data);
-        if !s.reading_paused.get() && s.buffered() > 2 * s.limit.get() {
-            s.reading_paused.set(true);
-            if let Some(t) = s.transport.get() {
-                t.pause_reading();
+    fn get_buffer(&mut self, size_hint: usize) -> &mut [u8] {
+        let want = self.read_size.max(size_hint);
+        if self.spare.data.len() < want {
+            self.spare.data = zeroed(want);
+        }
+        // `start`/`end` of the spare mean nothing until buffer_updated.
+        &mut self.spare.data
+    }
+
+    fn buffer_updated(&mut self, nbytes: usize) {
+        let cap = self.spare.data.len();
+        // Steady small reads (short, at the smallest size) change nothing.
+        if nbytes == cap || self.read_size != MIN_READ {
+            self.adapt_read_size(nbytes, cap);
+        }
+        let s = &*self.shared;
+        let buffered = {
+            let mut incoming = s.incoming.borrow_mut();
+            if incoming.is_empty() {
+                // The common case: the reader took everything before.
+                self.spare.start = 0;
+                self.spare.end = nbytes;
+                std::mem::swap(&mut self.spare, &mut *incoming);
+                nbytes
+            } else {
+                append_spare(&mut incoming, &mut self.spare, nbytes);
+                incoming.len()
             }
+        } + s.held.get();
+        if buffered > 2 * s.limit.get() && !s.reading_paused.get() {
+            s.pause_reading();
         }
         s.wake_reader();
     }
@@ -232,6 +393,20 @@ impl Protocol for StreamProtocol {
     fn resume_writing(&mut self) {
         self.shared.writing_paused.set(false);
         self.shared.wake_writer();
+    }
+}
+
+/// `buffer_updated` when the reader has not taken the previous bytes yet:
+/// appends a copy of the `nbytes` read into `spare`.
+#[cold]
+#[inline(never)]
+fn append_spare(incoming: &mut Chunk, spare: &mut Chunk, nbytes: usize) {
+    incoming.append(&spare.data[..nbytes]);
+    let cap = spare.data.len();
+    if nbytes < cap && cap > MIN_READ {
+        // A short read: the burst is over, release its buffer (an idle
+        // stream keeps none larger than MIN_READ).
+        spare.data = Vec::new();
     }
 }
 
@@ -273,9 +448,8 @@ pub struct TransportStream {
 pub struct ReadHalf {
     shared: Rc<Shared>,
     _guard: Rc<CloseOnDrop>,
-    /// Bytes taken from `shared.incoming`, handed out from `pos`.
-    local: Vec<u8>,
-    pos: usize,
+    /// Bytes taken from `shared.incoming`, not handed out yet.
+    local: Chunk,
 }
 
 /// The writing half of a [`TransportStream`].
@@ -314,10 +488,7 @@ impl TransportStream {
         let shared = Rc::new(Shared::new(buffered));
         shared.lost.set(transport.is_closing());
         let _ = shared.transport.set(transport.clone());
-        transport.set_protocol(StreamProtocol {
-            shared: shared.clone(),
-            on_connect: None,
-        });
+        transport.set_protocol(StreamProtocol::new(shared.clone(), None));
         TransportStream::from_shared(shared, transport)
     }
 
@@ -341,8 +512,7 @@ impl TransportStream {
             reader: ReadHalf {
                 shared: shared.clone(),
                 _guard: guard.clone(),
-                local: Vec::new(),
-                pos: 0,
+                local: Chunk::default(),
             },
             writer: WriteHalf {
                 shared,
@@ -403,13 +573,13 @@ impl TransportStream {
     /// received but not read. Set a protocol on the transport right away,
     /// in the same callback or poll, and feed it `buffered` first.
     pub fn into_parts(self) -> StreamParts {
-        let TransportStream { mut reader, writer } = self;
+        let TransportStream { reader, writer } = self;
         reader._guard.armed.set(false);
         let transport = writer.transport.clone();
         let shared = reader.shared.clone();
-        let mut buffered = reader.local.split_off(reader.pos);
-        buffered.extend_from_slice(&shared.incoming.borrow());
-        shared.incoming.borrow_mut().clear();
+        let mut buffered = reader.local.bytes().to_vec();
+        buffered.extend_from_slice(shared.incoming.borrow().bytes());
+        *shared.incoming.borrow_mut() = Chunk::default();
         shared.held.set(0);
         if shared.reading_paused.replace(false) {
             transport.resume_reading();
@@ -428,40 +598,52 @@ impl ReadHalf {
         self.shared.buffered()
     }
 
-    /// Makes sure `local[pos..]` holds bytes if any were received; returns
+    /// Makes sure `local` holds bytes if any were received; returns
     /// whether it does.
+    #[inline]
     fn refill(&mut self) -> bool {
-        if self.pos < self.local.len() {
+        if !self.local.is_empty() {
             return true;
         }
-        if self.shared.incoming.borrow().is_empty() {
+        let mut incoming = self.shared.incoming.borrow_mut();
+        if incoming.is_empty() {
             return false;
         }
-        self.local.clear();
-        self.pos = 0;
-        // Swap rather than copy: the protocol appends to the (empty) vector
-        // this half just used, so neither side allocates in steady state.
-        std::mem::swap(&mut self.local, &mut *self.shared.incoming.borrow_mut());
+        // Swap rather than copy; the drained buffer goes to the protocol.
+        std::mem::swap(&mut self.local, &mut *incoming);
+        drop(incoming);
         self.shared.held.set(self.local.len());
-        !self.local.is_empty()
+        true
     }
 
+    #[inline]
     fn consume_local(&mut self, n: usize) {
-        self.pos += n;
-        self.shared.held.set(self.local.len() - self.pos);
+        self.local.start += n;
+        let left = self.local.len();
+        self.shared.held.set(left);
+        if left == 0 && self.local.data.len() > MIN_READ {
+            self.release_local();
+        }
         self.shared.maybe_resume_reading();
     }
 
+    /// Drained: releases a large buffer (a burst's); small ones are kept.
+    #[cold]
+    #[inline(never)]
+    fn release_local(&mut self) {
+        self.local = Chunk::default();
+    }
+
+    /// Bytes are ready (`Ok(true)`), EOF (`Ok(false)`), an error, or
+    /// `Pending` with the waker registered.
+    #[inline]
     fn poll_ready_bytes(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         if self.refill() {
             return Poll::Ready(Ok(true));
         }
         // `connection_lost` sets `eof` too, so one check covers both.
         if self.shared.eof.get() {
-            return Poll::Ready(match self.shared.sticky_error() {
-                Some(e) => Err(e),
-                None => Ok(false),
-            });
+            return Poll::Ready(self.shared.eof_result());
         }
         self.shared.read_waker.register(cx);
         Poll::Pending
@@ -483,8 +665,8 @@ impl AsyncRead for ReadHalf {
             Poll::Ready(Ok(false)) => Poll::Ready(Ok(0)),
             Poll::Ready(Ok(true)) => {
                 let this = &mut *self;
-                let n = buf.len().min(this.local.len() - this.pos);
-                buf[..n].copy_from_slice(&this.local[this.pos..this.pos + n]);
+                let n = buf.len().min(this.local.len());
+                buf[..n].copy_from_slice(&this.local.bytes()[..n]);
                 this.consume_local(n);
                 Poll::Ready(Ok(n))
             }
@@ -499,13 +681,13 @@ impl AsyncBufRead for ReadHalf {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Ready(Ok(false)) => Poll::Ready(Ok(&[])),
-            Poll::Ready(Ok(true)) => Poll::Ready(Ok(&this.local[this.pos..])),
+            Poll::Ready(Ok(true)) => Poll::Ready(Ok(this.local.bytes())),
         }
     }
 
     fn consume(self: Pin<&mut Self>, amt: usize) {
         let this = self.get_mut();
-        let amt = amt.min(this.local.len() - this.pos);
+        let amt = amt.min(this.local.len());
         this.consume_local(amt);
     }
 }
@@ -677,5 +859,31 @@ impl fmt::Debug for WriteHalf {
         f.debug_struct("WriteHalf")
             .field("transport", &self.transport)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Chunk;
+
+    #[test]
+    fn chunk_append_uses_the_tail_then_compacts_and_grows() {
+        let mut c = Chunk {
+            data: vec![0; 8],
+            start: 0,
+            end: 0,
+        };
+        c.append(b"abcde");
+        assert_eq!(c.bytes(), b"abcde");
+        assert_eq!(c.data.len(), 8, "fits in the tail: no growth");
+        c.start = 3; // "ab" handed out
+        c.append(b"fghij");
+        assert_eq!(c.bytes(), b"defghij");
+        assert_eq!((c.start, c.end), (0, 7));
+        c.start = c.end;
+        assert!(c.is_empty());
+        assert_eq!(c.len(), 0);
+        let c = Chunk::from_bytes(b"xy");
+        assert_eq!((c.bytes(), c.len()), (&b"xy"[..], 2));
     }
 }

@@ -13,6 +13,7 @@ use std::rc::Rc;
 
 use super::stream::{StreamProtocol, TransportStream};
 use crate::event_loop::LoopHandle;
+use crate::protocol::Buffered;
 use crate::server::ServerBuilder;
 
 impl LoopHandle {
@@ -113,7 +114,10 @@ impl LoopHandle {
 
 /// A protocol factory whose protocols spawn `handler` on their stream once
 /// connected.
-fn stream_factory<H, F>(lp: LoopHandle, handler: H) -> impl FnMut() -> StreamProtocol + 'static
+fn stream_factory<H, F>(
+    lp: LoopHandle,
+    handler: H,
+) -> impl FnMut() -> Buffered<StreamProtocol> + 'static
 where
     H: Fn(TransportStream) -> F + 'static,
     F: Future<Output = ()> + 'static,

@@ -542,12 +542,18 @@ impl SocketTransport {
         }
     }
 
+    /// One `recv` straight into a `BufferedProtocol`'s memory: `get_buffer`,
+    /// the `recv`, and `buffer_updated`, all under one take of the protocol
+    /// (D2). If `get_buffer` did something the transport must act on first
+    /// (replaced the protocol, queued a flow notification or the loss), the
+    /// protocol goes back and `buffer_updated` is a call of its own after
+    /// that work, as with separate calls.
     #[inline(never)]
     fn read_into_protocol(&self) {
         if self.has(LOST_DONE) {
             return;
         }
-        let Some(mut p) = self.protocol.buffered.take() else {
+        let Some(mut bp) = self.protocol.buffered.take() else {
             // A Protocol took its place (set_protocol), or the protocol is
             // running or gone.
             let stream = self.protocol.stream.take();
@@ -559,41 +565,59 @@ impl SocketTransport {
             return;
         };
         self.set_flag(BUSY, true);
-        // No borrow of the transport is held while get_buffer runs (D2).
-        let fd = self.fd;
+        let (fd, flags) = (self.fd, &self.flags);
+        let mut cap = 0;
+        // Whether buffer_updated was called (in the same take).
+        let mut updated = false;
         let step = catch_unwind(AssertUnwindSafe(|| {
-            let buf = p.get_buffer(0);
-            if buf.is_empty() {
-                return Err(None);
+            let buf = bp.get_buffer(0);
+            cap = buf.len();
+            if cap == 0 {
+                return Ok(0);
             }
-            let cap = buf.len();
-            match crate::sys::recv(fd, buf) {
-                Ok(n) => Ok((n, cap)),
-                Err(e) => Err(Some(e)),
+            let n = crate::sys::recv(fd, buf)?;
+            if n > 0 && flags.get() & (REPLACED | LOST_DONE | PENDING) == 0 {
+                updated = true;
+                bp.buffer_updated(n.min(cap));
             }
+            Ok(n)
         }));
-        if let Ok(Ok((n, cap))) = step {
-            if n > 0 && self.flags.get() & (REPLACED | LOST_DONE | PENDING) == 0 {
-                // The common case: bytes came and nothing happened inside
-                // get_buffer; hand them over with the protocol still out.
-                let result = catch_unwind(AssertUnwindSafe(|| p.buffer_updated(n)));
-                self.set_flag(BUSY, false);
-                self.put_back(AnyProtocol::Buffered(p));
-                if let Err(payload) = result {
-                    self.protocol_panicked("buffer_updated", payload);
-                }
+        self.set_flag(BUSY, false);
+        self.put_back(AnyProtocol::Buffered(bp));
+        if let (true, Ok(Ok(n))) = (updated, &step) {
+            if self.has(PENDING) {
+                self.after_callback();
+            }
+            return self.after_read((*n).min(cap), cap);
+        }
+        self.read_into_protocol_slow(step, cap, updated);
+    }
+
+    /// The rest of `read_into_protocol` when `buffer_updated` did not run
+    /// (or panicked) under the first take: EOF, an error, a panic, an empty
+    /// buffer, or work that `get_buffer` queued.
+    #[cold]
+    #[inline(never)]
+    fn read_into_protocol_slow(
+        &self,
+        step: std::thread::Result<io::Result<usize>>,
+        cap: usize,
+        updated: bool,
+    ) {
+        let n = match step {
+            Err(payload) => {
+                let method = if updated {
+                    "buffer_updated"
+                } else {
+                    "get_buffer"
+                };
+                self.protocol_panicked(method, payload);
                 if self.has(PENDING) {
                     self.after_callback();
                 }
-                return self.after_read(n, cap);
+                return;
             }
-        }
-        let p = AnyProtocol::Buffered(p);
-        self.set_flag(BUSY, false);
-        self.put_back(p);
-        let (n, cap) = match step {
-            Err(payload) => return self.protocol_panicked("get_buffer", payload),
-            Ok(Err(None)) => {
+            Ok(_) if cap == 0 => {
                 let e = io::Error::other(Error::EmptyBuffer);
                 self.lp.call_exception_handler(
                     ExceptionContext::new("Fatal error: protocol.get_buffer() call failed.")
@@ -602,13 +626,17 @@ impl SocketTransport {
                 );
                 return self.force_close(Some(e));
             }
-            Ok(Err(Some(e))) => {
-                self.after_callback();
+            Ok(Err(e)) => {
+                if self.has(PENDING) {
+                    self.after_callback();
+                }
                 return self.read_error(e);
             }
-            Ok(Ok(r)) => r,
+            Ok(Ok(n)) => n.min(cap),
         };
-        self.after_callback();
+        if self.has(PENDING) {
+            self.after_callback();
+        }
         if n == 0 {
             return self.on_eof();
         }

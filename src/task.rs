@@ -43,6 +43,14 @@ pub(crate) struct TaskWaker {
 }
 
 impl TaskWaker {
+    /// A wake from another thread (or with the loop not running here):
+    /// through the inbox, which rings the loop's waker.
+    #[cold]
+    #[inline(never)]
+    fn wake_from_elsewhere(&self) {
+        self.shared.push_woken(self.key);
+    }
+
     pub(crate) fn new(key: usize, scheduled: bool, shared: Arc<Shared>) -> Arc<TaskWaker> {
         Arc::new(TaskWaker {
             key,
@@ -79,7 +87,7 @@ impl Wake for TaskWaker {
         if !self.scheduled.swap(true, Ordering::AcqRel)
             && !crate::event_loop::wake_on_loop_thread(&self.shared, self.key)
         {
-            self.shared.push_woken(self.key);
+            self.wake_from_elsewhere();
         }
     }
 }
@@ -399,6 +407,7 @@ impl LoopHandle {
     /// no reference count touched; its waker lives in it); the slot's
     /// `control` is needed only when the task ends, so it is read from the
     /// removed slot then.
+    #[inline]
     pub(crate) fn run_task(&self, key: usize) {
         let inner = &self.inner;
         let (mut future, location) = {
@@ -422,7 +431,7 @@ impl LoopHandle {
         let started = inner.debug.get().then(std::time::Instant::now);
         let polled = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll_task()));
         if let Some(t0) = started {
-            self.check_slow(t0, || format!("<Task spawned at {location}>"));
+            self.task_polled_in_debug(t0, location);
         }
         match polled {
             Ok(Poll::Pending) => {
@@ -437,30 +446,49 @@ impl LoopHandle {
                 drop(tasks);
                 self.task_gone_or_cancelled(key, future);
             }
-            Ok(Poll::Ready(())) => {
-                let slot = inner.tasks.borrow_mut().try_remove(key);
-                drop(future);
-                drop(slot);
-            }
-            Err(payload) => {
-                let slot = inner.tasks.borrow_mut().try_remove(key);
-                // Dropping a future that panicked may panic again.
-                let _ = catch_unwind(AssertUnwindSafe(move || drop(future)));
-                let Some(slot) = slot else {
-                    return;
-                };
-                if let Some(payload) = slot.control.finish_panicked(payload) {
-                    self.handle_panic(
-                        payload,
-                        ExceptionContext::new("Task exception was never retrieved")
-                            .with_task(format!("<Task spawned at {location}>")),
-                    );
-                }
-            }
+            Ok(Poll::Ready(())) => self.task_finished(key, future),
+            Err(payload) => self.task_panicked(key, future, payload, location),
         }
     }
 
-    /// A task that returned `Pending` but is gone from the slab (the loop
+    #[cold]
+    #[inline(never)]
+    fn task_polled_in_debug(&self, t0: std::time::Instant, location: &'static Location<'static>) {
+        self.check_slow(t0, || format!("<Task spawned at {location}>"));
+    }
+
+    #[inline(never)]
+    fn task_finished(&self, key: usize, future: Pin<Box<dyn TaskFuture>>) {
+        let slot = self.inner.tasks.borrow_mut().try_remove(key);
+        drop(future);
+        drop(slot);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn task_panicked(
+        &self,
+        key: usize,
+        future: Pin<Box<dyn TaskFuture>>,
+        payload: Box<dyn Any + Send>,
+        location: &'static Location<'static>,
+    ) {
+        let slot = self.inner.tasks.borrow_mut().try_remove(key);
+        // Dropping a future that panicked may panic again.
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(future)));
+        let Some(slot) = slot else {
+            return;
+        };
+        if let Some(payload) = slot.control.finish_panicked(payload) {
+            self.handle_panic(
+                payload,
+                ExceptionContext::new("Task exception was never retrieved")
+                    .with_task(format!("<Task spawned at {location}>")),
+            );
+        }
+    }
+
+    /// The task's slot is gone (it finished, was cancelled, or the loop
     /// closed meanwhile) or was cancelled from inside its own poll.
     #[cold]
     #[inline(never)]

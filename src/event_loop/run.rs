@@ -295,7 +295,12 @@ impl LoopHandle {
             rest: todo.drain(..),
         };
         for item in run.rest.by_ref() {
-            self.run_ready(item, main);
+            // Woken tasks are most of what is queued: polled without the
+            // general dispatch's frame.
+            match item {
+                Ready::Task(key) => self.run_task(key),
+                item => self.run_ready(item, main),
+            }
             if self.panic_pending() {
                 break;
             }

@@ -163,6 +163,17 @@ pub(crate) enum TransportRef {
     Layered(Rc<dyn TransportImpl>),
 }
 
+/// Calls a [`TransportImpl`] method: directly (inlinable) on the socket
+/// transport, through the vtable on a layered one.
+macro_rules! dispatch {
+    ($t:expr, $method:ident($($arg:expr),*)) => {
+        match &$t.inner {
+            TransportRef::Socket(s) => s.$method($($arg),*),
+            TransportRef::Layered(l) => l.$method($($arg),*),
+        }
+    };
+}
+
 impl std::ops::Deref for TransportRef {
     type Target = dyn TransportImpl;
     #[inline]
@@ -193,10 +204,7 @@ impl Transport {
     /// (the data is dropped; see the type's contract).
     #[inline]
     pub fn write(&self, data: &[u8]) -> Result<(), Error> {
-        match &self.inner {
-            TransportRef::Socket(s) => s.write(data),
-            TransportRef::Layered(l) => l.write(data),
-        }
+        dispatch!(self, write(data))
     }
 
     /// Sends several buffers as one: with nothing buffered, in one vectored
@@ -208,7 +216,7 @@ impl Transport {
     ///
     /// As [`write`](Transport::write).
     pub fn writelines(&self, bufs: &[&[u8]]) -> Result<(), Error> {
-        self.inner.writelines(bufs)
+        dispatch!(self, writelines(bufs))
     }
 
     /// Closes the write side (`shutdown(SHUT_WR)`) once the buffer has
@@ -219,59 +227,59 @@ impl Transport {
     /// None today for socket transports; a transport that cannot half-close
     /// would refuse (see [`can_write_eof`](Transport::can_write_eof)).
     pub fn write_eof(&self) -> Result<(), Error> {
-        self.inner.write_eof()
+        dispatch!(self, write_eof())
     }
 
     /// Whether [`write_eof`](Transport::write_eof) is supported (always for
     /// sockets).
     pub fn can_write_eof(&self) -> bool {
-        self.inner.can_write_eof()
+        dispatch!(self, can_write_eof())
     }
 
     /// Closes the transport after sending what is buffered; the protocol
     /// then gets `connection_lost(None)`. Reading stops at once. A second
     /// call does nothing.
     pub fn close(&self) {
-        self.inner.close()
+        dispatch!(self, close())
     }
 
     /// Closes the transport now, discarding buffered data; the protocol
     /// gets `connection_lost(None)` in the next iteration.
     pub fn abort(&self) {
-        self.inner.abort()
+        dispatch!(self, abort())
     }
 
     /// Whether the transport is closing or closed.
     pub fn is_closing(&self) -> bool {
-        self.inner.is_closing()
+        dispatch!(self, is_closing())
     }
 
     /// Stops delivering data until [`resume_reading`](Transport::resume_reading).
     /// Idempotent; a no-op on a closing transport.
     pub fn pause_reading(&self) {
-        self.inner.pause_reading()
+        dispatch!(self, pause_reading())
     }
 
     /// Delivers data again, including what arrived meanwhile (in the next
     /// iteration). Idempotent.
     pub fn resume_reading(&self) {
-        self.inner.resume_reading()
+        dispatch!(self, resume_reading())
     }
 
     /// Whether data is being delivered: not paused, not closing, and (unlike
     /// asyncio, which keeps reporting `True`) the peer has not sent EOF.
     pub fn is_reading(&self) -> bool {
-        self.inner.is_reading()
+        dispatch!(self, is_reading())
     }
 
     /// How many bytes are buffered, waiting for the kernel to take them.
     pub fn write_buffer_size(&self) -> usize {
-        self.inner.write_buffer_size()
+        dispatch!(self, write_buffer_size())
     }
 
     /// The write-buffer watermarks as `(low, high)` (asyncio's order).
     pub fn write_buffer_limits(&self) -> (usize, usize) {
-        self.inner.write_buffer_limits()
+        dispatch!(self, write_buffer_limits())
     }
 
     /// Sets the watermarks: with neither, 64 KiB and 16 KiB; with only
@@ -287,7 +295,7 @@ impl Transport {
         high: Option<usize>,
         low: Option<usize>,
     ) -> Result<(), Error> {
-        self.inner.set_write_buffer_limits(high, low)
+        dispatch!(self, set_write_buffer_limits(high, low))
     }
 
     /// A hard cap on the write buffer, for protocols that may ignore
@@ -296,7 +304,7 @@ impl Transport {
     /// buffer is dropped, the write returns an `OutOfMemory` I/O error, and
     /// the protocol gets `connection_lost(Some(err))`.
     pub fn set_write_buffer_cap(&self, cap: Option<usize>) {
-        self.inner.set_write_buffer_cap(cap)
+        dispatch!(self, set_write_buffer_cap(cap))
     }
 
     /// Replaces the protocol; the next callback goes to the new one. Works
@@ -316,7 +324,7 @@ impl Transport {
     ///
     /// [`Error::EmptyWaiterAlreadySet`] while another waiter is alive.
     pub fn empty_waiter(&self) -> Result<EmptyWaiter, Error> {
-        self.inner.empty_waiter()
+        dispatch!(self, empty_waiter())
     }
 
     /// The local address, or `None` once closed.

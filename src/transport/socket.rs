@@ -348,6 +348,34 @@ impl SocketTransport {
         }
     }
 
+    /// [`put_back`](Self::put_back) for a `Protocol`, the read path's
+    /// case: when nothing happened while it ran, one store into an empty
+    /// slot.
+    #[inline(always)]
+    fn put_back_stream(&self, p: Box<dyn Protocol>) {
+        if self.flags.get() & (REPLACED | LOST_DONE) == 0 {
+            // The slot is empty here: set_protocol while busy sets
+            // REPLACED, and nothing else fills it. Nothing to drop, then.
+            let old = self.protocol.stream.replace(Some(p));
+            debug_assert!(old.is_none());
+            std::mem::forget(old);
+        } else {
+            self.put_back(AnyProtocol::Stream(p));
+        }
+    }
+
+    /// [`put_back_stream`](Self::put_back_stream) for a `BufferedProtocol`.
+    #[inline(always)]
+    fn put_back_buffered(&self, p: Box<dyn BufferedProtocol>) {
+        if self.flags.get() & (REPLACED | LOST_DONE) == 0 {
+            let old = self.protocol.buffered.replace(Some(p));
+            debug_assert!(old.is_none());
+            std::mem::forget(old);
+        } else {
+            self.put_back(AnyProtocol::Buffered(p));
+        }
+    }
+
     /// Delivers what was held back while the protocol ran.
     #[cold]
     #[inline(never)]
@@ -488,15 +516,7 @@ impl SocketTransport {
         let data = &buf[..n];
         let result = catch_unwind(AssertUnwindSafe(|| p.data_received(data)));
         self.set_flag(BUSY, false);
-        if self.flags.get() & (REPLACED | LOST_DONE) == 0 {
-            // The slot is empty here: set_protocol while busy sets
-            // REPLACED, and nothing else fills it. Nothing to drop, then.
-            let old = self.protocol.stream.replace(Some(p));
-            debug_assert!(old.is_none());
-            std::mem::forget(old);
-        } else {
-            self.put_back(AnyProtocol::Stream(p));
-        }
+        self.put_back_stream(p);
         self.finish_read(buf, n, cap, result);
     }
 
@@ -583,7 +603,7 @@ impl SocketTransport {
             Ok(n)
         }));
         self.set_flag(BUSY, false);
-        self.put_back(AnyProtocol::Buffered(bp));
+        self.put_back_buffered(bp);
         if let (true, Ok(Ok(n))) = (updated, &step) {
             if self.has(PENDING) {
                 self.after_callback();
@@ -996,7 +1016,7 @@ fn is_retry(e: &io::Error) -> bool {
 impl IoSource for SocketTransport {
     #[inline]
     fn ready(&self, readiness: Readiness) {
-        if readiness.contains(Readiness::READ_CLOSED) || readiness.contains(Readiness::ERROR) {
+        if readiness.contains(Readiness::HUP) {
             self.set_flag(HUP, true);
         }
         if readiness.is_readable() {

@@ -136,39 +136,6 @@ impl std::fmt::Debug for AnyProtocol {
     }
 }
 
-impl AnyProtocol {
-    pub(crate) fn connection_made(&mut self, t: &Transport) {
-        match self {
-            AnyProtocol::Stream(p) => p.connection_made(t),
-            AnyProtocol::Buffered(p) => p.connection_made(t),
-        }
-    }
-    pub(crate) fn eof_received(&mut self) -> bool {
-        match self {
-            AnyProtocol::Stream(p) => p.eof_received(),
-            AnyProtocol::Buffered(p) => p.eof_received(),
-        }
-    }
-    pub(crate) fn connection_lost(&mut self, exc: Option<io::Error>) {
-        match self {
-            AnyProtocol::Stream(p) => p.connection_lost(exc),
-            AnyProtocol::Buffered(p) => p.connection_lost(exc),
-        }
-    }
-    pub(crate) fn pause_writing(&mut self) {
-        match self {
-            AnyProtocol::Stream(p) => p.pause_writing(),
-            AnyProtocol::Buffered(p) => p.pause_writing(),
-        }
-    }
-    pub(crate) fn resume_writing(&mut self) {
-        match self {
-            AnyProtocol::Stream(p) => p.resume_writing(),
-            AnyProtocol::Buffered(p) => p.resume_writing(),
-        }
-    }
-}
-
 /// What may be given where a protocol is expected: any [`Protocol`], a
 /// [`Buffered`]-wrapped [`BufferedProtocol`], or an [`AnyProtocol`].
 pub trait IntoProtocol {

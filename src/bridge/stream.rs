@@ -328,6 +328,15 @@ impl PendingStream {
 impl BufferedProtocol for StreamProtocol {
     fn connection_made(&mut self, transport: &Transport) {
         let _ = self.shared.transport.set(transport.clone());
+        // A server's or a connection's factory can only give the transport
+        // an `AnyProtocol`: swap this for the same protocol as its concrete
+        // kind, which the socket transport's read path calls directly.
+        transport.set_bridge_protocol(StreamProtocol {
+            shared: self.shared.clone(),
+            on_connect: None,
+            spare: std::mem::take(&mut self.spare),
+            read_size: self.read_size,
+        });
         if let Some(on_connect) = self.on_connect.take() {
             on_connect(TransportStream::from_shared(self.shared.clone(), transport));
         }
@@ -488,7 +497,7 @@ impl TransportStream {
         let shared = Rc::new(Shared::new(buffered));
         shared.lost.set(transport.is_closing());
         let _ = shared.transport.set(transport.clone());
-        transport.set_protocol(StreamProtocol::new(shared.clone(), None));
+        transport.set_bridge_protocol(StreamProtocol::new(shared.clone(), None).0);
         TransportStream::from_shared(shared, transport)
     }
 

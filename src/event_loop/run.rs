@@ -367,8 +367,9 @@ impl LoopHandle {
     /// the edge-triggered poller is lost.
     fn dispatch_events(&self, events: &mio::Events) -> bool {
         let mut iter = events.iter();
-        let mut rest = Vec::new();
         while let Some(event) = iter.next() {
+            // A writer whose reader just panicked (to propagate) waits.
+            let mut writer_left = None;
             match EventTarget::of(event) {
                 EventTarget::Waker => continue,
                 EventTarget::Source(key, readiness) => self.run_source(key, readiness),
@@ -382,7 +383,7 @@ impl LoopHandle {
                     }
                     if writer {
                         if self.panic_pending() {
-                            rest.push(Ready::Writer(key));
+                            writer_left = Some(Ready::Writer(key));
                         } else {
                             self.run_ready(Ready::Writer(key), &mut None);
                         }
@@ -390,6 +391,7 @@ impl LoopHandle {
                 }
             }
             if self.panic_pending() {
+                let mut rest: Vec<Ready> = writer_left.into_iter().collect();
                 self.queue_events(iter, &mut rest);
                 self.inner.ready.borrow_mut().splice(0..0, rest);
                 return false;

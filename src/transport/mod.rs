@@ -80,6 +80,11 @@ pub(crate) trait TransportImpl {
         -> Result<(), Error>;
     fn set_write_buffer_cap(&self, cap: Option<usize>);
     fn set_protocol(&self, protocol: AnyProtocol);
+    /// Installs the bridge's protocol, kept as its concrete type where the
+    /// transport can (see `socket::Installed`).
+    fn set_bridge_protocol(&self, protocol: crate::bridge::stream::StreamProtocol) {
+        self.set_protocol(AnyProtocol::Buffered(Box::new(protocol)));
+    }
     fn empty_waiter(&self) -> Result<EmptyWaiter, Error>;
     fn local_addr(&self) -> Option<Address>;
     fn peer_addr(&self) -> Option<Address>;
@@ -315,6 +320,11 @@ impl Transport {
     /// get `connection_made`.
     pub fn set_protocol(&self, protocol: impl IntoProtocol) {
         self.inner.set_protocol(protocol.into_protocol())
+    }
+
+    /// `set_protocol` for the bridge's own protocol.
+    pub(crate) fn set_bridge_protocol(&self, protocol: crate::bridge::stream::StreamProtocol) {
+        dispatch!(self, set_bridge_protocol(protocol))
     }
 
     /// A future that completes once the write buffer is empty (at once if

@@ -42,6 +42,7 @@ use super::flow::FlowControl;
 use super::{
     clone_io_error, Address, EmptyWaiter, Transport, TransportImpl, TransportRef, WaiterState,
 };
+use crate::bridge::stream::StreamProtocol;
 use crate::error::Error;
 use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
 use crate::exception::{panic_message, Exception, ExceptionContext};
@@ -99,36 +100,105 @@ impl WriteBuf {
     }
 }
 
-/// The transport's protocol slot. It holds one `Option<Box<dyn …>>` per
-/// kind (one of them empty) rather than an `Option<AnyProtocol>`, so that
-/// the read path moves a `Box<dyn Protocol>` out and back: two words, no
-/// tag.
+/// A protocol as the transport holds it: the public kinds, and the
+/// bridge's own protocol kept as its concrete type, so that the read path
+/// of every [`TransportStream`](crate::TransportStream) calls it directly
+/// rather than through a vtable.
+pub(crate) enum Installed {
+    Stream(Box<dyn Protocol>),
+    Buffered(Box<dyn BufferedProtocol>),
+    Bridge(Box<StreamProtocol>),
+}
+
+impl From<AnyProtocol> for Installed {
+    fn from(p: AnyProtocol) -> Installed {
+        match p {
+            AnyProtocol::Stream(p) => Installed::Stream(p),
+            AnyProtocol::Buffered(p) => Installed::Buffered(p),
+        }
+    }
+}
+
+impl Installed {
+    fn connection_made(&mut self, t: &Transport) {
+        match self {
+            Installed::Stream(p) => p.connection_made(t),
+            Installed::Buffered(p) => p.connection_made(t),
+            Installed::Bridge(p) => p.connection_made(t),
+        }
+    }
+    fn eof_received(&mut self) -> bool {
+        match self {
+            Installed::Stream(p) => p.eof_received(),
+            Installed::Buffered(p) => p.eof_received(),
+            Installed::Bridge(p) => p.eof_received(),
+        }
+    }
+    fn connection_lost(&mut self, exc: Option<io::Error>) {
+        match self {
+            Installed::Stream(p) => p.connection_lost(exc),
+            Installed::Buffered(p) => p.connection_lost(exc),
+            Installed::Bridge(p) => p.connection_lost(exc),
+        }
+    }
+    fn pause_writing(&mut self) {
+        match self {
+            Installed::Stream(p) => p.pause_writing(),
+            Installed::Buffered(p) => p.pause_writing(),
+            Installed::Bridge(p) => p.pause_writing(),
+        }
+    }
+    fn resume_writing(&mut self) {
+        match self {
+            Installed::Stream(p) => p.resume_writing(),
+            Installed::Buffered(p) => p.resume_writing(),
+            Installed::Bridge(p) => p.resume_writing(),
+        }
+    }
+    /// The protocol as a `BufferedProtocol`, unless it is a `Protocol`.
+    fn buffered(&mut self) -> Option<&mut dyn BufferedProtocol> {
+        match self {
+            Installed::Stream(_) => None,
+            Installed::Buffered(p) => Some(p.as_mut()),
+            Installed::Bridge(p) => Some(p.as_mut()),
+        }
+    }
+}
+
+/// The transport's protocol slot. It holds one `Option<Box<…>>` per kind
+/// (all but one empty) rather than an `Option<Installed>`, so that the read
+/// paths move a box out and back: two words, no tag.
 #[derive(Default)]
 struct ProtocolSlot {
     stream: Cell<Option<Box<dyn Protocol>>>,
     buffered: Cell<Option<Box<dyn BufferedProtocol>>>,
+    bridge: Cell<Option<Box<StreamProtocol>>>,
 }
 
 impl ProtocolSlot {
-    fn take(&self) -> Option<AnyProtocol> {
+    fn take(&self) -> Option<Installed> {
         if let Some(p) = self.stream.take() {
-            return Some(AnyProtocol::Stream(p));
+            return Some(Installed::Stream(p));
         }
-        self.buffered.take().map(AnyProtocol::Buffered)
+        if let Some(p) = self.bridge.take() {
+            return Some(Installed::Bridge(p));
+        }
+        self.buffered.take().map(Installed::Buffered)
     }
 
     /// Puts `p` in and returns what was there.
-    fn replace(&self, p: Option<AnyProtocol>) -> Option<AnyProtocol> {
+    fn replace(&self, p: Option<Installed>) -> Option<Installed> {
         let old = self.take();
         match p {
-            Some(AnyProtocol::Stream(p)) => self.stream.set(Some(p)),
-            Some(AnyProtocol::Buffered(p)) => self.buffered.set(Some(p)),
+            Some(Installed::Stream(p)) => self.stream.set(Some(p)),
+            Some(Installed::Buffered(p)) => self.buffered.set(Some(p)),
+            Some(Installed::Bridge(p)) => self.bridge.set(Some(p)),
             None => {}
         }
         old
     }
 
-    fn set(&self, p: Option<AnyProtocol>) {
+    fn set(&self, p: Option<Installed>) {
         drop(self.replace(p));
     }
 }
@@ -239,7 +309,7 @@ impl SocketTransport {
             server: RefCell::new(server),
             started_waiter: RefCell::new(Some(started.clone())),
         });
-        rc.install(protocol);
+        rc.install(protocol.into());
         match lp.register_source(fd, rc.clone()) {
             Ok(key) => rc.key.set(Some(key)),
             Err(e) => {
@@ -271,9 +341,21 @@ impl SocketTransport {
         was
     }
 
+    /// `set_protocol`: the new protocol gets every later call; one that is
+    /// running finishes its call first.
+    fn replace_protocol(&self, protocol: Installed) {
+        if self.has(LOST_DONE) && self.pending_lost.borrow().is_none() {
+            return;
+        }
+        if self.has(BUSY) {
+            self.set_flag(REPLACED, true);
+        }
+        self.install(protocol);
+    }
+
     /// Puts `p` in the slot and records its kind.
-    fn install(&self, p: AnyProtocol) {
-        self.set_flag(BUFFERED, matches!(p, AnyProtocol::Buffered(_)));
+    fn install(&self, p: Installed) {
+        self.set_flag(BUFFERED, !matches!(p, Installed::Stream(_)));
         drop(self.protocol.replace(Some(p)));
     }
 
@@ -311,7 +393,7 @@ impl SocketTransport {
     fn call_protocol<R>(
         &self,
         method: &'static str,
-        f: impl FnOnce(&mut AnyProtocol) -> R,
+        f: impl FnOnce(&mut Installed) -> R,
     ) -> Option<R> {
         let mut p = self.protocol.take()?;
         self.set_flag(BUSY, true);
@@ -332,7 +414,7 @@ impl SocketTransport {
     }
 
     #[inline(always)]
-    fn put_back(&self, p: AnyProtocol) {
+    fn put_back(&self, p: Installed) {
         if self.flags.get() & (REPLACED | LOST_DONE) == 0 {
             // The slot is empty here (set_protocol while busy sets
             // REPLACED), so this drops nothing.
@@ -348,31 +430,24 @@ impl SocketTransport {
         }
     }
 
-    /// [`put_back`](Self::put_back) for a `Protocol`, the read path's
-    /// case: when nothing happened while it ran, one store into an empty
-    /// slot.
+    /// [`put_back`](Self::put_back) on a read path, with the protocol's
+    /// own slot: when nothing happened while it ran, one store into that
+    /// (empty) slot.
     #[inline(always)]
-    fn put_back_stream(&self, p: Box<dyn Protocol>) {
+    fn put_back_into<P: ?Sized>(
+        &self,
+        slot: &Cell<Option<Box<P>>>,
+        p: Box<P>,
+        installed: impl FnOnce(Box<P>) -> Installed,
+    ) {
         if self.flags.get() & (REPLACED | LOST_DONE) == 0 {
             // The slot is empty here: set_protocol while busy sets
             // REPLACED, and nothing else fills it. Nothing to drop, then.
-            let old = self.protocol.stream.replace(Some(p));
+            let old = slot.replace(Some(p));
             debug_assert!(old.is_none());
             std::mem::forget(old);
         } else {
-            self.put_back(AnyProtocol::Stream(p));
-        }
-    }
-
-    /// [`put_back_stream`](Self::put_back_stream) for a `BufferedProtocol`.
-    #[inline(always)]
-    fn put_back_buffered(&self, p: Box<dyn BufferedProtocol>) {
-        if self.flags.get() & (REPLACED | LOST_DONE) == 0 {
-            let old = self.protocol.buffered.replace(Some(p));
-            debug_assert!(old.is_none());
-            std::mem::forget(old);
-        } else {
-            self.put_back(AnyProtocol::Buffered(p));
+            self.put_back(installed(p));
         }
     }
 
@@ -516,7 +591,7 @@ impl SocketTransport {
         let data = &buf[..n];
         let result = catch_unwind(AssertUnwindSafe(|| p.data_received(data)));
         self.set_flag(BUSY, false);
-        self.put_back_stream(p);
+        self.put_back_into(&self.protocol.stream, p, Installed::Stream);
         self.finish_read(buf, n, cap, result);
     }
 
@@ -540,15 +615,19 @@ impl SocketTransport {
     #[cold]
     #[inline(never)]
     fn deliver_to_other(&self, buf: Box<[u8]>, n: usize, cap: usize) {
-        let Some(mut p) = self.protocol.buffered.take() else {
+        let Some(mut p) = self.protocol.take() else {
             self.lp.restore_read_buffer(buf);
             return self.after_read(n, cap);
         };
         self.set_flag(BUSY, true);
         let data = &buf[..n];
-        let result = catch_unwind(AssertUnwindSafe(|| feed_buffered(p.as_mut(), data)));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            if let Some(bp) = p.buffered() {
+                feed_buffered(bp, data);
+            }
+        }));
         self.set_flag(BUSY, false);
-        self.put_back(AnyProtocol::Buffered(p));
+        self.put_back(p);
         self.finish_read(buf, n, cap, result);
     }
 
@@ -573,17 +652,32 @@ impl SocketTransport {
         if self.has(LOST_DONE) {
             return;
         }
-        let Some(mut bp) = self.protocol.buffered.take() else {
-            // A Protocol took its place (set_protocol), or the protocol is
-            // running or gone.
-            let stream = self.protocol.stream.take();
-            let is_stream = stream.is_some();
-            self.protocol.stream.set(stream);
-            if is_stream {
-                self.read_into_shared();
-            }
-            return;
-        };
+        if let Some(bp) = self.protocol.bridge.take() {
+            return self.read_into_buffered(bp, &self.protocol.bridge, Installed::Bridge);
+        }
+        if let Some(bp) = self.protocol.buffered.take() {
+            return self.read_into_buffered(bp, &self.protocol.buffered, Installed::Buffered);
+        }
+        // A Protocol took its place (set_protocol), or the protocol is
+        // running or gone.
+        let stream = self.protocol.stream.take();
+        let is_stream = stream.is_some();
+        self.protocol.stream.set(stream);
+        if is_stream {
+            self.read_into_shared();
+        }
+    }
+
+    /// One read into a buffered protocol's own buffer, taken out of `slot`
+    /// (D2) and put back there. Generic so the bridge's protocol is called
+    /// directly.
+    #[inline(always)]
+    fn read_into_buffered<P: BufferedProtocol + ?Sized>(
+        &self,
+        mut bp: Box<P>,
+        slot: &Cell<Option<Box<P>>>,
+        installed: impl FnOnce(Box<P>) -> Installed,
+    ) {
         self.set_flag(BUSY, true);
         let (fd, flags) = (self.fd, &self.flags);
         let mut cap = 0;
@@ -603,7 +697,7 @@ impl SocketTransport {
             Ok(n)
         }));
         self.set_flag(BUSY, false);
-        self.put_back_buffered(bp);
+        self.put_back_into(slot, bp, installed);
         if let (true, Ok(Ok(n))) = (updated, &step) {
             if self.has(PENDING) {
                 self.after_callback();
@@ -660,11 +754,12 @@ impl SocketTransport {
         if n == 0 {
             return self.on_eof();
         }
-        self.call_protocol("buffer_updated", |p| match p {
-            AnyProtocol::Buffered(p) => p.buffer_updated(n),
-            // Switched kinds inside get_buffer: the bytes are in the old
-            // protocol's buffer and cannot be handed on.
-            AnyProtocol::Stream(_) => {}
+        self.call_protocol("buffer_updated", |p| {
+            // A Protocol that replaced it inside get_buffer: the bytes are
+            // in the old protocol's buffer and cannot be handed on.
+            if let Some(p) = p.buffered() {
+                p.buffer_updated(n);
+            }
         });
         self.after_read(n, cap);
     }
@@ -1200,13 +1295,11 @@ impl TransportImpl for SocketTransport {
     }
 
     fn set_protocol(&self, protocol: AnyProtocol) {
-        if self.has(LOST_DONE) && self.pending_lost.borrow().is_none() {
-            return;
-        }
-        if self.has(BUSY) {
-            self.set_flag(REPLACED, true);
-        }
-        self.install(protocol);
+        self.replace_protocol(protocol.into());
+    }
+
+    fn set_bridge_protocol(&self, protocol: StreamProtocol) {
+        self.replace_protocol(Installed::Bridge(Box::new(protocol)));
     }
 
     fn empty_waiter(&self) -> Result<EmptyWaiter, Error> {

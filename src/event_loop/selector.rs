@@ -121,6 +121,10 @@ impl Readiness {
     #[inline]
     fn from_event(event: &mio::event::Event) -> Readiness {
         let error = event.is_error();
+        // The usual event of a busy stream: data in, room out, no error.
+        if event.is_readable() && event.is_writable() && !error && !event.is_read_closed() {
+            return Readiness(Self::READABLE.0 | Self::WRITABLE.0);
+        }
         let hup = event.is_read_closed() | error;
         let readable = event.is_readable() | hup;
         let writable = event.is_writable() | error;

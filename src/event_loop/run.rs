@@ -73,9 +73,11 @@ impl LoopHandle {
         let guard = RunGuard::enter(self)?;
         loop {
             self.run_once(None)?;
-            if let Some(p) = self.inner.pending_panic.borrow_mut().take() {
-                drop(guard);
-                resume_unwind(p);
+            if self.panic_pending() {
+                if let Some(p) = self.inner.pending_panic.borrow_mut().take() {
+                    drop(guard);
+                    resume_unwind(p);
+                }
             }
             if self.inner.stopping.get() {
                 return Ok(());
@@ -233,9 +235,12 @@ impl LoopHandle {
         let inner = &*self.inner;
         inner.iterations.set(inner.iterations.get() + 1);
 
-        inner.timers.borrow_mut().remove_cancelled();
+        if inner.timers.borrow().len() > 0 {
+            inner.timers.borrow_mut().remove_cancelled();
+        }
 
-        let timeout = if !inner.ready.borrow().is_empty()
+        let queued = !inner.ready.borrow().is_empty();
+        let timeout = if queued
             || inner.stopping.get()
             || inner.shared.is_pending()
         {
@@ -259,8 +264,11 @@ impl LoopHandle {
         // (emptied) queue and waits for the next iteration.
         // `todo` is the loop's own scratch vector: no callback can reach it.
         let mut todo = inner.spare_ready.borrow_mut();
-        std::mem::swap(&mut *todo, &mut *inner.ready.borrow_mut());
-        let left = self.run_items(&mut todo, &mut main);
+        let mut left = 0;
+        if queued {
+            std::mem::swap(&mut *todo, &mut *inner.ready.borrow_mut());
+            left = self.run_items(&mut todo, &mut main);
+        }
         if self.panic_pending() {
             // The items not run went back to the queue's head; the events
             // go right after them, so no edge of the poller is lost.

@@ -29,7 +29,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -523,6 +523,7 @@ pub struct ServerBuilder {
     reuse_port: bool,
     start_serving: bool,
     max_connections: Option<usize>,
+    unix_mode: Option<u32>,
     fut: Option<Pin<Box<dyn Future<Output = io::Result<Server>>>>>,
 }
 
@@ -534,6 +535,7 @@ impl fmt::Debug for ServerBuilder {
             .field("reuse_port", &self.reuse_port)
             .field("start_serving", &self.start_serving)
             .field("max_connections", &self.max_connections)
+            .field("unix_mode", &self.unix_mode)
             .finish()
     }
 }
@@ -580,6 +582,15 @@ impl ServerBuilder {
         self
     }
 
+    /// The permission bits of a Unix server's socket file (e.g. `0o600`:
+    /// only this user may connect). They are set after `bind` and before
+    /// `listen`, so no connection is ever accepted under the wider mode
+    /// that `bind` gives (R30). Ignored for TCP and abstract names.
+    pub fn unix_mode(mut self, mode: u32) -> Self {
+        self.unix_mode = Some(mode & 0o7777);
+        self
+    }
+
     fn start(&mut self) -> Pin<Box<dyn Future<Output = io::Result<Server>>>> {
         let lp = self.lp.clone();
         let factory = self.factory.take();
@@ -589,6 +600,7 @@ impl ServerBuilder {
         let reuse_port = self.reuse_port;
         let start_serving = self.start_serving;
         let max_connections = self.max_connections;
+        let unix_mode = self.unix_mode;
         Box::pin(async move {
             let factory =
                 factory.ok_or_else(|| io::Error::other("builder polled after completion"))?;
@@ -597,7 +609,7 @@ impl ServerBuilder {
                     bind_tcp(&addrs, reuse_address, reuse_port, backlog).await?
                 }
                 Some(Bind::Unix(path)) => {
-                    let (s, ident) = bind_unix(&path, backlog)?;
+                    let (s, ident) = bind_unix(&path, backlog, unix_mode)?;
                     vec![(s, Kind::Unix, ident)]
                 }
                 Some(Bind::Sock(s, kind)) => {
@@ -749,7 +761,11 @@ async fn bind_tcp(
 
 /// Binds a Unix listener at `path`, removing a stale socket file only if a
 /// connect to it is refused (R29).
-fn bind_unix(path: &Path, backlog: u32) -> io::Result<(Socket, Option<UnixIdent>)> {
+fn bind_unix(
+    path: &Path,
+    backlog: u32,
+    mode: Option<u32>,
+) -> io::Result<(Socket, Option<UnixIdent>)> {
     let addr = unix_addr(path)?;
     let is_abstract = path.as_os_str().as_encoded_bytes().first() == Some(&0);
     if !is_abstract {
@@ -776,12 +792,25 @@ fn bind_unix(path: &Path, backlog: u32) -> io::Result<(Socket, Option<UnixIdent>
         }
         return Err(e);
     }
-    s.listen(backlog as i32)?;
     if is_abstract {
+        s.listen(backlog as i32)?;
         return Ok((s, None)); // no file to clean up
     }
     let md = std::fs::symlink_metadata(path)?;
-    Ok((s, Some((path.to_path_buf(), md.dev(), md.ino()))))
+    let ident = (path.to_path_buf(), md.dev(), md.ino());
+    if let Some(mode) = mode {
+        // Not listening yet: a connect now is refused, so nobody gets in
+        // under the mode bind gave the file.
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+    }
+    if let Err(e) = s.listen(backlog as i32) {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok((s, Some(ident)))
 }
 
 /// A Unix socket address for `path`, refusing a NUL inside it (the kernel
@@ -824,8 +853,8 @@ impl LoopHandle {
     /// is still the one this server bound. A path starting with a NUL byte
     /// is a Linux abstract name: no file, and no permission check at all
     /// (anyone on the host may connect). The socket file gets the mode the
-    /// process umask allows; put it in a private directory to restrict
-    /// who may connect.
+    /// process umask allows, or the one given with
+    /// [`unix_mode`](ServerBuilder::unix_mode).
     ///
     /// # Errors
     ///
@@ -885,6 +914,7 @@ impl LoopHandle {
             reuse_port: false,
             start_serving: true,
             max_connections: None,
+            unix_mode: None,
             fut: None,
         }
     }

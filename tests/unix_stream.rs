@@ -138,3 +138,62 @@ fn abstract_unix_names() {
     t.close();
     server.close();
 }
+
+/// Connects to `path` as the `nobody` user (needs root, for `runuser`);
+/// "ok" or "denied".
+fn connect_as_nobody(path: &std::path::Path) -> String {
+    let script = "import socket, sys\n\
+                  s = socket.socket(socket.AF_UNIX)\n\
+                  try:\n    s.connect(sys.argv[1]); print('ok')\n\
+                  except PermissionError:\n    print('denied')\n";
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", "/usr/bin/python3", "-c", script])
+        .arg(path)
+        .output()
+        .expect("runuser runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn unix_mode_limits_who_may_connect() {
+    // R30: the mode is in place before the server listens, and another
+    // user is refused by it.
+    use std::os::unix::fs::PermissionsExt;
+    let lp = new_loop();
+    let dir = tempfile::tempdir().unwrap();
+    // Let other users reach the files, so each socket's own mode decides.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let private = dir.path().join("private.sock");
+    let open = dir.path().join("open.sock");
+    let s1 = run(
+        &lp,
+        lp.create_unix_server(Echo::default, &private)
+            .unix_mode(0o600),
+    )
+    .unwrap();
+    let s2 = run(
+        &lp,
+        lp.create_unix_server(Echo::default, &open).unix_mode(0o666),
+    )
+    .unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&private), 0o600);
+    assert_eq!(mode(&open), 0o666);
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if root && std::path::Path::new("/usr/sbin/runuser").exists() {
+        assert_eq!(connect_as_nobody(&private), "denied");
+        assert_eq!(connect_as_nobody(&open), "ok");
+    } else {
+        eprintln!("not root: the other-user half of this test is skipped");
+    }
+    s1.close();
+    s2.close();
+}

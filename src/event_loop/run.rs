@@ -240,10 +240,7 @@ impl LoopHandle {
         }
 
         let queued = !inner.ready.borrow().is_empty();
-        let timeout = if queued
-            || inner.stopping.get()
-            || inner.shared.is_pending()
-        {
+        let timeout = if queued || inner.stopping.get() || inner.shared.is_pending() {
             Some(Duration::ZERO)
         } else {
             inner.timers.borrow().next_deadline().map(|when| {

@@ -82,6 +82,11 @@ impl WriteBuf {
             self.data.drain(..self.head);
             self.head = 0;
         }
+        // A write at least as large as what is buffered gets exactly its
+        // room: no doubling past a huge payload (M07).
+        if bytes.len() > self.data.capacity() - self.data.len() && bytes.len() >= self.data.len() {
+            self.data.reserve_exact(bytes.len());
+        }
         self.data.extend_from_slice(bytes);
     }
     fn consume(&mut self, n: usize) {

@@ -153,6 +153,11 @@ impl ExampleServer {
     }
 
     /// What the child wrote to stderr so far.
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }

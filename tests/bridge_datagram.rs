@@ -155,6 +155,7 @@ fn ten_thousand_datagrams_round_trip_through_sink_and_stream() {
 
 #[test]
 fn poll_ready_is_pending_while_the_transport_paused_writing_and_resumes() {
+    // R38: poll_ready is Pending above the high-water mark.
     const HIGH: usize = 8 * 1024;
     let lp = new_loop();
     let h = lp.handle();
@@ -274,6 +275,7 @@ fn flush_fails_when_the_transport_is_aborted() {
 
 #[test]
 fn connection_refused_is_an_err_item_and_the_stream_goes_on() {
+    // R38: error_received shows up as an Err item; the stream goes on.
     let lp = new_loop();
     let h = lp.handle();
     // A port nobody listens on (yet).
@@ -311,6 +313,7 @@ fn connection_refused_is_an_err_item_and_the_stream_goes_on() {
 
 #[test]
 fn receive_queue_stays_bounded_while_not_polled_and_nothing_is_lost() {
+    // R28: a Stream nobody polls: bounded queue, reading paused, no loss.
     const N: u32 = 2_000;
     const CAP: usize = 16;
     let lp = new_loop();
@@ -427,6 +430,7 @@ fn dropping_both_halves_closes_one_does_not() {
 
 #[test]
 fn after_close_sends_fail_and_the_stream_ends() {
+    // R38: after close, sends fail and the Stream ends (None).
     let lp = new_loop();
     let h = lp.handle();
     run(&lp, async move {

@@ -144,6 +144,7 @@ fn write_eof_after_buffered_data_and_read_replies() {
     t.write_eof().unwrap();
     t.write_eof().unwrap(); // idempotent (M05)
     go_tx.send(()).unwrap();
+    // M02: asyncio's error, with its text.
     assert_eq!(
         t.write(b"x").unwrap_err().to_string(),
         "Cannot call write() after write_eof()"
@@ -156,4 +157,64 @@ fn write_eof_after_buffered_data_and_read_replies() {
     assert_eq!(r.data, b"thanks");
     assert_eq!(r.events.last(), Some(&Ev::Lost(None)));
     assert_eq!(r.count(|e| *e == Ev::Eof), 1);
+}
+
+#[test]
+fn a_thousand_half_closes_each_deliver_every_byte_both_ways() {
+    // R04, repeated: per connection the peer sends N bytes (N varies) then
+    // shuts down its write side; data_received totals N, eof_received
+    // comes once, and the reply sent after it reaches the peer whole.
+    let lp = new_loop();
+    let rec = Rec::default();
+    let r = rec.clone();
+    let server = run(
+        &lp,
+        lp.create_server(
+            move || ReplyAfterEof {
+                t: None,
+                got: Vec::new(),
+                rec: r.clone(),
+            },
+            "127.0.0.1:0",
+        ),
+    )
+    .unwrap();
+    let addr = server.local_addrs()[0];
+    const RUNS: usize = 1000;
+    let ok = run(
+        &lp,
+        on_thread(move || {
+            (0..RUNS)
+                .filter(|&i| {
+                    let body = pattern(1 + i * 37 % 5000);
+                    let mut s = TcpStream::connect(addr).unwrap();
+                    s.write_all(&body).unwrap();
+                    s.shutdown(Shutdown::Write).unwrap();
+                    let mut got = Vec::new();
+                    s.read_to_end(&mut got).unwrap();
+                    got.len() == body.len() + 6 && got[6..] == body[..]
+                })
+                .count()
+        }),
+    );
+    assert_eq!(ok, RUNS, "every reply came back whole");
+    let rr = rec.clone();
+    run(
+        &lp,
+        until(move || {
+            rr.borrow()
+                .events
+                .iter()
+                .filter(|e| matches!(e, Ev::Lost(_)))
+                .count()
+                == RUNS
+        }),
+    );
+    let events = rec.borrow();
+    let count = |want: &Ev| events.events.iter().filter(|e| *e == want).count();
+    assert_eq!(count(&Ev::Made), RUNS);
+    assert_eq!(count(&Ev::Eof), RUNS, "eof_received once per connection");
+    assert_eq!(count(&Ev::Lost(None)), RUNS);
+    drop(events);
+    server.close();
 }

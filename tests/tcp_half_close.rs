@@ -42,13 +42,11 @@ impl Protocol for ReplyAfterEof {
     }
 }
 
-#[test]
-fn eof_received_true_keeps_write_side_open() {
-    let lp = new_loop();
-    let rec = Rec::default();
+/// A server whose connections run [`ReplyAfterEof`], recording into `rec`.
+fn reply_after_eof_server(lp: &sloop::EventLoop, rec: &Rec) -> sloop::Server {
     let r = rec.clone();
-    let server = run(
-        &lp,
+    run(
+        lp,
         lp.create_server(
             move || ReplyAfterEof {
                 t: None,
@@ -58,7 +56,14 @@ fn eof_received_true_keeps_write_side_open() {
             "127.0.0.1:0",
         ),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn eof_received_true_keeps_write_side_open() {
+    let lp = new_loop();
+    let rec = Rec::default();
+    let server = reply_after_eof_server(&lp, &rec);
     let addr = server.local_addrs()[0];
     let body = pattern(300_000);
     let b = body.clone();
@@ -166,19 +171,7 @@ fn a_thousand_half_closes_each_deliver_every_byte_both_ways() {
     // comes once, and the reply sent after it reaches the peer whole.
     let lp = new_loop();
     let rec = Rec::default();
-    let r = rec.clone();
-    let server = run(
-        &lp,
-        lp.create_server(
-            move || ReplyAfterEof {
-                t: None,
-                got: Vec::new(),
-                rec: r.clone(),
-            },
-            "127.0.0.1:0",
-        ),
-    )
-    .unwrap();
+    let server = reply_after_eof_server(&lp, &rec);
     let addr = server.local_addrs()[0];
     const RUNS: usize = 1000;
     let ok = run(

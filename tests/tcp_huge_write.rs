@@ -6,9 +6,7 @@
 
 mod support;
 
-use std::net::{TcpListener, TcpStream};
 
-use sloop::{Protocol, Transport};
 use support::*;
 
 /// A field of /proc/self/status, in bytes (`VmRSS`, `VmHWM`).
@@ -20,14 +18,6 @@ fn status_bytes(field: &str) -> usize {
         .unwrap_or_else(|| panic!("{field} in /proc/self/status"));
     let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kib * 1024
-}
-
-fn connected(lp: &sloop::EventLoop, proto: impl Protocol) -> (Transport, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let t = run(lp, lp.create_connection(move || proto, "127.0.0.1", port)).unwrap();
-    let (peer, _) = listener.accept().unwrap();
-    (t, peer)
 }
 
 const GIB: usize = 1 << 30;

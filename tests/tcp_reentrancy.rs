@@ -6,19 +6,10 @@ mod support;
 
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::rc::Rc;
 
 use sloop::{Buffered, BufferedProtocol, Protocol, Transport};
 use support::*;
-
-fn connected(lp: &sloop::EventLoop, proto: impl Protocol) -> (Transport, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let t = run(lp, lp.create_connection(move || proto, "127.0.0.1", port)).unwrap();
-    let (peer, _) = listener.accept().unwrap();
-    (t, peer)
-}
 
 /// What to do from inside data_received.
 #[derive(Clone, Copy, Debug)]

@@ -216,3 +216,16 @@ pub fn echo_server(lp: &EventLoop) -> (sloop::Server, std::net::SocketAddr) {
 pub fn handle(lp: &EventLoop) -> LoopHandle {
     lp.handle()
 }
+
+/// A client transport running `proto`, connected to a plain listener, and
+/// the accepted peer socket.
+pub fn connected(
+    lp: &sloop::EventLoop,
+    proto: impl sloop::Protocol,
+) -> (sloop::Transport, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let t = run(lp, lp.create_connection(move || proto, "127.0.0.1", port)).unwrap();
+    let (peer, _) = listener.accept().unwrap();
+    (t, peer)
+}

@@ -6,7 +6,6 @@
 
 mod support;
 
-
 use support::*;
 
 /// A field of /proc/self/status, in bytes (`VmRSS`, `VmHWM`).

@@ -1,10 +1,13 @@
 //! The ready queue's items: what one iteration runs, in FIFO order.
 //!
 //! asyncio's ready deque holds only `Handle`s; I/O events become handles
-//! too. Here an I/O event stays a small value (which registration, what
-//! readiness) and is looked up when its turn comes, so dispatching a
-//! transport's event allocates nothing, and an event for a registration that
-//! was removed meanwhile is dropped.
+//! too. Here most events never enter the queue: an iteration runs them
+//! straight from the poll's list, where the queue would have put them. An
+//! event that does wait here (a transport re-queueing its own read, or the
+//! rest of an iteration cut short by a propagated panic) stays a small value
+//! (which registration, what readiness) and is looked up when its turn
+//! comes, so it allocates nothing, and one for a registration removed
+//! meanwhile is dropped.
 
 use super::handle::Handle;
 use super::selector::{IoKey, Readiness};

@@ -11,8 +11,8 @@
 //! iteration can get the same slab slot, and an event fetched for the old fd
 //! must not reach the new one: the generation tells them apart (DESIGN.md D4).
 //! The generation's top bit says whether the entry is a source, so that an
-//! event for a source is queued straight from its token; the slab is looked
-//! up (and the generation checked) once, when the event's turn comes.
+//! event's target is known from its token alone ([`EventTarget`]); the slab
+//! is looked up (and the generation checked) once, when the event runs.
 //!
 //! mio is edge-triggered; asyncio's selectors are level-triggered. Sources
 //! keep their own readiness flags and drain until `WouldBlock` (or requeue

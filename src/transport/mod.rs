@@ -4,8 +4,9 @@
 //! A protocol receives a [`Transport`]: a cheap `Rc` handle (`!Send`) to a
 //! transport of any kind. Today that is a socket transport (TCP or Unix
 //! stream, the `socket` submodule); a TLS layer will stand behind the same handle
-//! (DESIGN.md D12), which is why `Transport` wraps a trait object rather
-//! than a socket type.
+//! (DESIGN.md D12), which is why `Transport` can hold a trait object. The
+//! socket transport gets a variant of its own (`TransportRef::Socket`) so
+//! that its methods, `write` above all, are direct calls.
 
 pub mod datagram;
 pub(crate) mod flow;

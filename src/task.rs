@@ -226,6 +226,11 @@ impl<F: Future> TaskFuture for TaskCell<F> {
     }
 }
 
+/// How a task is named in reports: where it was spawned.
+fn task_label(location: &Location<'_>) -> String {
+    format!("<Task spawned at {location}>")
+}
+
 /// One entry of the loop's task slab.
 pub(crate) struct TaskSlot {
     /// `None` while the task is being polled.
@@ -454,7 +459,7 @@ impl LoopHandle {
     #[cold]
     #[inline(never)]
     fn task_polled_in_debug(&self, t0: std::time::Instant, location: &'static Location<'static>) {
-        self.check_slow(t0, || format!("<Task spawned at {location}>"));
+        self.check_slow(t0, || task_label(location));
     }
 
     #[inline(never)]
@@ -483,7 +488,7 @@ impl LoopHandle {
             self.handle_panic(
                 payload,
                 ExceptionContext::new("Task exception was never retrieved")
-                    .with_task(format!("<Task spawned at {location}>")),
+                    .with_task(task_label(location)),
             );
         }
     }

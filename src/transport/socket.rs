@@ -124,41 +124,32 @@ impl From<AnyProtocol> for Installed {
     }
 }
 
+/// Calls the same method on whichever kind is installed.
+macro_rules! on_each_kind {
+    ($installed:expr, $p:ident => $call:expr) => {
+        match $installed {
+            Installed::Stream($p) => $call,
+            Installed::Buffered($p) => $call,
+            Installed::Bridge($p) => $call,
+        }
+    };
+}
+
 impl Installed {
     fn connection_made(&mut self, t: &Transport) {
-        match self {
-            Installed::Stream(p) => p.connection_made(t),
-            Installed::Buffered(p) => p.connection_made(t),
-            Installed::Bridge(p) => p.connection_made(t),
-        }
+        on_each_kind!(self, p => p.connection_made(t))
     }
     fn eof_received(&mut self) -> bool {
-        match self {
-            Installed::Stream(p) => p.eof_received(),
-            Installed::Buffered(p) => p.eof_received(),
-            Installed::Bridge(p) => p.eof_received(),
-        }
+        on_each_kind!(self, p => p.eof_received())
     }
     fn connection_lost(&mut self, exc: Option<io::Error>) {
-        match self {
-            Installed::Stream(p) => p.connection_lost(exc),
-            Installed::Buffered(p) => p.connection_lost(exc),
-            Installed::Bridge(p) => p.connection_lost(exc),
-        }
+        on_each_kind!(self, p => p.connection_lost(exc))
     }
     fn pause_writing(&mut self) {
-        match self {
-            Installed::Stream(p) => p.pause_writing(),
-            Installed::Buffered(p) => p.pause_writing(),
-            Installed::Bridge(p) => p.pause_writing(),
-        }
+        on_each_kind!(self, p => p.pause_writing())
     }
     fn resume_writing(&mut self) {
-        match self {
-            Installed::Stream(p) => p.resume_writing(),
-            Installed::Buffered(p) => p.resume_writing(),
-            Installed::Bridge(p) => p.resume_writing(),
-        }
+        on_each_kind!(self, p => p.resume_writing())
     }
     /// The protocol as a `BufferedProtocol`, unless it is a `Protocol`.
     fn buffered(&mut self) -> Option<&mut dyn BufferedProtocol> {
@@ -412,9 +403,7 @@ impl SocketTransport {
                 None
             }
         };
-        if self.has(PENDING) {
-            self.after_callback();
-        }
+        self.after_callback();
         out
     }
 
@@ -456,10 +445,17 @@ impl SocketTransport {
         }
     }
 
-    /// Delivers what was held back while the protocol ran.
+    /// Delivers what was held back while the protocol ran, if anything was.
+    #[inline(always)]
+    fn after_callback(&self) {
+        if self.has(PENDING) {
+            self.deliver_held_back();
+        }
+    }
+
     #[cold]
     #[inline(never)]
-    fn after_callback(&self) {
+    fn deliver_held_back(&self) {
         self.set_flag(PENDING, false);
         let lost = self.pending_lost.borrow_mut().take();
         if let Some(lost) = lost {
@@ -607,9 +603,7 @@ impl SocketTransport {
         if let Err(payload) = result {
             self.protocol_panicked("data_received", payload);
         }
-        if self.has(PENDING) {
-            self.after_callback();
-        }
+        self.after_callback();
         self.after_read(n, cap);
     }
 
@@ -704,9 +698,7 @@ impl SocketTransport {
         self.set_flag(BUSY, false);
         self.put_back_into(slot, bp, installed);
         if let (true, Ok(Ok(n))) = (updated, &step) {
-            if self.has(PENDING) {
-                self.after_callback();
-            }
+            self.after_callback();
             return self.after_read((*n).min(cap), cap);
         }
         self.read_into_protocol_slow(step, cap, updated);
@@ -731,9 +723,7 @@ impl SocketTransport {
                     "get_buffer"
                 };
                 self.protocol_panicked(method, payload);
-                if self.has(PENDING) {
-                    self.after_callback();
-                }
+                self.after_callback();
                 return;
             }
             Ok(_) if cap == 0 => {
@@ -746,16 +736,12 @@ impl SocketTransport {
                 return self.force_close(Some(e));
             }
             Ok(Err(e)) => {
-                if self.has(PENDING) {
-                    self.after_callback();
-                }
+                self.after_callback();
                 return self.read_error(e);
             }
             Ok(Ok(n)) => n.min(cap),
         };
-        if self.has(PENDING) {
-            self.after_callback();
-        }
+        self.after_callback();
         if n == 0 {
             return self.on_eof();
         }

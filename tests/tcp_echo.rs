@@ -142,12 +142,7 @@ impl Protocol for Client {
 #[test]
 fn thousand_concurrent_clients() {
     let lp = new_loop();
-    let server = run(
-        &lp,
-        lp.create_server(Echo::default, "127.0.0.1:0").backlog(1024),
-    )
-    .unwrap();
-    let addr = server.local_addrs()[0];
+    let (server, addr) = echo_server_with_backlog(&lp, 1024);
     let done = Rc::new(Cell::new(0));
     let ok = Rc::new(Cell::new(0));
     let transports = Rc::new(RefCell::new(Vec::new()));

@@ -133,12 +133,7 @@ fn churn_with_resets_and_fins_leaves_nothing_behind() {
     // R13 (scaled down): 2,000 connections, 50 at a time, half reset and
     // half closed normally, at random points.
     let lp = new_loop();
-    let server = run(
-        &lp,
-        lp.create_server(Echo::default, "127.0.0.1:0").backlog(1024),
-    )
-    .unwrap();
-    let addr = server.local_addrs()[0];
+    let (server, addr) = echo_server_with_backlog(&lp, 1024);
     let done = run(
         &lp,
         on_thread(move || {
@@ -199,12 +194,7 @@ fn server_close_during_accept_burst() {
     // R24: close while connections pour in; the listener closes at once,
     // accepted connections go on, wait_closed resolves after the last.
     let lp = new_loop();
-    let server = run(
-        &lp,
-        lp.create_server(Echo::default, "127.0.0.1:0").backlog(1024),
-    )
-    .unwrap();
-    let addr = server.local_addrs()[0];
+    let (server, addr) = echo_server_with_backlog(&lp, 1024);
     let clients = run(
         &lp,
         on_thread(move || {

@@ -208,7 +208,21 @@ impl Protocol for Echo {
 
 /// Starts a TCP echo server on 127.0.0.1:0; returns it and its address.
 pub fn echo_server(lp: &EventLoop) -> (sloop::Server, std::net::SocketAddr) {
-    let server = run(lp, lp.create_server(Echo::default, "127.0.0.1:0")).unwrap();
+    echo_server_with_backlog(lp, sloop::server::DEFAULT_BACKLOG)
+}
+
+/// [`echo_server`] with a `listen` backlog of `backlog` (asyncio's default
+/// is 100), for bursts of connections.
+pub fn echo_server_with_backlog(
+    lp: &EventLoop,
+    backlog: u32,
+) -> (sloop::Server, std::net::SocketAddr) {
+    let server = run(
+        lp,
+        lp.create_server(Echo::default, "127.0.0.1:0")
+            .backlog(backlog),
+    )
+    .unwrap();
     let addr = server.local_addrs()[0];
     (server, addr)
 }

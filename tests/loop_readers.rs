@@ -249,3 +249,60 @@ fn a_propagated_panic_in_a_callback_loses_no_event_fetched_with_it() {
     lp.run_forever().unwrap();
     assert!(read.get(), "and runs on the next run");
 }
+
+#[test]
+fn a_callback_chain_holds_io_back_at_most_one_iteration() {
+    // Skipped polls (event_loop docs): while callbacks keep the ready queue busy, a zero-timeout poll
+    // right after a poll is skipped, but never two in a row. A chain that
+    // writes a byte in one iteration sees the reader called within the
+    // next two, and sometimes only in the second.
+    let lp = new_loop();
+    let (tx, rx) = pair();
+    let h = lp.handle();
+    let written_at = Rc::new(Cell::new(0u64));
+    let worst = Rc::new(Cell::new(0u64));
+    let reads = Rc::new(Cell::new(0u32));
+    let mut rx_read = rx.try_clone().unwrap();
+    let (w, wr, r) = (written_at.clone(), worst.clone(), reads.clone());
+    lp.add_reader(&rx, move || {
+        let mut byte = [0u8; 1];
+        assert_eq!(rx_read.read(&mut byte).unwrap(), 1);
+        wr.set(wr.get().max(h.iteration_count() - w.get()));
+        r.set(r.get() + 1);
+    })
+    .unwrap();
+
+    fn chain(
+        lp: sloop::LoopHandle,
+        tx: Rc<UnixStream>,
+        written_at: Rc<Cell<u64>>,
+        reads: Rc<Cell<u32>>,
+        round: u32,
+    ) {
+        // Write the next byte once the last one was read; stop after 100.
+        if reads.get() == 100 {
+            lp.stop();
+            return;
+        }
+        if reads.get() == round {
+            written_at.set(lp.iteration_count());
+            (&*tx).write_all(b"x").unwrap();
+        }
+        let next = if reads.get() == round {
+            round + 1
+        } else {
+            round
+        };
+        let lp2 = lp.clone();
+        lp.call_soon(move || chain(lp2, tx, written_at, reads, next))
+            .unwrap();
+    }
+    let (lp2, tx) = (lp.handle(), Rc::new(tx));
+    let (w, r) = (written_at.clone(), reads.clone());
+    lp.call_soon(move || chain(lp2, tx, w, r, 0)).unwrap();
+    lp.run_forever().unwrap();
+    assert_eq!(reads.get(), 100);
+    // 1 would mean every zero-timeout poll ran; more than 2, that two
+    // were skipped in a row.
+    assert_eq!(worst.get(), 2, "iterations from a write to its read");
+}

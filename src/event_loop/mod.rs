@@ -17,7 +17,7 @@
 //! 2. Compute the poll timeout: zero if callbacks are ready, the loop is
 //!    stopping, or another thread queued something; else until the first
 //!    timer (at most 24 hours); else forever.
-//! 3. Poll.
+//! 3. Poll, unless the poll may be skipped (see below).
 //! 4. Run the items queued before the poll, in FIFO order.
 //! 5. Run each I/O event as it is read from the poll's list: the order a
 //!    queue would give, without the queue's push, pop and match per event.
@@ -28,6 +28,21 @@
 //! What steps 4 to 6 schedule runs in the next iteration, after another
 //! poll: the ready deque of asyncio's `_run_once`, run only as far as it
 //! reached when the iteration began.
+//!
+//! # Skipped polls
+//!
+//! The one liberty sloop takes with `_run_once`: when the poll timeout is
+//! zero only because callbacks are ready, and the previous iteration did
+//! poll, the poll is skipped and the iteration sees no events. A zero
+//! timeout poll made a moment earlier could have found nothing too, so
+//! this is a schedule asyncio can also produce; the events wait for the
+//! next iteration, which always polls. I/O is thus polled at least every
+//! second iteration, and a poll that may wait is never skipped.
+//!
+//! It matters for tasks: an event wakes a task, and the task runs in the
+//! next iteration. Without the skip, each such round trip costs a second,
+//! mostly empty `epoll_wait`; with it, the tasks run straight away and the
+//! next poll collects everything that arrived meanwhile.
 
 pub(crate) mod handle;
 pub(crate) mod ready;
@@ -149,6 +164,9 @@ pub(crate) struct LoopInner {
     read_buffer: Cell<Option<Box<[u8]>>>,
     read_buffer_size: usize,
     iterations: Cell<u64>,
+    /// Whether the last iteration asked the kernel for events; a
+    /// zero-timeout poll right after one is skipped (module docs).
+    polled_last: Cell<bool>,
 }
 
 impl LoopInner {
@@ -227,6 +245,7 @@ impl Builder {
             read_buffer: Cell::new(None),
             read_buffer_size: self.read_buffer_size,
             iterations: Cell::new(0),
+            polled_last: Cell::new(false),
         });
         Ok(EventLoop {
             handle: LoopHandle { inner },

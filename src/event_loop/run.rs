@@ -38,6 +38,8 @@ impl<'a> RunGuard<'a> {
             return Err(Error::AnotherLoopRunning);
         }
         lp.inner.running.set(true);
+        // A run's first iteration always asks the kernel.
+        lp.inner.polled_last.set(false);
         RUNNING.with(|r| *r.borrow_mut() = Some(lp.clone()));
         Ok(RunGuard { lp })
     }
@@ -250,9 +252,18 @@ impl LoopHandle {
         };
 
         let events = &mut *inner.events.borrow_mut();
-        match inner.selector.borrow_mut().as_mut() {
-            Some(selector) => selector.poll(events, timeout)?,
-            None => return Err(Error::Closed),
+        // Tasks woken by the last poll's events would otherwise cost a
+        // second, mostly empty poll before they run ("Skipped polls" in
+        // the module docs).
+        let skip_poll = queued && inner.polled_last.get() && !inner.stopping.get();
+        inner.polled_last.set(!skip_poll);
+        if skip_poll {
+            events.clear();
+        } else {
+            match inner.selector.borrow_mut().as_mut() {
+                Some(selector) => selector.poll(events, timeout)?,
+                None => return Err(Error::Closed),
+            }
         }
 
         // This iteration runs what was queued before the poll, then the

@@ -163,6 +163,102 @@ fn curl_http2_prior_knowledge_get_and_a_post_beyond_the_flow_control_window() {
     server.assert_running();
 }
 
+/// An HTTP/2 client on one connection that opens every stream before it
+/// reads any response: GETs and POSTs of 0 B to 200 KB interleaved, so the
+/// server multiplexes them and both sides' flow-control windows fill.
+/// Python's `h2` (sans-I/O) drives a plain socket.
+const H2_CLIENT: &str = r#"
+import socket, sys
+import h2.config, h2.connection, h2.events
+
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+sock = socket.create_connection((host, port), timeout=20)
+conn = h2.connection.H2Connection(
+    config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+conn.initiate_connection()
+sizes = [0, 1, 1000, 16384, 70000, 200000]
+expect, to_send, got, status, ended = {}, {}, {}, {}, set()
+for i in range(n):
+    sid = conn.get_next_available_stream_id()
+    got[sid] = bytearray()
+    headers = [(":scheme", "http"), (":authority", f"{host}:{port}")]
+    if i % 2 == 0:
+        conn.send_headers(sid, [(":method", "GET"), (":path", "/")] + headers,
+                          end_stream=True)
+        expect[sid] = sys.argv[4].encode()
+    else:
+        size = sizes[(i // 2) % len(sizes)]
+        body = bytes((sid * 7 + k) % 251 for k in range(size))
+        conn.send_headers(sid, [(":method", "POST"), (":path", "/echo")] + headers
+                          + [("content-length", str(size))], end_stream=size == 0)
+        expect[sid] = body
+        if size:
+            to_send[sid] = body
+
+def pump():
+    # Send each body as far as the stream's and the connection's windows allow.
+    for sid in list(to_send):
+        body = to_send[sid]
+        while body:
+            room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+            if room <= 0:
+                break
+            conn.send_data(sid, body[:room])
+            body = body[room:]
+        if body:
+            to_send[sid] = body
+        else:
+            conn.end_stream(sid)
+            del to_send[sid]
+    sock.sendall(conn.data_to_send())
+
+pump()
+while len(ended) < n:
+    data = sock.recv(65536)
+    if not data:
+        sys.exit(f"connection closed with {n - len(ended)} streams unanswered")
+    for ev in conn.receive_data(data):
+        if isinstance(ev, h2.events.ResponseReceived):
+            status[ev.stream_id] = dict(ev.headers)[":status"]
+        elif isinstance(ev, h2.events.DataReceived):
+            got[ev.stream_id] += ev.data
+            conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+        elif isinstance(ev, h2.events.StreamEnded):
+            ended.add(ev.stream_id)
+        elif isinstance(ev, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
+            sys.exit(f"server ended a stream or the connection: {ev}")
+    pump()
+for sid in expect:
+    assert status.get(sid) == "200", (sid, status.get(sid))
+    assert bytes(got[sid]) == expect[sid], (sid, len(got[sid]), len(expect[sid]))
+conn.close_connection()
+sock.sendall(conn.data_to_send())
+sock.close()
+print("ok", len(ended))
+"#;
+
+#[test]
+fn python_h2_client_multiplexes_many_streams_on_one_connection() {
+    if !have("python3", &["-c", "import h2.connection"]) {
+        eprintln!("skipped: python3 with `h2` (>= 4) is not installed");
+        return;
+    }
+    let mut server = ExampleServer::start("hyper_server", &[]);
+    let (host, port) = (server.addr.ip().to_string(), server.addr.port().to_string());
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", H2_CLIENT, &host, &port, "24", HELLO]);
+    let out = run_with_timeout(cmd, b"");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "h2 client failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "ok 24");
+    server.assert_running();
+}
+
 #[test]
 fn incomplete_headers_are_cut_off_by_the_header_read_timeout() {
     // The timeout runs on hyper's `rt::Timer`, here sloop's `LoopTimer`.

@@ -117,11 +117,11 @@
 //!
 //! One iteration of the loop is asyncio's `_run_once`; the
 //! [`event_loop`] module lists its steps, and the one liberty taken with
-//! them (a zero-timeout poll right after a poll is skipped). The rules the rest stands on:
-//! one loop per thread, and only [`Remote`] crosses threads; no borrow of
-//! the loop is held while user code runs, so every method may be called
-//! from any callback; a panic in a callback is caught and reported to the
-//! exception handler, and the loop runs on.
+//! them (a zero-timeout poll right after a poll is skipped). The rules the
+//! rest stands on: one loop per thread, and only [`Remote`] crosses
+//! threads; no borrow of the loop is held while user code runs, so every
+//! method may be called from any callback; a panic in a callback is caught
+//! and reported to the exception handler, and the loop runs on.
 
 #![deny(unsafe_code)]
 #![warn(

@@ -252,10 +252,11 @@ fn a_propagated_panic_in_a_callback_loses_no_event_fetched_with_it() {
 
 #[test]
 fn a_callback_chain_holds_io_back_at_most_one_iteration() {
-    // Skipped polls (event_loop docs): while callbacks keep the ready queue busy, a zero-timeout poll
-    // right after a poll is skipped, but never two in a row. A chain that
-    // writes a byte in one iteration sees the reader called within the
-    // next two, and sometimes only in the second.
+    // "Skipped polls" (event_loop docs): while callbacks keep the ready
+    // queue busy, a zero-timeout poll right after a poll is skipped, but
+    // never two in a row. A chain that writes a byte in one iteration sees
+    // the reader called within the next two, and sometimes only in the
+    // second.
     let lp = new_loop();
     let (tx, rx) = pair();
     let h = lp.handle();
@@ -284,11 +285,9 @@ fn a_callback_chain_holds_io_back_at_most_one_iteration() {
             lp.stop();
             return;
         }
-        if reads.get() == round {
+        let next = if reads.get() == round {
             written_at.set(lp.iteration_count());
             (&*tx).write_all(b"x").unwrap();
-        }
-        let next = if reads.get() == round {
             round + 1
         } else {
             round

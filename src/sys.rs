@@ -143,31 +143,22 @@ fn invalid_address() -> io::Error {
 #[inline]
 pub(crate) fn udp_send_to(fd: RawFd, buf: &[u8], addr: &SocketAddr) -> io::Result<usize> {
     let n = match addr {
-        SocketAddr::V4(a) => {
-            let sa = libc::sockaddr_in {
+        SocketAddr::V4(a) => send_to_c_addr(
+            fd,
+            buf,
+            &libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: a.port().to_be(),
                 sin_addr: libc::in_addr {
                     s_addr: u32::from_ne_bytes(a.ip().octets()),
                 },
                 sin_zero: [0; 8],
-            };
-            // SAFETY: `buf` is valid for reads of `buf.len()` bytes and `sa`
-            // is a complete `sockaddr_in` of the length given, both for the
-            // whole call. A bad fd is an error, not undefined behaviour.
-            unsafe {
-                libc::sendto(
-                    fd,
-                    buf.as_ptr().cast(),
-                    buf.len(),
-                    MSG_NOSIGNAL,
-                    (&sa as *const libc::sockaddr_in).cast(),
-                    mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            }
-        }
-        SocketAddr::V6(a) => {
-            let sa = libc::sockaddr_in6 {
+            },
+        ),
+        SocketAddr::V6(a) => send_to_c_addr(
+            fd,
+            buf,
+            &libc::sockaddr_in6 {
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: a.flowinfo(),
@@ -175,24 +166,33 @@ pub(crate) fn udp_send_to(fd: RawFd, buf: &[u8], addr: &SocketAddr) -> io::Resul
                     s6_addr: a.ip().octets(),
                 },
                 sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: as above, with a complete `sockaddr_in6`.
-            unsafe {
-                libc::sendto(
-                    fd,
-                    buf.as_ptr().cast(),
-                    buf.len(),
-                    MSG_NOSIGNAL,
-                    (&sa as *const libc::sockaddr_in6).cast(),
-                    mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                )
-            }
-        }
+            },
+        ),
     };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(n as usize)
+}
+
+/// `sendto(2)` with `MSG_NOSIGNAL` to the C socket address `sa` (a
+/// `sockaddr_in` or a `sockaddr_in6`); returns what `sendto` returns.
+#[inline]
+fn send_to_c_addr<T>(fd: RawFd, buf: &[u8], sa: &T) -> isize {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes and `sa` for
+    // reads of `size_of::<T>()` bytes, the length given, for the whole
+    // call; the kernel only reads them (and checks the address family). A
+    // bad fd is an error, not undefined behaviour.
+    unsafe {
+        libc::sendto(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            MSG_NOSIGNAL,
+            (sa as *const T).cast(),
+            mem::size_of::<T>() as libc::socklen_t,
+        )
+    }
 }
 
 /// No SIGPIPE from a send (std sets it on the platforms that have it).

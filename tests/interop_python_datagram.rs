@@ -2,13 +2,15 @@
 //! answers our client, and an asyncio client talks to our echo server.
 
 mod dgram_support;
+mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use dgram_support::{log, run_for, Ev, Hooks};
 use sloop::EventLoop;
+use support::KillOnDrop;
 
 const ASYNCIO_ECHO_SERVER: &str = r#"
 import asyncio, sys
@@ -55,14 +57,6 @@ fn python() -> Option<Command> {
         .map(|_| Command::new("python3"))
 }
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Our client sends 100 datagrams to an asyncio echo server and gets each
 /// back, from the server's address.
 #[test]
@@ -77,7 +71,7 @@ fn asyncio_echo_server_answers_sloop_client() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut child = Kill(child);
+    let mut child = KillOnDrop(child);
     let mut line = String::new();
     BufReader::new(child.0.stdout.as_mut().unwrap())
         .read_line(&mut line)
@@ -153,7 +147,7 @@ fn sloop_echo_server_answers_asyncio_client() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut child = Kill(child);
+    let mut child = KillOnDrop(child);
     // Serve until the client prints its verdict: a reader thread stops the
     // loop through Remote once the line is there.
     let remote = lp.remote();

@@ -4,7 +4,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use support::*;
 
@@ -41,14 +41,6 @@ async def main():
 asyncio.run(main())
 "#;
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn python_server_echo_and_half_close() {
     if !have_python() {
@@ -64,7 +56,7 @@ fn python_server_echo_and_half_close() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let _guard = Kill(child);
+    let _guard = KillOnDrop(child);
     let port: u16 = line.trim().parse().unwrap();
     let lp = new_loop();
     let (p, rec) = Recorder::new();

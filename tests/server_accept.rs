@@ -16,13 +16,7 @@ use support::*;
 fn emfile_on_accept_backs_off_and_recovers() {
     let status = in_child("emfile_on_accept_backs_off_and_recovers", &[], || {
         let lp = lenient_loop();
-        let msgs = Rc::new(RefCell::new(Vec::new()));
-        let m = msgs.clone();
-        lp.set_exception_handler(Some(
-            move |_: &sloop::LoopHandle, c: &sloop::ExceptionContext| {
-                m.borrow_mut().push(c.message.clone())
-            },
-        ));
+        let msgs = exception_messages(&lp);
         let (server, addr) = echo_server(&lp);
         let clients: Vec<socket2::Socket> = (0..3)
             .map(|_| {

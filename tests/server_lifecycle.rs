@@ -208,13 +208,7 @@ fn server_from_existing_socket() {
 #[test]
 fn factory_panic_is_reported_and_socket_closed() {
     let lp = lenient_loop();
-    let msgs = Rc::new(std::cell::RefCell::new(Vec::new()));
-    let m = msgs.clone();
-    lp.set_exception_handler(Some(
-        move |_: &sloop::LoopHandle, c: &sloop::ExceptionContext| {
-            m.borrow_mut().push(c.message.clone())
-        },
-    ));
+    let msgs = exception_messages(&lp);
     let server = run(
         &lp,
         lp.create_server(|| -> Echo { panic!("factory failed") }, "127.0.0.1:0"),

@@ -87,13 +87,7 @@ fn failing_callbacks_are_fatal_to_their_transport_only() {
     ];
     for (fail, message) in cases {
         let lp = lenient_loop();
-        let msgs = Rc::new(RefCell::new(Vec::new()));
-        let m = msgs.clone();
-        lp.set_exception_handler(Some(
-            move |_: &sloop::LoopHandle, c: &sloop::ExceptionContext| {
-                m.borrow_mut().push(c.message.clone())
-            },
-        ));
+        let msgs = exception_messages(&lp);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let lost = Rc::new(RefCell::new(Vec::new()));

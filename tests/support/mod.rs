@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -242,4 +242,25 @@ pub fn connected(
     let t = run(lp, lp.create_connection(move || proto, "127.0.0.1", port)).unwrap();
     let (peer, _) = listener.accept().unwrap();
     (t, peer)
+}
+
+/// Collects the message of every call to `lp`'s exception handler, in
+/// order (the handler is replaced).
+pub fn exception_messages(lp: &EventLoop) -> Rc<RefCell<Vec<String>>> {
+    let msgs = Rc::new(RefCell::new(Vec::new()));
+    let m = msgs.clone();
+    lp.set_exception_handler(Some(move |_: &LoopHandle, c: &sloop::ExceptionContext| {
+        m.borrow_mut().push(c.message.clone())
+    }));
+    msgs
+}
+
+/// Kills and reaps a child process when dropped, however the test ends.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -156,7 +156,7 @@ impl ServerInner {
             server: self.clone(),
             slot,
         };
-        match SocketTransport::create(&self.lp, sock, kind, protocol, Some(link)) {
+        match SocketTransport::create(&self.lp, sock, kind, protocol, Some(Box::new(link))) {
             Ok((rc, _started)) => {
                 if let Some(w) = self.clients.borrow_mut().get_mut(slot) {
                     *w = Rc::downgrade(&rc);

@@ -62,6 +62,11 @@ impl Address {
     }
 }
 
+/// What a transport holds for its owner and drops when the connection is
+/// lost: a server's count of its connections, for example. Opaque here, so
+/// that the transport knows nothing of who owns it (D14).
+pub(crate) type ConnectionGuard = Box<dyn std::any::Any>;
+
 /// What every kind of stream transport does; [`Transport`] dispatches to
 /// it. Crate-internal so that TLS can implement it later (D12).
 pub(crate) trait TransportImpl {

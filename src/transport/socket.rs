@@ -40,14 +40,14 @@ use socket2::Socket;
 
 use super::flow::FlowControl;
 use super::{
-    clone_io_error, Address, EmptyWaiter, Transport, TransportImpl, TransportRef, WaiterState,
+    clone_io_error, Address, ConnectionGuard, EmptyWaiter, Transport, TransportImpl, TransportRef,
+    WaiterState,
 };
 use crate::bridge::stream::StreamProtocol;
 use crate::error::Error;
 use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
 use crate::exception::{panic_message, Exception, ExceptionContext};
 use crate::protocol::{AnyProtocol, BufferedProtocol, Protocol};
-use crate::server::ServerLink;
 
 /// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
 const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
@@ -264,7 +264,9 @@ pub(crate) struct SocketTransport {
     cap: Cell<usize>,
     conn_lost: Cell<u32>,
     empty_waiter: RefCell<Option<Rc<WaiterState>>>,
-    server: RefCell<Option<ServerLink>>,
+    /// Dropped at loss: the owner's hold on this connection (a server's
+    /// count of its clients), opaque here.
+    guard: RefCell<Option<ConnectionGuard>>,
     started_waiter: RefCell<Option<Rc<WaiterState>>>,
 }
 
@@ -278,8 +280,8 @@ impl SocketTransport {
         sock: Socket,
         kind: Kind,
         protocol: AnyProtocol,
-        server: Option<ServerLink>,
-    ) -> Result<(Rc<SocketTransport>, EmptyWaiter), (Error, Option<ServerLink>)> {
+        guard: Option<ConnectionGuard>,
+    ) -> Result<(Rc<SocketTransport>, EmptyWaiter), (Error, Option<ConnectionGuard>)> {
         if kind == Kind::Tcp {
             // Latency over batching, as asyncio's `_set_nodelay`.
             let _ = sock.set_nodelay(true);
@@ -302,14 +304,14 @@ impl SocketTransport {
             cap: Cell::new(usize::MAX),
             conn_lost: Cell::new(0),
             empty_waiter: RefCell::new(None),
-            server: RefCell::new(server),
+            guard: RefCell::new(guard),
             started_waiter: RefCell::new(Some(started.clone())),
         });
         rc.install(protocol.into());
         match lp.register_source(fd, rc.clone()) {
             Ok(key) => rc.key.set(Some(key)),
             Err(e) => {
-                let link = rc.server.borrow_mut().take();
+                let link = rc.guard.borrow_mut().take();
                 rc.protocol.take();
                 return Err((e, link));
             }
@@ -1068,7 +1070,7 @@ impl SocketTransport {
         if let Some(w) = self.started_waiter.borrow_mut().take() {
             w.complete(Err(Error::ConnectionLost));
         }
-        let link = self.server.borrow_mut().take();
+        let link = self.guard.borrow_mut().take();
         drop(link); // detaches from the server
     }
 
@@ -1137,7 +1139,7 @@ impl IoSource for SocketTransport {
         self.clear_buffer();
         let protocol = self.protocol.take();
         let sock = self.sock.borrow_mut().take();
-        let link = self.server.borrow_mut().take();
+        let link = self.guard.borrow_mut().take();
         drop((protocol, sock, link));
     }
 }

@@ -27,7 +27,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use crate::event_loop::LoopHandle;
 use crate::protocol::{AnyProtocol, IntoProtocol};
 use crate::transport::socket::{Kind, SocketTransport};
-use crate::transport::{Transport, TransportRef};
+use crate::transport::Transport;
 
 /// Resolves `host:port` for a stream socket, off the loop thread unless
 /// `host` is a numeric address.
@@ -209,9 +209,7 @@ async fn make_transport(
     sock.set_nonblocking(true)?;
     let (rc, started) = SocketTransport::create(lp, sock, kind, protocol, None)
         .map_err(|(e, _)| io::Error::from(e))?;
-    let t = Transport {
-        inner: TransportRef::Socket(rc),
-    };
+    let t = Transport::from_socket(rc);
     // Resolves after connection_made; a loss before that (abort inside
     // connection_made) still hands the transport over, as asyncio does.
     let _ = started.await;

@@ -34,8 +34,6 @@ pub enum Error {
     },
     /// `write` after `write_eof`.
     WriteAfterEof,
-    /// `write` while `sendfile` has taken the transport over.
-    SendfileInProgress,
     /// A second empty waiter while one is pending.
     EmptyWaiterAlreadySet,
     /// The connection was lost (the transport is closed).
@@ -76,7 +74,6 @@ impl fmt::Display for Error {
                 write!(f, "File descriptor {fd} is used by transport {transport}")
             }
             Error::WriteAfterEof => f.write_str("Cannot call write() after write_eof()"),
-            Error::SendfileInProgress => f.write_str("unable to write; sendfile is in progress"),
             Error::EmptyWaiterAlreadySet => f.write_str("Empty waiter is already set"),
             Error::ConnectionLost => f.write_str("Connection is closed by peer"),
             Error::InvalidWriteLimits { high, low } => {

@@ -44,7 +44,7 @@ use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
 use crate::exception::{panic_message, Exception, ExceptionContext};
 use crate::protocol::{AnyProtocol, IntoProtocol};
 use crate::transport::socket::{Kind, SocketTransport};
-use crate::transport::{Transport, TransportRef};
+use crate::transport::Transport;
 use crate::TimerHandle;
 
 /// asyncio's `ACCEPT_RETRY_DELAY`: how long accepting stops after running
@@ -429,9 +429,7 @@ impl Server {
             .borrow()
             .iter()
             .filter_map(|(_, w)| w.upgrade())
-            .map(|rc| Transport {
-                inner: TransportRef::Socket(rc),
-            })
+            .map(Transport::from_socket)
             .collect()
     }
 

@@ -15,17 +15,17 @@
 use std::io;
 use std::mem::{self, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use socket2::{SockAddr, Socket};
 
 /// `recv(fd, buf, 0)`.
 #[inline]
-pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole
-    // call; the kernel writes at most that many. An invalid fd only makes
-    // the call fail with EBADF.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    // call; the kernel writes at most that many. `fd` is open for the call
+    // (it is borrowed).
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -35,10 +35,17 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 
 /// `send(fd, buf, MSG_NOSIGNAL)`: never raises SIGPIPE.
 #[inline]
-pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole
-    // call. An invalid fd only makes the call fail with EBADF.
-    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+    // call. `fd` is open for the call (it is borrowed).
+    let n = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -66,16 +73,16 @@ pub(crate) fn recv_from(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, Soc
 /// `sockaddr_storage` per call: the kernel says how much of it it wrote,
 /// and only that is read.
 #[inline]
-pub(crate) fn udp_recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+pub(crate) fn udp_recv_from(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
     let mut storage = MaybeUninit::<libc::sockaddr_storage>::uninit();
     let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes and `storage`
     // for `len` bytes, both for the whole call; recvfrom(2) writes at most
     // that much into each and sets `len` to the address length it wrote.
-    // A bad fd is an error (EBADF), not undefined behaviour.
+    // `fd` is open for the call (it is borrowed).
     let n = unsafe {
         libc::recvfrom(
-            fd,
+            fd.as_raw_fd(),
             buf.as_mut_ptr().cast(),
             buf.len(),
             0,
@@ -141,7 +148,7 @@ fn invalid_address() -> io::Error {
 /// std's `UdpSocket::send_to` (which also goes through `ToSocketAddrs`
 /// and a generic conversion; this builds the C address on the stack).
 #[inline]
-pub(crate) fn udp_send_to(fd: RawFd, buf: &[u8], addr: &SocketAddr) -> io::Result<usize> {
+pub(crate) fn udp_send_to(fd: BorrowedFd<'_>, buf: &[u8], addr: &SocketAddr) -> io::Result<usize> {
     let n = match addr {
         SocketAddr::V4(a) => send_to_c_addr(
             fd,
@@ -178,14 +185,14 @@ pub(crate) fn udp_send_to(fd: RawFd, buf: &[u8], addr: &SocketAddr) -> io::Resul
 /// `sendto(2)` with `MSG_NOSIGNAL` to the C socket address `sa` (a
 /// `sockaddr_in` or a `sockaddr_in6`); returns what `sendto` returns.
 #[inline]
-fn send_to_c_addr<T>(fd: RawFd, buf: &[u8], sa: &T) -> isize {
+fn send_to_c_addr<T>(fd: BorrowedFd<'_>, buf: &[u8], sa: &T) -> isize {
     // SAFETY: `buf` is valid for reads of `buf.len()` bytes and `sa` for
     // reads of `size_of::<T>()` bytes, the length given, for the whole
-    // call; the kernel only reads them (and checks the address family). A
-    // bad fd is an error, not undefined behaviour.
+    // call; the kernel only reads them (and checks the address family).
+    // `fd` is open for the call (it is borrowed).
     unsafe {
         libc::sendto(
-            fd,
+            fd.as_raw_fd(),
             buf.as_ptr().cast(),
             buf.len(),
             MSG_NOSIGNAL,
@@ -205,7 +212,7 @@ const MSG_NOSIGNAL: libc::c_int = 0;
 mod tests {
     use super::*;
     use std::net::UdpSocket;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::AsFd;
 
     fn pair(ip: &str) -> (UdpSocket, UdpSocket) {
         let a = UdpSocket::bind(ip).unwrap();
@@ -216,19 +223,19 @@ mod tests {
     fn check_round_trip(ip: &str) {
         let (a, b) = pair(ip);
         let b_addr = b.local_addr().unwrap();
-        let n = udp_send_to(a.as_raw_fd(), b"hello", &b_addr).unwrap();
+        let n = udp_send_to(a.as_fd(), b"hello", &b_addr).unwrap();
         assert_eq!(n, 5);
         let mut buf = [0u8; 64];
-        let (n, from) = udp_recv_from(b.as_raw_fd(), &mut buf).unwrap();
+        let (n, from) = udp_recv_from(b.as_fd(), &mut buf).unwrap();
         assert_eq!(&buf[..n], b"hello");
         assert_eq!(from, a.local_addr().unwrap());
         // Empty datagrams are datagrams.
-        udp_send_to(a.as_raw_fd(), b"", &b_addr).unwrap();
-        let (n, from) = udp_recv_from(b.as_raw_fd(), &mut buf).unwrap();
+        udp_send_to(a.as_fd(), b"", &b_addr).unwrap();
+        let (n, from) = udp_recv_from(b.as_fd(), &mut buf).unwrap();
         assert_eq!((n, from), (0, a.local_addr().unwrap()));
         // And what std sends arrives the same way.
         b.send_to(b"xy", a.local_addr().unwrap()).unwrap();
-        let (n, from) = udp_recv_from(a.as_raw_fd(), &mut buf).unwrap();
+        let (n, from) = udp_recv_from(a.as_fd(), &mut buf).unwrap();
         assert_eq!((&buf[..n], from), (&b"xy"[..], b_addr));
     }
 
@@ -251,21 +258,24 @@ mod tests {
         let (a, b) = pair("127.0.0.1:0");
         b.set_nonblocking(true).unwrap();
         let mut buf = [0u8; 3];
-        let e = udp_recv_from(b.as_raw_fd(), &mut buf).unwrap_err();
+        let e = udp_recv_from(b.as_fd(), &mut buf).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
         a.send_to(b"abcdef", b.local_addr().unwrap()).unwrap();
-        let (n, _) = udp_recv_from(b.as_raw_fd(), &mut buf).unwrap();
+        let (n, _) = udp_recv_from(b.as_fd(), &mut buf).unwrap();
         assert_eq!((n, &buf), (3, b"abc"));
     }
 
     #[test]
     fn udp_errors_come_from_errno() {
+        let (a, _b) = pair("127.0.0.1:0");
+        a.set_nonblocking(true).unwrap();
         let mut buf = [0u8; 8];
-        let e = udp_recv_from(-1, &mut buf).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::EBADF));
-        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let e = udp_send_to(-1, b"x", &to).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::EBADF));
+        let e = udp_recv_from(a.as_fd(), &mut buf).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EAGAIN));
+        // An IPv6 destination from an IPv4 socket.
+        let to: SocketAddr = "[::1]:9".parse().unwrap();
+        let e = udp_send_to(a.as_fd(), b"x", &to).unwrap_err();
+        assert!(e.raw_os_error().is_some(), "{e:?}");
     }
 
     #[test]

@@ -280,3 +280,117 @@ fn panic_in_data_received_closes_only_that_transport() {
     let mut buf = Vec::new();
     bad_peer.read_to_end(&mut buf).unwrap(); // closed by us
 }
+
+/// Defect: `abort` from inside `resume_writing` while an empty waiter
+/// waited. The drain path went on as if the buffer had been sent and
+/// resolved the waiter with `Ok`, although `abort` had discarded the data.
+#[test]
+fn abort_inside_resume_writing_fails_the_pending_empty_waiter() {
+    /// On resume: writes far more than the kernel can hold, then aborts.
+    struct WriteThenAbortOnResume(Rec);
+    impl Protocol for WriteThenAbortOnResume {
+        fn connection_made(&mut self, t: &Transport) {
+            self.0.borrow_mut().transport = Some(t.clone());
+        }
+        fn resume_writing(&mut self) {
+            self.0.borrow_mut().events.push(Ev::Resume);
+            let t = self.0.borrow().transport.clone().unwrap();
+            t.write(&pattern(16 * 1024 * 1024)).unwrap();
+            assert!(t.write_buffer_size() > 0);
+            t.abort();
+        }
+        fn connection_lost(&mut self, exc: Option<std::io::Error>) {
+            let mut r = self.0.borrow_mut();
+            r.events.push(Ev::Lost(exc.map(|e| e.kind())));
+            r.transport = None;
+        }
+    }
+    let lp = new_loop();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // A small receive buffer (inherited by the accepted socket) stops the
+    // kernel from growing it to hold everything the transport writes.
+    socket2::SockRef::from(&listener)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rec = Rec::default();
+    let r = rec.clone();
+    let t = run(
+        &lp,
+        lp.create_connection(move || WriteThenAbortOnResume(r), "127.0.0.1", port),
+    )
+    .unwrap();
+    let (mut peer, _) = listener.accept().unwrap();
+    small_buffers(&t);
+    t.write(&pattern(1024 * 1024)).unwrap();
+    assert!(t.write_buffer_size() > 64 * 1024, "paused");
+    let waiter = t.empty_waiter().unwrap();
+    // The peer reads, so the buffer drains and resume_writing runs; its
+    // write and abort happen in one callback, whatever the peer does.
+    let reader = std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = peer.read_to_end(&mut sink);
+    });
+    let res = run(&lp, waiter);
+    assert!(
+        matches!(res, Err(Error::ConnectionLost)),
+        "the waiter must fail: abort discarded buffered data ({res:?})"
+    );
+    let r = rec.clone();
+    run(&lp, until(move || r.borrow().lost()));
+    assert_eq!(
+        rec.borrow().events,
+        [Ev::Resume, Ev::Lost(None)],
+        "one resume, then the loss"
+    );
+    reader.join().unwrap();
+}
+
+/// Defect: an `EmptyWaiter` polled again after it completed hung (its
+/// result had been taken and nothing marked it done).
+#[test]
+fn empty_waiter_polled_again_after_completion_does_not_hang() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    let lp = new_loop();
+    let (t, _rec, _peer) = connected(&lp);
+    let mut w = t.empty_waiter().unwrap();
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    assert!(matches!(
+        Pin::new(&mut w).poll(&mut cx),
+        Poll::Ready(Ok(()))
+    ));
+    assert!(
+        matches!(Pin::new(&mut w).poll(&mut cx), Poll::Ready(Ok(()))),
+        "a second poll answers again"
+    );
+    // And a failed one fails again.
+    t.abort();
+    let mut w = t.empty_waiter().unwrap();
+    for _ in 0..2 {
+        assert!(matches!(
+            Pin::new(&mut w).poll(&mut cx),
+            Poll::Ready(Err(Error::ConnectionLost))
+        ));
+    }
+}
+
+/// Defect: `with_socket` held the transport's socket borrowed while the
+/// user's closure ran (against D2): closing the loop from inside it left
+/// the socket open, the loop's close having panicked on the borrow.
+#[test]
+fn with_socket_closure_may_close_the_loop() {
+    let lp = new_loop();
+    let (t, _rec, mut peer) = connected(&lp);
+    let h = lp.handle();
+    let fd = t.with_socket(|s| {
+        h.close().unwrap();
+        std::os::fd::AsRawFd::as_raw_fd(s)
+    });
+    assert!(fd.is_some());
+    assert_eq!(t.as_raw_fd(), None, "closing the loop closed the socket");
+    peer.set_read_timeout(Some(SAFETY)).unwrap();
+    assert_eq!(peer.read(&mut [0; 1]).unwrap(), 0, "the peer sees EOF");
+}

@@ -215,3 +215,30 @@ fn server_close_during_accept_burst() {
     run(&lp, server.wait_closed());
     let _ = accepted;
 }
+
+/// Defect: the warning for writes to a lost connection came on the sixth
+/// refused write. asyncio counts the loss itself, so its
+/// `LOG_THRESHOLD_FOR_CONNLOST_WRITES` (5) warns from the fifth.
+#[test]
+fn refused_writes_warn_from_the_fifth() {
+    use support::logs::{capture_logs, take_logs};
+    capture_logs();
+    let lp = new_loop();
+    let (proto, _rec) = Recorder::new();
+    let (t, _peer) = connected(&lp, proto);
+    t.abort();
+    take_logs();
+    let warnings = |logs: Vec<String>| {
+        logs.iter()
+            .filter(|l| *l == "WARN socket.send() raised exception.")
+            .count()
+    };
+    for _ in 0..4 {
+        assert!(matches!(t.write(b"x"), Err(Error::ConnectionLost)));
+    }
+    assert_eq!(warnings(take_logs()), 0, "no warning for the first four");
+    assert!(matches!(t.write(b"x"), Err(Error::ConnectionLost)));
+    assert_eq!(warnings(take_logs()), 1, "the fifth warns");
+    assert!(matches!(t.write(b"x"), Err(Error::ConnectionLost)));
+    assert_eq!(warnings(take_logs()), 1, "and each one after");
+}

@@ -2,6 +2,8 @@
 //! test_create_datagram_endpoint_* scenarios).
 
 mod dgram_support;
+#[path = "support/logs.rs"]
+mod logs;
 
 use std::cell::RefCell;
 use std::net::{SocketAddr, UdpSocket};
@@ -242,7 +244,7 @@ fn panic_in_datagram_received_is_fatal() {
     run_for(&lp, 5);
     assert_eq!(
         *reported.borrow(),
-        vec!["Exception in protocol.datagram_received()".to_owned()]
+        vec!["Fatal error: protocol.datagram_received() call failed.".to_owned()]
     );
     let events = l.borrow().clone();
     assert_eq!(events.len(), 3, "{events:?}");
@@ -388,4 +390,40 @@ fn endpoint_option_errors_and_existing_socket() {
         Ev::Data(b"hey".to_vec(), peer.local_addr().unwrap())
     );
     t.close();
+}
+
+/// Defect: the datagram transport's warning for writes after a loss said
+/// "socket.sendto() raised exception." and came on the sixth refused
+/// write; asyncio says "socket.send() raised exception." from the fifth.
+#[test]
+fn refused_sendto_warns_from_the_fifth_with_asyncios_text() {
+    logs::capture_logs();
+    let lp = EventLoop::new().unwrap();
+    let t = quiet(&lp);
+    let to = t.local_addr();
+    t.abort();
+    logs::take_logs();
+    let warnings = || {
+        logs::take_logs()
+            .iter()
+            .filter(|l| *l == "WARN socket.send() raised exception.")
+            .count()
+    };
+    for _ in 0..4 {
+        assert!(matches!(t.sendto(b"x", to), Err(Error::ConnectionLost)));
+    }
+    assert_eq!(warnings(), 0, "no warning for the first four");
+    assert!(matches!(t.sendto(b"x", to), Err(Error::ConnectionLost)));
+    assert_eq!(warnings(), 1, "the fifth warns");
+}
+
+/// Defect: `with_socket` held the socket borrowed while the closure ran
+/// (against D2): closing the loop from inside it left the socket open.
+#[test]
+fn with_socket_closure_may_close_the_loop() {
+    let lp = EventLoop::new().unwrap();
+    let t = quiet(&lp);
+    let h = lp.handle();
+    assert!(t.with_socket(|_| h.close().unwrap()).is_some());
+    assert_eq!(t.raw_fd(), None, "closing the loop closed the socket");
 }

@@ -2,12 +2,15 @@
 //! protocol.
 //!
 //! A protocol receives a [`Transport`]: a cheap `Rc` handle (`!Send`) to a
-//! transport of any kind. Today that is a socket transport (TCP or Unix
-//! stream, the `socket` submodule); a TLS layer will stand behind the same handle
-//! (DESIGN.md D12), which is why `Transport` can hold a trait object. The
-//! socket transport gets a variant of its own (`TransportRef::Socket`) so
-//! that its methods, `write` above all, are direct calls.
+//! stream transport. Today that is the socket transport (TCP or Unix
+//! stream, the `socket` submodule), called directly so that `write`, the
+//! call of every echo, inlines; what a transport does is the crate-internal
+//! `TransportImpl` trait, which a TLS transport is to implement as well
+//! (DESIGN.md D12). Every transport, stream or datagram, holds its protocol
+//! in one protocol cell (the `cell` module), which owns the rules of
+//! calling it (D2, D6, D8, D14).
 
+pub(crate) mod cell;
 pub mod datagram;
 pub(crate) mod flow;
 pub(crate) mod socket;
@@ -67,8 +70,9 @@ impl Address {
 /// that the transport knows nothing of who owns it (D14).
 pub(crate) type ConnectionGuard = Box<dyn std::any::Any>;
 
-/// What every kind of stream transport does; [`Transport`] dispatches to
-/// it. Crate-internal so that TLS can implement it later (D12).
+/// What a stream transport does; [`Transport`] calls it. Crate-internal:
+/// the socket transport implements it, and a TLS transport is to implement
+/// it too and stand behind the same handle (DESIGN.md D12).
 pub(crate) trait TransportImpl {
     fn write(&self, data: &[u8]) -> Result<(), Error>;
     fn writelines(&self, bufs: &[&[u8]]) -> Result<(), Error>;
@@ -86,15 +90,14 @@ pub(crate) trait TransportImpl {
         -> Result<(), Error>;
     fn set_write_buffer_cap(&self, cap: Option<usize>);
     fn set_protocol(&self, protocol: AnyProtocol);
-    /// Installs the bridge's protocol, kept as its concrete type where the
-    /// transport can (see `socket::Installed`).
-    fn set_bridge_protocol(&self, protocol: crate::bridge::stream::StreamProtocol) {
-        self.set_protocol(AnyProtocol::Buffered(Box::new(protocol)));
-    }
+    /// Installs the bridge's protocol, kept as its concrete type (see
+    /// `socket::Installed`).
+    fn set_bridge_protocol(&self, protocol: crate::bridge::stream::StreamProtocol);
     fn empty_waiter(&self) -> Result<EmptyWaiter, Error>;
     fn local_addr(&self) -> Option<Address>;
     fn peer_addr(&self) -> Option<Address>;
     fn raw_fd(&self) -> Option<RawFd>;
+    /// Lends the socket to `f`, with nothing of the transport borrowed.
     fn with_socket(&self, f: &mut dyn FnMut(&socket2::Socket));
     fn describe(&self) -> String;
 }
@@ -160,45 +163,18 @@ pub(crate) trait TransportImpl {
 /// ```
 #[derive(Clone)]
 pub struct Transport {
-    pub(crate) inner: TransportRef,
+    pub(crate) inner: Rc<socket::SocketTransport>,
 }
 
-/// What a [`Transport`] points at. The socket transport, the one every
-/// stream runs on, is a variant of its own so that `write`, the call of
-/// every echo, is a direct (inlinable) call rather than a virtual one.
-#[derive(Clone)]
-pub(crate) enum TransportRef {
-    Socket(Rc<socket::SocketTransport>),
-    /// A transport layered over another (TLS, D12); none exists yet.
-    #[allow(dead_code)]
-    Layered(Rc<dyn TransportImpl>),
-}
-
-/// Calls a [`TransportImpl`] method: directly (inlinable) on the socket
-/// transport, through the vtable on a layered one.
-macro_rules! dispatch {
-    ($t:expr, $method:ident($($arg:expr),*)) => {
-        match &$t.inner {
-            TransportRef::Socket(s) => s.$method($($arg),*),
-            TransportRef::Layered(l) => l.$method($($arg),*),
-        }
-    };
-}
-
-impl std::ops::Deref for TransportRef {
-    type Target = dyn TransportImpl;
-    #[inline]
-    fn deref(&self) -> &(dyn TransportImpl + 'static) {
-        match self {
-            TransportRef::Socket(s) => &**s,
-            TransportRef::Layered(l) => &**l,
-        }
+impl Transport {
+    pub(crate) fn from_socket(socket: Rc<socket::SocketTransport>) -> Transport {
+        Transport { inner: socket }
     }
 }
 
 impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.inner.describe())
+        f.write_str(&TransportImpl::describe(&*self.inner))
     }
 }
 
@@ -210,12 +186,11 @@ impl Transport {
     /// # Errors
     ///
     /// [`Error::WriteAfterEof`] after [`write_eof`](Transport::write_eof);
-    /// [`Error::SendfileInProgress`] while sendfile owns the transport;
     /// [`Error::ConnectionLost`] once the transport is closing or closed
     /// (the data is dropped; see the type's contract).
     #[inline]
     pub fn write(&self, data: &[u8]) -> Result<(), Error> {
-        dispatch!(self, write(data))
+        TransportImpl::write(&*self.inner, data)
     }
 
     /// Sends several buffers as one: with nothing buffered, in one vectored
@@ -227,7 +202,7 @@ impl Transport {
     ///
     /// As [`write`](Transport::write).
     pub fn writelines(&self, bufs: &[&[u8]]) -> Result<(), Error> {
-        dispatch!(self, writelines(bufs))
+        TransportImpl::writelines(&*self.inner, bufs)
     }
 
     /// Closes the write side (`shutdown(SHUT_WR)`) once the buffer has
@@ -238,59 +213,59 @@ impl Transport {
     /// None today for socket transports; a transport that cannot half-close
     /// would refuse (see [`can_write_eof`](Transport::can_write_eof)).
     pub fn write_eof(&self) -> Result<(), Error> {
-        dispatch!(self, write_eof())
+        TransportImpl::write_eof(&*self.inner)
     }
 
     /// Whether [`write_eof`](Transport::write_eof) is supported (always for
     /// sockets).
     pub fn can_write_eof(&self) -> bool {
-        dispatch!(self, can_write_eof())
+        TransportImpl::can_write_eof(&*self.inner)
     }
 
     /// Closes the transport after sending what is buffered; the protocol
     /// then gets `connection_lost(None)`. Reading stops at once. A second
     /// call does nothing.
     pub fn close(&self) {
-        dispatch!(self, close())
+        TransportImpl::close(&*self.inner)
     }
 
     /// Closes the transport now, discarding buffered data; the protocol
     /// gets `connection_lost(None)` in the next iteration.
     pub fn abort(&self) {
-        dispatch!(self, abort())
+        TransportImpl::abort(&*self.inner)
     }
 
     /// Whether the transport is closing or closed.
     pub fn is_closing(&self) -> bool {
-        dispatch!(self, is_closing())
+        TransportImpl::is_closing(&*self.inner)
     }
 
     /// Stops delivering data until [`resume_reading`](Transport::resume_reading).
     /// Idempotent; a no-op on a closing transport.
     pub fn pause_reading(&self) {
-        dispatch!(self, pause_reading())
+        TransportImpl::pause_reading(&*self.inner)
     }
 
     /// Delivers data again, including what arrived meanwhile (in the next
     /// iteration). Idempotent.
     pub fn resume_reading(&self) {
-        dispatch!(self, resume_reading())
+        TransportImpl::resume_reading(&*self.inner)
     }
 
     /// Whether data is being delivered: not paused, not closing, and (unlike
     /// asyncio, which keeps reporting `True`) the peer has not sent EOF.
     pub fn is_reading(&self) -> bool {
-        dispatch!(self, is_reading())
+        TransportImpl::is_reading(&*self.inner)
     }
 
     /// How many bytes are buffered, waiting for the kernel to take them.
     pub fn write_buffer_size(&self) -> usize {
-        dispatch!(self, write_buffer_size())
+        TransportImpl::write_buffer_size(&*self.inner)
     }
 
     /// The write-buffer watermarks as `(low, high)` (asyncio's order).
     pub fn write_buffer_limits(&self) -> (usize, usize) {
-        dispatch!(self, write_buffer_limits())
+        TransportImpl::write_buffer_limits(&*self.inner)
     }
 
     /// Sets the watermarks: with neither, 64 KiB and 16 KiB; with only
@@ -306,7 +281,7 @@ impl Transport {
         high: Option<usize>,
         low: Option<usize>,
     ) -> Result<(), Error> {
-        dispatch!(self, set_write_buffer_limits(high, low))
+        TransportImpl::set_write_buffer_limits(&*self.inner, high, low)
     }
 
     /// A hard cap on the write buffer, for protocols that may ignore
@@ -315,7 +290,7 @@ impl Transport {
     /// buffer is dropped, the write returns an `OutOfMemory` I/O error, and
     /// the protocol gets `connection_lost(Some(err))`.
     pub fn set_write_buffer_cap(&self, cap: Option<usize>) {
-        dispatch!(self, set_write_buffer_cap(cap))
+        TransportImpl::set_write_buffer_cap(&*self.inner, cap)
     }
 
     /// Replaces the protocol; the next callback goes to the new one. Works
@@ -325,12 +300,12 @@ impl Transport {
     /// (wrap it in [`Buffered`](crate::Buffered)). The new protocol does not
     /// get `connection_made`.
     pub fn set_protocol(&self, protocol: impl IntoProtocol) {
-        self.inner.set_protocol(protocol.into_protocol())
+        TransportImpl::set_protocol(&*self.inner, protocol.into_protocol())
     }
 
     /// `set_protocol` for the bridge's own protocol.
     pub(crate) fn set_bridge_protocol(&self, protocol: crate::bridge::stream::StreamProtocol) {
-        dispatch!(self, set_bridge_protocol(protocol))
+        TransportImpl::set_bridge_protocol(&*self.inner, protocol)
     }
 
     /// A future that completes once the write buffer is empty (at once if
@@ -340,22 +315,22 @@ impl Transport {
     ///
     /// [`Error::EmptyWaiterAlreadySet`] while another waiter is alive.
     pub fn empty_waiter(&self) -> Result<EmptyWaiter, Error> {
-        dispatch!(self, empty_waiter())
+        TransportImpl::empty_waiter(&*self.inner)
     }
 
     /// The local address, or `None` once closed.
     pub fn local_addr(&self) -> Option<Address> {
-        self.inner.local_addr()
+        TransportImpl::local_addr(&*self.inner)
     }
 
     /// The peer's address, or `None` once closed or if not connected.
     pub fn peer_addr(&self) -> Option<Address> {
-        self.inner.peer_addr()
+        TransportImpl::peer_addr(&*self.inner)
     }
 
     /// The socket's file descriptor while the transport owns it.
     pub fn as_raw_fd(&self) -> Option<RawFd> {
-        self.inner.raw_fd()
+        TransportImpl::raw_fd(&*self.inner)
     }
 
     /// Runs `f` with the socket (to read or set options). Do not read,
@@ -364,7 +339,7 @@ impl Transport {
     pub fn with_socket<R>(&self, f: impl FnOnce(&socket2::Socket) -> R) -> Option<R> {
         let mut f = Some(f);
         let mut out = None;
-        self.inner.with_socket(&mut |s| {
+        TransportImpl::with_socket(&*self.inner, &mut |s| {
             if let Some(f) = f.take() {
                 out = Some(f(s));
             }
@@ -385,7 +360,8 @@ impl Transport {
     }
 }
 
-/// The shared state of an [`EmptyWaiter`].
+/// The shared state of an [`EmptyWaiter`]: the transport completes it, the
+/// future reads it.
 #[derive(Default)]
 pub(crate) struct WaiterState {
     result: RefCell<Option<Result<(), Error>>>,
@@ -393,12 +369,15 @@ pub(crate) struct WaiterState {
 }
 
 impl WaiterState {
+    /// Sets the result (the first one wins) and wakes the waiting task. The
+    /// waker only queues the task (D9), so this is safe anywhere.
     pub(crate) fn complete(&self, result: Result<(), Error>) {
         let mut r = self.result.borrow_mut();
         if r.is_none() {
             *r = Some(result);
             drop(r);
-            if let Some(w) = self.waker.borrow_mut().take() {
+            let waker = self.waker.borrow_mut().take();
+            if let Some(w) = waker {
                 w.wake();
             }
         }
@@ -413,27 +392,45 @@ impl WaiterState {
 /// # Cancel safety
 ///
 /// Dropping it frees the transport's slot for a new waiter; nothing else
-/// happens.
+/// happens. Polled again after it completed, it gives the same outcome
+/// again (an error as [`Error::ConnectionLost`]).
 pub struct EmptyWaiter {
-    pub(crate) state: Rc<WaiterState>,
+    state: Rc<WaiterState>,
+    /// The outcome once it was returned: `Some(true)` for `Ok`.
+    done: Option<bool>,
+}
+
+impl EmptyWaiter {
+    pub(crate) fn new(state: Rc<WaiterState>) -> EmptyWaiter {
+        EmptyWaiter { state, done: None }
+    }
 }
 
 impl fmt::Debug for EmptyWaiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EmptyWaiter")
-            .field("done", &self.state.result.borrow().is_some())
-            .finish()
+        let done = self.done.is_some() || self.state.result.borrow().is_some();
+        f.debug_struct("EmptyWaiter").field("done", &done).finish()
     }
 }
 
 impl Future for EmptyWaiter {
     type Output = Result<(), Error>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(r) = self.state.result.borrow_mut().take() {
-            // Leave a marker so a second poll does not hang.
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.done {
+            Some(true) => return Poll::Ready(Ok(())),
+            Some(false) => return Poll::Ready(Err(Error::ConnectionLost)),
+            None => {}
+        }
+        let result = self.state.result.borrow_mut().take();
+        if let Some(r) = result {
+            self.done = Some(r.is_ok());
             return Poll::Ready(r);
         }
-        *self.state.waker.borrow_mut() = Some(cx.waker().clone());
+        let mut waker = self.state.waker.borrow_mut();
+        match &mut *waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
         Poll::Pending
     }
 }

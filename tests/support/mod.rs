@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use sloop::{EventLoop, LoopHandle, Protocol, Transport};
 
+pub mod logs;
+
 /// The safety net for every test run: generous, never the thing waited on.
 pub const SAFETY: Duration = Duration::from_secs(20);
 

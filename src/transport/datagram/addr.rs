@@ -5,40 +5,23 @@
 //! receive/send calls for that family, so the transport code is written
 //! once and monomorphised per address type.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
 pub(crate) mod sealed {
-    use std::cell::RefCell;
     use std::io;
-    use std::os::fd::{AsRawFd, RawFd};
+    use std::os::fd::{AsFd, AsRawFd};
 
     /// The socket operations behind an address type.
     #[allow(unreachable_pub)]
     pub trait Sealed: Sized {
-        type Socket: AsRawFd;
+        type Socket: AsRawFd + AsFd;
         fn recv_from(sock: &Self::Socket, buf: &mut [u8]) -> io::Result<(usize, Self)>;
         fn send_to(sock: &Self::Socket, buf: &[u8], addr: &Self) -> io::Result<usize>;
-        /// `recv_from` on a transport's socket slot, which the caller
-        /// knows holds the open socket whose fd is `fd` (the transport is
-        /// not closing). UDP uses `fd` and skips the slot's borrow.
-        fn recv_from_open(
-            slot: &RefCell<Option<Self::Socket>>,
-            fd: RawFd,
-            buf: &mut [u8],
-        ) -> io::Result<(usize, Self)>;
-        /// `send_to` on an open socket slot, as `recv_from_open`.
-        fn send_to_open(
-            slot: &RefCell<Option<Self::Socket>>,
-            fd: RawFd,
-            buf: &[u8],
-            addr: &Self,
-        ) -> io::Result<usize>;
         fn send(sock: &Self::Socket, buf: &[u8]) -> io::Result<usize>;
         fn local_addr(sock: &Self::Socket) -> Option<Self>;
         fn peer_addr(sock: &Self::Socket) -> Option<Self>;
@@ -55,32 +38,13 @@ impl sealed::Sealed for SocketAddr {
     fn recv_from(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, Self)> {
         // std's `recv_from` zeroes a sockaddr_storage and converts the
         // address generically on every call; this is the same syscall.
-        crate::sys::udp_recv_from(sock.as_raw_fd(), buf)
+        crate::sys::udp_recv_from(sock.as_fd(), buf)
     }
     #[inline]
     fn send_to(sock: &UdpSocket, buf: &[u8], addr: &Self) -> io::Result<usize> {
         // std's `send_to` goes through `ToSocketAddrs`; this is the same
         // syscall with the C address built on the stack.
-        crate::sys::udp_send_to(sock.as_raw_fd(), buf, addr)
-    }
-    #[inline]
-    fn recv_from_open(
-        slot: &RefCell<Option<UdpSocket>>,
-        fd: RawFd,
-        buf: &mut [u8],
-    ) -> io::Result<(usize, Self)> {
-        debug_assert!(slot.borrow().as_ref().map(|s| s.as_raw_fd()) == Some(fd));
-        crate::sys::udp_recv_from(fd, buf)
-    }
-    #[inline]
-    fn send_to_open(
-        slot: &RefCell<Option<UdpSocket>>,
-        fd: RawFd,
-        buf: &[u8],
-        addr: &Self,
-    ) -> io::Result<usize> {
-        debug_assert!(slot.borrow().as_ref().map(|s| s.as_raw_fd()) == Some(fd));
-        crate::sys::udp_send_to(fd, buf, addr)
+        crate::sys::udp_send_to(sock.as_fd(), buf, addr)
     }
     #[inline]
     fn send(sock: &UdpSocket, buf: &[u8]) -> io::Result<usize> {
@@ -193,27 +157,6 @@ impl sealed::Sealed for UnixAddr {
     }
     fn send(sock: &UnixDatagram, buf: &[u8]) -> io::Result<usize> {
         sock.send(buf)
-    }
-    fn recv_from_open(
-        slot: &RefCell<Option<UnixDatagram>>,
-        _fd: RawFd,
-        buf: &mut [u8],
-    ) -> io::Result<(usize, Self)> {
-        match &*slot.borrow() {
-            Some(sock) => Self::recv_from(sock, buf),
-            None => Err(io::Error::from(io::ErrorKind::NotConnected)),
-        }
-    }
-    fn send_to_open(
-        slot: &RefCell<Option<UnixDatagram>>,
-        _fd: RawFd,
-        buf: &[u8],
-        addr: &Self,
-    ) -> io::Result<usize> {
-        match &*slot.borrow() {
-            Some(sock) => Self::send_to(sock, buf, addr),
-            None => Err(io::Error::from(io::ErrorKind::NotConnected)),
-        }
     }
     fn local_addr(sock: &UnixDatagram) -> Option<Self> {
         sock.local_addr().ok().map(|a| UnixAddr::from_std(&a))

@@ -68,7 +68,6 @@
 //! marks are advisory: `sendto` never refuses a datagram because the queue
 //! is long.
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
@@ -79,7 +78,10 @@ use std::rc::{Rc, Weak};
 
 use crate::error::Error;
 use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
-use crate::exception::{panic_message, ExceptionContext};
+use crate::transport::cell::{
+    Host, Notified, ProtocolCell, Slot, BUSY, CLOSING, HAS_DATA, HELD, LOST_DONE, LOST_SCHEDULED,
+    PAUSED, READABLE, READ_SCHEDULED, STARTED, WRITE_BLOCKED,
+};
 use crate::transport::flow::FlowControl;
 use crate::transport::{EmptyWaiter, WaiterState};
 
@@ -95,9 +97,6 @@ pub const READ_BUDGET: usize = 32;
 /// The bytes each queued datagram adds to the size that flow control
 /// compares with the watermarks, on top of its payload.
 pub const DATAGRAM_OVERHEAD: usize = 8;
-
-/// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
-const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 
 /// The callbacks of a datagram endpoint: asyncio's `DatagramProtocol`.
 ///
@@ -156,54 +155,6 @@ pub trait DatagramProtocol<A: DatagramAddr = SocketAddr>: 'static {
     fn resume_writing(&mut self) {}
 }
 
-/// A notification that could not reach the protocol at once because the
-/// protocol was running; delivered when it returns.
-enum Pending {
-    Pause,
-    Resume,
-    Error(io::Error),
-}
-
-/// The transport is closing or closed.
-const CLOSING: u8 = 1;
-/// Reading is paused (`pause_reading`).
-const PAUSED: u8 = 2;
-/// Notifications wait in `pending`.
-const PENDING: u8 = 4;
-/// Datagrams wait in the write queue.
-const QUEUED: u8 = 8;
-
-/// A few boolean states in one `Cell<u8>`.
-#[derive(Default)]
-struct Flags(Cell<u8>);
-
-impl Flags {
-    #[inline]
-    fn get(&self, bit: u8) -> bool {
-        self.0.get() & bit != 0
-    }
-
-    /// Whether any of `bits` is set.
-    #[inline]
-    fn any(&self, bits: u8) -> bool {
-        self.0.get() & bits != 0
-    }
-
-    #[inline]
-    fn set(&self, bit: u8, on: bool) {
-        let v = self.0.get();
-        self.0.set(if on { v | bit } else { v & !bit });
-    }
-
-    /// Sets `bit` to `on`, returns what it was.
-    #[inline]
-    fn replace(&self, bit: u8, on: bool) -> bool {
-        let was = self.get(bit);
-        self.set(bit, on);
-        was
-    }
-}
-
 struct WriteState<A> {
     /// Queued datagrams and their destinations (`None`: the connected peer).
     queue: VecDeque<(Vec<u8>, Option<A>)>,
@@ -221,23 +172,57 @@ impl<A> WriteState<A> {
 
 type BoxedProtocol<A> = Box<dyn DatagramProtocol<A>>;
 
+impl<A: DatagramAddr> Notified for BoxedProtocol<A> {
+    fn pause_writing(&mut self) {
+        (**self).pause_writing()
+    }
+    fn resume_writing(&mut self) {
+        (**self).resume_writing()
+    }
+    fn connection_lost(&mut self, exc: Option<io::Error>) {
+        (**self).connection_lost(exc)
+    }
+    fn error_received(&mut self, exc: io::Error) {
+        (**self).error_received(exc)
+    }
+}
+
+/// Where a datagram transport keeps its protocol.
+struct ProtocolSlot<A: DatagramAddr>(Cell<Option<BoxedProtocol<A>>>);
+
+impl<A: DatagramAddr> Default for ProtocolSlot<A> {
+    fn default() -> Self {
+        ProtocolSlot(Cell::new(None))
+    }
+}
+
+impl<A: DatagramAddr> Slot for ProtocolSlot<A> {
+    type Protocol = BoxedProtocol<A>;
+    fn take(&self) -> Option<BoxedProtocol<A>> {
+        self.0.take()
+    }
+    fn replace(&self, p: BoxedProtocol<A>) -> Option<BoxedProtocol<A>> {
+        self.0.replace(Some(p))
+    }
+}
+
 struct Inner<A: DatagramAddr> {
     lp: LoopHandle,
     /// A way back to this transport's `Rc`, for callbacks it schedules.
     me: Weak<Inner<A>>,
-    /// `None` once `connection_lost` ran: the socket is closed.
-    sock: RefCell<Option<A::Socket>>,
+    /// `None` once `connection_lost` ran: the socket is closed. In an `Rc`
+    /// so that `with_socket` lends it with nothing borrowed (D2); each
+    /// syscall borrows it for its duration.
+    sock: RefCell<Option<Rc<A::Socket>>>,
+    /// The fd number, for descriptions only.
     fd: RawFd,
     key: Cell<Option<IoKey>>,
-    /// Taken out while a protocol method runs (D2); `None` for good after
-    /// `connection_lost`.
-    protocol: RefCell<Option<BoxedProtocol<A>>>,
-    pending: RefCell<VecDeque<Pending>>,
-    /// `CLOSING`, `PAUSED` (reading), `PENDING` (`!pending.is_empty()`)
-    /// and `QUEUED` (`!write.queue.is_empty()`): one byte, so the hot
-    /// paths test what concerns them in one instruction, with no borrow.
-    flags: Flags,
-    /// The protocol method running, for reports of its panic.
+    /// The protocol and the state bits (`CLOSING`, `PAUSED`, `HAS_DATA`
+    /// for a non-empty queue, `STARTED`, `READABLE`, `WRITE_BLOCKED`,
+    /// `READ_SCHEDULED`, and the cell's own).
+    cell: ProtocolCell<ProtocolSlot<A>>,
+    /// The protocol method running in a read batch, for reports of its
+    /// panic.
     current: Cell<&'static str>,
     /// The default destination (asyncio's `_address`).
     address: Option<A>,
@@ -248,15 +233,6 @@ struct Inner<A: DatagramAddr> {
     write: RefCell<WriteState<A>>,
     /// The waiter of [`DatagramTransport::empty_waiter`], while one waits.
     empty_waiter: RefCell<Option<Rc<WaiterState>>>,
-    /// `connection_made` has run.
-    started: Cell<bool>,
-    conn_lost: Cell<u32>,
-    /// Writes refused because the transport is closing or closed.
-    refused_writes: Cell<u32>,
-    readable: Cell<bool>,
-    writable: Cell<bool>,
-    /// Whether a requeued read is already on the ready list.
-    read_scheduled: Cell<bool>,
 }
 
 /// A datagram endpoint: asyncio's `_SelectorDatagramTransport`.
@@ -335,12 +311,10 @@ impl<A: DatagramAddr> DatagramTransport<A> {
         let inner = Rc::new_cyclic(|me| Inner {
             lp: lp.clone(),
             me: me.clone(),
-            sock: RefCell::new(Some(sock)),
+            sock: RefCell::new(Some(Rc::new(sock))),
             fd,
             key: Cell::new(None),
-            protocol: RefCell::new(Some(protocol)),
-            pending: RefCell::new(VecDeque::new()),
-            flags: Flags::default(),
+            cell: ProtocolCell::default(),
             current: Cell::new("connection_made"),
             address,
             connected,
@@ -351,13 +325,8 @@ impl<A: DatagramAddr> DatagramTransport<A> {
                 flow: FlowControl::default(),
             }),
             empty_waiter: RefCell::new(None),
-            started: Cell::new(false),
-            conn_lost: Cell::new(0),
-            refused_writes: Cell::new(0),
-            readable: Cell::new(false),
-            writable: Cell::new(true),
-            read_scheduled: Cell::new(false),
         });
+        inner.cell.replace(protocol);
         let key = lp.register_source(fd, inner.clone())?;
         inner.key.set(Some(key));
         let t = DatagramTransport {
@@ -419,7 +388,7 @@ impl<A: DatagramAddr> DatagramTransport<A> {
 
     /// Whether the transport is closing or closed.
     pub fn is_closing(&self) -> bool {
-        self.inner.flags.get(CLOSING)
+        self.inner.has(CLOSING)
     }
 
     /// Stops delivering datagrams until
@@ -427,25 +396,25 @@ impl<A: DatagramAddr> DatagramTransport<A> {
     /// the socket's receive buffer (and the kernel drops what does not
     /// fit). Does nothing if already paused or closing.
     pub fn pause_reading(&self) {
-        if !self.inner.flags.get(CLOSING) {
-            self.inner.flags.set(PAUSED, true);
+        if !self.inner.has(CLOSING) {
+            self.inner.cell.flags.set(PAUSED, true);
         }
     }
 
     /// Delivers datagrams again, starting with those that waited.
     pub fn resume_reading(&self) {
         let inner = &self.inner;
-        if inner.flags.get(CLOSING) || !inner.flags.replace(PAUSED, false) {
+        if inner.has(CLOSING) || !inner.cell.flags.replace(PAUSED, false) {
             return;
         }
-        if inner.readable.get() {
+        if inner.has(READABLE) {
             inner.schedule_read();
         }
     }
 
     /// Whether datagrams are being delivered (not paused, not closing).
     pub fn is_reading(&self) -> bool {
-        !self.inner.flags.get(CLOSING) && !self.inner.flags.get(PAUSED)
+        !self.inner.has(CLOSING | PAUSED)
     }
 
     /// Payload bytes queued for sending.
@@ -478,7 +447,7 @@ impl<A: DatagramAddr> DatagramTransport<A> {
         }
         let state = Rc::new(WaiterState::default());
         if inner.write.borrow().queue.is_empty() {
-            state.complete(if inner.conn_lost.get() > 0 {
+            state.complete(if inner.has(LOST_SCHEDULED) {
                 Err(Error::ConnectionLost)
             } else {
                 Ok(())
@@ -487,7 +456,7 @@ impl<A: DatagramAddr> DatagramTransport<A> {
         } else {
             *slot = Some(state.clone());
         }
-        Ok(EmptyWaiter { state })
+        Ok(EmptyWaiter::new(state))
     }
 
     /// Sets the watermarks (see "Write buffer and flow control" in the
@@ -511,7 +480,7 @@ impl<A: DatagramAddr> DatagramTransport<A> {
             w.flow.should_pause(size)
         };
         if pause {
-            self.inner.notify(Pending::Pause);
+            self.inner.cell.notify_flow(&*self.inner, true);
         }
         Ok(())
     }
@@ -552,8 +521,9 @@ impl<A: DatagramAddr> DatagramTransport<A> {
     /// socket is closed. Reading or writing it directly bypasses the
     /// transport's queue and readiness flags: don't.
     pub fn with_socket<R>(&self, f: impl FnOnce(&<A as sealed::Sealed>::Socket) -> R) -> Option<R> {
-        let sock = self.inner.sock.borrow();
-        sock.as_ref().map(f)
+        // Lent, not borrowed: `f` may close the transport or the loop (D2).
+        let sock = self.inner.sock.borrow().clone();
+        sock.map(|s| f(&s))
     }
 
     /// asyncio's `get_extra_info` for `"sockname"`, `"peername"` and
@@ -575,10 +545,20 @@ impl<A: DatagramAddr> DatagramTransport<A> {
 }
 
 impl<A: DatagramAddr> Inner<A> {
+    #[inline(always)]
+    fn has(&self, bits: u32) -> bool {
+        self.cell.flags.has(bits)
+    }
+
+    #[inline(always)]
+    fn set_flag(&self, bits: u32, on: bool) {
+        self.cell.flags.set(bits, on);
+    }
+
     fn describe(&self) -> String {
-        let state = if self.conn_lost.get() > 0 && self.sock.borrow().is_none() {
+        let state = if self.has(LOST_DONE) {
             " closed"
-        } else if self.flags.get(CLOSING) {
+        } else if self.has(CLOSING) {
             " closing"
         } else {
             ""
@@ -587,7 +567,7 @@ impl<A: DatagramAddr> Inner<A> {
         format!(
             "<DatagramTransport{state} fd={} read={} write=<bufsize={} datagrams={}>>",
             self.fd,
-            if self.flags.get(PAUSED) || self.flags.get(CLOSING) {
+            if self.has(PAUSED | CLOSING) {
                 "idle"
             } else {
                 "polling"
@@ -597,147 +577,63 @@ impl<A: DatagramAddr> Inner<A> {
         )
     }
 
-    /// Runs `f` on the protocol, taken out of its slot (D2), under
-    /// `catch_unwind`, then delivers what the call queued. Does nothing if
-    /// the protocol is not there (it is running further up the stack: the
-    /// caller queues instead; or it is gone).
-    fn call_protocol(&self, what: &'static str, f: impl FnOnce(&mut dyn DatagramProtocol<A>)) {
-        let Some(mut p) = self.protocol.borrow_mut().take() else {
-            return;
-        };
-        self.current.set(what);
-        let r = self.lp.catch_user(|| {
-            f(&mut *p);
-            self.deliver_pending_to(&mut *p);
-        });
-        *self.protocol.borrow_mut() = Some(p);
-        if let Err(payload) = r {
-            self.protocol_panicked(payload);
-        }
-    }
-
-    /// Delivers the queued notifications to `p`, which the caller took out
-    /// of the slot; what these calls queue is delivered too, in order.
-    #[inline]
-    fn deliver_pending_to(&self, p: &mut dyn DatagramProtocol<A>) {
-        if !self.flags.get(PENDING) {
-            return;
-        }
-        self.deliver_pending_slow(p);
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn deliver_pending_slow(&self, p: &mut dyn DatagramProtocol<A>) {
-        loop {
-            let ev = self.pending.borrow_mut().pop_front();
-            let Some(ev) = ev else {
-                self.flags.set(PENDING, false);
-                return;
-            };
-            if self.conn_lost.get() > 0 {
-                continue; // connection_lost is queued: nothing else comes
-            }
-            match ev {
-                Pending::Pause => {
-                    self.current.set("pause_writing");
-                    p.pause_writing();
-                }
-                Pending::Resume => {
-                    self.current.set("resume_writing");
-                    p.resume_writing();
-                }
-                Pending::Error(e) => {
-                    self.current.set("error_received");
-                    p.error_received(e);
-                }
-            }
-        }
-    }
-
-    /// Delivers a notification now, or queues it while the protocol runs.
-    /// Nothing is delivered once `connection_lost` is queued.
-    #[cold]
-    #[inline(never)]
-    fn notify(&self, ev: Pending) {
-        if self.conn_lost.get() > 0 {
-            return; // connection_lost is queued: nothing else comes
-        }
-        self.pending.borrow_mut().push_back(ev);
-        self.flags.set(PENDING, true);
-        // If the protocol is in its slot, no callback is running: deliver
-        // now. Otherwise the running one delivers when it returns (and
-        // before connection_made, connection_made does).
-        let available = self.started.get() && self.protocol.borrow().is_some();
-        if available {
-            self.call_protocol("pending", |_| {});
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn protocol_panicked(&self, payload: Box<dyn Any + Send>) {
-        let what = self.current.get();
-        let msg = panic_message(&*payload);
-        self.lp.handle_panic(
-            payload,
-            ExceptionContext::new(format!("Exception in protocol.{what}()"))
-                .with_transport(self.describe()),
-        );
-        self.force_close(Some(io::Error::other(format!(
-            "protocol.{what}() panicked: {msg}"
-        ))));
-    }
-
     fn connection_made(&self, t: &DatagramTransport<A>) {
-        self.started.set(true);
-        self.call_protocol("connection_made", |p| p.connection_made(t));
-        if self.readable.get() {
+        self.set_flag(STARTED, true);
+        self.cell
+            .call(self, "connection_made", |p| p.connection_made(t));
+        if self.has(READABLE) {
             self.schedule_read();
         }
-        if self.writable.get() && self.flags.get(QUEUED) {
+        if !self.has(WRITE_BLOCKED) && self.has(HAS_DATA) {
             self.flush();
         }
     }
 
     fn schedule_read(&self) {
         if let Some(key) = self.key.get() {
-            if !self.read_scheduled.replace(true) {
+            if !self.cell.flags.replace(READ_SCHEDULED, true) {
                 self.lp.schedule_io(key, Readiness::READABLE);
             }
         }
     }
 
     /// Reads up to [`READ_BUDGET`] datagrams. The protocol is taken out of
-    /// its slot once for the whole batch (D2 holds: nothing of ours is
-    /// borrowed while it runs), and what each call queued is delivered
+    /// the cell once for the whole batch (D2 holds: nothing of ours is
+    /// borrowed while it runs), and what each call held back is delivered
     /// before the next datagram.
     fn read_ready(&self) {
-        if !self.started.get() || self.flags.get(CLOSING) || self.flags.get(PAUSED) {
+        if self.cell.flags.get() & (STARTED | CLOSING | PAUSED) != STARTED {
             return; // connection_made / resume_reading look at the flag
         }
-        let Some(mut p) = self.protocol.borrow_mut().take() else {
+        let Some(mut p) = self.cell.slot.take() else {
             return;
         };
         let mut buf = self.lp.take_read_buffer();
-        let r = self.lp.catch_user(|| self.read_batch(&mut *p, &mut buf));
+        self.set_flag(BUSY, true);
+        let r = self.lp.catch_user(|| self.read_batch(&mut p, &mut buf));
+        self.set_flag(BUSY, false);
         self.lp.restore_read_buffer(buf);
-        *self.protocol.borrow_mut() = Some(p);
+        self.cell.put_back(p);
         if let Err(payload) = r {
-            self.protocol_panicked(payload);
+            self.cell.panicked(self, self.current.get(), payload);
         }
+        self.cell.after_call(self);
     }
 
     #[inline]
-    fn read_batch(&self, p: &mut dyn DatagramProtocol<A>, buf: &mut [u8]) {
+    fn read_batch(&self, p: &mut BoxedProtocol<A>, buf: &mut [u8]) {
         self.current.set("datagram_received");
         for _ in 0..READ_BUDGET {
             // Not closing (checked before the loop and after each
             // datagram): the socket is open.
-            match A::recv_from_open(&self.sock, self.fd, buf) {
+            let r = match &*self.sock.borrow() {
+                Some(sock) => A::recv_from(sock, buf),
+                None => return,
+            };
+            match r {
                 Ok((n, addr)) => p.datagram_received(&buf[..n], addr),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.readable.set(false);
+                    self.set_flag(READABLE, false);
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -748,12 +644,12 @@ impl<A: DatagramAddr> Inner<A> {
                 }
             }
             // One test on the fast path for the three rare cases.
-            if self.flags.any(PENDING | CLOSING | PAUSED) {
-                if self.flags.get(PENDING) {
-                    self.deliver_pending_slow(p);
+            if self.has(HELD | CLOSING | PAUSED) {
+                if self.has(HELD) {
+                    self.cell.deliver_held_to(p, &self.current);
                     self.current.set("datagram_received");
                 }
-                if self.flags.any(CLOSING | PAUSED) {
+                if self.has(CLOSING | PAUSED) {
                     return;
                 }
             }
@@ -772,12 +668,14 @@ impl<A: DatagramAddr> Inner<A> {
             (None, None) => return Err(Error::AddressRequired),
         };
         self.debug_check_queued();
-        if self.flags.any(CLOSING | QUEUED) {
+        if self.has(CLOSING | HAS_DATA) {
             return self.sendto_closing_or_queued(data, addr);
         }
-        // Not closing: the socket is open (it is only closed after
-        // `closing` is set). Nothing queued: send now.
-        let r = A::send_to_open(&self.sock, self.fd, data, a);
+        // Nothing queued: send now.
+        let r = match &*self.sock.borrow() {
+            Some(sock) => A::send_to(sock, data, a),
+            None => return Err(self.cell.refuse_write()),
+        };
         if self.sent(r) {
             self.enqueue(data, addr);
         }
@@ -789,19 +687,19 @@ impl<A: DatagramAddr> Inner<A> {
     #[cold]
     #[inline(never)]
     fn sendto_closing_or_queued(&self, data: &[u8], addr: Option<A>) -> Result<(), Error> {
-        if self.flags.get(CLOSING) {
-            return Err(self.refuse_write());
+        if self.has(CLOSING) {
+            return Err(self.cell.refuse_write());
         }
         self.enqueue(data, addr);
         Ok(())
     }
 
-    /// Debug builds check that `QUEUED` says what the queue says.
+    /// Debug builds check that `HAS_DATA` says what the queue says.
     #[inline]
     fn debug_check_queued(&self) {
         if cfg!(debug_assertions) {
             if let Ok(w) = self.write.try_borrow() {
-                assert_eq!(self.flags.get(QUEUED), !w.queue.is_empty());
+                assert_eq!(self.has(HAS_DATA), !w.queue.is_empty());
             }
         }
     }
@@ -809,13 +707,13 @@ impl<A: DatagramAddr> Inner<A> {
     /// `sendto` to the remote address (connected, or a broadcast
     /// endpoint's default destination).
     fn sendto_remote(&self, data: &[u8]) -> Result<(), Error> {
-        if self.flags.get(CLOSING) {
-            return Err(self.refuse_write());
+        if self.has(CLOSING) {
+            return Err(self.cell.refuse_write());
         }
-        if !self.flags.get(QUEUED) {
+        if !self.has(HAS_DATA) {
             let r = match &*self.sock.borrow() {
                 Some(sock) => self.send_one(sock, data, None),
-                None => return Err(Error::ConnectionLost),
+                None => return Err(self.cell.refuse_write()),
             };
             if !self.sent(r) {
                 return Ok(());
@@ -840,10 +738,10 @@ impl<A: DatagramAddr> Inner<A> {
     #[inline(never)]
     fn send_failed(&self, e: io::Error) -> bool {
         if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
-            self.writable.set(false);
+            self.set_flag(WRITE_BLOCKED, true);
             true
         } else {
-            self.notify(Pending::Error(e));
+            self.cell.notify_error(self, e);
             false
         }
     }
@@ -856,19 +754,6 @@ impl<A: DatagramAddr> Inner<A> {
         }
     }
 
-    /// A write after `close`, `abort` or a fatal error: counted, logged
-    /// past the threshold, refused.
-    #[cold]
-    #[inline(never)]
-    fn refuse_write(&self) -> Error {
-        let n = self.refused_writes.get();
-        if n >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
-            log::warn!("socket.sendto() raised exception.");
-        }
-        self.refused_writes.set(n.saturating_add(1));
-        Error::ConnectionLost
-    }
-
     /// Copies a datagram into the queue and runs flow control.
     #[cold]
     #[inline(never)]
@@ -876,13 +761,13 @@ impl<A: DatagramAddr> Inner<A> {
         let pause = {
             let mut w = self.write.borrow_mut();
             w.queue.push_back((data.to_vec(), addr));
-            self.flags.set(QUEUED, true);
+            self.set_flag(HAS_DATA, true);
             w.payload += data.len();
             let size = w.flow_size();
             w.flow.should_pause(size)
         };
         if pause {
-            self.notify(Pending::Pause);
+            self.cell.notify_flow(self, true);
         }
     }
 
@@ -911,7 +796,7 @@ impl<A: DatagramAddr> Inner<A> {
             while let Some((data, addr)) = w.queue.front() {
                 match self.send_one(sock, data, addr.as_ref()) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.writable.set(false);
+                        self.set_flag(WRITE_BLOCKED, true);
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -925,24 +810,22 @@ impl<A: DatagramAddr> Inner<A> {
                     }
                 }
             }
-            self.flags.set(QUEUED, !w.queue.is_empty());
+            self.set_flag(HAS_DATA, !w.queue.is_empty());
             let size = w.flow_size();
             w.flow.should_resume(size)
         };
         for e in errors {
-            self.notify(Pending::Error(e));
+            self.cell.notify_error(self, e);
         }
         if resume {
-            self.notify(Pending::Resume);
+            self.cell.notify_flow(self, false);
         }
-        if self.write.borrow().queue.is_empty() {
-            self.complete_empty_waiter(Ok(()));
+        if self.has(HAS_DATA) {
+            return;
         }
-        if self.flags.get(CLOSING)
-            && self.conn_lost.get() == 0
-            && self.write.borrow().queue.is_empty()
-        {
-            self.conn_lost.set(1);
+        self.complete_empty_waiter(Ok(()));
+        if self.has(CLOSING) && !self.has(LOST_SCHEDULED) {
+            self.cell.loss_scheduled();
             self.schedule_connection_lost(None);
         }
     }
@@ -957,30 +840,31 @@ impl<A: DatagramAddr> Inner<A> {
     }
 
     fn close(&self) {
-        if self.flags.replace(CLOSING, true) {
+        if self.cell.flags.replace(CLOSING, true) {
             return;
         }
-        if self.write.borrow().queue.is_empty() {
-            self.conn_lost.set(self.conn_lost.get() + 1);
+        if !self.has(HAS_DATA) && !self.has(LOST_SCHEDULED) {
+            self.cell.loss_scheduled();
             self.schedule_connection_lost(None);
         }
     }
 
     /// asyncio's `_force_close`.
     fn force_close(&self, exc: Option<io::Error>) {
-        if self.conn_lost.get() > 0 {
+        if self.has(LOST_SCHEDULED) {
             return;
         }
         let dropped = {
             let mut w = self.write.borrow_mut();
             w.payload = 0;
-            self.flags.set(QUEUED, false);
+            w.flow.reset();
+            self.set_flag(HAS_DATA, false);
             std::mem::take(&mut w.queue)
         };
         drop(dropped);
         self.complete_empty_waiter(Err(Error::ConnectionLost));
-        self.flags.set(CLOSING, true);
-        self.conn_lost.set(1);
+        self.set_flag(CLOSING, true);
+        self.cell.loss_scheduled();
         self.schedule_connection_lost(exc);
     }
 
@@ -993,64 +877,53 @@ impl<A: DatagramAddr> Inner<A> {
         });
     }
 
-    /// asyncio's `_call_connection_lost`: the protocol's last call, then the
-    /// socket is deregistered and closed and the protocol dropped (which
-    /// breaks the cycle protocol -> transport -> protocol).
+    /// asyncio's `_call_connection_lost`: the protocol's last call (the
+    /// cell's), then the socket is deregistered and closed.
     fn call_connection_lost(&self, exc: Option<io::Error>) {
-        if self.sock.borrow().is_none() {
-            return;
+        self.cell.lost(self, exc);
+    }
+}
+
+impl<A: DatagramAddr> Host for Inner<A> {
+    fn loop_handle(&self) -> &LoopHandle {
+        &self.lp
+    }
+
+    fn describe(&self) -> String {
+        Inner::describe(self)
+    }
+
+    fn force_close(&self, exc: Option<io::Error>) {
+        Inner::force_close(self, exc);
+    }
+
+    fn after_lost(&self) {
+        if let Some(key) = self.key.take() {
+            self.lp.deregister_source(key);
         }
-        let pending = std::mem::take(&mut *self.pending.borrow_mut());
-        self.flags.set(PENDING, false);
-        drop(pending);
-        let protocol = self.protocol.borrow_mut().take();
-        let mut panicked = None;
-        if let Some(mut p) = protocol {
-            if let Err(payload) = self.lp.catch_user(|| p.connection_lost(exc)) {
-                panicked = Some(payload);
-            }
-            // Dropped below, with no borrow held.
-            if let Some(key) = self.key.take() {
-                self.lp.deregister_source(key);
-            }
-            let sock = self.sock.borrow_mut().take();
-            drop(sock);
-            drop(p);
-        } else {
-            if let Some(key) = self.key.take() {
-                self.lp.deregister_source(key);
-            }
-            let sock = self.sock.borrow_mut().take();
-            drop(sock);
-        }
+        let sock = self.sock.borrow_mut().take();
+        drop(sock);
         self.write.borrow_mut().flow.reset();
-        if let Some(payload) = panicked {
-            self.lp.handle_panic(
-                payload,
-                ExceptionContext::new("Exception in protocol.connection_lost()")
-                    .with_transport(self.describe()),
-            );
-        }
     }
 }
 
 impl<A: DatagramAddr> IoSource for Inner<A> {
     fn ready(&self, readiness: Readiness) {
         if readiness.is_writable() {
-            self.writable.set(true);
-            if self.started.get() && self.flags.get(QUEUED) {
+            self.set_flag(WRITE_BLOCKED, false);
+            if self.has(STARTED) && self.has(HAS_DATA) {
                 self.flush();
             }
         }
         if readiness.is_readable() {
-            self.read_scheduled.set(false);
-            self.readable.set(true);
+            self.set_flag(READ_SCHEDULED, false);
+            self.set_flag(READABLE, true);
             self.read_ready();
         }
     }
 
     fn is_closing(&self) -> bool {
-        self.flags.get(CLOSING)
+        self.has(CLOSING)
     }
 
     fn describe(&self) -> String {
@@ -1059,14 +932,12 @@ impl<A: DatagramAddr> IoSource for Inner<A> {
 
     fn loop_closed(&self) {
         // No callback can run any more: drop the protocol (which may hold
-        // this transport) and close the socket.
-        self.flags.set(CLOSING, true);
-        self.conn_lost.set(self.conn_lost.get().max(1));
+        // this transport) and close the socket, with nothing borrowed.
         self.key.take();
         let queued = std::mem::take(&mut self.write.borrow_mut().queue);
         self.complete_empty_waiter(Err(Error::ConnectionLost));
-        self.flags.set(QUEUED, false);
-        let protocol = self.protocol.borrow_mut().take();
+        self.set_flag(HAS_DATA, false);
+        let protocol = self.cell.loop_closed();
         let sock = self.sock.borrow_mut().take();
         drop((queued, protocol, sock));
     }

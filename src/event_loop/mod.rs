@@ -424,6 +424,11 @@ impl LoopHandle {
     /// Level-triggered, as in asyncio: a callback that does not drain the fd
     /// is called again in the next iteration.
     ///
+    /// Cancelling the returned [`Handle`] (even from inside the callback)
+    /// stops the calls at once; the registration itself goes when the fd's
+    /// next event arrives, as in asyncio (until then `remove_reader` still
+    /// reports it). Dropping the handle does not cancel.
+    ///
     /// # Errors
     ///
     /// [`Error::Closed`]; [`Error::FdUsedByTransport`] if a transport owns

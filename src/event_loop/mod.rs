@@ -422,7 +422,9 @@ impl LoopHandle {
     /// a reader already set on `fd`.
     ///
     /// Level-triggered, as in asyncio: a callback that does not drain the fd
-    /// is called again in the next iteration.
+    /// is called again in the next iteration. A callback that panics stays
+    /// registered and is called again at the next event; the panic goes to
+    /// the exception handler.
     ///
     /// Cancelling the returned [`Handle`] (even from inside the callback)
     /// stops the calls at once; the registration itself goes when the fd's

@@ -49,6 +49,7 @@ pub(crate) mod ready;
 pub(crate) mod remote;
 mod run;
 pub(crate) mod selector;
+mod task;
 pub(crate) mod timers;
 
 use std::any::Any;
@@ -66,13 +67,14 @@ use slab::Slab;
 
 use crate::error::Error;
 use crate::exception::{Exception, ExceptionContext};
-use crate::task::TaskSlot;
 pub use handle::{Handle, TimerHandle};
 use ready::Ready;
 use remote::{Inbox, Shared, MAIN_TASK};
 pub use remote::{Remote, RemoteTask};
 use selector::Selector;
 pub(crate) use selector::{IoKey, IoSource, Readiness};
+use task::TaskSlot;
+pub use task::{Task, TaskError};
 use timers::TimerHeap;
 
 /// asyncio's `MAXIMUM_SELECT_TIMEOUT`: the longest single poll.

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use super::ready::Ready;
 use super::remote::MAIN_TASK;
 use super::selector::EventTarget;
+use super::task::TaskWaker;
 use super::{
     Handle, IoKey, IoSource, LoopHandle, LoopInner, Readiness, Remote, MAXIMUM_SELECT_TIMEOUT,
     RUNNING,
 };
 use crate::error::Error;
 use crate::exception::ExceptionContext;
-use crate::task::TaskWaker;
 
 /// Marks the loop running on this thread for the duration of a run, and
 /// undoes it however the run ends (a propagated panic included).

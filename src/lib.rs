@@ -141,7 +141,6 @@ pub mod protocol;
 pub mod server;
 pub mod sock;
 mod sys;
-mod task;
 pub mod transport;
 
 pub use bridge::datagram::{DatagramRecvHalf, DatagramSendHalf, DatagramSocket};
@@ -153,9 +152,9 @@ pub use error::{Error, Result};
 pub use event_loop::{
     get_running_loop, Builder, EventLoop, Handle, LoopHandle, Remote, RemoteTask, TimerHandle,
 };
+pub use event_loop::{Task, TaskError};
 pub use exception::{Exception, ExceptionContext};
 pub use protocol::{AnyProtocol, Buffered, BufferedProtocol, IntoProtocol, Protocol};
 pub use server::{Server, ServerBuilder, WaitClosed};
-pub use task::{Task, TaskError};
 pub use transport::datagram::{DatagramAddr, DatagramProtocol, DatagramTransport, UnixAddr};
 pub use transport::{Address, EmptyWaiter, Transport};

@@ -318,3 +318,88 @@ fn a_handle_cancelling_itself_and_dropping_the_loop_inside_callbacks() {
     lp.run_forever().unwrap();
     assert!(handle.cancelled());
 }
+
+/// D15: dropping a handle is never a cancel, whatever kind it is and
+/// whenever it is dropped (before it runs, or from inside its callback).
+#[test]
+fn dropping_a_handle_does_not_cancel_its_callback() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    let lp = new_loop();
+    let seen = log();
+    drop(lp.call_soon(push(&seen, "soon")).unwrap());
+    drop(
+        lp.call_later(Duration::from_millis(1), push(&seen, "timer"))
+            .unwrap(),
+    );
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    rx.set_nonblocking(true).unwrap();
+    tx.write_all(b"x").unwrap();
+    let own: Rc<RefCell<Option<sloop::Handle>>> = Rc::new(RefCell::new(None));
+    let (s, o, h, mut r) = (
+        seen.clone(),
+        own.clone(),
+        lp.handle(),
+        rx.try_clone().unwrap(),
+    );
+    let reader = lp
+        .add_reader(&rx, move || {
+            // The last clone of its own handle, dropped while it runs.
+            drop(o.borrow_mut().take());
+            let mut buf = [0u8; 4];
+            let _ = r.read(&mut buf);
+            s.borrow_mut().push("reader");
+            let h2 = h.clone();
+            h.call_later(Duration::from_millis(5), move || h2.stop())
+                .unwrap();
+        })
+        .unwrap();
+    *own.borrow_mut() = Some(reader);
+    lp.run_forever().unwrap();
+    let mut got = seen.borrow().clone();
+    got.sort();
+    assert_eq!(got, ["reader", "soon", "timer"]);
+    assert!(lp.remove_reader(&rx).unwrap(), "the reader is still set");
+}
+
+/// D15: a timer cancelling its own handle while it runs is harmless, and
+/// is not counted as a cancelled timer still in the heap (the count decides
+/// when the heap is rebuilt).
+#[test]
+fn a_timer_cancelling_itself_while_it_runs() {
+    let lp = new_loop();
+    let own: Rc<RefCell<Option<sloop::TimerHandle>>> = Rc::new(RefCell::new(None));
+    let seen = log();
+    let (o, s) = (own.clone(), seen.clone());
+    let timer = lp
+        .call_later(Duration::ZERO, move || {
+            o.borrow().as_ref().unwrap().cancel();
+            s.borrow_mut().push("ran");
+        })
+        .unwrap();
+    *own.borrow_mut() = Some(timer.clone());
+    let h = lp.handle();
+    lp.call_later(Duration::from_millis(2), move || h.stop())
+        .unwrap();
+    lp.run_forever().unwrap();
+    assert_eq!(*seen.borrow(), ["ran"]);
+    assert!(timer.cancelled());
+    assert_eq!(lp.timer_count(), 0);
+
+    // 102 timers, 51 cancelled (none at the head): exactly half, so the
+    // heap is not rebuilt. One more counted cancel would rebuild it.
+    let live: Vec<_> = (0..51)
+        .map(|_| lp.call_later(Duration::from_secs(3600), || {}).unwrap())
+        .collect();
+    for _ in 0..51 {
+        lp.call_later(Duration::from_secs(7200), || {})
+            .unwrap()
+            .cancel();
+    }
+    lp.stop();
+    lp.run_forever().unwrap();
+    assert_eq!(lp.timer_count(), 102);
+    drop(live);
+    own.borrow_mut().take();
+}

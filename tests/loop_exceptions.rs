@@ -3,6 +3,7 @@
 //! slow-callback log.
 
 use std::cell::{Cell, RefCell};
+use std::io::{Read, Write};
 use std::rc::Rc;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -75,6 +76,89 @@ fn a_panicking_timer_and_reader_are_reported_too() {
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(seen.iter().any(|s| s.ends_with("panic=timer")));
     assert!(seen.iter().any(|s| s.ends_with("panic=writer")));
+}
+
+/// Runs `lp` for `ms` milliseconds (a timer stops it) and returns how many
+/// iterations that took: a handful when idle, thousands when spinning.
+fn iterations_in(lp: &EventLoop, ms: u64) -> u64 {
+    let h = lp.handle();
+    lp.call_later(Duration::from_millis(ms), move || h.stop())
+        .unwrap();
+    let before = lp.iteration_count();
+    lp.run_forever().unwrap();
+    lp.iteration_count() - before
+}
+
+#[test]
+fn a_panicking_reader_keeps_its_callback_and_runs_again_on_the_next_event() {
+    // asyncio keeps a reader whose callback raised and calls it again on
+    // the next event; the panic goes to the handler (D8).
+    let lp = EventLoop::new().unwrap();
+    let seen = capture(&lp);
+    let (tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
+    rx.set_nonblocking(true).unwrap();
+    (&tx).write_all(b"a").unwrap();
+    // Kept open to the end: an EOF would make the fd readable for good.
+    let tx = Rc::new(tx);
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let (g, mut r) = (got.clone(), rx.try_clone().unwrap());
+    let mut first = true;
+    lp.add_reader(&rx, move || {
+        if std::mem::take(&mut first) {
+            panic!("reader once"); // the byte stays unread
+        }
+        let mut buf = [0u8; 16];
+        let n = r.read(&mut buf).unwrap();
+        g.borrow_mut()
+            .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    })
+    .unwrap();
+    let t = tx.clone();
+    lp.call_later(Duration::from_millis(20), move || {
+        (&*t).write_all(b"b").unwrap();
+    })
+    .unwrap();
+    let spent = iterations_in(&lp, 50);
+    {
+        let seen = seen.borrow();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(
+            seen[0].starts_with("Exception in callback <Handle "),
+            "{}",
+            seen[0]
+        );
+        assert!(seen[0].ends_with("| panic=reader once"), "{}", seen[0]);
+    }
+    assert_eq!(
+        *got.borrow(),
+        ["a", "b"],
+        "called again while the fd stayed readable, and at the next event"
+    );
+    assert!(spent < 20, "{spent} iterations: the loop spun");
+    assert!(lp.remove_reader(&rx).unwrap());
+}
+
+#[test]
+fn a_panicking_writer_keeps_its_callback_and_runs_again_on_the_next_event() {
+    let lp = EventLoop::new().unwrap();
+    let seen = capture(&lp);
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&a);
+    let calls = Rc::new(Cell::new(0));
+    let (c, h) = (calls.clone(), lp.handle());
+    lp.add_writer(&a, move || {
+        c.set(c.get() + 1);
+        if c.get() == 1 {
+            panic!("writer once");
+        }
+        assert!(h.remove_writer(&fd).unwrap());
+    })
+    .unwrap();
+    let spent = iterations_in(&lp, 50);
+    assert_eq!(seen.borrow().len(), 1, "{:?}", seen.borrow());
+    assert!(seen.borrow()[0].ends_with("| panic=writer once"));
+    assert_eq!(calls.get(), 2, "called again, then removed itself");
+    assert!(spent < 20, "{spent} iterations: the loop spun");
 }
 
 #[test]

@@ -305,3 +305,151 @@ fn a_callback_chain_holds_io_back_at_most_one_iteration() {
     // were skipped in a row.
     assert_eq!(worst.get(), 2, "iterations from a write to its read");
 }
+
+/// Runs `lp` for `ms` milliseconds (a timer stops it) and returns how many
+/// iterations that took. An idle loop blocks in the poll: a handful. A loop
+/// that re-arms a registration nobody will serve: thousands.
+fn iterations_in(lp: &EventLoop, ms: u64) -> u64 {
+    let h = lp.handle();
+    lp.call_later(Duration::from_millis(ms), move || h.stop())
+        .unwrap();
+    let before = lp.iteration_count();
+    lp.run_forever().unwrap();
+    lp.iteration_count() - before
+}
+
+/// More than an idle 50 ms run can take (poll, the event, the timer).
+const FEW: u64 = 20;
+
+#[test]
+fn a_cancelled_reader_is_removed_when_its_event_arrives_and_does_not_spin() {
+    // asyncio's _process_events: a cancelled reader handle removes the
+    // reader (D15). The fd stays readable; nothing may keep polling it.
+    let lp = new_loop();
+    let (mut tx, rx) = pair();
+    tx.write_all(b"unread").unwrap();
+    let calls = Rc::new(Cell::new(0));
+    let c = calls.clone();
+    let handle = lp.add_reader(&rx, move || c.set(c.get() + 1)).unwrap();
+    handle.cancel();
+    let spent = iterations_in(&lp, 50);
+    assert_eq!(calls.get(), 0, "a cancelled reader never runs");
+    assert!(spent < FEW, "{spent} iterations: the loop spun");
+    assert!(!lp.remove_reader(&rx).unwrap(), "the reader was removed");
+
+    // The fd is free again: a new reader gets the data.
+    let (h, mut r) = (lp.handle(), rx.try_clone().unwrap());
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let g = got.clone();
+    lp.add_reader(&rx, move || {
+        let mut buf = [0u8; 16];
+        let n = r.read(&mut buf).unwrap();
+        g.borrow_mut().extend_from_slice(&buf[..n]);
+        h.stop();
+    })
+    .unwrap();
+    lp.run_forever().unwrap();
+    assert_eq!(*got.borrow(), b"unread");
+    assert!(lp.remove_reader(&rx).unwrap());
+}
+
+#[test]
+fn a_cancelled_writer_is_removed_when_its_event_arrives_and_does_not_spin() {
+    let lp = new_loop();
+    let (a, _b) = pair();
+    let calls = Rc::new(Cell::new(0));
+    let c = calls.clone();
+    let handle = lp.add_writer(&a, move || c.set(c.get() + 1)).unwrap();
+    handle.cancel();
+    let spent = iterations_in(&lp, 50);
+    assert_eq!(calls.get(), 0, "a cancelled writer never runs");
+    assert!(spent < FEW, "{spent} iterations: the loop spun");
+    assert!(!lp.remove_writer(&a).unwrap(), "the writer was removed");
+
+    let (c, h) = (calls.clone(), lp.handle());
+    lp.add_writer(&a, move || {
+        c.set(c.get() + 1);
+        h.stop();
+    })
+    .unwrap();
+    lp.run_forever().unwrap();
+    assert_eq!(calls.get(), 1, "a new writer on the fd runs");
+    assert!(lp.remove_writer(&a).unwrap());
+}
+
+#[test]
+fn a_cancelled_writer_leaves_the_reader_of_its_fd_armed() {
+    // Removing one direction keeps the other registered (and only it).
+    let lp = new_loop();
+    let (mut tx, rx) = pair();
+    let reads = Rc::new(Cell::new(0));
+    let (rd, mut r) = (reads.clone(), rx.try_clone().unwrap());
+    lp.add_reader(&rx, move || {
+        let mut buf = [0u8; 16];
+        let _ = r.read(&mut buf);
+        rd.set(rd.get() + 1);
+    })
+    .unwrap();
+    let writes = Rc::new(Cell::new(0));
+    let w = writes.clone();
+    let writer = lp.add_writer(&rx, move || w.set(w.get() + 1)).unwrap();
+    writer.cancel();
+    let spent = iterations_in(&lp, 50);
+    assert!(spent < FEW, "{spent} iterations: the loop spun");
+    assert_eq!((writes.get(), reads.get()), (0, 0));
+    assert!(!lp.remove_writer(&rx).unwrap(), "the writer was removed");
+
+    tx.write_all(b"x").unwrap();
+    iterations_in(&lp, 20);
+    assert_eq!(reads.get(), 1, "the reader still runs");
+    assert!(lp.remove_reader(&rx).unwrap());
+}
+
+#[test]
+fn a_reader_cancelling_its_own_handle_runs_once_and_is_removed() {
+    // D15: cancelled from inside its own callback, with data left unread.
+    let lp = new_loop();
+    let (mut tx, rx) = pair();
+    tx.write_all(b"unread").unwrap();
+    let own: Rc<RefCell<Option<sloop::Handle>>> = Rc::new(RefCell::new(None));
+    let calls = Rc::new(Cell::new(0));
+    let (o, c) = (own.clone(), calls.clone());
+    let handle = lp
+        .add_reader(&rx, move || {
+            c.set(c.get() + 1);
+            o.borrow().as_ref().unwrap().cancel();
+        })
+        .unwrap();
+    *own.borrow_mut() = Some(handle.clone());
+    let spent = iterations_in(&lp, 50);
+    assert_eq!(calls.get(), 1);
+    assert!(handle.cancelled());
+    assert!(spent < FEW, "{spent} iterations: the loop spun");
+    assert!(!lp.remove_reader(&rx).unwrap(), "the reader was removed");
+    own.borrow_mut().take();
+}
+
+#[test]
+fn a_reader_cancelled_after_it_ran_is_removed_at_its_next_event() {
+    // D15: the handle is cancelled between two events.
+    let lp = new_loop();
+    let (mut tx, rx) = pair();
+    tx.write_all(b"first").unwrap();
+    let calls = Rc::new(Cell::new(0));
+    let (c, mut r) = (calls.clone(), rx.try_clone().unwrap());
+    let handle = lp
+        .add_reader(&rx, move || {
+            let mut buf = [0u8; 16];
+            let _ = r.read(&mut buf);
+            c.set(c.get() + 1);
+        })
+        .unwrap();
+    iterations_in(&lp, 10);
+    assert_eq!(calls.get(), 1, "it ran and drained the fd");
+    handle.cancel();
+    tx.write_all(b"second").unwrap();
+    let spent = iterations_in(&lp, 50);
+    assert_eq!(calls.get(), 1, "not called after cancel");
+    assert!(spent < FEW, "{spent} iterations: the loop spun");
+    assert!(!lp.remove_reader(&rx).unwrap(), "the reader was removed");
+}

@@ -159,7 +159,7 @@ impl SendSleep {
         let deadline = self.deadline;
         let shared = self.shared.clone();
         match crate::get_running_loop() {
-            Some(lp) if Arc::ptr_eq(&lp.inner.shared, &self.remote.shared) => {
+            Some(lp) if lp.is_loop_of(&self.remote) => {
                 arm_on_loop(&lp, id, deadline, shared);
             }
             // Another thread (or another loop's): let the loop arm it. If

@@ -10,6 +10,9 @@
 //!
 //! Callbacks are taken out of the handle before they run (DESIGN.md D2), so a
 //! callback may cancel its own handle, or schedule anything, while it runs.
+//! A reader's or writer's callback goes back into its handle after the call,
+//! also when it panicked (asyncio keeps a reader whose callback raised), and
+//! is dropped instead if the handle was cancelled meanwhile.
 
 use std::cell::Cell;
 use std::fmt;
@@ -52,11 +55,16 @@ pub(crate) struct Repeating<F>(Cell<Option<F>>);
 impl<F: FnMut()> CallbackSlot for Repeating<F> {
     fn run(&self, cancelled: &Cell<bool>) {
         // Taken out while it runs, so the callback may remove or replace
-        // itself; put back only if nobody cancelled it meanwhile.
-        if let Some(mut f) = self.0.take() {
-            f();
-            if !cancelled.get() {
-                self.0.set(Some(f));
+        // itself; put back when it returns or panics (asyncio keeps a reader
+        // whose callback raised), unless it was cancelled meanwhile.
+        if let Some(f) = self.0.take() {
+            let mut running = PutBack {
+                slot: &self.0,
+                cancelled,
+                f: Some(f),
+            };
+            if let Some(f) = running.f.as_mut() {
+                f();
             }
         }
     }
@@ -65,6 +73,23 @@ impl<F: FnMut()> CallbackSlot for Repeating<F> {
     }
     fn name(&self) -> &'static str {
         std::any::type_name::<F>()
+    }
+}
+
+/// Puts a running [`Repeating`] callback back into its slot when dropped,
+/// which a panic unwinding out of the callback does too; a callback
+/// cancelled while it ran is dropped instead.
+struct PutBack<'a, F> {
+    slot: &'a Cell<Option<F>>,
+    cancelled: &'a Cell<bool>,
+    f: Option<F>,
+}
+
+impl<F> Drop for PutBack<'_, F> {
+    fn drop(&mut self) {
+        if !self.cancelled.get() {
+            self.slot.set(self.f.take());
+        }
     }
 }
 

@@ -49,6 +49,7 @@ pub(crate) mod ready;
 pub(crate) mod remote;
 mod run;
 pub(crate) mod selector;
+mod task;
 pub(crate) mod timers;
 
 use std::any::Any;
@@ -66,13 +67,14 @@ use slab::Slab;
 
 use crate::error::Error;
 use crate::exception::{Exception, ExceptionContext};
-use crate::task::TaskSlot;
 pub use handle::{Handle, TimerHandle};
 use ready::Ready;
 use remote::{Inbox, Shared, MAIN_TASK};
 pub use remote::{Remote, RemoteTask};
 use selector::Selector;
 pub(crate) use selector::{IoKey, IoSource, Readiness};
+use task::TaskSlot;
+pub use task::{Task, TaskError};
 use timers::TimerHeap;
 
 /// asyncio's `MAXIMUM_SELECT_TIMEOUT`: the longest single poll.
@@ -103,10 +105,7 @@ pub fn get_running_loop() -> Option<LoopHandle> {
 /// Runs `f` with the loop of `shared` if that loop is running on this
 /// thread. Wakes and `Remote` calls made on the loop's own thread use it to
 /// queue directly, without the inbox's lock.
-pub(crate) fn with_loop_running_here<R>(
-    shared: &Arc<Shared>,
-    f: impl FnOnce(&LoopHandle) -> R,
-) -> Option<R> {
+fn with_loop_running_here<R>(shared: &Arc<Shared>, f: impl FnOnce(&LoopHandle) -> R) -> Option<R> {
     RUNNING.with(|running| {
         let running = running.try_borrow().ok()?;
         let lp = running
@@ -120,7 +119,7 @@ pub(crate) fn with_loop_running_here<R>(
 /// of `shared` runs on this thread (the common case: a protocol waking the
 /// task that reads its stream). Returns `false` when the caller must use
 /// the inbox.
-pub(crate) fn wake_on_loop_thread(shared: &Arc<Shared>, key: usize) -> bool {
+fn wake_on_loop_thread(shared: &Arc<Shared>, key: usize) -> bool {
     with_loop_running_here(shared, |lp| {
         let Ok(mut ready) = lp.inner.ready.try_borrow_mut() else {
             return false;
@@ -135,7 +134,10 @@ pub(crate) fn wake_on_loop_thread(shared: &Arc<Shared>, key: usize) -> bool {
     .unwrap_or(false)
 }
 
-pub(crate) struct LoopInner {
+/// The loop's state, behind every [`LoopHandle`]. Its fields are private to
+/// this module and its children (the run loop, tasks); other modules go
+/// through `LoopHandle`'s methods.
+struct LoopInner {
     /// What the next iteration runs, in FIFO order. A `Vec`, not a deque:
     /// an iteration swaps it out whole (with `spare_ready`) and runs it.
     ready: RefCell<Vec<Ready>>,
@@ -146,14 +148,14 @@ pub(crate) struct LoopInner {
     selector: RefCell<Option<Selector>>,
     /// The events of the last poll, borrowed while they are dispatched.
     events: RefCell<mio::Events>,
-    pub(crate) tasks: RefCell<Slab<TaskSlot>>,
-    pub(crate) shared: Arc<Shared>,
+    tasks: RefCell<Slab<TaskSlot>>,
+    shared: Arc<Shared>,
     /// Spare vectors for draining the inbox without allocating.
     inbox: RefCell<Inbox>,
     running: Cell<bool>,
     stopping: Cell<bool>,
-    pub(crate) closed: Cell<bool>,
-    pub(crate) debug: Cell<bool>,
+    closed: Cell<bool>,
+    debug: Cell<bool>,
     slow_callback_duration: Cell<Duration>,
     propagate_panics: bool,
     /// A panic caught while `propagate_panics` is on, to resume after the
@@ -170,7 +172,7 @@ pub(crate) struct LoopInner {
 }
 
 impl LoopInner {
-    pub(crate) fn push_ready(&self, item: Ready) {
+    fn push_ready(&self, item: Ready) {
         self.ready.borrow_mut().push(item);
     }
 }
@@ -336,7 +338,7 @@ impl fmt::Debug for EventLoop {
 /// Cheap to clone (`Rc`), `!Send`. See [`EventLoop`] for the guarantees.
 #[derive(Clone)]
 pub struct LoopHandle {
-    pub(crate) inner: Rc<LoopInner>,
+    inner: Rc<LoopInner>,
 }
 
 impl fmt::Debug for LoopHandle {
@@ -422,7 +424,14 @@ impl LoopHandle {
     /// a reader already set on `fd`.
     ///
     /// Level-triggered, as in asyncio: a callback that does not drain the fd
-    /// is called again in the next iteration.
+    /// is called again in the next iteration. A callback that panics stays
+    /// registered and is called again at the next event; the panic goes to
+    /// the exception handler.
+    ///
+    /// Cancelling the returned [`Handle`] (even from inside the callback)
+    /// stops the calls at once; the registration itself goes when the fd's
+    /// next event arrives, as in asyncio (until then `remove_reader` still
+    /// reports it). Dropping the handle does not cancel.
     ///
     /// # Errors
     ///
@@ -596,6 +605,13 @@ impl LoopHandle {
                 took.as_secs_f64()
             );
         }
+    }
+
+    // ----- for the rest of the crate -----
+
+    /// Whether `remote` is a handle to this loop.
+    pub(crate) fn is_loop_of(&self, remote: &Remote) -> bool {
+        Arc::ptr_eq(&self.inner.shared, &remote.shared)
     }
 
     // ----- for transports -----

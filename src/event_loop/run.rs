@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use super::ready::Ready;
 use super::remote::MAIN_TASK;
 use super::selector::EventTarget;
+use super::task::TaskWaker;
 use super::{
     Handle, IoKey, IoSource, LoopHandle, LoopInner, Readiness, Remote, MAXIMUM_SELECT_TIMEOUT,
     RUNNING,
 };
 use crate::error::Error;
 use crate::exception::ExceptionContext;
-use crate::task::TaskWaker;
 
 /// Marks the loop running on this thread for the duration of a run, and
 /// undoes it however the run ends (a propagated panic included).
@@ -472,18 +472,8 @@ impl LoopHandle {
                     self.check_slow(t0, || "<thread-safe callback>".to_owned());
                 }
             }
-            Ready::Reader(key) | Ready::Writer(key) => {
-                let read = matches!(item, Ready::Reader(_));
-                let handle = match self.inner.selector.borrow().as_ref() {
-                    Some(selector) => selector.callback(key, read),
-                    None => None,
-                };
-                let Some(handle) = handle else { return };
-                self.run_handle(&handle);
-                if let Some(selector) = self.inner.selector.borrow_mut().as_mut() {
-                    selector.rearm(key);
-                }
-            }
+            Ready::Reader(key) => self.run_callback(key, true),
+            Ready::Writer(key) => self.run_callback(key, false),
             Ready::Io(key, readiness) => self.run_source(key, readiness),
             Ready::Task(key) => self.run_task(key),
             Ready::Main => {
@@ -491,6 +481,22 @@ impl LoopHandle {
                     main();
                 }
             }
+        }
+    }
+
+    /// Runs the raw reader (`read`) or writer callback of `key`, then
+    /// re-arms the registration; a callback cancelled before or while it
+    /// ran is removed instead (`Selector::rearm`). Transports (`IoSource`)
+    /// never come here.
+    fn run_callback(&self, key: IoKey, read: bool) {
+        let handle = match self.inner.selector.borrow().as_ref() {
+            Some(selector) => selector.callback(key, read),
+            None => None,
+        };
+        let Some(handle) = handle else { return };
+        self.run_handle(&handle);
+        if let Some(selector) = self.inner.selector.borrow_mut().as_mut() {
+            selector.rearm(key);
         }
     }
 

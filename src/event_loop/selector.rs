@@ -18,7 +18,10 @@
 //! keep their own readiness flags and drain until `WouldBlock` (or requeue
 //! themselves when a read budget runs out). Raw callbacks cannot be trusted to
 //! drain, so after each one the loop re-arms the registration, which makes
-//! epoll report a still-ready fd again (DESIGN.md D3).
+//! epoll report a still-ready fd again (DESIGN.md D3). A reader or writer
+//! whose [`Handle`] was cancelled is not re-armed: the event that finds it
+//! cancelled removes it, as asyncio's `_process_events` does (D15), so a
+//! still-ready fd cannot keep the loop spinning.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -208,7 +211,8 @@ impl Selector {
 
     /// Which raw callbacks of `key` an event with `readiness` makes ready:
     /// (reader, writer). Nothing for a stale key (the fd was closed and its
-    /// slot reused since the event was fetched).
+    /// slot reused since the event was fetched). A cancelled callback counts:
+    /// handling its event is what removes it ([`rearm`](Selector::rearm)).
     pub(crate) fn callbacks_ready(&self, key: IoKey, readiness: Readiness) -> (bool, bool) {
         let Some(entry) = self.entries.get(key.key as usize) else {
             return (false, false);
@@ -375,23 +379,38 @@ impl Selector {
         (entry.generation == key.generation).then_some(entry.fd)
     }
 
-    /// Re-arms a raw registration after its callback ran, so that an fd the
-    /// callback did not drain is reported again (DESIGN.md D3).
+    /// Re-arms a raw registration after an event for it was handled, so
+    /// that an fd its callback did not drain is reported again (DESIGN.md
+    /// D3). A cancelled reader or writer is removed instead, never re-armed
+    /// (asyncio's `_process_events` calls `_remove_reader` for it; D15), and
+    /// the fd is unregistered once neither is left. Whatever cancelled the
+    /// handle already dropped its callback, so dropping it here runs no user
+    /// code.
     pub(crate) fn rearm(&mut self, key: IoKey) {
-        let Some(entry) = self.entries.get(key.key as usize) else {
+        let Some(entry) = self.entries.get_mut(key.key as usize) else {
             return;
         };
         if entry.generation != key.generation {
             return;
         }
-        if let IoKind::Callbacks { reader, writer } = &entry.kind {
-            if let Some(interest) = interest_of(reader, writer) {
-                let _ = self.poll.registry().reregister(
-                    &mut SourceFd(&entry.fd),
-                    key.token(),
-                    interest,
-                );
+        let IoKind::Callbacks { reader, writer } = &mut entry.kind else {
+            return;
+        };
+        if reader.as_ref().is_some_and(Handle::cancelled) {
+            *reader = None;
+        }
+        if writer.as_ref().is_some_and(Handle::cancelled) {
+            *writer = None;
+        }
+        match interest_of(reader, writer) {
+            Some(interest) => {
+                let fd = entry.fd;
+                let _ = self
+                    .poll
+                    .registry()
+                    .reregister(&mut SourceFd(&fd), key.token(), interest);
             }
+            None => self.remove(key.key as usize),
         }
     }
 

@@ -1,4 +1,6 @@
-//! Tasks: futures driven by the loop (DESIGN.md D9).
+//! Tasks: futures driven by the loop (DESIGN.md D9). They are the
+//! scheduler's own data (D14), so they live in the loop's module and reach
+//! its state directly.
 //!
 //! [`LoopHandle::spawn_local`] boxes the future into the loop's task slab
 //! and queues its first poll, as asyncio's `create_task` schedules the first
@@ -27,8 +29,9 @@ use futures::future::LocalFutureObj;
 use futures::task::{LocalSpawn, SpawnError};
 use pin_project_lite::pin_project;
 
-use crate::event_loop::remote::Shared;
-use crate::event_loop::{LoopHandle, LoopInner};
+use super::ready::Ready;
+use super::remote::Shared;
+use super::{LoopHandle, LoopInner};
 use crate::exception::{panic_message, Exception, ExceptionContext};
 
 /// The waker of one task: queues the task's key in the loop's inbox.
@@ -85,7 +88,7 @@ impl Wake for TaskWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         if !self.scheduled.swap(true, Ordering::AcqRel)
-            && !crate::event_loop::wake_on_loop_thread(&self.shared, self.key)
+            && !super::wake_on_loop_thread(&self.shared, self.key)
         {
             self.wake_from_elsewhere();
         }
@@ -398,7 +401,7 @@ impl LoopHandle {
             location,
         });
         drop(tasks);
-        inner.push_ready(crate::event_loop::ready::Ready::Task(key));
+        inner.push_ready(Ready::Task(key));
         Task {
             state,
             lp: Rc::downgrade(inner),

@@ -16,6 +16,13 @@
 //! [`ServerBuilder::max_connections`], accepting pauses at the cap (the
 //! kernel's backlog holds the rest) and resumes as connections close.
 //!
+//! # Who owns a server
+//!
+//! While it serves, the loop does: each listener's registration holds the
+//! server, so dropping every [`Server`] handle leaves it accepting (as in
+//! asyncio), and [`Server::close`] or the loop's close ends it. A server
+//! that is not serving is owned by its handles and its connections only.
+//!
 //! # Unix paths
 //!
 //! A leftover socket file is removed only if it is a socket and a connect
@@ -69,7 +76,7 @@ enum ListenSock {
 }
 
 struct Listener {
-    server: Weak<ServerInner>,
+    lp: LoopHandle,
     me: Weak<Listener>,
     sock: RefCell<Option<ListenSock>>,
     key: Cell<Option<IoKey>>,
@@ -78,6 +85,15 @@ struct Listener {
     retry: RefCell<Option<TimerHandle>>,
     /// Unix: the path, its device and inode, to unlink on close.
     unix_path: Option<UnixIdent>,
+}
+
+/// What the loop holds for a serving listener. It holds the server
+/// strongly: a serving server belongs to the loop, as in asyncio, so it
+/// serves on when every [`Server`] handle is gone, until
+/// [`Server::close`] or the loop's close deregisters it.
+struct Serving {
+    server: Rc<ServerInner>,
+    listener: Rc<Listener>,
 }
 
 pub(crate) struct ServerInner {
@@ -119,6 +135,24 @@ impl Drop for ServerLink {
 }
 
 impl ServerInner {
+    /// [`Server::close`]; also run when the loop closes.
+    fn close(&self) {
+        if self.closed.replace(true) {
+            return;
+        }
+        self.serving.set(false);
+        let listeners = std::mem::take(&mut *self.listeners.borrow_mut());
+        for l in &listeners {
+            l.close();
+        }
+        // The factory may hold user state, this server's handles included.
+        let factory = self.factory.borrow_mut().take();
+        drop(factory);
+        if self.clients.borrow().is_empty() {
+            self.wake_waiters();
+        }
+    }
+
     fn wake_waiters(&self) {
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         for w in waiters {
@@ -136,7 +170,11 @@ impl ServerInner {
             return; // the factory is running (it accepted re-entrantly?)
         };
         let made = self.lp.catch_user(&mut factory);
-        if self.factory.borrow().is_none() {
+        if self.closed.get() {
+            // Closed from inside the factory: the factory goes now, since
+            // it may hold a handle of this server (an Rc cycle otherwise).
+            drop(factory);
+        } else {
             *self.factory.borrow_mut() = Some(factory);
         }
         let protocol = match made {
@@ -176,9 +214,7 @@ impl ServerInner {
 impl Listener {
     fn schedule(&self) {
         if let Some(key) = self.key.get() {
-            if let Some(server) = self.server.upgrade() {
-                server.lp.schedule_io(key, Readiness::READABLE);
-            }
+            self.lp.schedule_io(key, Readiness::READABLE);
         }
     }
 
@@ -244,14 +280,18 @@ impl Listener {
         self.schedule();
     }
 
-    fn close(&self, lp: &LoopHandle) {
+    /// Deregisters and closes the socket, and removes a Unix socket file
+    /// that is still ours. Idempotent.
+    fn close(&self) {
         if let Some(t) = self.retry.borrow_mut().take() {
             t.cancel();
         }
         if let Some(key) = self.key.take() {
-            lp.deregister_source(key);
+            self.lp.deregister_source(key);
         }
-        self.sock.borrow_mut().take();
+        if self.sock.borrow_mut().take().is_none() {
+            return;
+        }
         if let Some((path, dev, ino)) = &self.unix_path {
             if let Ok(md) = std::fs::symlink_metadata(path) {
                 if md.dev() == *dev && md.ino() == *ino {
@@ -272,6 +312,10 @@ impl Listener {
         }
     }
 
+    fn describe(&self) -> String {
+        format!("<listening socket fd={:?}>", self.fd())
+    }
+
     fn fd(&self) -> Option<i32> {
         match &*self.sock.borrow() {
             Some(ListenSock::Tcp(l)) => Some(l.as_raw_fd()),
@@ -281,22 +325,30 @@ impl Listener {
     }
 }
 
-impl IoSource for Listener {
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // A server that never served, dropped: nobody can start it now.
+        self.close();
+    }
+}
+
+impl IoSource for Serving {
     fn ready(&self, readiness: Readiness) {
-        if !readiness.is_readable() {
-            return;
-        }
-        if let Some(server) = self.server.upgrade() {
-            self.accept_loop(&server);
+        if readiness.is_readable() {
+            self.listener.accept_loop(&self.server);
         }
     }
 
     fn is_closing(&self) -> bool {
-        self.sock.borrow().is_none()
+        self.listener.sock.borrow().is_none()
     }
 
     fn describe(&self) -> String {
-        format!("<listening socket fd={:?}>", self.fd())
+        self.listener.describe()
+    }
+
+    fn loop_closed(&self) {
+        self.server.close();
     }
 }
 
@@ -306,6 +358,11 @@ impl IoSource for Listener {
 /// the listening sockets at once; connections already accepted stay open.
 /// [`wait_closed`](Server::wait_closed) completes once the server is closed
 /// **and** its last connection has ended (asyncio 3.12.1+).
+///
+/// Dropping every handle does not close a serving server: as in asyncio,
+/// the loop owns it and it accepts until [`close`](Server::close) or the
+/// loop's close (a server that is not serving closes with its last
+/// handle, since nothing could start it any more).
 ///
 /// ```
 /// use sloop::{EventLoop, Protocol, Transport};
@@ -378,7 +435,11 @@ impl Server {
         }
         for l in s.listeners.borrow().iter() {
             if let Some(fd) = l.fd() {
-                let key = s.lp.register_source(fd, l.clone())?;
+                let source = Rc::new(Serving {
+                    server: s.clone(),
+                    listener: l.clone(),
+                });
+                let key = s.lp.register_source(fd, source)?;
                 l.key.set(Some(key));
                 // A listener only ever reads.
                 s.lp.reregister_source(key, mio::Interest::READABLE)?;
@@ -392,19 +453,7 @@ impl Server {
     /// Stops accepting and closes the listening sockets now; existing
     /// connections continue. Idempotent.
     pub fn close(&self) {
-        let s = &self.inner;
-        if s.closed.replace(true) {
-            return;
-        }
-        s.serving.set(false);
-        let listeners = std::mem::take(&mut *s.listeners.borrow_mut());
-        for l in &listeners {
-            l.close(&s.lp);
-        }
-        *s.factory.borrow_mut() = None;
-        if s.clients.borrow().is_empty() {
-            s.wake_waiters();
-        }
+        self.inner.close();
     }
 
     /// Closes every connection of this server (buffered data is sent
@@ -637,7 +686,7 @@ impl ServerBuilder {
                     Kind::Unix => ListenSock::Unix(mio::net::UnixListener::from(fd)),
                 };
                 let l = Rc::new_cyclic(|me| Listener {
-                    server: Rc::downgrade(&inner),
+                    lp: lp.clone(),
                     me: me.clone(),
                     sock: RefCell::new(Some(sock)),
                     key: Cell::new(None),

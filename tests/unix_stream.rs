@@ -197,3 +197,31 @@ fn unix_mode_limits_who_may_connect() {
     s1.close();
     s2.close();
 }
+
+#[test]
+fn loop_close_closes_the_server_and_removes_its_file() {
+    let lp = new_loop();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let server = run(&lp, lp.create_unix_server(Echo::default, &path)).unwrap();
+    lp.close().unwrap();
+    assert!(!server.is_serving());
+    assert!(!path.exists(), "the loop's close removed our socket file");
+}
+
+#[test]
+fn dropping_a_server_that_never_served_closes_it() {
+    // Nothing could start it any more: its socket closes and its file goes.
+    let lp = new_loop();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let server = run(
+        &lp,
+        lp.create_unix_server(Echo::default, &path)
+            .start_serving(false),
+    )
+    .unwrap();
+    assert!(UnixStream::connect(&path).is_ok(), "listening, not serving");
+    drop(server);
+    assert!(!path.exists(), "the last handle's drop removed the file");
+}

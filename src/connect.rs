@@ -22,12 +22,13 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::event_loop::LoopHandle;
-use crate::protocol::{AnyProtocol, IntoProtocol};
+use crate::protocol::{AnyProtocol, IntoProtocol, Protocol};
 use crate::transport::socket::{Kind, SocketTransport};
-use crate::transport::{Transport, TransportRef};
+use crate::transport::{EmptyWaiter, Transport, TransportRef};
 
 /// Resolves `host:port` for a stream socket, off the loop thread unless
 /// `host` is a numeric address.
@@ -209,14 +210,47 @@ async fn make_transport(
     sock.set_nonblocking(true)?;
     let (rc, started) = SocketTransport::create(lp, sock, kind, protocol, None)
         .map_err(|(e, _)| io::Error::from(e))?;
-    let t = Transport {
-        inner: TransportRef::Socket(rc),
+    let mut handover = Handover {
+        transport: Some(Transport {
+            inner: TransportRef::Socket(rc),
+        }),
+        started,
     };
     // Resolves after connection_made; a loss before that (abort inside
     // connection_made) still hands the transport over, as asyncio does.
-    let _ = started.await;
-    Ok(t)
+    let _ = (&mut handover.started).await;
+    Ok(handover.transport.take().expect("handed over once"))
 }
+
+/// A new transport until the connect future hands it over. Dropped with
+/// it (the future was dropped), it closes the transport, as asyncio's
+/// cancelled waiter does (D15): a protocol whose `connection_made` has not
+/// run yet is dropped with no callback, as when the connect fails; one
+/// whose `connection_made` ran gets `connection_lost`.
+struct Handover {
+    transport: Option<Transport>,
+    /// Completes right after `connection_made`.
+    started: EmptyWaiter,
+}
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        let Some(t) = self.transport.take() else {
+            return;
+        };
+        if (&mut self.started).now_or_never().is_none() {
+            // connection_made is still queued: it goes to a stand-in.
+            t.set_protocol(Unclaimed);
+        }
+        t.abort();
+    }
+}
+
+/// The protocol of a transport whose connect future was dropped before
+/// `connection_made`.
+struct Unclaimed;
+
+impl Protocol for Unclaimed {}
 
 enum Target {
     Host(String, u16),
@@ -230,9 +264,9 @@ enum Target {
 ///
 /// # Cancel safety
 ///
-/// Dropping it before it completes closes any socket it opened; no
-/// protocol callback runs afterwards unless the transport was already
-/// created.
+/// Dropping it before it completes closes any socket it opened, and
+/// closes (aborts) the transport if one was made: the protocol then gets
+/// no callback, or, if its `connection_made` already ran, `connection_lost`.
 pub struct Connect {
     lp: LoopHandle,
     protocol: Option<AnyProtocol>,

@@ -225,3 +225,35 @@ fn dropping_a_server_that_never_served_closes_it() {
     drop(server);
     assert!(!path.exists(), "the last handle's drop removed the file");
 }
+
+#[test]
+fn create_unix_connection_dropped_after_its_transport_exists_closes_it() {
+    // D15: asyncio closes the transport when the waiter is cancelled.
+    let lp = new_loop();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let (p, rec) = Recorder::new();
+    // A Unix connect with room in the backlog completes at once: poll 1
+    // makes the transport and waits for connection_made.
+    run(
+        &lp,
+        drop_after_polls(lp.create_unix_connection(move || p, &path), 1),
+    );
+    let (mut peer, _) = listener.accept().unwrap();
+    peer.set_read_timeout(Some(SAFETY / 4)).unwrap();
+    let got = run(
+        &lp,
+        on_thread(move || {
+            let mut v = Vec::new();
+            peer.read_to_end(&mut v).map(|_| v.len())
+        }),
+    );
+    assert_eq!(got.expect("the peer sees EOF"), 0);
+    assert_eq!(rec.borrow().events, [], "no callback after the drop");
+    assert_eq!(
+        std::rc::Rc::strong_count(&rec),
+        1,
+        "the protocol was dropped"
+    );
+}

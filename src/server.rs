@@ -10,9 +10,14 @@
 //! (asyncio defers it to a task, which lets a `close` slip in between:
 //! gh-109564).
 //!
+//! An error of one new connection (`ECONNABORTED`, and the pending network
+//! errors accept(2) lists: `ENETDOWN`, `EPROTO`, `EHOSTUNREACH`, ...) is
+//! skipped and the next connection accepted, as accept(2) asks (gh-127529).
 //! On `EMFILE`/`ENFILE`/`ENOBUFS`/`ENOMEM` the loop reports "socket.accept()
 //! out of system resource" once, stops accepting, and retries after
-//! [`ACCEPT_RETRY_DELAY`] — never a busy loop (gh-151615). With
+//! [`ACCEPT_RETRY_DELAY`] — never a busy loop (gh-151615); any other error
+//! is reported ("Error in accept") and backed off from the same way, so a
+//! queued connection never waits for an edge that will not come. With
 //! [`ServerBuilder::max_connections`], accepting pauses at the cap (the
 //! kernel's backlog holds the rest) and resumes as connections close.
 //!
@@ -211,6 +216,45 @@ impl ServerInner {
     }
 }
 
+/// What the accept loop does after `accept` fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcceptAction {
+    /// The queue is empty: wait for the next readiness.
+    Drained,
+    /// Only this connection failed (it is gone from the queue): accept the
+    /// next one.
+    Retry,
+    /// Out of fds or memory: report once, stop accepting, and try again
+    /// after [`ACCEPT_RETRY_DELAY`].
+    Backoff,
+    /// Anything else (a bug, a broken listener): report it, and back off
+    /// as for `Backoff`.
+    Report,
+}
+
+/// The accept loop's answer to `accept` failing with `errno`.
+fn accept_error_action(errno: i32) -> AcceptAction {
+    match errno {
+        libc::EAGAIN => AcceptAction::Drained,
+        // accept(2): errors of the new connection alone (already pending
+        // network errors, a firewall's refusal) are to be retried.
+        libc::EINTR
+        | libc::ECONNABORTED
+        | libc::ENETDOWN
+        | libc::EPROTO
+        | libc::ENOPROTOOPT
+        | libc::EHOSTDOWN
+        | libc::ENONET
+        | libc::EHOSTUNREACH
+        | libc::EOPNOTSUPP
+        | libc::ENETUNREACH
+        | libc::EPERM
+        | libc::ETIMEDOUT => AcceptAction::Retry,
+        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => AcceptAction::Backoff,
+        _ => AcceptAction::Report,
+    }
+}
+
 impl Listener {
     fn schedule(&self) {
         if let Some(key) = self.key.get() {
@@ -242,42 +286,39 @@ impl Listener {
             }
             match self.accept() {
                 Ok((sock, kind)) => server.new_connection(sock, kind),
-                Err(e) => match e.kind() {
-                    io::ErrorKind::WouldBlock => return,
-                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
-                    _ => {
-                        let code = e.raw_os_error().unwrap_or(0);
-                        if [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM].contains(&code)
-                        {
-                            server.lp.call_exception_handler(
-                                ExceptionContext::new("socket.accept() out of system resource")
-                                    .with_exception(Exception::Io(e))
-                                    .with_socket(self.describe()),
-                            );
-                            self.backoff.set(true);
-                            let me = self.me.clone();
-                            let timer = server.lp.call_later(ACCEPT_RETRY_DELAY, move || {
-                                if let Some(me) = me.upgrade() {
-                                    me.backoff.set(false);
-                                    me.retry.borrow_mut().take();
-                                    me.schedule();
-                                }
-                            });
-                            *self.retry.borrow_mut() = timer.ok();
-                        } else {
-                            server.lp.call_exception_handler(
-                                ExceptionContext::new("Error in accept")
-                                    .with_exception(Exception::Io(e))
-                                    .with_socket(self.describe()),
-                            );
-                        }
-                        return;
+                Err(e) => match accept_error_action(e.raw_os_error().unwrap_or(0)) {
+                    AcceptAction::Drained => return,
+                    AcceptAction::Retry => continue,
+                    AcceptAction::Backoff => {
+                        return self.back_off("socket.accept() out of system resource", e);
                     }
+                    AcceptAction::Report => return self.back_off("Error in accept", e),
                 },
             }
         }
         // Budget spent with more possibly waiting: come back next iteration.
         self.schedule();
+    }
+
+    /// Reports `e`, stops accepting, and accepts again after
+    /// [`ACCEPT_RETRY_DELAY`]: never a busy loop, and never a backlog left
+    /// waiting for an edge.
+    fn back_off(&self, message: &str, e: io::Error) {
+        self.lp.call_exception_handler(
+            ExceptionContext::new(message)
+                .with_exception(Exception::Io(e))
+                .with_socket(self.describe()),
+        );
+        self.backoff.set(true);
+        let me = self.me.clone();
+        let timer = self.lp.call_later(ACCEPT_RETRY_DELAY, move || {
+            if let Some(me) = me.upgrade() {
+                me.backoff.set(false);
+                me.retry.borrow_mut().take();
+                me.schedule();
+            }
+        });
+        *self.retry.borrow_mut() = timer.ok();
     }
 
     /// Deregisters and closes the socket, and removes a Unix socket file
@@ -965,6 +1006,61 @@ impl LoopHandle {
             max_connections: None,
             unix_mode: None,
             fut: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{accept_error_action, AcceptAction};
+
+    #[test]
+    fn accept_errors_of_one_connection_are_retried() {
+        // accept(2): pending network errors of the new socket come back
+        // from accept; treat them like EAGAIN and accept again, or the rest
+        // of the queue waits for an edge that may never come.
+        for errno in [
+            libc::EINTR,
+            libc::ECONNABORTED,
+            libc::ENETDOWN,
+            libc::EPROTO,
+            libc::ENOPROTOOPT,
+            libc::EHOSTDOWN,
+            libc::ENONET,
+            libc::EHOSTUNREACH,
+            libc::EOPNOTSUPP,
+            libc::ENETUNREACH,
+            libc::EPERM,
+            libc::ETIMEDOUT,
+        ] {
+            assert_eq!(
+                accept_error_action(errno),
+                AcceptAction::Retry,
+                "errno {errno}"
+            );
+        }
+    }
+
+    #[test]
+    fn accept_errors_are_classified() {
+        assert_eq!(accept_error_action(libc::EAGAIN), AcceptAction::Drained);
+        assert_eq!(
+            accept_error_action(libc::EWOULDBLOCK),
+            AcceptAction::Drained
+        );
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            assert_eq!(
+                accept_error_action(errno),
+                AcceptAction::Backoff,
+                "errno {errno}"
+            );
+        }
+        for errno in [libc::EBADF, libc::EINVAL, libc::ENOTSOCK, libc::EFAULT, 0] {
+            assert_eq!(
+                accept_error_action(errno),
+                AcceptAction::Report,
+                "errno {errno}"
+            );
         }
     }
 }

@@ -13,7 +13,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -26,33 +26,10 @@ use futures::FutureExt;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::event_loop::LoopHandle;
+use crate::net;
 use crate::protocol::{AnyProtocol, IntoProtocol, Protocol};
 use crate::transport::socket::{Kind, SocketTransport};
 use crate::transport::{EmptyWaiter, Transport, TransportRef};
-
-/// Resolves `host:port` for a stream socket, off the loop thread unless
-/// `host` is a numeric address.
-pub(crate) async fn resolve(host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let (tx, rx) = futures::channel::oneshot::channel();
-    std::thread::Builder::new()
-        .name("sloop-resolver".into())
-        .spawn(move || {
-            let r = (host.as_str(), port)
-                .to_socket_addrs()
-                .map(|it| it.collect::<Vec<_>>());
-            let _ = tx.send(r);
-        })?;
-    let addrs = rx
-        .await
-        .map_err(|_| io::Error::other("the resolver thread died"))??;
-    if addrs.is_empty() {
-        return Err(io::Error::other("getaddrinfo() returned empty list"));
-    }
-    Ok(addrs)
-}
 
 /// asyncio's `_interleave_addrinfos`: alternate families, the first family
 /// getting `first_count` addresses in front.
@@ -134,35 +111,7 @@ async fn connect_one(lp: &LoopHandle, addr: SockAddr, local: &[SocketAddr]) -> i
     let sock = Socket::new(domain, Type::STREAM, None)?;
     sock.set_nonblocking(true)?;
     if !local.is_empty() {
-        let mut last = None;
-        let mut bound = false;
-        for l in local {
-            if Domain::for_address(*l) != domain {
-                continue;
-            }
-            match sock.bind(&SockAddr::from(*l)) {
-                Ok(()) => {
-                    bound = true;
-                    break;
-                }
-                Err(e) => {
-                    last = Some(io::Error::new(
-                        e.kind(),
-                        format!(
-                            "error while attempting to bind on address {l}: {}",
-                            e.to_string().to_lowercase()
-                        ),
-                    ))
-                }
-            }
-        }
-        if !bound {
-            return Err(last.unwrap_or_else(|| {
-                io::Error::other(format!(
-                    "no matching local address with family={domain:?} found"
-                ))
-            }));
-        }
+        net::bind_local(&sock, local)?;
     }
     match sock.connect(&addr) {
         Ok(()) => return Ok(sock),
@@ -329,15 +278,13 @@ impl Connect {
                     }
                     s
                 }
-                Some(Target::Unix(path)) => {
-                    connect_one(&lp, crate::server::unix_addr(&path)?, &[]).await?
-                }
+                Some(Target::Unix(path)) => connect_one(&lp, net::unix_addr(&path)?, &[]).await?,
                 Some(Target::Host(host, port)) => {
-                    let mut addrs = resolve(host, port).await?;
+                    let mut addrs = net::resolve(host, port).await?;
                     let locals = match &local {
                         Some(l) => {
-                            let (h, p) = split(l)?;
-                            resolve(h, p).await?
+                            let (h, p) = net::split_host_port(l)?;
+                            net::resolve(h, p).await?
                         }
                         None => Vec::new(),
                     };
@@ -401,19 +348,6 @@ async fn staggered(
             futures::future::Either::Left((None, _)) | futures::future::Either::Right(_) => {}
         }
     }
-}
-
-fn split(addr: &str) -> io::Result<(String, u16)> {
-    if let Ok(sa) = addr.parse::<SocketAddr>() {
-        return Ok((sa.ip().to_string(), sa.port()));
-    }
-    let (h, p) = addr
-        .rsplit_once(':')
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "expected host:port"))?;
-    let p = p
-        .parse()
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "invalid port"))?;
-    Ok((h.trim_matches(|c| c == '[' || c == ']').to_owned(), p))
 }
 
 impl Future for Connect {

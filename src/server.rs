@@ -39,9 +39,8 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -54,6 +53,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use crate::error::Error;
 use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
 use crate::exception::{panic_message, Exception, ExceptionContext};
+use crate::net::{self, SocketFile};
 use crate::protocol::{AnyProtocol, IntoProtocol};
 use crate::transport::socket::{Kind, SocketTransport};
 use crate::transport::{Transport, TransportRef};
@@ -68,12 +68,8 @@ pub const DEFAULT_BACKLOG: u32 = 100;
 
 type Factory = Box<dyn FnMut() -> AnyProtocol>;
 
-/// A Unix listener's path with its device and inode, to unlink on close
-/// only if it is still ours.
-type UnixIdent = (PathBuf, u64, u64);
-
-/// A bound socket ready to listen, with its kind and Unix identity.
-type Bound = (Socket, Kind, Option<UnixIdent>);
+/// A listening socket with its kind and, for a Unix path, its file.
+type Bound = (Socket, Kind, Option<SocketFile>);
 
 enum ListenSock {
     Tcp(mio::net::TcpListener),
@@ -88,8 +84,8 @@ struct Listener {
     /// Accepting is off for the EMFILE back-off.
     backoff: Cell<bool>,
     retry: RefCell<Option<TimerHandle>>,
-    /// Unix: the path, its device and inode, to unlink on close.
-    unix_path: Option<UnixIdent>,
+    /// Unix: the socket file, removed on close if still ours.
+    unix_file: Option<SocketFile>,
 }
 
 /// What the loop holds for a serving listener. It holds the server
@@ -333,12 +329,8 @@ impl Listener {
         if self.sock.borrow_mut().take().is_none() {
             return;
         }
-        if let Some((path, dev, ino)) = &self.unix_path {
-            if let Ok(md) = std::fs::symlink_metadata(path) {
-                if md.dev() == *dev && md.ino() == *ino {
-                    let _ = std::fs::remove_file(path);
-                }
-            }
+        if let Some(file) = &self.unix_file {
+            file.remove_if_ours();
         }
     }
 
@@ -696,11 +688,15 @@ impl ServerBuilder {
                 factory.ok_or_else(|| io::Error::other("builder polled after completion"))?;
             let socks: Vec<Bound> = match bind {
                 Some(Bind::Addrs(addrs)) => {
-                    bind_tcp(&addrs, reuse_address, reuse_port, backlog).await?
+                    net::bind_tcp(&addrs, reuse_address, reuse_port, backlog)
+                        .await?
+                        .into_iter()
+                        .map(|s| (s, Kind::Tcp, None))
+                        .collect()
                 }
                 Some(Bind::Unix(path)) => {
-                    let (s, ident) = bind_unix(&path, backlog, unix_mode)?;
-                    vec![(s, Kind::Unix, ident)]
+                    let (s, file) = net::bind_unix(&path, backlog, unix_mode)?;
+                    vec![(s, Kind::Unix, file)]
                 }
                 Some(Bind::Sock(s, kind)) => {
                     s.set_nonblocking(true)?;
@@ -720,7 +716,7 @@ impl ServerBuilder {
                 clients: RefCell::new(Slab::new()),
                 waiters: RefCell::new(Vec::new()),
             });
-            for (s, kind, unix_path) in socks {
+            for (s, kind, unix_file) in socks {
                 let fd = OwnedFd::from(s);
                 let sock = match kind {
                     Kind::Tcp => ListenSock::Tcp(mio::net::TcpListener::from(fd)),
@@ -733,7 +729,7 @@ impl ServerBuilder {
                     key: Cell::new(None),
                     backoff: Cell::new(false),
                     retry: RefCell::new(None),
-                    unix_path,
+                    unix_file,
                 });
                 inner.listeners.borrow_mut().push(l);
             }
@@ -758,163 +754,6 @@ impl Future for ServerBuilder {
         }
         self.fut.as_mut().expect("set above").as_mut().poll(cx)
     }
-}
-
-fn split_host_port(addr: &str) -> io::Result<(String, u16)> {
-    if let Ok(sa) = addr.parse::<SocketAddr>() {
-        return Ok((sa.ip().to_string(), sa.port()));
-    }
-    let (host, port) = addr
-        .rsplit_once(':')
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "expected host:port"))?;
-    let port = port
-        .parse()
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "invalid port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Ok((host.to_owned(), port))
-}
-
-async fn bind_tcp(
-    addrs: &[String],
-    reuse_address: bool,
-    reuse_port: bool,
-    backlog: u32,
-) -> io::Result<Vec<Bound>> {
-    let mut all: Vec<SocketAddr> = Vec::new();
-    for a in addrs {
-        let (host, port) = split_host_port(a)?;
-        let resolved = if host.is_empty() || host == "*" {
-            // All interfaces, both families (two sockets, v6 only on v6).
-            vec![
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
-                SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
-            ]
-        } else {
-            crate::connect::resolve(host.clone(), port).await?
-        };
-        if resolved.is_empty() {
-            return Err(io::Error::other(format!(
-                "getaddrinfo('{host}') returned empty list"
-            )));
-        }
-        for r in resolved {
-            if !all.contains(&r) {
-                all.push(r);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    let mut last_err = None;
-    for sa in &all {
-        let s = match Socket::new(Domain::for_address(*sa), Type::STREAM, None) {
-            Ok(s) => s,
-            Err(e) => {
-                log::debug!("create_server() failed to create socket for {sa}: {e}");
-                continue;
-            }
-        };
-        if reuse_address {
-            s.set_reuse_address(true)?;
-        }
-        if reuse_port {
-            s.set_reuse_port(true)?;
-        }
-        if sa.is_ipv6() {
-            s.set_only_v6(true)?;
-        }
-        s.set_nonblocking(true)?;
-        match s.bind(&SockAddr::from(*sa)) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) && all.len() > 1 => {
-                // IPv6 disabled, say: skip it (asyncio 3.13).
-                last_err = Some(e);
-                continue;
-            }
-            Err(e) => {
-                let msg = format!(
-                    "error while attempting to bind on address {sa}: {}",
-                    e.to_string().to_lowercase()
-                );
-                return Err(io::Error::new(e.kind(), msg));
-            }
-        }
-        s.listen(backlog as i32)?;
-        out.push((s, Kind::Tcp, None));
-    }
-    if out.is_empty() {
-        return Err(last_err.unwrap_or_else(|| {
-            io::Error::other(format!("could not bind on any address out of {all:?}"))
-        }));
-    }
-    Ok(out)
-}
-
-/// Binds a Unix listener at `path`, removing a stale socket file only if a
-/// connect to it is refused (R29).
-fn bind_unix(
-    path: &Path,
-    backlog: u32,
-    mode: Option<u32>,
-) -> io::Result<(Socket, Option<UnixIdent>)> {
-    let addr = unix_addr(path)?;
-    let is_abstract = path.as_os_str().as_encoded_bytes().first() == Some(&0);
-    if !is_abstract {
-        if let Ok(md) = std::fs::symlink_metadata(path) {
-            if md.file_type().is_socket() {
-                let probe = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-                match probe.connect(&addr) {
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                        let _ = std::fs::remove_file(path);
-                    }
-                    _ => {} // live (or unknown): leave it; bind reports AddrInUse
-                }
-            }
-        }
-    }
-    let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    s.set_nonblocking(true)?;
-    if let Err(e) = s.bind(&addr) {
-        if e.kind() == io::ErrorKind::AddrInUse {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("Address '{}' is already in use", path.display()),
-            ));
-        }
-        return Err(e);
-    }
-    if is_abstract {
-        s.listen(backlog as i32)?;
-        return Ok((s, None)); // no file to clean up
-    }
-    let md = std::fs::symlink_metadata(path)?;
-    let ident = (path.to_path_buf(), md.dev(), md.ino());
-    if let Some(mode) = mode {
-        // Not listening yet: a connect now is refused, so nobody gets in
-        // under the mode bind gave the file.
-        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
-            let _ = std::fs::remove_file(path);
-            return Err(e);
-        }
-    }
-    if let Err(e) = s.listen(backlog as i32) {
-        let _ = std::fs::remove_file(path);
-        return Err(e);
-    }
-    Ok((s, Some(ident)))
-}
-
-/// A Unix socket address for `path`, refusing a NUL inside it (the kernel
-/// would silently cut the path there; R30). A leading NUL is an abstract
-/// name. Too long a path is refused by socket2 (`InvalidInput`).
-pub(crate) fn unix_addr(path: &Path) -> io::Result<SockAddr> {
-    let bytes = path.as_os_str().as_encoded_bytes();
-    if bytes.iter().skip(1).any(|&b| b == 0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "a Unix socket path must not contain a NUL byte",
-        ));
-    }
-    SockAddr::unix(path)
 }
 
 impl LoopHandle {

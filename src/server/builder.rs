@@ -165,7 +165,7 @@ impl ServerBuilder {
                 backlog,
                 max_connections,
                 clients: RefCell::new(Slab::new()),
-                waiters: RefCell::new(Vec::new()),
+                waiters: RefCell::new(Slab::new()),
             });
             for (s, kind, unix_file) in socks {
                 let l = Listener::new(&lp, s, kind, unix_file);

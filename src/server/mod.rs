@@ -61,7 +61,9 @@ pub(crate) struct ServerInner {
     backlog: u32,
     max_connections: Option<usize>,
     clients: RefCell<Slab<Weak<SocketTransport>>>,
-    waiters: RefCell<Vec<Waker>>,
+    /// One slot per live [`WaitClosed`] that was polled: its latest waker,
+    /// taken out when woken.
+    waiters: RefCell<Slab<Option<Waker>>>,
 }
 
 /// A transport's membership of its server (asyncio's `_attach`/`_detach`):
@@ -110,10 +112,26 @@ impl ServerInner {
     }
 
     fn wake_waiters(&self) {
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for w in waiters {
+        // Taken out first: nothing is borrowed while they wake.
+        let wakers: Vec<Waker> = self
+            .waiters
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|(_, w)| w.take())
+            .collect();
+        for w in wakers {
             w.wake();
         }
+    }
+
+    /// How many wakers wait for the server to close.
+    #[cfg(test)]
+    fn stored_wakers(&self) -> usize {
+        self.waiters
+            .borrow()
+            .iter()
+            .filter(|(_, w)| w.is_some())
+            .count()
     }
 
     fn at_cap(&self) -> bool {
@@ -257,6 +275,7 @@ impl Server {
     pub fn wait_closed(&self) -> WaitClosed {
         WaitClosed {
             server: self.inner.clone(),
+            slot: None,
         }
     }
 
@@ -285,6 +304,8 @@ impl Server {
 /// See [`Server::wait_closed`].
 pub struct WaitClosed {
     server: Rc<ServerInner>,
+    /// This future's entry in the server's `waiters`, once polled.
+    slot: Option<usize>,
 }
 
 impl fmt::Debug for WaitClosed {
@@ -295,12 +316,86 @@ impl fmt::Debug for WaitClosed {
 
 impl Future for WaitClosed {
     type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let s = &self.server;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let s = &this.server;
         if s.closed.get() && s.clients.borrow().is_empty() {
             return Poll::Ready(());
         }
-        s.waiters.borrow_mut().push(cx.waker().clone());
+        let mut waiters = s.waiters.borrow_mut();
+        match this.slot {
+            // One slot per future: a new poll replaces the waker it holds
+            // (unless it is the same), so polling never makes it grow.
+            Some(k) => match &mut waiters[k] {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                w => *w = Some(cx.waker().clone()),
+            },
+            None => this.slot = Some(waiters.insert(Some(cx.waker().clone()))),
+        }
         Poll::Pending
+    }
+}
+
+impl Drop for WaitClosed {
+    fn drop(&mut self) {
+        if let Some(k) = self.slot {
+            self.server.waiters.borrow_mut().try_remove(k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Wake, Waker};
+
+    use crate::{EventLoop, Protocol};
+
+    struct Idle;
+    impl Protocol for Idle {}
+
+    /// A waker that counts its wakes.
+    struct Counter(AtomicUsize);
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counter() -> (Arc<Counter>, Waker) {
+        let c = Arc::new(Counter(AtomicUsize::new(0)));
+        (c.clone(), Waker::from(c))
+    }
+
+    #[test]
+    fn wait_closed_keeps_one_waker_per_future() {
+        let lp = EventLoop::new().unwrap();
+        let server = lp
+            .run_until_complete(lp.create_server(|| Idle, "127.0.0.1:0"))
+            .unwrap()
+            .unwrap();
+        let (first, w1) = counter();
+        let (second, w2) = counter();
+        let mut a = pin!(server.wait_closed());
+        for _ in 0..1000 {
+            assert!(a.as_mut().poll(&mut Context::from_waker(&w1)).is_pending());
+        }
+        assert_eq!(server.inner.stored_wakers(), 1, "polled 1,000 times");
+        // Polled with another waker (moved to another task): replaced.
+        assert!(a.as_mut().poll(&mut Context::from_waker(&w2)).is_pending());
+        assert_eq!(server.inner.stored_wakers(), 1);
+        {
+            let mut b = pin!(server.wait_closed());
+            assert!(b.as_mut().poll(&mut Context::from_waker(&w2)).is_pending());
+            assert_eq!(server.inner.stored_wakers(), 2, "one per future");
+        }
+        assert_eq!(server.inner.stored_wakers(), 1, "a dropped future's goes");
+        server.close();
+        assert_eq!(first.0.load(Ordering::SeqCst), 0, "the replaced waker");
+        assert_eq!(second.0.load(Ordering::SeqCst), 1, "the current waker");
+        assert!(a.as_mut().poll(&mut Context::from_waker(&w2)).is_ready());
     }
 }

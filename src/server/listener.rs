@@ -32,11 +32,10 @@ use socket2::{SockAddr, Socket};
 
 use super::{ServerInner, ServerLink};
 use crate::error::Error;
-use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
+use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness, TimerHandle};
 use crate::exception::{panic_message, Exception, ExceptionContext};
 use crate::net::SocketFile;
 use crate::transport::socket::{Kind, SocketTransport};
-use crate::TimerHandle;
 
 /// asyncio's `ACCEPT_RETRY_DELAY`: how long accepting stops after running
 /// out of file descriptors or memory.

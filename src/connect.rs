@@ -13,7 +13,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -22,36 +22,14 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::event_loop::LoopHandle;
-use crate::protocol::{AnyProtocol, IntoProtocol};
+use crate::net;
+use crate::protocol::{AnyProtocol, IntoProtocol, Protocol};
 use crate::transport::socket::{Kind, SocketTransport};
-use crate::transport::Transport;
-
-/// Resolves `host:port` for a stream socket, off the loop thread unless
-/// `host` is a numeric address.
-pub(crate) async fn resolve(host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let (tx, rx) = futures::channel::oneshot::channel();
-    std::thread::Builder::new()
-        .name("sloop-resolver".into())
-        .spawn(move || {
-            let r = (host.as_str(), port)
-                .to_socket_addrs()
-                .map(|it| it.collect::<Vec<_>>());
-            let _ = tx.send(r);
-        })?;
-    let addrs = rx
-        .await
-        .map_err(|_| io::Error::other("the resolver thread died"))??;
-    if addrs.is_empty() {
-        return Err(io::Error::other("getaddrinfo() returned empty list"));
-    }
-    Ok(addrs)
-}
+use crate::transport::{EmptyWaiter, Transport};
 
 /// asyncio's `_interleave_addrinfos`: alternate families, the first family
 /// getting `first_count` addresses in front.
@@ -133,35 +111,7 @@ async fn connect_one(lp: &LoopHandle, addr: SockAddr, local: &[SocketAddr]) -> i
     let sock = Socket::new(domain, Type::STREAM, None)?;
     sock.set_nonblocking(true)?;
     if !local.is_empty() {
-        let mut last = None;
-        let mut bound = false;
-        for l in local {
-            if Domain::for_address(*l) != domain {
-                continue;
-            }
-            match sock.bind(&SockAddr::from(*l)) {
-                Ok(()) => {
-                    bound = true;
-                    break;
-                }
-                Err(e) => {
-                    last = Some(io::Error::new(
-                        e.kind(),
-                        format!(
-                            "error while attempting to bind on address {l}: {}",
-                            e.to_string().to_lowercase()
-                        ),
-                    ))
-                }
-            }
-        }
-        if !bound {
-            return Err(last.unwrap_or_else(|| {
-                io::Error::other(format!(
-                    "no matching local address with family={domain:?} found"
-                ))
-            }));
-        }
+        net::bind_local(&sock, local)?;
     }
     match sock.connect(&addr) {
         Ok(()) => return Ok(sock),
@@ -209,12 +159,45 @@ async fn make_transport(
     sock.set_nonblocking(true)?;
     let (rc, started) = SocketTransport::create(lp, sock, kind, protocol, None)
         .map_err(|(e, _)| io::Error::from(e))?;
-    let t = Transport::from_socket(rc);
+    let mut handover = Handover {
+        transport: Some(Transport::from_socket(rc)),
+        started,
+    };
     // Resolves after connection_made; a loss before that (abort inside
     // connection_made) still hands the transport over, as asyncio does.
-    let _ = started.await;
-    Ok(t)
+    let _ = (&mut handover.started).await;
+    Ok(handover.transport.take().expect("handed over once"))
 }
+
+/// A new transport until the connect future hands it over. Dropped with
+/// it (the future was dropped), it closes the transport, as asyncio's
+/// cancelled waiter does (D15): a protocol whose `connection_made` has not
+/// run yet is dropped with no callback, as when the connect fails; one
+/// whose `connection_made` ran gets `connection_lost`.
+struct Handover {
+    transport: Option<Transport>,
+    /// Completes right after `connection_made`.
+    started: EmptyWaiter,
+}
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        let Some(t) = self.transport.take() else {
+            return;
+        };
+        if (&mut self.started).now_or_never().is_none() {
+            // connection_made is still queued: it goes to a stand-in.
+            t.set_protocol(Unclaimed);
+        }
+        t.abort();
+    }
+}
+
+/// The protocol of a transport whose connect future was dropped before
+/// `connection_made`.
+struct Unclaimed;
+
+impl Protocol for Unclaimed {}
 
 enum Target {
     Host(String, u16),
@@ -228,9 +211,9 @@ enum Target {
 ///
 /// # Cancel safety
 ///
-/// Dropping it before it completes closes any socket it opened; no
-/// protocol callback runs afterwards unless the transport was already
-/// created.
+/// Dropping it before it completes closes any socket it opened, and
+/// closes (aborts) the transport if one was made: the protocol then gets
+/// no callback, or, if its `connection_made` already ran, `connection_lost`.
 pub struct Connect {
     lp: LoopHandle,
     protocol: Option<AnyProtocol>,
@@ -293,15 +276,13 @@ impl Connect {
                     }
                     s
                 }
-                Some(Target::Unix(path)) => {
-                    connect_one(&lp, crate::server::unix_addr(&path)?, &[]).await?
-                }
+                Some(Target::Unix(path)) => connect_one(&lp, net::unix_addr(&path)?, &[]).await?,
                 Some(Target::Host(host, port)) => {
-                    let mut addrs = resolve(host, port).await?;
+                    let mut addrs = net::resolve(host, port).await?;
                     let locals = match &local {
                         Some(l) => {
-                            let (h, p) = split(l)?;
-                            resolve(h, p).await?
+                            let (h, p) = net::split_host_port(l)?;
+                            net::resolve(h, p).await?
                         }
                         None => Vec::new(),
                     };
@@ -365,19 +346,6 @@ async fn staggered(
             futures::future::Either::Left((None, _)) | futures::future::Either::Right(_) => {}
         }
     }
-}
-
-fn split(addr: &str) -> io::Result<(String, u16)> {
-    if let Ok(sa) = addr.parse::<SocketAddr>() {
-        return Ok((sa.ip().to_string(), sa.port()));
-    }
-    let (h, p) = addr
-        .rsplit_once(':')
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "expected host:port"))?;
-    let p = p
-        .parse()
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "invalid port"))?;
-    Ok((h.trim_matches(|c| c == '[' || c == ']').to_owned(), p))
 }
 
 impl Future for Connect {

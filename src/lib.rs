@@ -137,6 +137,7 @@ pub mod datagram_endpoint;
 mod error;
 pub mod event_loop;
 mod exception;
+mod net;
 pub mod protocol;
 pub mod server;
 pub mod sock;

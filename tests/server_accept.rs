@@ -222,3 +222,18 @@ fn stale_events_never_reach_a_reused_slot() {
     }
     server.close();
 }
+
+#[test]
+fn a_burst_in_one_edge_is_all_accepted() {
+    // Five clients are queued before the loop runs again: one edge for the
+    // lot, more than one readiness's budget (the backlog, 4). The accept
+    // loop must come back for the rest on its own.
+    let lp = new_loop();
+    let (server, addr) = echo_server_with_backlog(&lp, 4);
+    let _clients: Vec<std::net::TcpStream> = (0..5)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let s = server.clone();
+    run(&lp, until(move || s.connection_count() == 5));
+    server.close();
+}

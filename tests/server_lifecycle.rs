@@ -270,3 +270,171 @@ fn ipv6_and_dual_stack() {
     assert_eq!(got, b"xx");
     all.close();
 }
+
+/// A blocking client on a thread: sends `msg`, reads as many bytes back.
+/// The read timeout is only a safety net so a broken server fails fast.
+fn echo_once(addr: std::net::SocketAddr, msg: &'static [u8]) -> std::io::Result<Vec<u8>> {
+    let mut c = TcpStream::connect(addr)?;
+    c.set_read_timeout(Some(SAFETY / 4))?;
+    c.write_all(msg)?;
+    let mut got = vec![0u8; msg.len()];
+    c.read_exact(&mut got)?;
+    Ok(got)
+}
+
+#[test]
+fn dropped_server_keeps_serving() {
+    // D15: dropping every Server handle leaves a serving server serving
+    // (asyncio: the loop owns the listener), never a listening fd that is
+    // registered but no longer accepts.
+    let lp = new_loop();
+    let made = Rc::new(Cell::new(0));
+    let m = made.clone();
+    struct CountedEcho(Rc<Cell<usize>>, Echo);
+    impl Protocol for CountedEcho {
+        fn connection_made(&mut self, t: &Transport) {
+            self.0.set(self.0.get() + 1);
+            self.1.connection_made(t);
+        }
+        fn data_received(&mut self, data: &[u8]) {
+            self.1.data_received(data);
+        }
+        fn connection_lost(&mut self, e: Option<std::io::Error>) {
+            self.1.connection_lost(e);
+        }
+    }
+    let server = run(
+        &lp,
+        lp.create_server(
+            move || CountedEcho(m.clone(), Echo::default()),
+            "127.0.0.1:0",
+        ),
+    )
+    .unwrap();
+    let addr = server.local_addrs()[0];
+    drop(server);
+    let got = run(&lp, on_thread(move || echo_once(addr, b"still here")));
+    assert_eq!(got.expect("echo from a dropped server"), b"still here");
+    assert_eq!(made.get(), 1, "connection_made ran");
+    // The loop's close stops it.
+    lp.close().unwrap();
+    assert_eq!(
+        TcpStream::connect(addr).unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "the loop's close closed the listener"
+    );
+}
+
+#[test]
+fn loop_close_closes_a_held_server() {
+    // A handle that outlives the loop does not keep the listener open.
+    let lp = new_loop();
+    let (server, addr) = echo_server(&lp);
+    lp.close().unwrap();
+    assert!(!server.is_serving());
+    assert!(server.sockets().is_empty());
+    assert_eq!(
+        TcpStream::connect(addr).unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "the listening socket closed with the loop"
+    );
+    assert!(server.start_serving().is_err());
+}
+
+#[test]
+fn close_and_last_drop_from_inside_a_protocol_callback() {
+    // D2: the protocol closes its server and drops the last handle in
+    // data_received; its own connection goes on, new ones are refused.
+    let lp = new_loop();
+    let slot: Rc<std::cell::RefCell<Option<sloop::Server>>> = Rc::default();
+    struct Closer {
+        slot: Rc<std::cell::RefCell<Option<sloop::Server>>>,
+        t: Option<Transport>,
+    }
+    impl Protocol for Closer {
+        fn connection_made(&mut self, t: &Transport) {
+            self.t = Some(t.clone());
+        }
+        fn data_received(&mut self, data: &[u8]) {
+            if let Some(server) = self.slot.borrow_mut().take() {
+                server.close();
+                drop(server); // the last handle
+            }
+            self.t.as_ref().unwrap().write(data).unwrap();
+        }
+        fn connection_lost(&mut self, _: Option<std::io::Error>) {
+            self.t = None;
+        }
+    }
+    let s = slot.clone();
+    let server = run(
+        &lp,
+        lp.create_server(
+            move || Closer {
+                slot: s.clone(),
+                t: None,
+            },
+            "127.0.0.1:0",
+        ),
+    )
+    .unwrap();
+    let addr = server.local_addrs()[0];
+    let waiter = server.wait_closed();
+    *slot.borrow_mut() = Some(server);
+    let got = run(
+        &lp,
+        on_thread(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(b"close").unwrap();
+            let mut got = [0u8; 5];
+            c.read_exact(&mut got).unwrap();
+            let refused = TcpStream::connect(addr).is_err();
+            c.write_all(b"again").unwrap();
+            c.read_exact(&mut got).unwrap();
+            (refused, got)
+        }),
+    );
+    assert_eq!(got, (true, *b"again"), "closed, and the connection goes on");
+    assert!(slot.borrow().is_none());
+    run(&lp, waiter);
+}
+
+#[test]
+fn close_from_inside_the_factory_keeps_no_cycle() {
+    // The factory holds a handle of its own server and closes it while
+    // running: the closed server must not keep the factory (and with it
+    // the handle: an Rc cycle that never goes).
+    let lp = new_loop();
+    let slot: Rc<std::cell::RefCell<Option<sloop::Server>>> = Rc::default();
+    let marker = Rc::new(());
+    let (s, mk) = (slot.clone(), marker.clone());
+    let server = run(
+        &lp,
+        lp.create_server(
+            move || {
+                let _keep = &mk;
+                if let Some(server) = s.borrow().as_ref() {
+                    server.close();
+                }
+                Echo::default()
+            },
+            "127.0.0.1:0",
+        ),
+    )
+    .unwrap();
+    let addr = server.local_addrs()[0];
+    let waiter = server.wait_closed();
+    *slot.borrow_mut() = Some(server);
+    let got = run(&lp, on_thread(move || echo_once(addr, b"once")));
+    assert_eq!(got.unwrap(), b"once", "the connection being made is served");
+    // The client dropped its socket: the connection ends, then the server.
+    run(&lp, waiter);
+    // The slot still holds the server, which the factory holds: only the
+    // closed server's letting go of its factory breaks that cycle.
+    assert!(slot.borrow().is_some());
+    assert_eq!(
+        Rc::strong_count(&marker),
+        1,
+        "the closed server let go of its factory"
+    );
+}

@@ -6,6 +6,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::rc::Rc;
 use std::time::Duration;
 
 use sloop::Address;
@@ -191,4 +192,108 @@ fn cancel_child() {
     }
     run(&lp, sloop::sleep(Duration::from_millis(5)));
     assert_eq!(open_fds(), before, "no socket left behind");
+}
+
+/// Reads from `peer` on a thread until EOF; the read timeout is only a
+/// safety net so a leaked connection fails the test instead of hanging.
+fn peer_sees_eof(lp: &sloop::EventLoop, mut peer: std::net::TcpStream) {
+    peer.set_read_timeout(Some(SAFETY / 4)).unwrap();
+    let got = run(
+        lp,
+        on_thread(move || {
+            let mut v = Vec::new();
+            peer.read_to_end(&mut v).map(|_| v.len())
+        }),
+    );
+    assert_eq!(got.expect("the peer sees EOF"), 0);
+}
+
+#[test]
+fn create_connection_dropped_after_its_transport_exists_closes_it() {
+    // D15: asyncio closes the transport when the waiter is cancelled.
+    let lp = new_loop();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (p, rec) = Recorder::new();
+    // Poll 1 starts the connect; poll 2, once it is done, makes the
+    // transport and waits for connection_made.
+    run(
+        &lp,
+        drop_after_polls(lp.create_connection(move || p, "127.0.0.1", port), 2),
+    );
+    let (peer, _) = listener.accept().unwrap();
+    peer_sees_eof(&lp, peer);
+    assert_eq!(rec.borrow().events, [], "no callback after the drop");
+    assert_eq!(Rc::strong_count(&rec), 1, "the protocol was dropped");
+}
+
+#[test]
+fn create_connection_dropped_while_connecting_closes_the_socket() {
+    let lp = new_loop();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (p, rec) = Recorder::new();
+    run(
+        &lp,
+        drop_after_polls(lp.create_connection(move || p, "127.0.0.1", port), 1),
+    );
+    // The kernel finished the handshake; our end is closed.
+    let (peer, _) = listener.accept().unwrap();
+    peer_sees_eof(&lp, peer);
+    assert_eq!(rec.borrow().events, []);
+    assert_eq!(Rc::strong_count(&rec), 1);
+}
+
+#[test]
+fn connect_accepted_socket_dropped_after_its_transport_exists_closes_it() {
+    let lp = new_loop();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    let (p, rec) = Recorder::new();
+    // Poll 1 makes the transport at once.
+    run(
+        &lp,
+        drop_after_polls(
+            lp.connect_accepted_socket(move || p, socket2::Socket::from(accepted)),
+            1,
+        ),
+    );
+    peer_sees_eof(&lp, client);
+    assert_eq!(rec.borrow().events, [], "no callback after the drop");
+    assert_eq!(Rc::strong_count(&rec), 1, "the protocol was dropped");
+}
+
+#[test]
+fn connect_accepted_socket_dropped_unpolled_closes_the_socket() {
+    let lp = new_loop();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    let (p, rec) = Recorder::new();
+    drop(lp.connect_accepted_socket(move || p, socket2::Socket::from(accepted)));
+    peer_sees_eof(&lp, client);
+    assert_eq!(rec.borrow().events, []);
+    assert_eq!(Rc::strong_count(&rec), 1);
+}
+
+#[test]
+fn connect_dropped_after_connection_made_ran_gives_connection_lost() {
+    // The transport is made (poll 1) and connection_made runs, which wakes
+    // the future; it is dropped then, before it hands the transport over.
+    let lp = new_loop();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    let (p, rec) = Recorder::new();
+    run(
+        &lp,
+        drop_at_wake_after_polls(
+            lp.connect_accepted_socket(move || p, socket2::Socket::from(accepted)),
+            1,
+        ),
+    );
+    peer_sees_eof(&lp, client);
+    assert_eq!(rec.borrow().events, [Ev::Made, Ev::Lost(None)]);
+    assert_eq!(Rc::strong_count(&rec), 1, "the protocol was dropped");
 }

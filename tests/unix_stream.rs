@@ -197,3 +197,63 @@ fn unix_mode_limits_who_may_connect() {
     s1.close();
     s2.close();
 }
+
+#[test]
+fn loop_close_closes_the_server_and_removes_its_file() {
+    let lp = new_loop();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let server = run(&lp, lp.create_unix_server(Echo::default, &path)).unwrap();
+    lp.close().unwrap();
+    assert!(!server.is_serving());
+    assert!(!path.exists(), "the loop's close removed our socket file");
+}
+
+#[test]
+fn dropping_a_server_that_never_served_closes_it() {
+    // Nothing could start it any more: its socket closes and its file goes.
+    let lp = new_loop();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let server = run(
+        &lp,
+        lp.create_unix_server(Echo::default, &path)
+            .start_serving(false),
+    )
+    .unwrap();
+    assert!(UnixStream::connect(&path).is_ok(), "listening, not serving");
+    drop(server);
+    assert!(!path.exists(), "the last handle's drop removed the file");
+}
+
+#[test]
+fn create_unix_connection_dropped_after_its_transport_exists_closes_it() {
+    // D15: asyncio closes the transport when the waiter is cancelled.
+    let lp = new_loop();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let (p, rec) = Recorder::new();
+    // A Unix connect with room in the backlog completes at once: poll 1
+    // makes the transport and waits for connection_made.
+    run(
+        &lp,
+        drop_after_polls(lp.create_unix_connection(move || p, &path), 1),
+    );
+    let (mut peer, _) = listener.accept().unwrap();
+    peer.set_read_timeout(Some(SAFETY / 4)).unwrap();
+    let got = run(
+        &lp,
+        on_thread(move || {
+            let mut v = Vec::new();
+            peer.read_to_end(&mut v).map(|_| v.len())
+        }),
+    );
+    assert_eq!(got.expect("the peer sees EOF"), 0);
+    assert_eq!(rec.borrow().events, [], "no callback after the drop");
+    assert_eq!(
+        std::rc::Rc::strong_count(&rec),
+        1,
+        "the protocol was dropped"
+    );
+}

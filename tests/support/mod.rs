@@ -257,6 +257,73 @@ pub fn exception_messages(lp: &EventLoop) -> Rc<RefCell<Vec<String>>> {
     msgs
 }
 
+/// Polls `fut` until it has returned `Pending` `polls` times (each poll
+/// after the previous one's waker was woken), then drops it, all in one
+/// poll of the returned future, so no loop iteration runs between the last
+/// poll and the drop. Panics if `fut` completes first.
+pub async fn drop_after_polls<F: Future>(fut: F, polls: usize) {
+    drop_after(fut, polls, false).await
+}
+
+/// [`drop_after_polls`], except that after the last poll it waits for
+/// `fut`'s next wake and drops it then, unpolled (its result is ready but
+/// never taken).
+pub async fn drop_at_wake_after_polls<F: Future>(fut: F, polls: usize) {
+    drop_after(fut, polls, true).await
+}
+
+async fn drop_after<F: Future>(fut: F, polls: usize, at_wake: bool) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Flag {
+        woken: AtomicBool,
+        task: Mutex<Option<Waker>>,
+    }
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.woken.store(true, Ordering::SeqCst);
+            if let Some(w) = self.task.lock().unwrap().as_ref() {
+                w.wake_by_ref();
+            }
+        }
+    }
+
+    let mut fut = Box::pin(fut);
+    let flag = Arc::new(Flag {
+        woken: AtomicBool::new(true),
+        task: Mutex::new(None),
+    });
+    let waker = Waker::from(flag.clone());
+    let mut done = 0;
+    futures::future::poll_fn(|cx| {
+        *flag.task.lock().unwrap() = Some(cx.waker().clone());
+        if flag.woken.swap(false, Ordering::SeqCst) {
+            if at_wake && done == polls {
+                return Poll::Ready(());
+            }
+            if fut
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_ready()
+            {
+                panic!("the future completed before poll {} of {polls}", done + 1);
+            }
+            done += 1;
+            if done == polls && !at_wake {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    drop(fut);
+}
+
 /// Kills and reaps a child process when dropped, however the test ends.
 pub struct KillOnDrop(pub Child);
 

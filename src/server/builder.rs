@@ -1,0 +1,288 @@
+//! Creating servers: [`ServerBuilder`], the options and future that
+//! [`LoopHandle::create_server`], [`LoopHandle::create_unix_server`] and
+//! [`LoopHandle::create_server_from_socket`] return.
+//!
+//! Binding is [`net`](crate::net)'s: a Unix path's leftover socket file
+//! is removed only if it is a socket and a connect to it is refused; a
+//! live server's path or a non-socket gives `AddrInUse`.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use slab::Slab;
+use socket2::{Domain, Socket, Type};
+
+use super::listener::Listener;
+use super::{Factory, Server, ServerInner};
+use crate::event_loop::LoopHandle;
+use crate::net::{self, SocketFile};
+use crate::protocol::IntoProtocol;
+use crate::transport::socket::Kind;
+
+/// asyncio's default listen backlog.
+pub const DEFAULT_BACKLOG: u32 = 100;
+
+/// A listening socket with its kind and, for a Unix path, its file.
+type Bound = (Socket, Kind, Option<SocketFile>);
+
+/// Where a server listens.
+enum Bind {
+    /// `host:port` strings and addresses to resolve and bind.
+    Addrs(Vec<String>),
+    /// A Unix path.
+    Unix(PathBuf),
+    /// An existing listening (or bound) socket.
+    Sock(Socket, Kind),
+}
+
+/// Options for a server; a future that creates it. Made by
+/// [`LoopHandle::create_server`], [`LoopHandle::create_unix_server`] and
+/// [`LoopHandle::create_server_from_socket`].
+///
+/// Await it (in a task or with `run_until_complete`) to get the
+/// [`Server`].
+pub struct ServerBuilder {
+    lp: LoopHandle,
+    factory: Option<Factory>,
+    bind: Option<Bind>,
+    backlog: u32,
+    reuse_address: bool,
+    reuse_port: bool,
+    start_serving: bool,
+    max_connections: Option<usize>,
+    unix_mode: Option<u32>,
+    fut: Option<Pin<Box<dyn Future<Output = io::Result<Server>>>>>,
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("backlog", &self.backlog)
+            .field("reuse_address", &self.reuse_address)
+            .field("reuse_port", &self.reuse_port)
+            .field("start_serving", &self.start_serving)
+            .field("max_connections", &self.max_connections)
+            .field("unix_mode", &self.unix_mode)
+            .finish()
+    }
+}
+
+impl ServerBuilder {
+    /// The `listen` backlog, which is also how many connections one
+    /// readiness accepts (100).
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// `SO_REUSEADDR` (on by default, as asyncio on POSIX).
+    pub fn reuse_address(mut self, on: bool) -> Self {
+        self.reuse_address = on;
+        self
+    }
+
+    /// `SO_REUSEPORT`: several loops (threads) may listen on one port.
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.reuse_port = on;
+        self
+    }
+
+    /// Whether to accept at once (true) or only after
+    /// [`Server::start_serving`].
+    pub fn start_serving(mut self, on: bool) -> Self {
+        self.start_serving = on;
+        self
+    }
+
+    /// Also listen on `addr` (`"host:port"`).
+    pub fn also_bind(mut self, addr: &str) -> Self {
+        if let Some(Bind::Addrs(v)) = &mut self.bind {
+            v.push(addr.to_owned());
+        }
+        self
+    }
+
+    /// At most this many connections open at once: accepting pauses at the
+    /// cap and resumes as connections close.
+    pub fn max_connections(mut self, cap: usize) -> Self {
+        self.max_connections = Some(cap.max(1));
+        self
+    }
+
+    /// The permission bits of a Unix server's socket file (e.g. `0o600`:
+    /// only this user may connect). They are set after `bind` and before
+    /// `listen`, so no connection is ever accepted under the wider mode
+    /// that `bind` gives (R30). Ignored for TCP and abstract names.
+    pub fn unix_mode(mut self, mode: u32) -> Self {
+        self.unix_mode = Some(mode & 0o7777);
+        self
+    }
+
+    fn start(&mut self) -> Pin<Box<dyn Future<Output = io::Result<Server>>>> {
+        let lp = self.lp.clone();
+        let factory = self.factory.take();
+        let bind = self.bind.take();
+        let backlog = self.backlog;
+        let reuse_address = self.reuse_address;
+        let reuse_port = self.reuse_port;
+        let start_serving = self.start_serving;
+        let max_connections = self.max_connections;
+        let unix_mode = self.unix_mode;
+        Box::pin(async move {
+            let factory =
+                factory.ok_or_else(|| io::Error::other("builder polled after completion"))?;
+            let socks: Vec<Bound> = match bind {
+                Some(Bind::Addrs(addrs)) => {
+                    net::bind_tcp(&addrs, reuse_address, reuse_port, backlog)
+                        .await?
+                        .into_iter()
+                        .map(|s| (s, Kind::Tcp, None))
+                        .collect()
+                }
+                Some(Bind::Unix(path)) => {
+                    let (s, file) = net::bind_unix(&path, backlog, unix_mode)?;
+                    vec![(s, Kind::Unix, file)]
+                }
+                Some(Bind::Sock(s, kind)) => {
+                    s.set_nonblocking(true)?;
+                    s.listen(backlog as i32)?;
+                    vec![(s, kind, None)]
+                }
+                None => return Err(io::Error::other("builder polled after completion")),
+            };
+            let inner = Rc::new(ServerInner {
+                lp: lp.clone(),
+                factory: RefCell::new(Some(factory)),
+                listeners: RefCell::new(Vec::new()),
+                closed: Cell::new(false),
+                serving: Cell::new(false),
+                backlog,
+                max_connections,
+                clients: RefCell::new(Slab::new()),
+                waiters: RefCell::new(Slab::new()),
+            });
+            for (s, kind, unix_file) in socks {
+                let l = Listener::new(&lp, s, kind, unix_file);
+                inner.listeners.borrow_mut().push(l);
+            }
+            let server = Server { inner };
+            if start_serving {
+                if let Err(e) = server.start_serving() {
+                    server.close();
+                    return Err(e.into());
+                }
+            }
+            Ok(server)
+        })
+    }
+}
+
+impl Future for ServerBuilder {
+    type Output = io::Result<Server>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.fut.is_none() {
+            let f = self.start();
+            self.fut = Some(f);
+        }
+        self.fut.as_mut().expect("set above").as_mut().poll(cx)
+    }
+}
+
+impl LoopHandle {
+    /// Creates a TCP server on `addr` (`"host:port"`; an empty host or `*`
+    /// means every interface, IPv4 and IPv6), calling `factory` for each
+    /// connection. Returns a builder for asyncio's options; await it.
+    ///
+    /// # Errors
+    ///
+    /// The future fails with the bind error ("error while attempting to
+    /// bind on address ..."), a resolution error, or a poller error.
+    pub fn create_server<F, P>(&self, mut factory: F, addr: &str) -> ServerBuilder
+    where
+        F: FnMut() -> P + 'static,
+        P: IntoProtocol,
+    {
+        self.server_builder(
+            Box::new(move || factory().into_protocol()),
+            Bind::Addrs(vec![addr.to_owned()]),
+        )
+    }
+
+    /// Creates a Unix stream server at `path`. A leftover socket file is
+    /// replaced only if nothing listens on it; a live server's path and
+    /// any other file are left alone. On close the file is removed if it
+    /// is still the one this server bound. A path starting with a NUL byte
+    /// is a Linux abstract name: no file, and no permission check at all
+    /// (anyone on the host may connect). The socket file gets the mode the
+    /// process umask allows, or the one given with
+    /// [`unix_mode`](ServerBuilder::unix_mode).
+    ///
+    /// # Errors
+    ///
+    /// The future fails with `AddrInUse` ("Address '...' is already in
+    /// use") if a live server or a non-socket file holds the path.
+    pub fn create_unix_server<F, P>(&self, mut factory: F, path: impl AsRef<Path>) -> ServerBuilder
+    where
+        F: FnMut() -> P + 'static,
+        P: IntoProtocol,
+    {
+        self.server_builder(
+            Box::new(move || factory().into_protocol()),
+            Bind::Unix(path.as_ref().to_path_buf()),
+        )
+    }
+
+    /// Creates a server on an existing bound (or listening) stream socket,
+    /// TCP or Unix (asyncio's `sock=`). `listen(backlog)` is called on it.
+    ///
+    /// # Errors
+    ///
+    /// The future fails with `InvalidInput` ("A Stream Socket was
+    /// expected") if `sock` is not a stream socket.
+    pub fn create_server_from_socket<F, P>(&self, mut factory: F, sock: Socket) -> ServerBuilder
+    where
+        F: FnMut() -> P + 'static,
+        P: IntoProtocol,
+    {
+        let kind = match sock.domain() {
+            Ok(d) if d == Domain::UNIX => Kind::Unix,
+            _ => Kind::Tcp,
+        };
+        let ok = sock.r#type().map(|t| t == Type::STREAM).unwrap_or(false);
+        let mut b = self.server_builder(
+            Box::new(move || factory().into_protocol()),
+            Bind::Sock(sock, kind),
+        );
+        if !ok {
+            b.bind = None;
+            b.fut = Some(Box::pin(async {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "A Stream Socket was expected",
+                ))
+            }));
+        }
+        b
+    }
+
+    fn server_builder(&self, factory: Factory, bind: Bind) -> ServerBuilder {
+        ServerBuilder {
+            lp: self.clone(),
+            factory: Some(factory),
+            bind: Some(bind),
+            backlog: DEFAULT_BACKLOG,
+            reuse_address: true,
+            reuse_port: false,
+            start_serving: true,
+            max_connections: None,
+            unix_mode: None,
+            fut: None,
+        }
+    }
+}

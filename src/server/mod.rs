@@ -1,0 +1,399 @@
+//! Servers (asyncio's `create_server`, `create_unix_server` and `Server`):
+//! the [`Server`] handle and [`WaitClosed`] here, how a server is made in
+//! [`ServerBuilder`] (`builder.rs`), and how it accepts in `listener.rs`.
+//!
+//! # Who owns a server
+//!
+//! While it serves, the loop does: each listener's registration holds the
+//! server, so dropping every [`Server`] handle leaves it accepting (as in
+//! asyncio), and [`Server::close`] or the loop's close ends it. A server
+//! that is not serving is owned by its handles and its connections only.
+//!
+//! # Connections
+//!
+//! Each accepted connection's transport holds a link to its server
+//! (asyncio's `_attach`/`_detach`), dropped when the connection is lost:
+//! that is how the server counts its connections, caps them
+//! ([`ServerBuilder::max_connections`]), and knows when
+//! [`wait_closed`](Server::wait_closed) may complete.
+//!
+//! # Unix paths
+//!
+//! A leftover socket file is removed only if it is a socket and a connect
+//! to it is refused; a live server's path or a non-socket gives
+//! `AddrInUse`. On close the file is unlinked only if its device and inode
+//! are still the ones bound.
+
+mod builder;
+mod listener;
+
+pub use builder::{ServerBuilder, DEFAULT_BACKLOG};
+pub use listener::ACCEPT_RETRY_DELAY;
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll, Waker};
+
+use slab::Slab;
+
+use crate::error::Error;
+use crate::event_loop::LoopHandle;
+use crate::protocol::AnyProtocol;
+use crate::transport::socket::SocketTransport;
+use crate::transport::Transport;
+use listener::Listener;
+
+/// Makes the protocol of each accepted connection.
+type Factory = Box<dyn FnMut() -> AnyProtocol>;
+
+/// What a server's handles, the loop (while it serves) and each of its
+/// connections' links share.
+pub(crate) struct ServerInner {
+    lp: LoopHandle,
+    factory: RefCell<Option<Factory>>,
+    listeners: RefCell<Vec<Rc<Listener>>>,
+    closed: Cell<bool>,
+    serving: Cell<bool>,
+    backlog: u32,
+    max_connections: Option<usize>,
+    clients: RefCell<Slab<Weak<SocketTransport>>>,
+    /// One slot per live [`WaitClosed`] that was polled: its latest waker,
+    /// taken out when woken.
+    waiters: RefCell<Slab<Option<Waker>>>,
+}
+
+/// A transport's membership of its server (asyncio's `_attach`/`_detach`):
+/// dropping it detaches.
+pub(crate) struct ServerLink {
+    server: Rc<ServerInner>,
+    slot: usize,
+}
+
+impl Drop for ServerLink {
+    fn drop(&mut self) {
+        let s = &self.server;
+        s.clients.borrow_mut().try_remove(self.slot);
+        if s.closed.get() {
+            if s.clients.borrow().is_empty() {
+                s.wake_waiters();
+            }
+        } else if let Some(cap) = s.max_connections {
+            if s.clients.borrow().len() + 1 == cap {
+                // We were at the cap: accept again (the backlog's edges are gone).
+                for l in s.listeners.borrow().iter() {
+                    l.schedule();
+                }
+            }
+        }
+    }
+}
+
+impl ServerInner {
+    /// [`Server::close`]; also run when the loop closes.
+    fn close(&self) {
+        if self.closed.replace(true) {
+            return;
+        }
+        self.serving.set(false);
+        let listeners = std::mem::take(&mut *self.listeners.borrow_mut());
+        for l in &listeners {
+            l.close();
+        }
+        // The factory may hold user state, this server's handles included.
+        let factory = self.factory.borrow_mut().take();
+        drop(factory);
+        if self.clients.borrow().is_empty() {
+            self.wake_waiters();
+        }
+    }
+
+    fn wake_waiters(&self) {
+        // Taken out first: nothing is borrowed while they wake.
+        let wakers: Vec<Waker> = self
+            .waiters
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|(_, w)| w.take())
+            .collect();
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// How many wakers wait for the server to close.
+    #[cfg(test)]
+    fn stored_wakers(&self) -> usize {
+        self.waiters
+            .borrow()
+            .iter()
+            .filter(|(_, w)| w.is_some())
+            .count()
+    }
+
+    fn at_cap(&self) -> bool {
+        self.max_connections
+            .is_some_and(|cap| self.clients.borrow().len() >= cap)
+    }
+}
+
+/// A listening server (asyncio's `Server`).
+///
+/// Cheap to clone (`Rc`), `!Send`. Closing it stops accepting and closes
+/// the listening sockets at once; connections already accepted stay open.
+/// [`wait_closed`](Server::wait_closed) completes once the server is closed
+/// **and** its last connection has ended (asyncio 3.12.1+).
+///
+/// Dropping every handle does not close a serving server: as in asyncio,
+/// the loop owns it and it accepts until [`close`](Server::close) or the
+/// loop's close (a server that is not serving closes with its last
+/// handle, since nothing could start it any more).
+///
+/// ```
+/// use sloop::{EventLoop, Protocol, Transport};
+///
+/// struct Hello;
+/// impl Protocol for Hello {
+///     fn connection_made(&mut self, t: &Transport) {
+///         t.write(b"hi\n").unwrap();
+///         t.close();
+///     }
+/// }
+///
+/// let lp = EventLoop::new()?;
+/// let server = lp.run_until_complete(lp.create_server(|| Hello, "127.0.0.1:0"))??;
+/// let addr = server.local_addrs()[0];
+/// assert!(server.is_serving());
+/// // A blocking client on another thread, for the example's sake.
+/// let client = std::thread::spawn(move || {
+///     use std::io::Read;
+///     let mut s = std::net::TcpStream::connect(addr).unwrap();
+///     let mut got = String::new();
+///     s.read_to_string(&mut got).unwrap();
+///     got
+/// });
+/// let h = lp.handle();
+/// let waiter = lp.spawn_local(async move {
+///     while !client.is_finished() { sloop::sleep(std::time::Duration::from_millis(1)).await; }
+///     client.join().unwrap()
+/// });
+/// assert_eq!(lp.run_until_complete(waiter)?.unwrap(), "hi\n");
+/// server.close();
+/// lp.run_until_complete(server.wait_closed())?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    inner: Rc<ServerInner>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("sockets", &self.inner.listeners.borrow().len())
+            .field("serving", &self.inner.serving.get())
+            .field("closed", &self.inner.closed.get())
+            .field("connections", &self.inner.clients.borrow().len())
+            .finish()
+    }
+}
+
+impl Server {
+    /// Whether the server accepts connections.
+    pub fn is_serving(&self) -> bool {
+        self.inner.serving.get()
+    }
+
+    /// Starts accepting (after `start_serving(false)`); idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the server is closed; an I/O error from
+    /// `listen` or the poller.
+    pub fn start_serving(&self) -> Result<(), Error> {
+        let s = &self.inner;
+        if s.closed.get() {
+            return Err(Error::Closed);
+        }
+        if s.serving.replace(true) {
+            return Ok(());
+        }
+        for l in s.listeners.borrow().iter() {
+            l.start(s)?;
+        }
+        Ok(())
+    }
+
+    /// Stops accepting and closes the listening sockets now; existing
+    /// connections continue. Idempotent.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// Closes every connection of this server (buffered data is sent
+    /// first); asyncio 3.13's `close_clients`.
+    pub fn close_clients(&self) {
+        for t in self.clients() {
+            t.close();
+        }
+    }
+
+    /// Aborts every connection of this server; asyncio 3.13's
+    /// `abort_clients`.
+    pub fn abort_clients(&self) {
+        for t in self.clients() {
+            t.abort();
+        }
+    }
+
+    fn clients(&self) -> Vec<Transport> {
+        self.inner
+            .clients
+            .borrow()
+            .iter()
+            .filter_map(|(_, w)| w.upgrade())
+            .map(Transport::from_socket)
+            .collect()
+    }
+
+    /// How many connections of this server are open.
+    pub fn connection_count(&self) -> usize {
+        self.inner.clients.borrow().len()
+    }
+
+    /// A future that completes once the server is closed and all its
+    /// connections have ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping it changes nothing.
+    pub fn wait_closed(&self) -> WaitClosed {
+        WaitClosed {
+            server: self.inner.clone(),
+            slot: None,
+        }
+    }
+
+    /// The listening sockets' addresses (IP listeners), empty once closed.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.inner
+            .listeners
+            .borrow()
+            .iter()
+            .filter_map(|l| l.local_addr()?.as_socket())
+            .collect()
+    }
+
+    /// The listening sockets' file descriptors (asyncio's `sockets`),
+    /// empty once closed.
+    pub fn sockets(&self) -> Vec<std::os::fd::RawFd> {
+        self.inner
+            .listeners
+            .borrow()
+            .iter()
+            .filter_map(|l| l.fd())
+            .collect()
+    }
+}
+
+/// See [`Server::wait_closed`].
+pub struct WaitClosed {
+    server: Rc<ServerInner>,
+    /// This future's entry in the server's `waiters`, once polled.
+    slot: Option<usize>,
+}
+
+impl fmt::Debug for WaitClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WaitClosed")
+    }
+}
+
+impl Future for WaitClosed {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let s = &this.server;
+        if s.closed.get() && s.clients.borrow().is_empty() {
+            return Poll::Ready(());
+        }
+        let mut waiters = s.waiters.borrow_mut();
+        match this.slot {
+            // One slot per future: a new poll replaces the waker it holds
+            // (unless it is the same), so polling never makes it grow.
+            Some(k) => match &mut waiters[k] {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                w => *w = Some(cx.waker().clone()),
+            },
+            None => this.slot = Some(waiters.insert(Some(cx.waker().clone()))),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for WaitClosed {
+    fn drop(&mut self) {
+        if let Some(k) = self.slot {
+            self.server.waiters.borrow_mut().try_remove(k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Wake, Waker};
+
+    use crate::{EventLoop, Protocol};
+
+    struct Idle;
+    impl Protocol for Idle {}
+
+    /// A waker that counts its wakes.
+    struct Counter(AtomicUsize);
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counter() -> (Arc<Counter>, Waker) {
+        let c = Arc::new(Counter(AtomicUsize::new(0)));
+        (c.clone(), Waker::from(c))
+    }
+
+    #[test]
+    fn wait_closed_keeps_one_waker_per_future() {
+        let lp = EventLoop::new().unwrap();
+        let server = lp
+            .run_until_complete(lp.create_server(|| Idle, "127.0.0.1:0"))
+            .unwrap()
+            .unwrap();
+        let (first, w1) = counter();
+        let (second, w2) = counter();
+        let mut a = pin!(server.wait_closed());
+        for _ in 0..1000 {
+            assert!(a.as_mut().poll(&mut Context::from_waker(&w1)).is_pending());
+        }
+        assert_eq!(server.inner.stored_wakers(), 1, "polled 1,000 times");
+        // Polled with another waker (moved to another task): replaced.
+        assert!(a.as_mut().poll(&mut Context::from_waker(&w2)).is_pending());
+        assert_eq!(server.inner.stored_wakers(), 1);
+        {
+            let mut b = pin!(server.wait_closed());
+            assert!(b.as_mut().poll(&mut Context::from_waker(&w2)).is_pending());
+            assert_eq!(server.inner.stored_wakers(), 2, "one per future");
+        }
+        assert_eq!(server.inner.stored_wakers(), 1, "a dropped future's goes");
+        server.close();
+        assert_eq!(first.0.load(Ordering::SeqCst), 0, "the replaced waker");
+        assert_eq!(second.0.load(Ordering::SeqCst), 1, "the current waker");
+        assert!(a.as_mut().poll(&mut Context::from_waker(&w2)).is_ready());
+    }
+}

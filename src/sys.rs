@@ -9,23 +9,126 @@
 //! - `recv_from` into an initialised buffer, for `sock_recvfrom`.
 //! - `recvfrom`/`sendto` for UDP with the address converted by hand, for
 //!   the datagram transports' hot path.
+//! - [`OpenSocket`]: a transport's socket with its fd cached, so that the
+//!   read and write paths reach the fd with one load, yet no call can reach
+//!   it once the socket is closed (and the number reused): the cache is -1
+//!   then, which the kernel refuses.
 
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
 use std::io;
 use std::mem::{self, MaybeUninit};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 
 use socket2::{SockAddr, Socket};
 
-/// `recv(fd, buf, 0)`.
-#[inline]
-pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+/// A transport's socket, open until the transport closes it (after
+/// `connection_lost`, or when the loop closes).
+///
+/// The read and write paths call [`recv`](OpenSocket::recv),
+/// [`send`](OpenSocket::send) and the UDP pair on it: each makes the
+/// syscall on the cached fd, which is -1 from the moment the socket is
+/// closed, so none can reach an fd that was closed and reused (the kernel
+/// answers -1 with `EBADF`). Everything else
+/// borrows the socket for a moment ([`with`](OpenSocket::with)) or holds
+/// a shared clone ([`lend`](OpenSocket::lend)), so that a user's closure
+/// runs with nothing borrowed (D2).
+pub(crate) struct OpenSocket<S> {
+    /// The socket's fd while `sock` holds it; -1 once closed.
+    fd: Cell<RawFd>,
+    sock: Cell<Option<Rc<S>>>,
+}
+
+impl<S: AsRawFd> OpenSocket<S> {
+    pub(crate) fn new(sock: S) -> OpenSocket<S> {
+        OpenSocket {
+            fd: Cell::new(sock.as_raw_fd()),
+            sock: Cell::new(Some(Rc::new(sock))),
+        }
+    }
+
+    /// The fd number while open, for descriptions and `as_raw_fd`.
+    pub(crate) fn raw_fd(&self) -> Option<RawFd> {
+        let fd = self.fd.get();
+        (fd >= 0).then_some(fd)
+    }
+
+    /// `recv(fd, buf, 0)`; `EBADF` once closed.
+    #[inline(always)]
+    pub(crate) fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // The cache is the open socket's fd, or -1 once closed (set before
+        // the socket is dropped, so never a number that was reused): the
+        // kernel answers -1 with EBADF, and no test is needed here.
+        recv_raw(self.fd.get(), buf)
+    }
+
+    /// `send(fd, buf, MSG_NOSIGNAL)`; `EBADF` once closed.
+    #[inline(always)]
+    pub(crate) fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        // As in `recv`.
+        send_raw(self.fd.get(), buf)
+    }
+
+    /// Runs `f` with the open socket; `None` once closed. `f` runs no
+    /// user code and does not call `with` again (the socket is out of its
+    /// cell meanwhile): it is a syscall or a loop of them.
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&S) -> R) -> Option<R> {
+        let sock = self.sock.take()?;
+        let r = f(&sock);
+        // The cell is empty (`f` cannot refill it): nothing to drop.
+        let empty = self.sock.replace(Some(sock));
+        debug_assert!(empty.is_none());
+        mem::forget(empty);
+        Some(r)
+    }
+
+    /// A shared clone of the socket, for code that runs user code while
+    /// it holds it (`with_socket`). Closing the transport meanwhile closes
+    /// the fd once the clone is dropped.
+    pub(crate) fn lend(&self) -> Option<Rc<S>> {
+        let sock = self.sock.take();
+        let lent = sock.clone();
+        self.sock.set(sock);
+        lent
+    }
+
+    /// Closes the socket: the caller drops what this returns with nothing
+    /// borrowed.
+    pub(crate) fn close(&self) -> Option<Rc<S>> {
+        self.fd.set(-1);
+        self.sock.take()
+    }
+}
+
+impl OpenSocket<UdpSocket> {
+    /// [`udp_recv_from_raw`] on the open socket; `EBADF` once closed.
+    #[inline(always)]
+    pub(crate) fn udp_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        // As in `recv`.
+        udp_recv_from_raw(self.fd.get(), buf)
+    }
+
+    /// [`udp_send_to_raw`] on the open socket; `EBADF` once closed.
+    #[inline(always)]
+    pub(crate) fn udp_send_to(&self, buf: &[u8], addr: &SocketAddr) -> io::Result<usize> {
+        // As in `recv`.
+        udp_send_to_raw(self.fd.get(), buf, addr)
+    }
+}
+
+/// `recv(fd, buf, 0)` on an fd that is open or -1 (which the kernel
+/// answers with EBADF): never one that was closed, whose number may have
+/// been reused. [`OpenSocket`] is what guarantees that.
+#[inline(always)]
+fn recv_raw(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole
-    // call; the kernel writes at most that many. `fd` is open for the call
-    // (it is borrowed).
-    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    // call; the kernel writes at most that many. `fd` is open or -1 (the
+    // callers' guarantee), so the call touches no file it does not own.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -33,19 +136,13 @@ pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// `send(fd, buf, MSG_NOSIGNAL)`: never raises SIGPIPE.
-#[inline]
-pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+/// `send(fd, buf, MSG_NOSIGNAL)` (never SIGPIPE) on an fd that is open or
+/// -1, as [`recv_raw`].
+#[inline(always)]
+fn send_raw(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole
-    // call. `fd` is open for the call (it is borrowed).
-    let n = unsafe {
-        libc::send(
-            fd.as_raw_fd(),
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_NOSIGNAL,
-        )
-    };
+    // call. `fd` is open or -1, as in `recv_raw`.
+    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -66,23 +163,22 @@ pub(crate) fn recv_from(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, Soc
     sock.recv_from(uninit)
 }
 
-/// `recvfrom(2)` on a UDP socket, straight into `buf`, with the sender's
-/// address converted to a [`SocketAddr`].
-///
-/// What std's `UdpSocket::recv_from` does, minus zeroing a 128-byte
-/// `sockaddr_storage` per call: the kernel says how much of it it wrote,
-/// and only that is read.
-#[inline]
-pub(crate) fn udp_recv_from(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+/// `recvfrom(2)` on a UDP socket (an fd that is open or -1, as
+/// [`recv_raw`]), straight into `buf`, with the sender's address converted
+/// to a [`SocketAddr`]: what std's `UdpSocket::recv_from` does, minus
+/// zeroing a 128-byte `sockaddr_storage` per call (the kernel says how
+/// much of it it wrote, and only that is read).
+#[inline(always)]
+fn udp_recv_from_raw(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
     let mut storage = MaybeUninit::<libc::sockaddr_storage>::uninit();
     let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes and `storage`
     // for `len` bytes, both for the whole call; recvfrom(2) writes at most
     // that much into each and sets `len` to the address length it wrote.
-    // `fd` is open for the call (it is borrowed).
+    // `fd` is open or -1, as in `recv_raw`.
     let n = unsafe {
         libc::recvfrom(
-            fd.as_raw_fd(),
+            fd,
             buf.as_mut_ptr().cast(),
             buf.len(),
             0,
@@ -144,11 +240,12 @@ fn invalid_address() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, "invalid socket address")
 }
 
-/// `sendto(2)` of one datagram on a UDP socket, with `MSG_NOSIGNAL` as
-/// std's `UdpSocket::send_to` (which also goes through `ToSocketAddrs`
-/// and a generic conversion; this builds the C address on the stack).
-#[inline]
-pub(crate) fn udp_send_to(fd: BorrowedFd<'_>, buf: &[u8], addr: &SocketAddr) -> io::Result<usize> {
+/// `sendto(2)` of one datagram on a UDP socket (an fd that is open or -1,
+/// as [`recv_raw`]), with `MSG_NOSIGNAL` as std's `UdpSocket::send_to`
+/// (which also goes through `ToSocketAddrs` and a generic conversion;
+/// this builds the C address on the stack).
+#[inline(always)]
+fn udp_send_to_raw(fd: RawFd, buf: &[u8], addr: &SocketAddr) -> io::Result<usize> {
     let n = match addr {
         SocketAddr::V4(a) => send_to_c_addr(
             fd,
@@ -185,14 +282,14 @@ pub(crate) fn udp_send_to(fd: BorrowedFd<'_>, buf: &[u8], addr: &SocketAddr) -> 
 /// `sendto(2)` with `MSG_NOSIGNAL` to the C socket address `sa` (a
 /// `sockaddr_in` or a `sockaddr_in6`); returns what `sendto` returns.
 #[inline]
-fn send_to_c_addr<T>(fd: BorrowedFd<'_>, buf: &[u8], sa: &T) -> isize {
+fn send_to_c_addr<T>(fd: RawFd, buf: &[u8], sa: &T) -> isize {
     // SAFETY: `buf` is valid for reads of `buf.len()` bytes and `sa` for
     // reads of `size_of::<T>()` bytes, the length given, for the whole
     // call; the kernel only reads them (and checks the address family).
-    // `fd` is open for the call (it is borrowed).
+    // `fd` is open or -1, as in `recv_raw`.
     unsafe {
         libc::sendto(
-            fd.as_raw_fd(),
+            fd,
             buf.as_ptr().cast(),
             buf.len(),
             MSG_NOSIGNAL,
@@ -211,31 +308,34 @@ const MSG_NOSIGNAL: libc::c_int = 0;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::UdpSocket;
-    use std::os::fd::AsFd;
 
-    fn pair(ip: &str) -> (UdpSocket, UdpSocket) {
+    fn pair(ip: &str) -> (OpenSocket<UdpSocket>, OpenSocket<UdpSocket>) {
         let a = UdpSocket::bind(ip).unwrap();
         let b = UdpSocket::bind(ip).unwrap();
-        (a, b)
+        (OpenSocket::new(a), OpenSocket::new(b))
+    }
+
+    fn addr(s: &OpenSocket<UdpSocket>) -> SocketAddr {
+        s.with(|s| s.local_addr().unwrap()).unwrap()
     }
 
     fn check_round_trip(ip: &str) {
         let (a, b) = pair(ip);
-        let b_addr = b.local_addr().unwrap();
-        let n = udp_send_to(a.as_fd(), b"hello", &b_addr).unwrap();
+        let b_addr = addr(&b);
+        let n = a.udp_send_to(b"hello", &b_addr).unwrap();
         assert_eq!(n, 5);
         let mut buf = [0u8; 64];
-        let (n, from) = udp_recv_from(b.as_fd(), &mut buf).unwrap();
+        let (n, from) = b.udp_recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"hello");
-        assert_eq!(from, a.local_addr().unwrap());
+        assert_eq!(from, addr(&a));
         // Empty datagrams are datagrams.
-        udp_send_to(a.as_fd(), b"", &b_addr).unwrap();
-        let (n, from) = udp_recv_from(b.as_fd(), &mut buf).unwrap();
-        assert_eq!((n, from), (0, a.local_addr().unwrap()));
+        a.udp_send_to(b"", &b_addr).unwrap();
+        let (n, from) = b.udp_recv_from(&mut buf).unwrap();
+        assert_eq!((n, from), (0, addr(&a)));
         // And what std sends arrives the same way.
-        b.send_to(b"xy", a.local_addr().unwrap()).unwrap();
-        let (n, from) = udp_recv_from(a.as_fd(), &mut buf).unwrap();
+        let a_addr = addr(&a);
+        b.with(|b| b.send_to(b"xy", a_addr).unwrap());
+        let (n, from) = a.udp_recv_from(&mut buf).unwrap();
         assert_eq!((&buf[..n], from), (&b"xy"[..], b_addr));
     }
 
@@ -256,26 +356,56 @@ mod tests {
     #[test]
     fn udp_recv_from_truncates_and_would_block() {
         let (a, b) = pair("127.0.0.1:0");
-        b.set_nonblocking(true).unwrap();
+        b.with(|b| b.set_nonblocking(true).unwrap());
         let mut buf = [0u8; 3];
-        let e = udp_recv_from(b.as_fd(), &mut buf).unwrap_err();
+        let e = b.udp_recv_from(&mut buf).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
-        a.send_to(b"abcdef", b.local_addr().unwrap()).unwrap();
-        let (n, _) = udp_recv_from(b.as_fd(), &mut buf).unwrap();
+        a.udp_send_to(b"abcdef", &addr(&b)).unwrap();
+        let (n, _) = b.udp_recv_from(&mut buf).unwrap();
         assert_eq!((n, &buf), (3, b"abc"));
     }
 
     #[test]
     fn udp_errors_come_from_errno() {
         let (a, _b) = pair("127.0.0.1:0");
-        a.set_nonblocking(true).unwrap();
+        a.with(|a| a.set_nonblocking(true).unwrap());
         let mut buf = [0u8; 8];
-        let e = udp_recv_from(a.as_fd(), &mut buf).unwrap_err();
+        let e = a.udp_recv_from(&mut buf).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EAGAIN));
         // An IPv6 destination from an IPv4 socket.
         let to: SocketAddr = "[::1]:9".parse().unwrap();
-        let e = udp_send_to(a.as_fd(), b"x", &to).unwrap_err();
+        let e = a.udp_send_to(b"x", &to).unwrap_err();
         assert!(e.raw_os_error().is_some(), "{e:?}");
+    }
+
+    /// Once closed, no call reaches the fd: its number may belong to a new
+    /// socket by then.
+    #[test]
+    fn a_closed_socket_answers_ebadf_and_never_reaches_a_reused_fd() {
+        let (a, b) = pair("127.0.0.1:0");
+        let old_fd = a.raw_fd().unwrap();
+        drop(a.close());
+        assert_eq!(a.raw_fd(), None);
+        assert!(a.with(|_| ()).is_none());
+        // Very likely the same number, now another socket's.
+        let reuser = UdpSocket::bind("127.0.0.1:0").unwrap();
+        reuser.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 8];
+        for e in [
+            a.udp_recv_from(&mut buf).unwrap_err(),
+            a.udp_send_to(b"x", &addr(&b)).map(|_| ()).unwrap_err(),
+            a.recv(&mut buf).unwrap_err(),
+            a.send(b"x").unwrap_err(),
+        ] {
+            assert_eq!(e.raw_os_error(), Some(libc::EBADF));
+        }
+        // The reuser's socket saw nothing.
+        assert_eq!(
+            reuser.recv_from(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock,
+            "fd {old_fd} reused: {:?}",
+            std::os::fd::AsRawFd::as_raw_fd(&reuser)
+        );
     }
 
     #[test]

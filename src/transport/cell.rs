@@ -101,6 +101,12 @@ impl Flags {
         self.0.get()
     }
 
+    /// Sets all the bits at once (a value from [`get`](Flags::get)).
+    #[inline(always)]
+    pub(crate) fn store(&self, bits: u32) {
+        self.0.set(bits);
+    }
+
     /// Whether any of `bits` is set.
     #[inline(always)]
     pub(crate) fn has(&self, bits: u32) -> bool {
@@ -130,6 +136,21 @@ pub(crate) trait Notified {
     /// Datagram protocols only; a stream protocol never gets one.
     fn error_received(&mut self, exc: io::Error) {
         let _ = exc;
+    }
+}
+
+impl<P: Notified + ?Sized> Notified for Box<P> {
+    fn pause_writing(&mut self) {
+        (**self).pause_writing()
+    }
+    fn resume_writing(&mut self) {
+        (**self).resume_writing()
+    }
+    fn connection_lost(&mut self, exc: Option<io::Error>) {
+        (**self).connection_lost(exc)
+    }
+    fn error_received(&mut self, exc: io::Error) {
+        (**self).error_received(exc)
     }
 }
 
@@ -333,7 +354,11 @@ impl<S: Slot> ProtocolCell<S> {
     /// out of the slot for a batch of calls (the datagram read loop), under
     /// the caller's `catch_unwind`. A held loss stays held: it is
     /// delivered once `p` is back.
-    pub(crate) fn deliver_held_to(&self, p: &mut S::Protocol, method: &Cell<&'static str>) {
+    pub(crate) fn deliver_held_to<P: Notified + ?Sized>(
+        &self,
+        p: &mut P,
+        method: &Cell<&'static str>,
+    ) {
         if self.flags.has(LOST_SCHEDULED | LOST_DONE) {
             return;
         }

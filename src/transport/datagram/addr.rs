@@ -8,46 +8,57 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
+use crate::sys::OpenSocket;
+
 pub(crate) mod sealed {
     use std::io;
-    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::fd::AsRawFd;
 
-    /// The socket operations behind an address type.
-    #[allow(unreachable_pub)]
+    use crate::sys::OpenSocket;
+
+    /// The socket operations behind an address type, on a transport's
+    /// open socket (`EBADF` once it is closed).
+    #[allow(unreachable_pub, private_interfaces)]
     pub trait Sealed: Sized {
-        type Socket: AsRawFd + AsFd;
-        fn recv_from(sock: &Self::Socket, buf: &mut [u8]) -> io::Result<(usize, Self)>;
-        fn send_to(sock: &Self::Socket, buf: &[u8], addr: &Self) -> io::Result<usize>;
-        fn send(sock: &Self::Socket, buf: &[u8]) -> io::Result<usize>;
+        type Socket: AsRawFd;
+        fn recv_from(sock: &OpenSocket<Self::Socket>, buf: &mut [u8]) -> io::Result<(usize, Self)>;
+        fn send_to(sock: &OpenSocket<Self::Socket>, buf: &[u8], addr: &Self) -> io::Result<usize>;
+        fn send(sock: &OpenSocket<Self::Socket>, buf: &[u8]) -> io::Result<usize>;
         fn local_addr(sock: &Self::Socket) -> Option<Self>;
         fn peer_addr(sock: &Self::Socket) -> Option<Self>;
     }
+}
+
+/// The error of I/O on a closed socket.
+fn closed() -> io::Error {
+    io::Error::from_raw_os_error(libc::EBADF)
 }
 
 /// An address type of a datagram transport: [`SocketAddr`] (UDP) or
 /// [`UnixAddr`] (Unix datagram sockets). Sealed.
 pub trait DatagramAddr: sealed::Sealed + Clone + PartialEq + fmt::Debug + 'static {}
 
+// The trait is sealed: its methods are reachable only inside the crate.
+#[allow(private_interfaces)]
 impl sealed::Sealed for SocketAddr {
     type Socket = UdpSocket;
     #[inline]
-    fn recv_from(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, Self)> {
+    fn recv_from(sock: &OpenSocket<UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, Self)> {
         // std's `recv_from` zeroes a sockaddr_storage and converts the
         // address generically on every call; this is the same syscall.
-        crate::sys::udp_recv_from(sock.as_fd(), buf)
+        sock.udp_recv_from(buf)
     }
     #[inline]
-    fn send_to(sock: &UdpSocket, buf: &[u8], addr: &Self) -> io::Result<usize> {
+    fn send_to(sock: &OpenSocket<UdpSocket>, buf: &[u8], addr: &Self) -> io::Result<usize> {
         // std's `send_to` goes through `ToSocketAddrs`; this is the same
         // syscall with the C address built on the stack.
-        crate::sys::udp_send_to(sock.as_fd(), buf, addr)
+        sock.udp_send_to(buf, addr)
     }
     #[inline]
-    fn send(sock: &UdpSocket, buf: &[u8]) -> io::Result<usize> {
+    fn send(sock: &OpenSocket<UdpSocket>, buf: &[u8]) -> io::Result<usize> {
         sock.send(buf)
     }
     fn local_addr(sock: &UdpSocket) -> Option<Self> {
@@ -143,19 +154,23 @@ impl fmt::Display for UnixAddr {
     }
 }
 
+#[allow(private_interfaces)]
 impl sealed::Sealed for UnixAddr {
     type Socket = UnixDatagram;
-    fn recv_from(sock: &UnixDatagram, buf: &mut [u8]) -> io::Result<(usize, Self)> {
-        let (n, addr) = sock.recv_from(buf)?;
+    fn recv_from(sock: &OpenSocket<UnixDatagram>, buf: &mut [u8]) -> io::Result<(usize, Self)> {
+        let (n, addr) = sock
+            .with(|s| s.recv_from(buf))
+            .unwrap_or_else(|| Err(closed()))?;
         Ok((n, UnixAddr::from_std(&addr)))
     }
-    fn send_to(sock: &UnixDatagram, buf: &[u8], addr: &Self) -> io::Result<usize> {
-        match addr {
-            UnixAddr::Path(p) => sock.send_to(buf, p),
-            other => sock.send_to_addr(buf, &other.to_std()?),
-        }
+    fn send_to(sock: &OpenSocket<UnixDatagram>, buf: &[u8], addr: &Self) -> io::Result<usize> {
+        sock.with(|s| match addr {
+            UnixAddr::Path(p) => s.send_to(buf, p),
+            other => s.send_to_addr(buf, &other.to_std()?),
+        })
+        .unwrap_or_else(|| Err(closed()))
     }
-    fn send(sock: &UnixDatagram, buf: &[u8]) -> io::Result<usize> {
+    fn send(sock: &OpenSocket<UnixDatagram>, buf: &[u8]) -> io::Result<usize> {
         sock.send(buf)
     }
     fn local_addr(sock: &UnixDatagram) -> Option<Self> {

@@ -78,6 +78,7 @@ use std::rc::{Rc, Weak};
 
 use crate::error::Error;
 use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
+use crate::sys::OpenSocket;
 use crate::transport::cell::{
     Host, Notified, ProtocolCell, Slot, BUSY, CLOSING, HAS_DATA, HELD, LOST_DONE, LOST_SCHEDULED,
     PAUSED, READABLE, READ_SCHEDULED, STARTED, WRITE_BLOCKED,
@@ -172,18 +173,18 @@ impl<A> WriteState<A> {
 
 type BoxedProtocol<A> = Box<dyn DatagramProtocol<A>>;
 
-impl<A: DatagramAddr> Notified for BoxedProtocol<A> {
+impl<A: DatagramAddr> Notified for dyn DatagramProtocol<A> {
     fn pause_writing(&mut self) {
-        (**self).pause_writing()
+        DatagramProtocol::pause_writing(self)
     }
     fn resume_writing(&mut self) {
-        (**self).resume_writing()
+        DatagramProtocol::resume_writing(self)
     }
     fn connection_lost(&mut self, exc: Option<io::Error>) {
-        (**self).connection_lost(exc)
+        DatagramProtocol::connection_lost(self, exc)
     }
     fn error_received(&mut self, exc: io::Error) {
-        (**self).error_received(exc)
+        DatagramProtocol::error_received(self, exc)
     }
 }
 
@@ -210,10 +211,8 @@ struct Inner<A: DatagramAddr> {
     lp: LoopHandle,
     /// A way back to this transport's `Rc`, for callbacks it schedules.
     me: Weak<Inner<A>>,
-    /// `None` once `connection_lost` ran: the socket is closed. In an `Rc`
-    /// so that `with_socket` lends it with nothing borrowed (D2); each
-    /// syscall borrows it for its duration.
-    sock: RefCell<Option<Rc<A::Socket>>>,
+    /// Closed after `connection_lost` ran.
+    sock: OpenSocket<A::Socket>,
     /// The fd number, for descriptions only.
     fd: RawFd,
     key: Cell<Option<IoKey>>,
@@ -311,7 +310,7 @@ impl<A: DatagramAddr> DatagramTransport<A> {
         let inner = Rc::new_cyclic(|me| Inner {
             lp: lp.clone(),
             me: me.clone(),
-            sock: RefCell::new(Some(Rc::new(sock))),
+            sock: OpenSocket::new(sock),
             fd,
             key: Cell::new(None),
             cell: ProtocolCell::default(),
@@ -513,7 +512,7 @@ impl<A: DatagramAddr> DatagramTransport<A> {
 
     /// The socket's file descriptor, while the socket is open.
     pub fn raw_fd(&self) -> Option<RawFd> {
-        self.inner.sock.borrow().as_ref().map(|s| s.as_raw_fd())
+        self.inner.sock.raw_fd()
     }
 
     /// Runs `f` with the socket (asyncio's `socket` extra), e.g. to read or
@@ -522,8 +521,7 @@ impl<A: DatagramAddr> DatagramTransport<A> {
     /// transport's queue and readiness flags: don't.
     pub fn with_socket<R>(&self, f: impl FnOnce(&<A as sealed::Sealed>::Socket) -> R) -> Option<R> {
         // Lent, not borrowed: `f` may close the transport or the loop (D2).
-        let sock = self.inner.sock.borrow().clone();
-        sock.map(|s| f(&s))
+        self.inner.sock.lend().map(|s| f(&s))
     }
 
     /// asyncio's `get_extra_info` for `"sockname"`, `"peername"` and
@@ -610,7 +608,7 @@ impl<A: DatagramAddr> Inner<A> {
         };
         let mut buf = self.lp.take_read_buffer();
         self.set_flag(BUSY, true);
-        let r = self.lp.catch_user(|| self.read_batch(&mut p, &mut buf));
+        let r = self.lp.catch_user(|| self.read_batch(&mut *p, &mut buf));
         self.set_flag(BUSY, false);
         self.lp.restore_read_buffer(buf);
         self.cell.put_back(p);
@@ -621,16 +619,12 @@ impl<A: DatagramAddr> Inner<A> {
     }
 
     #[inline]
-    fn read_batch(&self, p: &mut BoxedProtocol<A>, buf: &mut [u8]) {
+    fn read_batch(&self, p: &mut dyn DatagramProtocol<A>, buf: &mut [u8]) {
         self.current.set("datagram_received");
         for _ in 0..READ_BUDGET {
-            // Not closing (checked before the loop and after each
-            // datagram): the socket is open.
-            let r = match &*self.sock.borrow() {
-                Some(sock) => A::recv_from(sock, buf),
-                None => return,
-            };
-            match r {
+            // Closed (EBADF) only after connection_lost, which cannot run
+            // inside the batch.
+            match A::recv_from(&self.sock, buf) {
                 Ok((n, addr)) => p.datagram_received(&buf[..n], addr),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.set_flag(READABLE, false);
@@ -672,10 +666,7 @@ impl<A: DatagramAddr> Inner<A> {
             return self.sendto_closing_or_queued(data, addr);
         }
         // Nothing queued: send now.
-        let r = match &*self.sock.borrow() {
-            Some(sock) => A::send_to(sock, data, a),
-            None => return Err(self.cell.refuse_write()),
-        };
+        let r = A::send_to(&self.sock, data, a);
         if self.sent(r) {
             self.enqueue(data, addr);
         }
@@ -711,10 +702,7 @@ impl<A: DatagramAddr> Inner<A> {
             return Err(self.cell.refuse_write());
         }
         if !self.has(HAS_DATA) {
-            let r = match &*self.sock.borrow() {
-                Some(sock) => self.send_one(sock, data, None),
-                None => return Err(self.cell.refuse_write()),
-            };
+            let r = self.send_one(data, None);
             if !self.sent(r) {
                 return Ok(());
             }
@@ -772,7 +760,8 @@ impl<A: DatagramAddr> Inner<A> {
     }
 
     #[inline]
-    fn send_one(&self, sock: &A::Socket, data: &[u8], addr: Option<&A>) -> io::Result<usize> {
+    fn send_one(&self, data: &[u8], addr: Option<&A>) -> io::Result<usize> {
+        let sock = &self.sock;
         match addr {
             Some(a) => A::send_to(sock, data, a),
             None if self.connected => A::send(sock, data),
@@ -789,12 +778,13 @@ impl<A: DatagramAddr> Inner<A> {
     /// early would wait for a writable edge that may not come).
     fn flush(&self) {
         let mut errors = Vec::new();
+        if self.sock.raw_fd().is_none() {
+            return;
+        }
         let resume = {
-            let sock = self.sock.borrow();
-            let Some(sock) = sock.as_ref() else { return };
             let mut w = self.write.borrow_mut();
             while let Some((data, addr)) = w.queue.front() {
-                match self.send_one(sock, data, addr.as_ref()) {
+                match self.send_one(data, addr.as_ref()) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         self.set_flag(WRITE_BLOCKED, true);
                         break;
@@ -901,7 +891,7 @@ impl<A: DatagramAddr> Host for Inner<A> {
         if let Some(key) = self.key.take() {
             self.lp.deregister_source(key);
         }
-        let sock = self.sock.borrow_mut().take();
+        let sock = self.sock.close();
         drop(sock);
         self.write.borrow_mut().flow.reset();
     }
@@ -938,7 +928,7 @@ impl<A: DatagramAddr> IoSource for Inner<A> {
         self.complete_empty_waiter(Err(Error::ConnectionLost));
         self.set_flag(HAS_DATA, false);
         let protocol = self.cell.loop_closed();
-        let sock = self.sock.borrow_mut().take();
+        let sock = self.sock.close();
         drop((queued, protocol, sock));
     }
 }

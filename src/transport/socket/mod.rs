@@ -38,7 +38,7 @@ mod write_buf;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::{Rc, Weak};
 
 use socket2::Socket;
@@ -56,6 +56,7 @@ use super::{Address, ConnectionGuard, EmptyWaiter, Transport, TransportImpl, Wai
 use crate::error::Error;
 use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
 use crate::protocol::AnyProtocol;
+use crate::sys::OpenSocket;
 
 /// What kind of stream the socket is (for TCP_NODELAY and descriptions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,11 +68,8 @@ pub(crate) enum Kind {
 pub(crate) struct SocketTransport {
     lp: LoopHandle,
     me: Weak<SocketTransport>,
-    /// `None` once `connection_lost` ran (the socket is closed). In an
-    /// `Rc` so that `with_socket` lends it with nothing borrowed (D2);
-    /// every syscall borrows it for its duration, so none can reach an fd
-    /// that was closed and reused.
-    sock: RefCell<Option<Rc<Socket>>>,
+    /// Closed after `connection_lost` ran.
+    sock: OpenSocket<Socket>,
     /// The fd number, for descriptions only.
     fd: RawFd,
     kind: Kind,
@@ -115,7 +113,7 @@ impl SocketTransport {
         let rc = Rc::new_cyclic(|me| SocketTransport {
             lp: lp.clone(),
             me: me.clone(),
-            sock: RefCell::new(Some(Rc::new(sock))),
+            sock: OpenSocket::new(sock),
             fd,
             kind,
             key: Cell::new(None),
@@ -194,13 +192,6 @@ impl SocketTransport {
         if let Some(key) = self.key.get() {
             self.lp.schedule_io(key, readiness);
         }
-    }
-
-    /// Runs `f` on the socket's fd, borrowed for the call; `EBADF` once the
-    /// socket is closed.
-    #[inline(always)]
-    fn with_fd<R>(&self, f: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> R) -> Option<R> {
-        self.sock.borrow().as_ref().map(|s| f(s.as_fd()))
     }
 
     // ----- closing -----
@@ -302,7 +293,7 @@ impl Host for SocketTransport {
 
     fn after_lost(&self) {
         // Close the socket after the protocol saw the loss, as asyncio does.
-        let sock = self.sock.borrow_mut().take();
+        let sock = self.sock.close();
         drop(sock);
         let waiter = self.started_waiter.borrow_mut().take();
         if let Some(w) = waiter {
@@ -321,7 +312,7 @@ impl IoSource for SocketTransport {
         }
         if readiness.is_readable() {
             let flags = self.cell.flags.get() | READABLE;
-            self.cell.flags.set(READABLE, true);
+            self.cell.flags.store(flags);
             // The common case in one test: reading may go on, into the
             // shared buffer, with a `Protocol` installed.
             if flags & (STARTED | PAUSED | CLOSING | READ_EOF | BUFFERED | LOST_DONE) == STARTED {
@@ -351,7 +342,7 @@ impl IoSource for SocketTransport {
         self.clear_buffer();
         self.fail_empty_waiter(Error::ConnectionLost);
         let protocol = self.cell.loop_closed();
-        let sock = self.sock.borrow_mut().take();
+        let sock = self.sock.close();
         let guard = self.guard.borrow_mut().take();
         drop((protocol, sock, guard));
     }
@@ -468,24 +459,23 @@ impl TransportImpl for SocketTransport {
     }
 
     fn local_addr(&self) -> Option<Address> {
-        let sock = self.sock.borrow();
-        Address::from_sockaddr(&sock.as_ref()?.local_addr().ok()?)
+        let addr = self.sock.with(|s| s.local_addr().ok())??;
+        Address::from_sockaddr(&addr)
     }
 
     fn peer_addr(&self) -> Option<Address> {
-        let sock = self.sock.borrow();
-        Address::from_sockaddr(&sock.as_ref()?.peer_addr().ok()?)
+        let addr = self.sock.with(|s| s.peer_addr().ok())??;
+        Address::from_sockaddr(&addr)
     }
 
     fn raw_fd(&self) -> Option<RawFd> {
-        self.sock.borrow().as_ref().map(|s| s.as_raw_fd())
+        self.sock.raw_fd()
     }
 
     fn with_socket(&self, f: &mut dyn FnMut(&Socket)) {
         // Lent, not borrowed: the closure may close the transport or the
         // loop (D2); the fd stays open until it returns.
-        let sock = self.sock.borrow().clone();
-        if let Some(s) = sock {
+        if let Some(s) = self.sock.lend() {
             f(&s);
         }
     }

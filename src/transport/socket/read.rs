@@ -13,7 +13,7 @@ use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::slot::{feed_buffered, Installed};
-use super::{closed_error, SocketTransport};
+use super::SocketTransport;
 use crate::error::Error;
 use crate::event_loop::Readiness;
 use crate::exception::{Exception, ExceptionContext};
@@ -29,13 +29,6 @@ impl SocketTransport {
         } else {
             self.read_into_shared();
         }
-    }
-
-    /// One `recv` on the socket, borrowed for the call.
-    #[inline(always)]
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.with_fd(|fd| crate::sys::recv(fd, buf))
-            .unwrap_or_else(|| Err(closed_error()))
     }
 
     /// Puts back a protocol that ran, into `slot` (its own kind's): when
@@ -79,7 +72,7 @@ impl SocketTransport {
         }
         let mut buf = self.lp.take_read_buffer();
         let cap = buf.len();
-        let n = match self.recv(&mut buf) {
+        let n = match self.sock.recv(&mut buf) {
             Ok(n) if n > 0 => n.min(cap),
             res => {
                 self.lp.restore_read_buffer(buf);
@@ -189,7 +182,7 @@ impl SocketTransport {
             if cap == 0 {
                 return Ok(0);
             }
-            let n = self.recv(buf)?;
+            let n = self.sock.recv(buf)?;
             if n > 0 && flags.get() & (REPLACED | LOST_DONE | HELD) == 0 {
                 updated = true;
                 bp.buffer_updated(n.min(cap));

@@ -56,10 +56,10 @@ impl SocketTransport {
             .take(IOV_MAX)
             .map(|b| IoSlice::new(b))
             .collect();
-        let res = match &*self.sock.borrow() {
-            Some(s) => s.send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL),
-            None => Err(closed_error()),
-        };
+        let res = self
+            .sock
+            .with(|s| s.send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL))
+            .unwrap_or_else(|| Err(closed_error()));
         let mut sent = match res {
             Ok(n) => n,
             Err(e) if is_retry(&e) => 0,
@@ -104,11 +104,10 @@ impl SocketTransport {
         Ok(true)
     }
 
-    /// `send` with `MSG_NOSIGNAL` on the socket, borrowed for the call.
+    /// `send` with `MSG_NOSIGNAL`; `EBADF` once the socket is closed.
     #[inline(always)]
     fn send(&self, data: &[u8]) -> io::Result<usize> {
-        self.with_fd(|fd| crate::sys::send(fd, data))
-            .unwrap_or_else(|| Err(closed_error()))
+        self.sock.send(data)
     }
 
     /// Buffers `parts` (what the kernel did not take) and applies flow
@@ -257,9 +256,7 @@ impl SocketTransport {
         if self.replace_flag(EOF_SENT, true) {
             return;
         }
-        if let Some(s) = &*self.sock.borrow() {
-            let _ = s.shutdown(std::net::Shutdown::Write);
-        }
+        self.sock.with(|s| s.shutdown(std::net::Shutdown::Write));
     }
 
     pub(super) fn maybe_pause(&self) {

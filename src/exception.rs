@@ -4,7 +4,9 @@
 //! asyncio passes a dict with well-known keys to `call_exception_handler`;
 //! here it is [`ExceptionContext`], with the same keys as typed fields. The
 //! [default handler](crate::LoopHandle::default_exception_handler) logs it
-//! through the `log` facade at error level, formatted as asyncio formats it.
+//! through the `log` facade at error level, formatted as asyncio formats it,
+//! and writes it to standard error instead when no logger would take it, so
+//! a report is never lost for want of setup.
 
 use std::any::Any;
 use std::fmt;

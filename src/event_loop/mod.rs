@@ -522,7 +522,8 @@ impl LoopHandle {
     // ----- exceptions and debug -----
 
     /// Sets the function that receives what goes wrong in callbacks,
-    /// protocols and tasks; `None` restores the default, which logs.
+    /// protocols and tasks; `None` restores the
+    /// [default](LoopHandle::default_exception_handler).
     ///
     /// A panic in the handler is caught and reported through the default
     /// handler ("Unhandled error in exception handler").
@@ -539,10 +540,36 @@ impl LoopHandle {
         self.inner.exception_handler.borrow().is_some()
     }
 
-    /// Logs `context` at error level through the `log` facade, in asyncio's
-    /// layout.
+    /// Reports `context` in asyncio's layout: at error level through the
+    /// `log` facade when a logger takes it, else on standard error.
+    ///
+    /// asyncio's default handler reaches stderr with no setup (Python's
+    /// `logging` falls back to stderr while no handler is configured); so
+    /// does this one. A program that installs a logger gets the report
+    /// there instead, never in both places. To silence reports, set an
+    /// [exception handler](LoopHandle::set_exception_handler) that drops
+    /// them.
     pub fn default_exception_handler(&self, context: &ExceptionContext) {
-        log::error!("{context}");
+        // `log_enabled!` asks the facade the question that matters: would
+        // `log::error!` here reach a logger that keeps the record? It
+        // checks the global max level and then the logger's own `enabled`.
+        // With no logger installed the answer is always no (the max level
+        // starts at `Off` and the stand-in logger's `enabled` is false);
+        // it is also no for a logger installed without raising the max
+        // level, or one that filters out this target. In all those cases
+        // `log::error!` would drop the report silently, so it goes to
+        // stderr. (`log` has no "is a logger set" query, and comparing
+        // `log::logger()` with its private no-op logger is not possible.)
+        if log::log_enabled!(log::Level::Error) {
+            log::error!("{context}");
+        } else {
+            // One write per report, so reports from several loops do not
+            // interleave; a failed write is ignored (there is nowhere left
+            // to report it, and `eprintln!` would panic inside the loop).
+            use std::io::Write;
+            let text = format!("{context}\n");
+            let _ = io::stderr().lock().write_all(text.as_bytes());
+        }
     }
 
     /// Reports `context` to the exception handler (the custom one if set,

@@ -1,13 +1,14 @@
-//! The bridge's own examples, run as users run them: `echo_async` (an
-//! `async fn` echo server) and `mixed` (a callback handshake upgraded to an
-//! async task), each against a plain socket client.
+//! The examples run as users run them, against plain socket clients:
+//! `echo_async` (an `async fn` echo server), `mixed` (a callback handshake
+//! upgraded to an async task, its handshake bounded by a timer), and every
+//! server's listen backlog (`--backlog N`, 1024 by default).
 
 mod examples_support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 
-use examples_support::{ExampleServer, SAFETY};
+use examples_support::{connect_burst, open_files_limit, ExampleServer, SAFETY};
 
 fn connect(server: &ExampleServer) -> TcpStream {
     let s = TcpStream::connect(server.addr).unwrap();
@@ -62,4 +63,63 @@ fn mixed_upgrades_after_the_handshake_without_losing_bytes() {
         exchange(&server, b"GET / HTTP/1.1\r\n\r\n".to_vec()),
         b"ERR\n"
     );
+}
+
+/// Whether this process may open `n` more sockets (and the example it
+/// starts as many), with room to spare.
+fn may_open(n: usize) -> bool {
+    match open_files_limit() {
+        Some(limit) if limit < n as u64 + 200 => {
+            eprintln!("skipped: the open files limit ({limit}) is below {n} connections");
+            false
+        }
+        _ => true,
+    }
+}
+
+/// The benchmark's shape: thousands of clients connect at once. With the
+/// server stopped, none is accepted until all have connected, so each
+/// connect needs room in the listen backlog; then every connection is
+/// served.
+#[test]
+fn echo_protocol_with_backlog_2048_serves_2000_connects_made_before_it_accepts_any() {
+    const N: usize = 2000;
+    if !may_open(N) {
+        return;
+    }
+    let mut server = ExampleServer::start("echo_protocol", &["--backlog", "2048"]);
+    server.stop();
+    let mut clients = connect_burst(&server, N);
+    server.resume();
+    for (i, s) in clients.iter_mut().enumerate() {
+        s.set_read_timeout(Some(SAFETY)).unwrap();
+        let byte = [i as u8];
+        s.write_all(&byte).unwrap();
+        let mut got = [0u8];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, byte, "connection {i}");
+    }
+    server.assert_running();
+}
+
+/// The default backlog (1024) holds a burst of 1000 (asyncio's 100 would
+/// drop most of it).
+#[test]
+fn echo_protocol_default_backlog_holds_a_burst_of_1000_connects() {
+    const N: usize = 1000;
+    if !may_open(N) {
+        return;
+    }
+    let mut server = ExampleServer::start("echo_protocol", &[]);
+    server.stop();
+    let mut clients = connect_burst(&server, N);
+    server.resume();
+    // The last connection to come in is served.
+    let last = clients.last_mut().unwrap();
+    last.set_read_timeout(Some(SAFETY)).unwrap();
+    last.write_all(b"x").unwrap();
+    let mut got = [0u8];
+    last.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"x");
+    server.assert_running();
 }

@@ -10,13 +10,13 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, ErrorKind, Read};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The safety net for waiting on a child or a client: generous, never the
 /// thing waited on.
@@ -152,12 +152,34 @@ impl ExampleServer {
         format!("http://{}", self.addr)
     }
 
-    /// What the child wrote to stderr so far.
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// Stops the child (`SIGSTOP`): its loop accepts nothing until
+    /// [`resume`](Self::resume), while the kernel still completes
+    /// handshakes into the listen backlog. (Killing it on drop works on a
+    /// stopped process too.)
+    pub fn stop(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [`stop`](Self::stop)ped child run again (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(sig)
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {sig} {} failed", self.pid());
+    }
+
+    /// What the child wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -233,4 +255,58 @@ pub fn have(program: &str, args: &[&str]) -> bool {
 /// A deterministic byte pattern.
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+/// The soft limit on open files of this process (and so of the examples it
+/// starts), from `/proc/self/limits`; `None` if unknown.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Opens `n` connections to `server`, one after the other. Meant for a
+/// [`stop`](ExampleServer::stop)ped server: a connect then completes only
+/// if the listen backlog has room, since the kernel drops a SYN to a full
+/// accept queue (the client would retry for a minute), so each connect
+/// gets a bound and the first failure says how many fitted.
+pub fn connect_burst(server: &ExampleServer, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|i| {
+            TcpStream::connect_timeout(&server.addr, Duration::from_secs(2)).unwrap_or_else(|e| {
+                panic!("connect {} of {n} to a stopped server failed: {e}", i + 1)
+            })
+        })
+        .collect()
+}
+
+/// Asserts the server closes `s` (EOF or a reset) `timeout` after `start`:
+/// not before (less a little slack for a coarse clock), and well before
+/// [`SAFETY`]. Returns what the server sent before closing.
+pub fn assert_closed_after(s: &mut TcpStream, start: Instant, timeout: Duration) -> Vec<u8> {
+    s.set_read_timeout(Some(SAFETY)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break "EOF",
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break "reset",
+            Err(e) => panic!(
+                "the server did not close the connection (read: {e}) after {:?}",
+                start.elapsed()
+            ),
+        }
+    };
+    let waited = start.elapsed();
+    assert!(
+        waited + Duration::from_millis(50) >= timeout,
+        "{end} after {waited:?}, before the {timeout:?} timeout"
+    );
+    assert!(
+        waited < timeout + Duration::from_secs(5),
+        "{end} after {waited:?}: not by the {timeout:?} timeout"
+    );
+    got
 }

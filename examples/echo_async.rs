@@ -4,7 +4,14 @@
 //!
 //! ```text
 //! cargo run --release --example echo_async -- 127.0.0.1:8888
+//! echo_async [ADDR] [--backlog N]
 //! ```
+//!
+//! It prints `listening on ADDR` (the bound address, so `127.0.0.1:0`
+//! works) and runs until killed. `--backlog N` sets the listen backlog
+//! (default 1024, as in `echo_protocol`). Like any echo server it lets an
+//! idle client wait as long as it likes; to bound a wait on a client, wrap
+//! it in `sloop::timeout` (see `websocket_echo`).
 //!
 //! `TransportStream` is `AsyncBufRead`, so `copy_buf` hands the bytes the
 //! transport received straight to the writer, with no second buffer.
@@ -15,6 +22,9 @@
 
 use futures::io::AsyncWriteExt;
 use sloop::{EventLoop, TransportStream};
+
+/// The default listen backlog (asyncio's 100 loses connections in a burst).
+const BACKLOG: u32 = 1024;
 
 async fn echo(stream: TransportStream) {
     let (mut reader, mut writer) = stream.split();
@@ -28,11 +38,17 @@ async fn echo(stream: TransportStream) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8888".to_owned());
+    let (mut addr, mut backlog) = ("127.0.0.1:8888".to_owned(), BACKLOG);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--backlog" => backlog = args.next().ok_or("--backlog needs N")?.parse()?,
+            _ if arg.starts_with("--") => return Err(format!("unknown option {arg}").into()),
+            _ => addr = arg,
+        }
+    }
     let lp = EventLoop::new()?;
-    let server = lp.run_until_complete(lp.start_server(echo, &addr))??;
+    let server = lp.run_until_complete(lp.start_server(echo, &addr).backlog(backlog))??;
     for a in server.local_addrs() {
         println!("listening on {a}");
     }

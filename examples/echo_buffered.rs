@@ -3,7 +3,13 @@
 //!
 //! ```text
 //! cargo run --release --example echo_buffered -- 127.0.0.1:8888
+//! echo_buffered [ADDR] [--backlog N]
 //! ```
+//!
+//! It prints `listening on ADDR` (the bound address, so `127.0.0.1:0`
+//! works) and runs until killed. `--backlog N` sets the listen backlog
+//! (default 1024, as in `echo_protocol`). Like any echo server it lets an
+//! idle client wait as long as it likes.
 //!
 //! The same backpressure rule as `echo_protocol`: pause reading while the
 //! transport has paused writing. On EOF the transport sends what it holds,
@@ -12,7 +18,10 @@
 //! Memory: a connection borrows a read buffer from a small per-thread pool
 //! in `get_buffer` and gives it back once a read came up short (the socket
 //! is drained), so an idle connection holds no buffer at all, and a busy
-//! one keeps its buffer only while data keeps coming.
+//! one keeps its buffer only while data keeps coming. `connection_lost`
+//! gives a buffer still held back to the pool (dropping the protocol,
+//! which the transport does right after, would free it instead); the
+//! transport clone needs no clearing, it goes with the protocol.
 
 use std::cell::RefCell;
 
@@ -20,6 +29,9 @@ use sloop::{Buffered, BufferedProtocol, EventLoop, Transport};
 
 /// How much one read may fill.
 const CHUNK: usize = 64 * 1024;
+
+/// The default listen backlog (asyncio's 100 loses connections in a burst).
+const BACKLOG: u32 = 1024;
 
 thread_local! {
     /// Spare read buffers (the loop is single-threaded: one is usually enough).
@@ -77,16 +89,22 @@ impl BufferedProtocol for Echo {
 
     fn connection_lost(&mut self, _exc: Option<std::io::Error>) {
         give_back(&mut self.buf);
-        self.transport = None;
     }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8888".to_owned());
+    let (mut addr, mut backlog) = ("127.0.0.1:8888".to_owned(), BACKLOG);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--backlog" => backlog = args.next().ok_or("--backlog needs N")?.parse()?,
+            _ if arg.starts_with("--") => return Err(format!("unknown option {arg}").into()),
+            _ => addr = arg,
+        }
+    }
     let lp = EventLoop::new()?;
-    let server = lp.run_until_complete(lp.create_server(|| Buffered(Echo::default()), &addr))??;
+    let server = lp.create_server(|| Buffered(Echo::default()), &addr);
+    let server = lp.run_until_complete(server.backlog(backlog))??;
     for a in server.local_addrs() {
         println!("listening on {a}");
     }

@@ -43,8 +43,9 @@ impl Protocol for LineLength {
     }
 
     fn connection_lost(&mut self, exc: Option<std::io::Error>) {
+        // The last call: the transport drops this protocol (and with it
+        // the protocol's clone of the transport) right after it returns.
         println!("  [server] connection_lost({exc:?})");
-        self.transport = None;
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --example udp_echo -- 127.0.0.1:8888
+//! udp_echo [ADDR] [--with-tcp] [--backlog N]
 //! ```
 //!
 //! The address is the first argument (default `127.0.0.1:8888`); the
@@ -12,11 +13,18 @@
 //! number, as the reference servers of the shared benchmark do: the
 //! harness finds a server by its TCP listener, so this is how its `udp64`
 //! scenario measures this program (`--server "sloop-udp=.../udp_echo
-//! 127.0.0.1:{port} --with-tcp"`).
+//! 127.0.0.1:{port} --with-tcp"`). `--backlog N` sets that TCP listener's
+//! backlog (default 1024, as in `echo_protocol`).
+//!
+//! Neither protocol clears its transport in `connection_lost`: the
+//! transport drops its protocol right after calling it.
 
 use std::net::SocketAddr;
 
 use sloop::{DatagramProtocol, DatagramTransport, EventLoop, Protocol, Transport};
+
+/// The default backlog of the `--with-tcp` listener.
+const BACKLOG: u32 = 1024;
 
 /// Sends each datagram back where it came from.
 struct Echo {
@@ -38,10 +46,6 @@ impl DatagramProtocol for Echo {
     fn error_received(&mut self, exc: std::io::Error) {
         eprintln!("error received: {exc}");
     }
-
-    fn connection_lost(&mut self, _exc: Option<std::io::Error>) {
-        self.transport = None;
-    }
 }
 
 /// The TCP echo of `--with-tcp` (see `echo_protocol` for the full pattern).
@@ -58,19 +62,20 @@ impl Protocol for TcpEcho {
             let _ = t.write(data);
         }
     }
-
-    fn connection_lost(&mut self, _exc: Option<std::io::Error>) {
-        self.0 = None;
-    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let (mut addr, mut with_tcp, mut backlog) = ("127.0.0.1:8888".to_owned(), false, BACKLOG);
     let mut args = std::env::args().skip(1);
-    let addr: SocketAddr = args
-        .next()
-        .unwrap_or_else(|| "127.0.0.1:8888".to_owned())
-        .parse()?;
-    let with_tcp = args.any(|a| a == "--with-tcp");
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--with-tcp" => with_tcp = true,
+            "--backlog" => backlog = args.next().ok_or("--backlog needs N")?.parse()?,
+            _ if arg.starts_with("--") => return Err(format!("unknown option {arg}").into()),
+            _ => addr = arg,
+        }
+    }
+    let addr: SocketAddr = addr.parse()?;
     let lp = EventLoop::new()?;
     let transport = lp
         .create_datagram_endpoint(|| Echo { transport: None })
@@ -78,7 +83,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .start()?;
     let bound = transport.local_addr().unwrap_or(addr);
     let _tcp = if with_tcp {
-        Some(lp.run_until_complete(lp.create_server(TcpEcho::default, &bound.to_string()))??)
+        let server = lp.create_server(TcpEcho::default, &bound.to_string());
+        Some(lp.run_until_complete(server.backlog(backlog))??)
     } else {
         None
     };

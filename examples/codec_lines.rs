@@ -19,11 +19,19 @@
 //! ```
 //!
 //! It prints `listening on ADDR` (the bound address, so `127.0.0.1:0`
-//! works) and runs until killed.
+//! works) and runs until killed. Usage: `codec_lines [ADDR] [--backlog N]`
+//! (the listen backlog, 1024 by default as in `echo_protocol`).
+//!
+//! Like the echo servers it lets an idle client wait as long as it likes.
+//! `LinesCodec` has no limit on a line's length either: a server facing
+//! untrusted clients wants a codec that caps it.
 
 use asynchronous_codec::{Framed, LinesCodec};
 use futures::StreamExt;
 use sloop::{EventLoop, TransportStream};
+
+/// The default listen backlog (asyncio's 100 loses connections in a burst).
+const BACKLOG: u32 = 1024;
 
 /// Upper-cases each line (the newline stays) until the client sends EOF.
 async fn shout(stream: TransportStream) {
@@ -36,11 +44,17 @@ async fn shout(stream: TransportStream) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8888".to_owned());
+    let (mut addr, mut backlog) = ("127.0.0.1:8888".to_owned(), BACKLOG);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--backlog" => backlog = args.next().ok_or("--backlog needs N")?.parse()?,
+            _ if arg.starts_with("--") => return Err(format!("unknown option {arg}").into()),
+            _ => addr = arg,
+        }
+    }
     let lp = EventLoop::new()?;
-    let server = lp.run_until_complete(lp.start_server(shout, &addr))??;
+    let server = lp.run_until_complete(lp.start_server(shout, &addr).backlog(backlog))??;
     for a in server.local_addrs() {
         println!("listening on {a}");
     }

@@ -8,7 +8,11 @@ mod examples_support;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 
-use examples_support::{connect_burst, open_files_limit, ExampleServer, SAFETY};
+use std::time::{Duration, Instant};
+
+use examples_support::{
+    assert_closed_after, connect_burst, open_files_limit, ExampleServer, SAFETY,
+};
 
 fn connect(server: &ExampleServer) -> TcpStream {
     let s = TcpStream::connect(server.addr).unwrap();
@@ -63,6 +67,54 @@ fn mixed_upgrades_after_the_handshake_without_losing_bytes() {
         exchange(&server, b"GET / HTTP/1.1\r\n\r\n".to_vec()),
         b"ERR\n"
     );
+}
+
+/// The handshake timeout passed to `mixed` (`--timeout`, in ms).
+const MIXED_TIMEOUT_MS: u64 = 300;
+
+fn start_mixed_with_timeout() -> ExampleServer {
+    ExampleServer::start("mixed", &["--timeout", &MIXED_TIMEOUT_MS.to_string()])
+}
+
+#[test]
+fn mixed_closes_a_client_that_never_sends_its_handshake() {
+    let mut server = start_mixed_with_timeout();
+    let start = Instant::now();
+    let mut s = connect(&server);
+    let got = assert_closed_after(&mut s, start, Duration::from_millis(MIXED_TIMEOUT_MS));
+    assert!(got.is_empty(), "{got:?}");
+    server.assert_running();
+}
+
+#[test]
+fn mixed_closes_a_client_that_sends_half_a_handshake() {
+    let mut server = start_mixed_with_timeout();
+    let start = Instant::now();
+    let mut s = connect(&server);
+    s.write_all(b"HELLO al").unwrap();
+    let got = assert_closed_after(&mut s, start, Duration::from_millis(MIXED_TIMEOUT_MS));
+    assert!(got.is_empty(), "{got:?}");
+    server.assert_running();
+}
+
+#[test]
+fn mixed_upgraded_connection_outlives_the_handshake_timeout() {
+    let server = start_mixed_with_timeout();
+    let mut talker = connect(&server);
+    talker.write_all(b"HELLO carol\n").unwrap();
+    let mut ok = [0u8; 9];
+    talker.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"OK carol\n");
+    // A silent client opened after the handshake is closed by its own
+    // timer: by then the talker's timer would have fired too.
+    let start = Instant::now();
+    let mut silent = connect(&server);
+    assert_closed_after(&mut silent, start, Duration::from_millis(MIXED_TIMEOUT_MS));
+    talker.write_all(b"still here\n").unwrap();
+    talker.shutdown(Shutdown::Write).unwrap();
+    let mut got = String::new();
+    talker.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "carol: STILL HERE\n");
 }
 
 /// Whether this process may open `n` more sockets (and the example it

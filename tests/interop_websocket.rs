@@ -1,11 +1,15 @@
 //! `examples/websocket_echo.rs` (async-tungstenite on the bridge) against
-//! Python's `websockets` client, a real outside implementation.
+//! Python's `websockets` client, a real outside implementation, and raw
+//! sockets for the handshake timeout.
 
 mod examples_support;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use examples_support::{have, run_with_timeout, ExampleServer};
+use examples_support::{assert_closed_after, have, run_with_timeout, ExampleServer, SAFETY};
 
 /// The client: sends text and binary messages of many sizes (0 B to 1 MiB,
 /// across the 7-bit, 16-bit and 64-bit frame length encodings), one at a
@@ -109,4 +113,71 @@ fn two_python_clients_at_once_on_the_single_threaded_server() {
         assert_eq!(b.join().unwrap().trim(), "ok 226 1000");
     });
     server.assert_running();
+}
+
+/// The handshake timeout passed to the example (`--timeout`, in ms).
+const TIMEOUT_MS: u64 = 300;
+
+fn start_with_timeout() -> ExampleServer {
+    ExampleServer::start("websocket_echo", &["--timeout", &TIMEOUT_MS.to_string()])
+}
+
+fn connect(server: &ExampleServer) -> TcpStream {
+    let s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(SAFETY)).unwrap();
+    s
+}
+
+const UPGRADE: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+    Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Sec-WebSocket-Version: 13\r\n\r\n";
+
+#[test]
+fn a_client_that_sends_nothing_is_closed_after_the_handshake_timeout() {
+    let mut server = start_with_timeout();
+    let start = Instant::now();
+    let mut s = connect(&server);
+    let got = assert_closed_after(&mut s, start, Duration::from_millis(TIMEOUT_MS));
+    assert!(got.is_empty(), "{got:?}");
+    server.assert_running();
+}
+
+#[test]
+fn a_client_that_sends_half_its_upgrade_request_is_closed_after_the_timeout() {
+    let mut server = start_with_timeout();
+    let start = Instant::now();
+    let mut s = connect(&server);
+    s.write_all(&UPGRADE[..UPGRADE.len() / 2]).unwrap();
+    let got = assert_closed_after(&mut s, start, Duration::from_millis(TIMEOUT_MS));
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    server.assert_running();
+}
+
+#[test]
+fn an_upgraded_connection_outlives_the_handshake_timeout() {
+    let server = start_with_timeout();
+    let mut ws = connect(&server);
+    ws.write_all(UPGRADE).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        ws.read_exact(&mut byte).expect("the upgrade response");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head:?}");
+    // A silent client connected now is closed by its own timeout: by then
+    // the upgraded connection's would have passed too.
+    let start = Instant::now();
+    let mut silent = connect(&server);
+    assert_closed_after(&mut silent, start, Duration::from_millis(TIMEOUT_MS));
+    // A masked text frame "hi" (a client must mask), echoed unmasked.
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | 2];
+    frame.extend_from_slice(&mask);
+    frame.extend(b"hi".iter().zip(mask).map(|(b, m)| b ^ m));
+    ws.write_all(&frame).unwrap();
+    let mut echo = [0u8; 4];
+    ws.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"\x81\x02hi");
 }

@@ -5,7 +5,7 @@
 //! - Timer: hyper's `rt::Timer` needs `Send + Sync` sleeps;
 //!   [`HyperTimer`] wraps sloop's [`LoopTimer`], whose [`SendSleep`]s are
 //!   both, riding on the loop's timer heap. HTTP/1 uses it for the header
-//!   read timeout (the second argument, in milliseconds; 10 s by default).
+//!   read timeout.
 //! - Executor: HTTP/2 spawns a task per stream; [`HyperExecutor`] hands
 //!   them to [`LocalExecutor`] (`spawn_local`), so neither the futures nor
 //!   the service need to be `Send`.
@@ -26,12 +26,30 @@
 //!
 //! It prints `listening on ADDR` (the bound address, so `127.0.0.1:0`
 //! works) and runs until killed. Usage:
-//! `hyper_server [ADDR] [HEADER_READ_TIMEOUT_MS]`.
+//! `hyper_server [ADDR] [TIMEOUT_MS] [--backlog N]` (or `--timeout MS`,
+//! as in the other examples); `--backlog N` sets the listen backlog
+//! (default 1024, as in `echo_protocol`).
+//!
+//! Every wait on a client is bounded by the timeout (10 s by default), so
+//! no client can hold a connection open by saying nothing:
+//!
+//! - the first bytes, which tell HTTP/1 from HTTP/2: [`sloop::timeout`]
+//!   around [`read_preface`] (hyper's own timeouts start only after it);
+//! - an HTTP/1 request's headers, including the wait for the next request
+//!   on an idle keep-alive connection: hyper's `header_read_timeout`,
+//!   which runs from the moment hyper waits for a request to its last
+//!   header line, so it also cuts off a client trickling its headers;
+//! - everything else: [`IdleTimeout`] closes the connection once no byte
+//!   has moved either way for that long. hyper has no bound for an idle
+//!   HTTP/2 connection (nor for one that sent the preface and stopped), a
+//!   request body that stops coming, or a client that stops reading its
+//!   response. (A handler slower than the timeout would be cut off too:
+//!   such a server wants a longer idle bound than its header bound.)
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -42,8 +60,11 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use sloop::bridge::rt::{LocalExecutor, LoopTimer, SendSleep};
-use sloop::{EventLoop, LoopHandle, TransportStream};
+use sloop::{EventLoop, LoopHandle, Sleep, TransportStream};
 use smol_hyper::rt::FuturesIo;
+
+/// The default listen backlog (asyncio's 100 loses connections in a burst).
+const BACKLOG: u32 = 1024;
 
 /// hyper's `rt::Timer` on the loop's timer heap.
 #[derive(Clone, Debug)]
@@ -178,21 +199,121 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     }
 }
 
-/// Serves one connection, HTTP/1.1 or HTTP/2 by its first bytes.
-async fn serve(
-    mut stream: TransportStream,
-    lp: LoopHandle,
-    timer: HyperTimer,
-    header_timeout: Duration,
-) {
-    let matched = match read_preface(&mut stream).await {
-        Ok(n) => n,
-        Err(_) => return,
+/// A stream that fails with `TimedOut` once no byte has moved either way
+/// for `idle`: checked whenever a read, write or flush of the inner
+/// stream is pending, so it bounds every wait on the client.
+struct IdleTimeout<S> {
+    inner: S,
+    idle: Duration,
+    /// When a byte last moved.
+    last: Instant,
+    /// Fires at or before `last + idle`; when it fires early (bytes moved
+    /// since it was set), it is moved on. Cheaper than resetting a timer
+    /// on every read.
+    timer: Sleep,
+}
+
+impl<S> IdleTimeout<S> {
+    fn new(inner: S, idle: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            idle,
+            last: Instant::now(),
+            timer: sloop::sleep(idle),
+        }
+    }
+
+    /// Notes that bytes moved, if they did; passes `res` on.
+    fn moved(&mut self, res: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = res {
+            if n > 0 {
+                self.last = Instant::now();
+            }
+        }
+        res
+    }
+
+    /// For an inner stream that is pending: the error once the connection
+    /// has been idle for `idle`, else pending, with the timer set to wake
+    /// this task.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        loop {
+            ready!(Pin::new(&mut self.timer).poll(cx));
+            let deadline = self.last + self.idle;
+            if deadline <= self.timer.deadline() {
+                let msg = format!("no byte moved for {:?}", self.idle);
+                return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, msg));
+            }
+            self.timer.reset(deadline);
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Pending => self.poll_idle(cx).map(Err),
+            res => self.moved(res),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending => self.poll_idle(cx).map(Err),
+            res => self.moved(res),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.poll_idle(cx).map(Err),
+            res => self.moved(res),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => self.poll_idle(cx).map(Err),
+            res => res,
+        }
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_close(cx) {
+            Poll::Pending => self.poll_idle(cx).map(Err),
+            res => res,
+        }
+    }
+}
+
+/// Serves one connection, HTTP/1.1 or HTTP/2 by its first bytes; every
+/// wait on the client lasts at most `timeout`.
+async fn serve(mut stream: TransportStream, lp: LoopHandle, timer: HyperTimer, timeout: Duration) {
+    // On timeout (or an error) `stream` is dropped, which closes the
+    // connection.
+    let matched = match sloop::timeout(timeout, read_preface(&mut stream)).await {
+        Ok(Ok(n)) => n,
+        Ok(Err(_)) | Err(_) => return,
     };
-    let io = FuturesIo::new(Rewind {
+    let rewind = Rewind {
         prefix: &H2_PREFACE[..matched],
         inner: stream,
-    });
+    };
+    let io = FuturesIo::new(IdleTimeout::new(rewind, timeout));
     let service = service_fn(route);
     let result = if matched == H2_PREFACE.len() {
         http2::Builder::new(HyperExecutor(LocalExecutor::new(lp)))
@@ -202,7 +323,7 @@ async fn serve(
     } else {
         http1::Builder::new()
             .timer(timer)
-            .header_read_timeout(header_timeout)
+            .header_read_timeout(timeout)
             .keep_alive(true)
             .serve_connection(io, service)
             .await
@@ -213,17 +334,26 @@ async fn serve(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let addr = args.next().unwrap_or_else(|| "127.0.0.1:8888".to_owned());
-    let header_timeout = match args.next() {
-        Some(ms) => Duration::from_millis(ms.parse()?),
-        None => Duration::from_secs(10),
-    };
+    let (mut addr, mut backlog) = ("127.0.0.1:8888".to_owned(), BACKLOG);
+    let mut timeout = Duration::from_secs(10);
+    let (mut args, mut positional) = (std::env::args().skip(1), 0);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--backlog" => backlog = args.next().ok_or("--backlog needs N")?.parse()?,
+            "--timeout" => {
+                let ms = args.next().ok_or("--timeout needs MS")?.parse()?;
+                timeout = Duration::from_millis(ms);
+            }
+            _ if arg.starts_with("--") => return Err(format!("unknown option {arg}").into()),
+            _ if positional == 0 => (addr, positional) = (arg, 1),
+            _ => timeout = Duration::from_millis(arg.parse()?),
+        }
+    }
     let lp = EventLoop::new()?;
     let timer = HyperTimer(LoopTimer::new(lp.remote()));
     let h = lp.handle();
-    let handler = move |stream| serve(stream, h.clone(), timer.clone(), header_timeout);
-    let server = lp.run_until_complete(lp.start_server(handler, &addr))??;
+    let handler = move |stream| serve(stream, h.clone(), timer.clone(), timeout);
+    let server = lp.run_until_complete(lp.start_server(handler, &addr).backlog(backlog))??;
     for a in server.local_addrs() {
         println!("listening on {a}");
     }

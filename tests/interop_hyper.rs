@@ -1,6 +1,7 @@
 //! `examples/hyper_server.rs` (hyper 1.x over the bridge through
 //! smol-hyper's `FuturesIo`, with sloop's timer and executor, no tokio)
-//! against `curl`, and a raw TCP client for the header read timeout.
+//! against `curl` and Python's `h2`, and raw TCP clients for the timeouts
+//! that bound every wait on a client.
 
 mod examples_support;
 
@@ -9,7 +10,9 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use examples_support::{have, pattern, run_with_timeout, ExampleServer, SAFETY};
+use examples_support::{
+    assert_closed_after, have, pattern, run_with_timeout, ExampleServer, SAFETY,
+};
 
 fn have_curl() -> bool {
     if have("curl", &["--version"]) {
@@ -262,6 +265,7 @@ fn python_h2_client_multiplexes_many_streams_on_one_connection() {
 #[test]
 fn incomplete_headers_are_cut_off_by_the_header_read_timeout() {
     // The timeout runs on hyper's `rt::Timer`, here sloop's `LoopTimer`.
+    // The timeout as the second argument: the command line of old.
     let mut server = ExampleServer::start("hyper_server", &["300"]);
     let mut s = TcpStream::connect(server.addr).unwrap();
     s.set_read_timeout(Some(SAFETY)).unwrap();
@@ -294,6 +298,85 @@ fn incomplete_headers_are_cut_off_by_the_header_read_timeout() {
     let text = String::from_utf8(got).unwrap();
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:?}");
     assert!(text.ends_with(HELLO), "{text:?}");
+    server.assert_running();
+}
+
+/// The timeout passed to the example for the tests of the bounds
+/// (`--timeout`, in ms).
+const TIMEOUT_MS: u64 = 300;
+
+fn start_with_timeout() -> ExampleServer {
+    ExampleServer::start("hyper_server", &["--timeout", &TIMEOUT_MS.to_string()])
+}
+
+fn connect(server: &ExampleServer) -> TcpStream {
+    let s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(SAFETY)).unwrap();
+    s
+}
+
+/// Before the first bytes tell HTTP/1 from HTTP/2, hyper is not running
+/// yet, so its own timeouts cannot help: the example bounds that read.
+#[test]
+fn a_client_that_sends_nothing_is_closed_after_the_timeout() {
+    let mut server = start_with_timeout();
+    let start = Instant::now();
+    let mut s = connect(&server);
+    let got = assert_closed_after(&mut s, start, Duration::from_millis(TIMEOUT_MS));
+    assert!(got.is_empty(), "{got:?}");
+    server.assert_running();
+}
+
+#[test]
+fn half_an_http2_preface_is_closed_after_the_timeout() {
+    let mut server = start_with_timeout();
+    let start = Instant::now();
+    let mut s = connect(&server);
+    s.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+    let got = assert_closed_after(&mut s, start, Duration::from_millis(TIMEOUT_MS));
+    assert!(got.is_empty(), "{got:?}");
+    server.assert_running();
+}
+
+/// hyper has no bound for an HTTP/2 connection with nothing to do.
+#[test]
+fn an_http2_connection_quiet_after_its_preface_and_settings_is_closed_after_the_timeout() {
+    let mut server = start_with_timeout();
+    let start = Instant::now();
+    let mut s = connect(&server);
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+    let got = assert_closed_after(&mut s, start, Duration::from_millis(TIMEOUT_MS));
+    // The server spoke HTTP/2 (its SETTINGS) before going quiet too.
+    assert!(got.len() >= 9 && got[3] == 4, "{got:?}");
+    server.assert_running();
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_timeout() {
+    let mut server = start_with_timeout();
+    let mut s = connect(&server);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (head, body) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head:?}");
+    assert_eq!(body, HELLO.as_bytes());
+    let start = Instant::now();
+    let got = assert_closed_after(&mut s, start, Duration::from_millis(TIMEOUT_MS));
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    server.assert_running();
+}
+
+/// Headers complete, so hyper's header timeout is over, and the body
+/// stops coming: hyper would wait for it forever.
+#[test]
+fn a_request_body_that_stops_coming_is_cut_off_after_the_timeout() {
+    let mut server = start_with_timeout();
+    let start = Instant::now();
+    let mut s = connect(&server);
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .unwrap();
+    assert_closed_after(&mut s, start, Duration::from_millis(TIMEOUT_MS));
     server.assert_running();
 }
 

@@ -75,19 +75,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ => addr = arg,
         }
     }
-    let addr: SocketAddr = addr.parse()?;
+    let mut addr: SocketAddr = addr.parse()?;
     let lp = EventLoop::new()?;
+    // The TCP listener binds first: given port 0, the kernel then picks a
+    // port that is free for TCP, where connections and TIME_WAIT keep many
+    // ports taken, and the UDP socket takes the same number.
+    let _tcp = if with_tcp {
+        let server = lp.create_server(TcpEcho::default, &addr.to_string());
+        let server = lp.run_until_complete(server.backlog(backlog))??;
+        addr = server.local_addrs()[0];
+        Some(server)
+    } else {
+        None
+    };
     let transport = lp
         .create_datagram_endpoint(|| Echo { transport: None })
         .local_addr(addr)
         .start()?;
     let bound = transport.local_addr().unwrap_or(addr);
-    let _tcp = if with_tcp {
-        let server = lp.create_server(TcpEcho::default, &bound.to_string());
-        Some(lp.run_until_complete(server.backlog(backlog))??)
-    } else {
-        None
-    };
     println!("listening on {bound}");
     lp.run_forever()?;
     Ok(())

@@ -117,6 +117,25 @@ fn mixed_upgraded_connection_outlives_the_handshake_timeout() {
     assert_eq!(got, "carol: STILL HERE\n");
 }
 
+/// With `--with-tcp`, both echoes share one port number, also when the
+/// kernel picks it (port 0).
+#[test]
+fn udp_echo_with_tcp_echoes_both_on_one_port_number() {
+    let mut server = ExampleServer::start("udp_echo", &["--with-tcp"]);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(SAFETY)).unwrap();
+    udp.send_to(b"datagram", server.addr).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = udp.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"datagram"[..], server.addr));
+    let mut tcp = connect(&server);
+    tcp.write_all(b"stream").unwrap();
+    let mut got = [0u8; 6];
+    tcp.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"stream");
+    server.assert_running();
+}
+
 /// Whether this process may open `n` more sockets (and the example it
 /// starts as many), with room to spare.
 fn may_open(n: usize) -> bool {
@@ -174,4 +193,33 @@ fn echo_protocol_default_backlog_holds_a_burst_of_1000_connects() {
     last.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"x");
     server.assert_running();
+}
+/// Every server example takes `--backlog N` (after its address and any
+/// other argument): a burst larger than the default backlog fits.
+#[test]
+fn every_server_example_takes_the_backlog_option() {
+    const N: usize = 1100;
+    if !may_open(N) {
+        return;
+    }
+    let examples: &[(&str, &[&str])] = &[
+        ("echo_protocol", &[]),
+        ("echo_buffered", &[]),
+        ("echo_async", &[]),
+        ("mixed", &[]),
+        ("udp_echo", &["--with-tcp"]),
+        ("websocket_echo", &[]),
+        ("hyper_server", &["10000"]),
+        ("codec_lines", &[]),
+    ];
+    for (name, extra) in examples {
+        let mut args = extra.to_vec();
+        args.extend(["--backlog", "1200"]);
+        let mut server = ExampleServer::start(name, &args);
+        server.stop();
+        let clients = connect_burst(&server, N);
+        server.resume();
+        drop(clients);
+        server.assert_running();
+    }
 }

@@ -274,7 +274,8 @@ pub fn connect_burst(server: &ExampleServer, n: usize) -> Vec<TcpStream> {
     (0..n)
         .map(|i| {
             TcpStream::connect_timeout(&server.addr, Duration::from_secs(2)).unwrap_or_else(|e| {
-                panic!("connect {} of {n} to a stopped server failed: {e}", i + 1)
+                let name = &server.name;
+                panic!("connect {} of {n} to stopped {name} failed: {e}", i + 1)
             })
         })
         .collect()

@@ -27,9 +27,8 @@
 //!             let _ = t.write(data);
 //!         }
 //!     }
-//!     fn connection_lost(&mut self, _exc: Option<std::io::Error>) {
-//!         self.0 = None; // the transport holds us; let go of it
-//!     }
+//!     // No cleanup needed in connection_lost: the transport drops its
+//!     // protocol (and the handle it holds) after that call.
 //! }
 //!
 //! let lp = EventLoop::new()?;

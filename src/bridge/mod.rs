@@ -8,9 +8,9 @@
 //! ask for.
 
 pub mod datagram;
+mod open;
 pub mod rt;
 pub mod stream;
-mod streams;
 pub mod time;
 
 use std::future::Future;

@@ -21,403 +21,27 @@
 //!   `poll_flush` waits until the transport's buffer has drained to the
 //!   kernel, through the transport's empty waiter.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use futures::io::{AsyncBufRead, AsyncRead, AsyncWrite, IoSlice};
 
-use crate::protocol::{Buffered, BufferedProtocol};
+use crate::protocol::stream_reader::{
+    Chunk, StreamReaderProtocol, StreamState as Shared, MIN_READ,
+};
 use crate::transport::{EmptyWaiter, Transport};
 
 /// The default read limit: 64 KiB, asyncio's `_DEFAULT_LIMIT`.
-pub const DEFAULT_READ_LIMIT: usize = 64 * 1024;
+pub const DEFAULT_READ_LIMIT: usize = crate::protocol::stream_reader::DEFAULT_LIMIT;
 
 /// The most one `poll_write` takes. A larger buffer is taken in parts
 /// (`write_all` loops), so flow control sees each part: the transport's
 /// buffer never holds more than its high-water mark plus one part.
 pub const MAX_WRITE: usize = 256 * 1024;
-
-/// The size of the first read into a stream's buffer. Reads that fill the
-/// buffer double the next one (up to [`MAX_READ`]); short ones halve it
-/// again. Buffers larger than this are released once drained (by the read
-/// half) or after a short read (by the protocol, when the reader is
-/// behind), so an idle stream whose reader took everything holds three
-/// buffers of this size at most (12 KiB); only a burst that ended exactly
-/// on a full read leaves the protocol's spare at that read's size.
-const MIN_READ: usize = 4 * 1024;
-
-/// The largest buffer a stream reads into at once.
-const MAX_READ: usize = 64 * 1024;
-
-/// Received bytes, `data[start..end]`. `data` is kept at its full, zeroed
-/// once length, so the transport can read into its tail with no copy
-/// (`BufferedProtocol`); an empty `data` means no buffer at all.
-#[derive(Default)]
-struct Chunk {
-    data: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-impl Chunk {
-    fn from_bytes(bytes: &[u8]) -> Chunk {
-        Chunk {
-            data: bytes.to_vec(),
-            start: 0,
-            end: bytes.len(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.end - self.start
-    }
-
-    fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.data[self.start..self.end]
-    }
-
-    /// Appends `bytes` after the ones held.
-    fn append(&mut self, bytes: &[u8]) {
-        if self.data.len() - self.end >= bytes.len() {
-            self.data[self.end..self.end + bytes.len()].copy_from_slice(bytes);
-            self.end += bytes.len();
-        } else {
-            self.data.truncate(self.end);
-            self.data.drain(..self.start);
-            self.data.extend_from_slice(bytes);
-            self.start = 0;
-            self.end = self.data.len();
-        }
-    }
-}
-
-/// What the protocol and the two halves share. Touched only for short
-/// moments, never across a call into user code.
-///
-/// Received bytes move by swapping buffers, not by copying: the transport
-/// reads into the protocol's own buffer, which the protocol swaps into
-/// `incoming` when that is empty (else it appends a copy); the read half
-/// swaps `incoming` with its drained buffer, which the protocol gets back
-/// on its next swap. Three buffers go round, none copied or zeroed again.
-struct Shared {
-    /// Received bytes the read half has not taken yet.
-    incoming: RefCell<Chunk>,
-    /// Bytes the read half holds and has not handed out (for the limit).
-    held: Cell<usize>,
-    limit: Cell<usize>,
-    reading_paused: Cell<bool>,
-    eof: Cell<bool>,
-    lost: Cell<bool>,
-    error: RefCell<Option<io::Error>>,
-    writing_paused: Cell<bool>,
-    read_waker: WakerSlot,
-    write_waker: WakerSlot,
-    /// Set by `connection_made`, or at once when made from a transport.
-    transport: OnceCell<Transport>,
-}
-
-impl Shared {
-    fn new(buffered: &[u8]) -> Shared {
-        Shared {
-            incoming: RefCell::new(Chunk::from_bytes(buffered)),
-            held: Cell::new(0),
-            limit: Cell::new(DEFAULT_READ_LIMIT),
-            reading_paused: Cell::new(false),
-            eof: Cell::new(false),
-            lost: Cell::new(false),
-            error: RefCell::new(None),
-            writing_paused: Cell::new(false),
-            read_waker: WakerSlot::default(),
-            write_waker: WakerSlot::default(),
-            transport: OnceCell::new(),
-        }
-    }
-
-    fn buffered(&self) -> usize {
-        self.incoming.borrow().len() + self.held.get()
-    }
-
-    fn wake_reader(&self) {
-        self.read_waker.wake();
-    }
-
-    fn wake_writer(&self) {
-        self.write_waker.wake();
-    }
-
-    /// Pauses reading: the buffer went above twice the limit.
-    #[cold]
-    #[inline(never)]
-    fn pause_reading(&self) {
-        self.reading_paused.set(true);
-        if let Some(t) = self.transport.get() {
-            t.pause_reading();
-        }
-    }
-
-    /// Resumes reading once the buffer is at the limit or below.
-    fn maybe_resume_reading(&self) {
-        if self.reading_paused.get() && self.buffered() <= self.limit.get() {
-            self.reading_paused.set(false);
-            if let Some(t) = self.transport.get() {
-                t.resume_reading();
-            }
-        }
-    }
-
-    /// What a read returns at EOF: `Ok(false)`, or the connection's error.
-    #[cold]
-    #[inline(never)]
-    fn eof_result(&self) -> io::Result<bool> {
-        match self.sticky_error() {
-            Some(e) => Err(e),
-            None => Ok(false),
-        }
-    }
-
-    fn sticky_error(&self) -> Option<io::Error> {
-        self.error
-            .borrow()
-            .as_ref()
-            .map(crate::transport::clone_io_error)
-    }
-}
-
-/// The waker of one direction. A wake keeps the waker (disarmed) instead
-/// of consuming it, so a task that waits again with the same waker, as a
-/// task does, registers with no clone and its wakes drop no reference.
-///
-/// A `Cell`, only ever taken and put back: nothing is borrowed while the
-/// waker runs, which may run anything (D2).
-#[derive(Default)]
-struct WakerSlot {
-    waker: Cell<Option<Waker>>,
-    /// Whether a poll is waiting: set by `register`, cleared by `wake`.
-    armed: Cell<bool>,
-}
-
-impl WakerSlot {
-    #[inline]
-    fn register(&self, cx: &Context<'_>) {
-        match self.waker.take() {
-            Some(w) if w.will_wake(cx.waker()) => self.waker.set(Some(w)),
-            old => self.replace_waker(old, cx.waker()),
-        }
-        self.armed.set(true);
-    }
-
-    /// `register` with a different waker than the last one.
-    #[cold]
-    #[inline(never)]
-    fn replace_waker(&self, old: Option<Waker>, new: &Waker) {
-        drop(old);
-        self.waker.set(Some(new.clone()));
-    }
-
-    #[inline]
-    fn wake(&self) {
-        if !self.armed.replace(false) {
-            return;
-        }
-        let Some(waker) = self.waker.take() else {
-            return;
-        };
-        waker.wake_by_ref();
-        // Kept unless the wake registered another one meanwhile.
-        if let Some(newer) = self.waker.replace(Some(waker)) {
-            self.keep_newer(newer);
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn keep_newer(&self, newer: Waker) {
-        drop(self.waker.replace(Some(newer)));
-    }
-}
-
-/// The protocol that feeds a [`TransportStream`] (asyncio's
-/// `StreamReaderProtocol`).
-///
-/// A `BufferedProtocol`: the transport reads straight into `spare`, which
-/// is empty between calls.
-pub(crate) struct StreamProtocol {
-    shared: Rc<Shared>,
-    /// What to do with the stream once connected (servers spawn a task).
-    on_connect: Option<Box<dyn FnOnce(TransportStream)>>,
-    /// The buffer lent to the transport by `get_buffer`.
-    spare: Chunk,
-    /// How much the next read asks room for.
-    read_size: usize,
-}
-
-impl StreamProtocol {
-    fn new(
-        shared: Rc<Shared>,
-        on_connect: Option<Box<dyn FnOnce(TransportStream)>>,
-    ) -> Buffered<StreamProtocol> {
-        Buffered(StreamProtocol {
-            shared,
-            on_connect,
-            spare: Chunk::default(),
-            read_size: MIN_READ,
-        })
-    }
-
-    /// A protocol whose stream is made in `connection_made` and handed to
-    /// `on_connect`.
-    pub(crate) fn with_handler(
-        on_connect: Box<dyn FnOnce(TransportStream)>,
-    ) -> Buffered<StreamProtocol> {
-        StreamProtocol::new(Rc::new(Shared::new(&[])), Some(on_connect))
-    }
-
-    /// A protocol whose stream is made after the connection completes,
-    /// with [`PendingStream::into_stream`].
-    pub(crate) fn pending() -> (Buffered<StreamProtocol>, PendingStream) {
-        let shared = Rc::new(Shared::new(&[]));
-        (
-            StreamProtocol::new(shared.clone(), None),
-            PendingStream { shared },
-        )
-    }
-}
-
-impl StreamProtocol {
-    /// Reads that fill the buffer double the next one (up to
-    /// [`MAX_READ`]); short ones under half of it halve it (down to
-    /// [`MIN_READ`]).
-    fn adapt_read_size(&mut self, nbytes: usize, cap: usize) {
-        if nbytes == cap {
-            self.read_size = (self.read_size * 2).min(MAX_READ);
-        } else if nbytes < self.read_size / 2 {
-            self.read_size = (self.read_size / 2).max(MIN_READ);
-        }
-    }
-}
-
-/// A zeroed buffer of `len` bytes (only when a buffer grows: the memory
-/// the transport reads into is initialized once).
-#[cold]
-#[inline(never)]
-fn zeroed(len: usize) -> Vec<u8> {
-    vec![0; len]
-}
-
-/// The stream side of [`StreamProtocol::pending`], before the transport is
-/// known.
-pub(crate) struct PendingStream {
-    shared: Rc<Shared>,
-}
-
-impl PendingStream {
-    pub(crate) fn into_stream(self, transport: &Transport) -> TransportStream {
-        let _ = self.shared.transport.set(transport.clone());
-        TransportStream::from_shared(self.shared, transport)
-    }
-}
-
-impl BufferedProtocol for StreamProtocol {
-    fn connection_made(&mut self, transport: &Transport) {
-        let _ = self.shared.transport.set(transport.clone());
-        // A server's or a connection's factory can only give the transport
-        // an `AnyProtocol`: swap this for the same protocol as its concrete
-        // kind, which the socket transport's read path calls directly.
-        transport.set_bridge_protocol(StreamProtocol {
-            shared: self.shared.clone(),
-            on_connect: None,
-            spare: std::mem::take(&mut self.spare),
-            read_size: self.read_size,
-        });
-        if let Some(on_connect) = self.on_connect.take() {
-            on_connect(TransportStream::from_shared(self.shared.clone(), transport));
-        }
-    }
-
-    fn get_buffer(&mut self, size_hint: usize) -> &mut [u8] {
-        let want = self.read_size.max(size_hint);
-        if self.spare.data.len() < want {
-            self.spare.data = zeroed(want);
-        }
-        // `start`/`end` of the spare mean nothing until buffer_updated.
-        &mut self.spare.data
-    }
-
-    fn buffer_updated(&mut self, nbytes: usize) {
-        let cap = self.spare.data.len();
-        // Steady small reads (short, at the smallest size) change nothing.
-        if nbytes == cap || self.read_size != MIN_READ {
-            self.adapt_read_size(nbytes, cap);
-        }
-        let s = &*self.shared;
-        let buffered = {
-            let mut incoming = s.incoming.borrow_mut();
-            if incoming.is_empty() {
-                // The common case: the reader took everything before.
-                self.spare.start = 0;
-                self.spare.end = nbytes;
-                std::mem::swap(&mut self.spare, &mut *incoming);
-                nbytes
-            } else {
-                append_spare(&mut incoming, &mut self.spare, nbytes);
-                incoming.len()
-            }
-        } + s.held.get();
-        if buffered > 2 * s.limit.get() && !s.reading_paused.get() {
-            s.pause_reading();
-        }
-        s.wake_reader();
-    }
-
-    fn eof_received(&mut self) -> bool {
-        self.shared.eof.set(true);
-        self.shared.wake_reader();
-        // Keep the write side open: the task decides when to close.
-        true
-    }
-
-    fn connection_lost(&mut self, exc: Option<io::Error>) {
-        let s = &self.shared;
-        s.lost.set(true);
-        s.eof.set(true);
-        if let Some(e) = exc {
-            *s.error.borrow_mut() = Some(e);
-        }
-        s.wake_reader();
-        s.wake_writer();
-    }
-
-    fn pause_writing(&mut self) {
-        self.shared.writing_paused.set(true);
-    }
-
-    fn resume_writing(&mut self) {
-        self.shared.writing_paused.set(false);
-        self.shared.wake_writer();
-    }
-}
-
-/// `buffer_updated` when the reader has not taken the previous bytes yet:
-/// appends a copy of the `nbytes` read into `spare`.
-#[cold]
-#[inline(never)]
-fn append_spare(incoming: &mut Chunk, spare: &mut Chunk, nbytes: usize) {
-    incoming.append(&spare.data[..nbytes]);
-    let cap = spare.data.len();
-    if nbytes < cap && cap > MIN_READ {
-        // A short read: the burst is over, release its buffer (an idle
-        // stream keeps none larger than MIN_READ).
-        spare.data = Vec::new();
-    }
-}
 
 /// Closes the transport when the last half of a stream is dropped.
 struct CloseOnDrop {
@@ -497,7 +121,7 @@ impl TransportStream {
         let shared = Rc::new(Shared::new(buffered));
         shared.lost.set(transport.is_closing());
         let _ = shared.transport.set(transport.clone());
-        transport.set_bridge_protocol(StreamProtocol::new(shared.clone(), None).0);
+        transport.set_bridge_protocol(StreamReaderProtocol::new(shared.clone(), None).0);
         TransportStream::from_shared(shared, transport)
     }
 
@@ -512,7 +136,10 @@ impl TransportStream {
         stream
     }
 
-    fn from_shared(shared: Rc<Shared>, transport: &Transport) -> TransportStream {
+    /// The stream on a protocol's state once its transport is known (after
+    /// [`StreamReaderProtocol::pending`] or in its `on_connect`).
+    pub(crate) fn from_shared(shared: Rc<Shared>, transport: &Transport) -> TransportStream {
+        let _ = shared.transport.set(transport.clone());
         let guard = Rc::new(CloseOnDrop {
             transport: transport.clone(),
             armed: Cell::new(true),
@@ -868,31 +495,5 @@ impl fmt::Debug for WriteHalf {
         f.debug_struct("WriteHalf")
             .field("transport", &self.transport)
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Chunk;
-
-    #[test]
-    fn chunk_append_uses_the_tail_then_compacts_and_grows() {
-        let mut c = Chunk {
-            data: vec![0; 8],
-            start: 0,
-            end: 0,
-        };
-        c.append(b"abcde");
-        assert_eq!(c.bytes(), b"abcde");
-        assert_eq!(c.data.len(), 8, "fits in the tail: no growth");
-        c.start = 3; // "ab" handed out
-        c.append(b"fghij");
-        assert_eq!(c.bytes(), b"defghij");
-        assert_eq!((c.start, c.end), (0, 7));
-        c.start = c.end;
-        assert!(c.is_empty());
-        assert_eq!(c.len(), 0);
-        let c = Chunk::from_bytes(b"xy");
-        assert_eq!((c.bytes(), c.len()), (&b"xy"[..], 2));
     }
 }

@@ -28,6 +28,7 @@ pub use datagram::{DatagramAddr, DatagramProtocol, DatagramTransport, UnixAddr};
 pub use flow::DEFAULT_HIGH_WATER;
 
 use crate::error::Error;
+use crate::protocol::stream_reader::StreamReaderProtocol;
 use crate::protocol::{AnyProtocol, IntoProtocol};
 
 /// The address of one end of a stream connection.
@@ -88,7 +89,7 @@ pub(crate) trait TransportImpl {
     fn set_protocol(&self, protocol: AnyProtocol);
     /// Installs the bridge's protocol, kept as its concrete type where the
     /// transport can (see `socket::Installed`).
-    fn set_bridge_protocol(&self, protocol: crate::bridge::stream::StreamProtocol) {
+    fn set_bridge_protocol(&self, protocol: StreamReaderProtocol) {
         self.set_protocol(AnyProtocol::Buffered(Box::new(protocol)));
     }
     fn empty_waiter(&self) -> Result<EmptyWaiter, Error>;
@@ -329,7 +330,7 @@ impl Transport {
     }
 
     /// `set_protocol` for the bridge's own protocol.
-    pub(crate) fn set_bridge_protocol(&self, protocol: crate::bridge::stream::StreamProtocol) {
+    pub(crate) fn set_bridge_protocol(&self, protocol: StreamReaderProtocol) {
         dispatch!(self, set_bridge_protocol(protocol))
     }
 

@@ -43,10 +43,10 @@ use super::{
     clone_io_error, Address, ConnectionGuard, EmptyWaiter, Transport, TransportImpl, TransportRef,
     WaiterState,
 };
-use crate::bridge::stream::StreamProtocol;
 use crate::error::Error;
 use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
 use crate::exception::{panic_message, Exception, ExceptionContext};
+use crate::protocol::stream_reader::StreamReaderProtocol;
 use crate::protocol::{AnyProtocol, BufferedProtocol, Protocol};
 
 /// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
@@ -112,7 +112,7 @@ impl WriteBuf {
 pub(crate) enum Installed {
     Stream(Box<dyn Protocol>),
     Buffered(Box<dyn BufferedProtocol>),
-    Bridge(Box<StreamProtocol>),
+    Bridge(Box<StreamReaderProtocol>),
 }
 
 impl From<AnyProtocol> for Installed {
@@ -168,7 +168,7 @@ impl Installed {
 struct ProtocolSlot {
     stream: Cell<Option<Box<dyn Protocol>>>,
     buffered: Cell<Option<Box<dyn BufferedProtocol>>>,
-    bridge: Cell<Option<Box<StreamProtocol>>>,
+    bridge: Cell<Option<Box<StreamReaderProtocol>>>,
 }
 
 impl ProtocolSlot {
@@ -1291,7 +1291,7 @@ impl TransportImpl for SocketTransport {
         self.replace_protocol(protocol.into());
     }
 
-    fn set_bridge_protocol(&self, protocol: StreamProtocol) {
+    fn set_bridge_protocol(&self, protocol: StreamReaderProtocol) {
         self.replace_protocol(Installed::Bridge(Box::new(protocol)));
     }
 

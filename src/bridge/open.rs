@@ -11,8 +11,9 @@ use std::io;
 use std::path::Path;
 use std::rc::Rc;
 
-use super::stream::{StreamProtocol, TransportStream};
+use super::stream::TransportStream;
 use crate::event_loop::LoopHandle;
+use crate::protocol::stream_reader::StreamReaderProtocol;
 use crate::protocol::Buffered;
 use crate::server::ServerBuilder;
 
@@ -58,11 +59,11 @@ impl LoopHandle {
         host: &str,
         port: u16,
     ) -> impl Future<Output = io::Result<TransportStream>> + 'static {
-        let (protocol, pending) = StreamProtocol::pending();
+        let (protocol, pending) = StreamReaderProtocol::pending();
         let connect = self.create_connection(move || protocol, host, port);
         async move {
             let transport = connect.await?;
-            Ok(pending.into_stream(&transport))
+            Ok(TransportStream::from_shared(pending, &transport))
         }
     }
 
@@ -79,11 +80,11 @@ impl LoopHandle {
         &self,
         path: impl AsRef<Path>,
     ) -> impl Future<Output = io::Result<TransportStream>> + 'static {
-        let (protocol, pending) = StreamProtocol::pending();
+        let (protocol, pending) = StreamReaderProtocol::pending();
         let connect = self.create_unix_connection(move || protocol, path);
         async move {
             let transport = connect.await?;
-            Ok(pending.into_stream(&transport))
+            Ok(TransportStream::from_shared(pending, &transport))
         }
     }
 
@@ -117,7 +118,7 @@ impl LoopHandle {
 fn stream_factory<H, F>(
     lp: LoopHandle,
     handler: H,
-) -> impl FnMut() -> Buffered<StreamProtocol> + 'static
+) -> impl FnMut() -> Buffered<StreamReaderProtocol> + 'static
 where
     H: Fn(TransportStream) -> F + 'static,
     F: Future<Output = ()> + 'static,
@@ -125,7 +126,8 @@ where
     let handler = Rc::new(handler);
     move || {
         let (lp, handler) = (lp.clone(), handler.clone());
-        StreamProtocol::with_handler(Box::new(move |stream| {
+        StreamReaderProtocol::with_handler(Box::new(move |state, transport| {
+            let stream = TransportStream::from_shared(state, transport);
             lp.spawn_local(handler(stream)).detach();
         }))
     }

@@ -21,7 +21,6 @@
 //!   `poll_flush` waits until the transport's buffer has drained to the
 //!   kernel, through the transport's empty waiter.
 
-use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
@@ -30,10 +29,8 @@ use std::task::{Context, Poll};
 
 use futures::io::{AsyncBufRead, AsyncRead, AsyncWrite, IoSlice};
 
-use crate::protocol::stream_reader::{
-    Chunk, StreamReaderProtocol, StreamState as Shared, MIN_READ,
-};
-use crate::transport::{EmptyWaiter, Transport};
+use crate::protocol::stream_reader::{Block, StreamReaderProtocol, StreamState as Shared};
+use crate::transport::Transport;
 
 /// The default read limit: 64 KiB, asyncio's `_DEFAULT_LIMIT`.
 pub const DEFAULT_READ_LIMIT: usize = crate::protocol::stream_reader::DEFAULT_LIMIT;
@@ -42,20 +39,6 @@ pub const DEFAULT_READ_LIMIT: usize = crate::protocol::stream_reader::DEFAULT_LI
 /// (`write_all` loops), so flow control sees each part: the transport's
 /// buffer never holds more than its high-water mark plus one part.
 pub const MAX_WRITE: usize = 256 * 1024;
-
-/// Closes the transport when the last half of a stream is dropped.
-struct CloseOnDrop {
-    transport: Transport,
-    armed: Cell<bool>,
-}
-
-impl Drop for CloseOnDrop {
-    fn drop(&mut self) {
-        if self.armed.get() {
-            self.transport.close();
-        }
-    }
-}
 
 /// A stream transport as `AsyncRead + AsyncWrite + AsyncBufRead`.
 ///
@@ -72,6 +55,9 @@ impl Drop for CloseOnDrop {
 ///   write.
 /// - [`split`](TransportStream::split) gives halves that two tasks can use
 ///   at once; each direction has its own waker.
+/// - A stream with no unread bytes holds no receive buffer: received bytes
+///   wait in a buffer lent from a per-thread pool, which goes back once
+///   the last of them is read.
 pub struct TransportStream {
     reader: ReadHalf,
     writer: WriteHalf,
@@ -80,18 +66,14 @@ pub struct TransportStream {
 /// The reading half of a [`TransportStream`].
 pub struct ReadHalf {
     shared: Rc<Shared>,
-    _guard: Rc<CloseOnDrop>,
-    /// Bytes taken from `shared.incoming`, not handed out yet.
-    local: Chunk,
+    /// The received block being read (never empty), taken from the
+    /// protocol's queue; it goes back to the pool once read.
+    local: Option<Box<Block>>,
 }
 
 /// The writing half of a [`TransportStream`].
 pub struct WriteHalf {
     shared: Rc<Shared>,
-    transport: Transport,
-    _guard: Rc<CloseOnDrop>,
-    flush: Option<EmptyWaiter>,
-    eof_sent: bool,
 }
 
 /// What [`TransportStream::into_parts`] gives back.
@@ -118,11 +100,9 @@ impl TransportStream {
     /// bytes to read: what a callback protocol received past its own part
     /// of the conversation.
     pub fn with_buffered(transport: &Transport, buffered: &[u8]) -> TransportStream {
-        let shared = Rc::new(Shared::new(buffered));
-        shared.lost.set(transport.is_closing());
-        let _ = shared.transport.set(transport.clone());
-        transport.set_bridge_protocol(StreamReaderProtocol::new(shared.clone(), None).0);
-        TransportStream::from_shared(shared, transport)
+        let shared = Shared::new(transport, buffered);
+        transport.set_bridge_protocol(StreamReaderProtocol::new(shared.clone()));
+        TransportStream::from_shared(shared)
     }
 
     /// The inverse of [`into_parts`](TransportStream::into_parts): a stream
@@ -136,33 +116,23 @@ impl TransportStream {
         stream
     }
 
-    /// The stream on a protocol's state once its transport is known (after
-    /// [`StreamReaderProtocol::pending`] or in its `on_connect`).
-    pub(crate) fn from_shared(shared: Rc<Shared>, transport: &Transport) -> TransportStream {
-        let _ = shared.transport.set(transport.clone());
-        let guard = Rc::new(CloseOnDrop {
-            transport: transport.clone(),
-            armed: Cell::new(true),
-        });
+    /// The stream on a protocol's state (made by
+    /// [`Connecting`](crate::protocol::stream_reader::Connecting) or
+    /// `with_buffered`).
+    pub(crate) fn from_shared(shared: Rc<Shared>) -> TransportStream {
+        shared.halves.set(2);
         TransportStream {
             reader: ReadHalf {
                 shared: shared.clone(),
-                _guard: guard.clone(),
-                local: Chunk::default(),
+                local: None,
             },
-            writer: WriteHalf {
-                shared,
-                transport: transport.clone(),
-                _guard: guard,
-                flush: None,
-                eof_sent: false,
-            },
+            writer: WriteHalf { shared },
         }
     }
 
     /// The transport under the stream.
     pub fn transport(&self) -> &Transport {
-        &self.writer.transport
+        &self.writer.shared.transport
     }
 
     /// The read limit (see the module docs).
@@ -209,23 +179,52 @@ impl TransportStream {
     /// received but not read. Set a protocol on the transport right away,
     /// in the same callback or poll, and feed it `buffered` first.
     pub fn into_parts(self) -> StreamParts {
-        let TransportStream { reader, writer } = self;
-        reader._guard.armed.set(false);
-        let transport = writer.transport.clone();
+        let TransportStream { mut reader, writer } = self;
         let shared = reader.shared.clone();
-        let mut buffered = reader.local.bytes().to_vec();
-        buffered.extend_from_slice(shared.incoming.borrow().bytes());
-        *shared.incoming.borrow_mut() = Chunk::default();
-        shared.held.set(0);
+        // The halves go without closing the transport.
+        shared.halves.set(0);
+        let mut buffered = Vec::new();
+        if let Some(block) = reader.local.take() {
+            buffered.extend_from_slice(block.bytes());
+            shared.pool.give(block);
+        }
+        buffered.extend_from_slice(&shared.drain_received());
         if shared.reading_paused.replace(false) {
-            transport.resume_reading();
+            shared.transport.resume_reading();
         }
         drop((reader, writer));
         StreamParts {
-            transport,
+            transport: shared.transport.clone(),
             buffered,
             eof: shared.eof.get(),
         }
+    }
+}
+
+/// Closes the transport when the last half of a stream is dropped.
+fn drop_half(shared: &Shared) {
+    match shared.halves.get() {
+        0 => {} // into_parts
+        1 => {
+            shared.halves.set(0);
+            shared.transport.close();
+        }
+        n => shared.halves.set(n - 1),
+    }
+}
+
+impl Drop for ReadHalf {
+    fn drop(&mut self) {
+        if let Some(block) = self.local.take() {
+            self.shared.pool.give(block);
+        }
+        drop_half(&self.shared);
+    }
+}
+
+impl Drop for WriteHalf {
+    fn drop(&mut self) {
+        drop_half(&self.shared);
     }
 }
 
@@ -234,47 +233,35 @@ impl ReadHalf {
         self.shared.buffered()
     }
 
-    /// Makes sure `local` holds bytes if any were received; returns
-    /// whether it does.
+    /// The block being read, taking the next received one if needed.
     #[inline]
-    fn refill(&mut self) -> bool {
-        if !self.local.is_empty() {
-            return true;
+    fn block(&mut self) -> Option<&mut Block> {
+        if self.local.is_none() {
+            self.local = self.shared.take_received();
         }
-        let mut incoming = self.shared.incoming.borrow_mut();
-        if incoming.is_empty() {
-            return false;
-        }
-        // Swap rather than copy; the drained buffer goes to the protocol.
-        std::mem::swap(&mut self.local, &mut *incoming);
-        drop(incoming);
-        self.shared.held.set(self.local.len());
-        true
+        self.local.as_deref_mut()
     }
 
+    /// `n` bytes of the block handed out; a drained block goes back at
+    /// once.
     #[inline]
     fn consume_local(&mut self, n: usize) {
-        self.local.start += n;
-        let left = self.local.len();
-        self.shared.held.set(left);
-        if left == 0 && self.local.data.len() > MIN_READ {
-            self.release_local();
+        let Some(block) = &mut self.local else {
+            return;
+        };
+        let n = n.min(block.len());
+        if block.advance(n) {
+            let block = self.local.take().expect("set");
+            self.shared.pool.give(block);
         }
-        self.shared.maybe_resume_reading();
-    }
-
-    /// Drained: releases a large buffer (a burst's); small ones are kept.
-    #[cold]
-    #[inline(never)]
-    fn release_local(&mut self) {
-        self.local = Chunk::default();
+        self.shared.consumed(n);
     }
 
     /// Bytes are ready (`Ok(true)`), EOF (`Ok(false)`), an error, or
     /// `Pending` with the waker registered.
     #[inline]
     fn poll_ready_bytes(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        if self.refill() {
+        if self.block().is_some() {
             return Poll::Ready(Ok(true));
         }
         // `connection_lost` sets `eof` too, so one check covers both.
@@ -301,8 +288,9 @@ impl AsyncRead for ReadHalf {
             Poll::Ready(Ok(false)) => Poll::Ready(Ok(0)),
             Poll::Ready(Ok(true)) => {
                 let this = &mut *self;
-                let n = buf.len().min(this.local.len());
-                buf[..n].copy_from_slice(&this.local.bytes()[..n]);
+                let bytes = this.local.as_ref().map_or(&[][..], |b| b.bytes());
+                let n = buf.len().min(bytes.len());
+                buf[..n].copy_from_slice(&bytes[..n]);
                 this.consume_local(n);
                 Poll::Ready(Ok(n))
             }
@@ -317,35 +305,43 @@ impl AsyncBufRead for ReadHalf {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Ready(Ok(false)) => Poll::Ready(Ok(&[])),
-            Poll::Ready(Ok(true)) => Poll::Ready(Ok(this.local.bytes())),
+            Poll::Ready(Ok(true)) => {
+                Poll::Ready(Ok(this.local.as_ref().map_or(&[][..], |b| b.bytes())))
+            }
         }
     }
 
     fn consume(self: Pin<&mut Self>, amt: usize) {
-        let this = self.get_mut();
-        let amt = amt.min(this.local.len());
-        this.consume_local(amt);
+        self.get_mut().consume_local(amt);
     }
 }
 
 impl WriteHalf {
-    fn check_open(&self) -> Result<(), io::Error> {
-        if self.shared.lost.get() {
-            return Err(self.shared.sticky_error().unwrap_or_else(|| {
-                io::Error::new(io::ErrorKind::BrokenPipe, "the connection is closed")
-            }));
+    /// The connection's error, or "closed".
+    #[cold]
+    #[inline(never)]
+    fn closed_error(&self) -> io::Error {
+        self.shared.sticky_error().unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::BrokenPipe, "the connection is closed")
+        })
+    }
+
+    /// What a write refused by the transport returns: "closed" if the
+    /// transport is closing (the stream or its user closed it), else the
+    /// transport's error.
+    #[cold]
+    #[inline(never)]
+    fn write_error(&self, e: crate::Error) -> io::Error {
+        if self.shared.lost.get() || self.shared.transport.is_closing() {
+            return self.closed_error();
         }
-        if self.transport.is_closing() {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the connection is closed",
-            ));
-        }
-        Ok(())
+        e.into()
     }
 
     fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.check_open()?;
+        if self.shared.lost.get() {
+            return Poll::Ready(Err(self.closed_error()));
+        }
         if self.shared.writing_paused.get() {
             self.shared.write_waker.register(cx);
             return Poll::Pending;
@@ -355,7 +351,7 @@ impl WriteHalf {
 
     /// The transport under this half.
     pub fn transport(&self) -> &Transport {
-        &self.transport
+        &self.shared.transport
     }
 }
 
@@ -370,7 +366,9 @@ impl AsyncWrite for WriteHalf {
         }
         futures::ready!(self.poll_writable(cx))?;
         let n = buf.len().min(MAX_WRITE);
-        self.transport.write(&buf[..n])?;
+        if let Err(e) = self.shared.transport.write(&buf[..n]) {
+            return Poll::Ready(Err(self.write_error(e)));
+        }
         Poll::Ready(Ok(n))
     }
 
@@ -394,14 +392,17 @@ impl AsyncWrite for WriteHalf {
                 break;
             }
         }
-        self.transport.writelines(&slices)?;
+        if let Err(e) = self.shared.transport.writelines(&slices) {
+            return Poll::Ready(Err(self.write_error(e)));
+        }
         Poll::Ready(Ok(total))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let (shared, transport) = (&this.shared, &this.transport);
-        super::poll_flush_with(&mut this.flush, cx, || {
+        let shared = &*self.shared;
+        let transport = &shared.transport;
+        let mut flush = shared.flush.take();
+        let result = super::poll_flush_with(&mut flush, cx, || {
             if let Some(e) = shared.sticky_error() {
                 return Err(e);
             }
@@ -409,14 +410,18 @@ impl AsyncWrite for WriteHalf {
                 return Ok(None);
             }
             Ok(Some(transport.empty_waiter()?))
-        })
+        });
+        // Kept across polls (and when the flush is dropped: the next flush
+        // or close goes on waiting on it).
+        shared.flush.set(flush);
+        result
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.eof_sent {
+        if !self.shared.eof_sent.get() {
             futures::ready!(self.as_mut().poll_flush(cx))?;
-            self.eof_sent = true;
-            let t = &self.transport;
+            self.shared.eof_sent.set(true);
+            let t = &self.shared.transport;
             if t.can_write_eof() {
                 t.write_eof()?;
             } else {
@@ -476,7 +481,7 @@ impl AsyncWrite for TransportStream {
 impl fmt::Debug for TransportStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TransportStream")
-            .field("transport", &self.writer.transport)
+            .field("transport", self.transport())
             .field("buffered", &self.buffered_len())
             .finish()
     }
@@ -493,7 +498,7 @@ impl fmt::Debug for ReadHalf {
 impl fmt::Debug for WriteHalf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WriteHalf")
-            .field("transport", &self.transport)
+            .field("transport", self.transport())
             .finish()
     }
 }

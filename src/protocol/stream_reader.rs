@@ -5,89 +5,226 @@
 //! It lives below the transport (DESIGN.md D14): the socket transport keeps
 //! it as a concrete protocol kind for static dispatch, and the bridge builds
 //! its stream on [`StreamState`]; nothing here knows the bridge.
+//!
+//! # Memory
+//!
+//! An idle stream holds no receive buffer. Each read borrows a block from
+//! its thread's [`BufferPool`] ([`MIN_READ`] bytes; [`MAX_READ`] while
+//! reads fill their block), the received bytes travel in that block from
+//! the protocol to the read half without a copy, and the read half gives
+//! it back the moment it has handed out the last byte. So a stream holds
+//! memory for received bytes only while some are unread: a queue of
+//! blocks, where a read that arrives before the reader took the previous
+//! one is copied into the last block's free tail if it fits. One
+//! exception, as with any `BufferedProtocol`: a `recv` that fails after
+//! `get_buffer` (a full read followed by `WouldBlock`) leaves the lent
+//! block with the protocol until its next read, EOF or loss.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 use std::task::{Context, Waker};
 
-use super::{Buffered, BufferedProtocol};
-use crate::transport::Transport;
+use super::BufferedProtocol;
+use crate::transport::{EmptyWaiter, Transport};
 
 /// The default read limit: 64 KiB, asyncio's `_DEFAULT_LIMIT`.
 pub(crate) const DEFAULT_LIMIT: usize = 64 * 1024;
 
-/// The size of the first read into a stream's buffer. Reads that fill the
-/// buffer double the next one (up to [`MAX_READ`]); short ones halve it
-/// again. Buffers larger than this are released once drained (by the read
-/// half) or after a short read (by the protocol, when the reader is
-/// behind), so an idle stream whose reader took everything holds three
-/// buffers of this size at most (12 KiB); only a burst that ended exactly
-/// on a full read leaves the protocol's spare at that read's size.
+/// The size of a stream's reads at rest, and of the pool's small blocks.
 pub(crate) const MIN_READ: usize = 4 * 1024;
 
-/// The largest buffer a stream reads into at once.
+/// The size of a stream's reads after one filled its block (a burst),
+/// until one reads less than [`MIN_READ`].
 const MAX_READ: usize = 64 * 1024;
 
-/// Received bytes, `data[start..end]`. `data` is kept at its full, zeroed
-/// once length, so the transport can read into its tail with no copy
-/// (`BufferedProtocol`); an empty `data` means no buffer at all.
-#[derive(Default)]
-pub(crate) struct Chunk {
-    pub(crate) data: Vec<u8>,
-    pub(crate) start: usize,
-    pub(crate) end: usize,
+/// Received bytes, `data[start..end]`, in a buffer that goes back to the
+/// pool once they are read; `next` links blocks in the pool's free lists
+/// and in a stream's queue of unread ones.
+pub(crate) struct Block {
+    next: Option<Box<Block>>,
+    start: usize,
+    end: usize,
+    data: Box<[u8]>,
 }
 
-impl Chunk {
-    pub(crate) fn from_bytes(bytes: &[u8]) -> Chunk {
-        Chunk {
-            data: bytes.to_vec(),
+impl Block {
+    /// A block of `size` zeroed bytes: the memory a socket reads into is
+    /// initialized once, when it is allocated.
+    #[cold]
+    #[inline(never)]
+    fn new(size: usize) -> Box<Block> {
+        Box::new(Block {
+            next: None,
+            start: 0,
+            end: 0,
+            data: vec![0; size].into_boxed_slice(),
+        })
+    }
+
+    /// A block holding a copy of `bytes`.
+    fn from_bytes(bytes: &[u8]) -> Box<Block> {
+        Box::new(Block {
+            next: None,
             start: 0,
             end: bytes.len(),
-        }
+            data: bytes.into(),
+        })
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.end - self.start
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
+    /// The bytes not handed out yet.
+    #[inline]
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.data[self.start..self.end]
     }
 
-    /// Appends `bytes` after the ones held.
-    pub(crate) fn append(&mut self, bytes: &[u8]) {
-        if self.data.len() - self.end >= bytes.len() {
-            self.data[self.end..self.end + bytes.len()].copy_from_slice(bytes);
-            self.end += bytes.len();
-        } else {
-            self.data.truncate(self.end);
-            self.data.drain(..self.start);
-            self.data.extend_from_slice(bytes);
-            self.start = 0;
-            self.end = self.data.len();
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Marks `n` more bytes handed out; returns whether none is left.
+    #[inline]
+    pub(crate) fn advance(&mut self, n: usize) -> bool {
+        self.start += n;
+        self.start >= self.end
+    }
+}
+
+/// A stack of free blocks of one size, at most `max` of them.
+struct FreeList {
+    head: Cell<Option<Box<Block>>>,
+    len: Cell<usize>,
+    max: usize,
+}
+
+impl FreeList {
+    const fn new(max: usize) -> FreeList {
+        FreeList {
+            head: Cell::new(None),
+            len: Cell::new(0),
+            max,
+        }
+    }
+
+    #[inline(always)]
+    fn pop(&self) -> Option<Box<Block>> {
+        let mut block = self.head.take()?;
+        fill(&self.head, block.next.take());
+        self.len.set(self.len.get() - 1);
+        Some(block)
+    }
+
+    /// Keeps `block`, or frees it if the list is full.
+    #[inline(always)]
+    fn push(&self, mut block: Box<Block>) {
+        let n = self.len.get();
+        if n < self.max {
+            let next = self.head.take();
+            fill_field(&mut block.next, next);
+            fill(&self.head, Some(block));
+            self.len.set(n + 1);
         }
     }
 }
 
-/// What the protocol and the two halves share. Touched only for short
-/// moments, never across a call into user code.
-///
-/// Received bytes move by swapping buffers, not by copying: the transport
-/// reads into the protocol's own buffer, which the protocol swaps into
-/// `incoming` when that is empty (else it appends a copy); the read half
-/// swaps `incoming` with its drained buffer, which the protocol gets back
-/// on its next swap. Three buffers go round, none copied or zeroed again.
+/// Sets `cell`, known to be empty: with nothing to drop, no drop code is
+/// emitted on the hot paths that link blocks.
+#[inline(always)]
+fn fill(cell: &Cell<Option<Box<Block>>>, value: Option<Box<Block>>) {
+    let old = cell.replace(value);
+    debug_assert!(old.is_none());
+    std::mem::forget(old);
+}
+
+/// [`fill`] for a field.
+#[inline(always)]
+fn fill_field(field: &mut Option<Box<Block>>, value: Option<Box<Block>>) {
+    let old = std::mem::replace(field, value);
+    debug_assert!(old.is_none());
+    std::mem::forget(old);
+}
+
+impl Drop for FreeList {
+    fn drop(&mut self) {
+        // One at a time, not recursively.
+        while self.pop().is_some() {}
+    }
+}
+
+/// Free blocks of [`MIN_READ`] and [`MAX_READ`] bytes for the streams of
+/// one thread, last freed first. It keeps at most 256 KiB of each size
+/// (as much as the loop's own read buffer); a block given back beyond
+/// that, or of another size, is freed.
+pub(crate) struct BufferPool {
+    small: FreeList,
+    large: FreeList,
+}
+
+thread_local! {
+    static POOL: Rc<BufferPool> = Rc::new(BufferPool {
+        small: FreeList::new(256 * 1024 / MIN_READ),
+        large: FreeList::new(256 * 1024 / MAX_READ),
+    });
+}
+
+impl BufferPool {
+    /// This thread's pool.
+    fn current() -> Rc<BufferPool> {
+        POOL.with(Rc::clone)
+    }
+
+    /// An empty block of [`MAX_READ`] bytes if `large`, else [`MIN_READ`].
+    #[inline(always)]
+    fn take(&self, large: bool) -> Box<Block> {
+        if !large {
+            if let Some(block) = self.small.pop() {
+                return block;
+            }
+        }
+        self.take_other(large)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn take_other(&self, large: bool) -> Box<Block> {
+        let pooled = if large { self.large.pop() } else { None };
+        pooled.unwrap_or_else(|| Block::new(if large { MAX_READ } else { MIN_READ }))
+    }
+
+    /// Takes back a block (its bytes are dropped; whoever takes it next
+    /// sets `start` and `end`).
+    #[inline(always)]
+    pub(crate) fn give(&self, block: Box<Block>) {
+        if block.data.len() == MIN_READ {
+            self.small.push(block);
+        } else {
+            self.give_other(block);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn give_other(&self, block: Box<Block>) {
+        if block.data.len() == MAX_READ {
+            self.large.push(block);
+        }
+    }
+}
+
+/// What the protocol and the two halves of a stream share. Touched only
+/// for short moments, never across a call into user code.
 pub(crate) struct StreamState {
-    /// Received bytes the read half has not taken yet.
-    pub(crate) incoming: RefCell<Chunk>,
-    /// Bytes the read half holds and has not handed out (for the limit).
-    pub(crate) held: Cell<usize>,
+    /// The transport under the stream.
+    pub(crate) transport: Transport,
+    /// Where received bytes' blocks come from and go back to.
+    pub(crate) pool: Rc<BufferPool>,
+    /// Received blocks the read half has not taken yet, oldest first,
+    /// linked by `next`.
+    incoming: Cell<Option<Box<Block>>>,
+    /// Bytes received and not handed out yet (in `incoming` and in the
+    /// block the read half holds), for the limit.
+    unread: Cell<usize>,
     pub(crate) limit: Cell<usize>,
     pub(crate) reading_paused: Cell<bool>,
     pub(crate) eof: Cell<bool>,
@@ -96,29 +233,102 @@ pub(crate) struct StreamState {
     pub(crate) writing_paused: Cell<bool>,
     pub(crate) read_waker: WakerSlot,
     pub(crate) write_waker: WakerSlot,
-    /// Set by `connection_made`, or at once when made from a transport.
-    pub(crate) transport: OnceCell<Transport>,
+    /// The empty waiter a flush of the stream waits on, kept across polls.
+    pub(crate) flush: Cell<Option<EmptyWaiter>>,
+    /// Whether the stream's `close` sent EOF.
+    pub(crate) eof_sent: Cell<bool>,
+    /// The stream's halves alive; the last one dropped closes the
+    /// transport (0 also after `into_parts`: nothing closes it then).
+    pub(crate) halves: Cell<u8>,
 }
 
 impl StreamState {
-    pub(crate) fn new(buffered: &[u8]) -> StreamState {
-        StreamState {
-            incoming: RefCell::new(Chunk::from_bytes(buffered)),
-            held: Cell::new(0),
+    /// The state of a stream on `transport`, with `buffered` as the first
+    /// bytes to read.
+    pub(crate) fn new(transport: &Transport, buffered: &[u8]) -> Rc<StreamState> {
+        Rc::new(StreamState {
+            transport: transport.clone(),
+            pool: BufferPool::current(),
+            incoming: Cell::new((!buffered.is_empty()).then(|| Block::from_bytes(buffered))),
+            unread: Cell::new(buffered.len()),
             limit: Cell::new(DEFAULT_LIMIT),
             reading_paused: Cell::new(false),
             eof: Cell::new(false),
-            lost: Cell::new(false),
+            lost: Cell::new(transport.is_closing()),
             error: RefCell::new(None),
             writing_paused: Cell::new(false),
             read_waker: WakerSlot::default(),
             write_waker: WakerSlot::default(),
-            transport: OnceCell::new(),
+            flush: Cell::new(None),
+            eof_sent: Cell::new(false),
+            halves: Cell::new(0),
+        })
+    }
+
+    /// How many received bytes wait to be read.
+    #[inline]
+    pub(crate) fn buffered(&self) -> usize {
+        self.unread.get()
+    }
+
+    /// The oldest received block not taken yet.
+    #[inline(always)]
+    pub(crate) fn take_received(&self) -> Option<Box<Block>> {
+        let mut block = self.incoming.take()?;
+        fill(&self.incoming, block.next.take());
+        Some(block)
+    }
+
+    /// `n` received bytes were handed out (from a block taken with
+    /// `take_received`).
+    #[inline(always)]
+    pub(crate) fn consumed(&self, n: usize) {
+        self.unread.set(self.unread.get() - n);
+        if self.reading_paused.get() {
+            self.maybe_resume_reading();
         }
     }
 
-    pub(crate) fn buffered(&self) -> usize {
-        self.incoming.borrow().len() + self.held.get()
+    /// All the bytes received and not taken, oldest first; the blocks go
+    /// back to the pool.
+    pub(crate) fn drain_received(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        while let Some(block) = self.take_received() {
+            bytes.extend_from_slice(block.bytes());
+            self.pool.give(block);
+        }
+        self.unread.set(0);
+        bytes
+    }
+
+    /// Queues a received block after the others.
+    #[inline(always)]
+    fn push_received(&self, block: Box<Block>) {
+        match self.incoming.take() {
+            None => fill(&self.incoming, Some(block)),
+            Some(head) => self.append_received(head, block),
+        }
+    }
+
+    /// `push_received` behind unread blocks: the bytes are copied into the
+    /// last one's tail if they fit, else the block is linked after it.
+    #[cold]
+    #[inline(never)]
+    fn append_received(&self, mut head: Box<Block>, block: Box<Block>) {
+        let mut last = &mut head;
+        while last.next.is_some() {
+            last = last.next.as_mut().expect("checked");
+        }
+        let n = block.len();
+        if last.data.len() - last.end >= n {
+            let end = last.end;
+            last.data[end..end + n].copy_from_slice(block.bytes());
+            last.end += n;
+            self.pool.give(block);
+        } else {
+            last.next = Some(block);
+        }
+        self.incoming.set(Some(head));
     }
 
     pub(crate) fn wake_reader(&self) {
@@ -132,20 +342,18 @@ impl StreamState {
     /// Pauses reading: the buffer went above twice the limit.
     #[cold]
     #[inline(never)]
-    pub(crate) fn pause_reading(&self) {
+    fn pause_reading(&self) {
         self.reading_paused.set(true);
-        if let Some(t) = self.transport.get() {
-            t.pause_reading();
-        }
+        self.transport.pause_reading();
     }
 
     /// Resumes reading once the buffer is at the limit or below.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn maybe_resume_reading(&self) {
         if self.reading_paused.get() && self.buffered() <= self.limit.get() {
             self.reading_paused.set(false);
-            if let Some(t) = self.transport.get() {
-                t.resume_reading();
-            }
+            self.transport.resume_reading();
         }
     }
 
@@ -164,6 +372,15 @@ impl StreamState {
             .borrow()
             .as_ref()
             .map(crate::transport::clone_io_error)
+    }
+}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        // One block at a time, not recursively.
+        while let Some(block) = self.take_received() {
+            self.pool.give(block);
+        }
     }
 }
 
@@ -220,134 +437,118 @@ impl WakerSlot {
     }
 }
 
-/// The protocol that feeds a [`TransportStream`](crate::TransportStream) (asyncio's
-/// `StreamReaderProtocol`).
+/// The protocol that feeds a [`TransportStream`](crate::TransportStream)
+/// (asyncio's `StreamReaderProtocol`).
 ///
-/// A `BufferedProtocol`: the transport reads straight into `spare`, which
-/// is empty between calls.
+/// A `BufferedProtocol`: the transport reads straight into `spare`, a
+/// block from the pool, which `buffer_updated` queues for the read half;
+/// between reads the protocol holds no block.
 pub(crate) struct StreamReaderProtocol {
-    shared: Rc<StreamState>,
-    /// What to do with the stream once connected (servers spawn a task).
-    on_connect: Option<OnConnect>,
-    /// The buffer lent to the transport by `get_buffer`.
-    spare: Chunk,
-    /// How much the next read asks room for.
-    read_size: usize,
-}
-
-/// What a connected protocol does with its state (a server spawns the
-/// handler's task on a stream made from it).
-pub(crate) type OnConnect = Box<dyn FnOnce(Rc<StreamState>, &Transport)>;
-
-impl StreamReaderProtocol {
-    pub(crate) fn new(
-        shared: Rc<StreamState>,
-        on_connect: Option<OnConnect>,
-    ) -> Buffered<StreamReaderProtocol> {
-        Buffered(StreamReaderProtocol {
-            shared,
-            on_connect,
-            spare: Chunk::default(),
-            read_size: MIN_READ,
-        })
-    }
-
-    /// A protocol whose stream is made in `connection_made` and handed to
-    /// `on_connect`.
-    pub(crate) fn with_handler(on_connect: OnConnect) -> Buffered<StreamReaderProtocol> {
-        StreamReaderProtocol::new(Rc::new(StreamState::new(&[])), Some(on_connect))
-    }
-
-    /// A protocol whose stream is made after the connection completes,
-    /// on the state returned with it.
-    pub(crate) fn pending() -> (Buffered<StreamReaderProtocol>, Rc<StreamState>) {
-        let shared = Rc::new(StreamState::new(&[]));
-        (StreamReaderProtocol::new(shared.clone(), None), shared)
-    }
+    state: Rc<StreamState>,
+    /// The block lent to the transport by `get_buffer`.
+    spare: Option<Box<Block>>,
+    /// Whether reads ask for [`MAX_READ`] bytes rather than [`MIN_READ`].
+    large: bool,
 }
 
 impl StreamReaderProtocol {
-    /// Reads that fill the buffer double the next one (up to
-    /// [`MAX_READ`]); short ones under half of it halve it (down to
-    /// [`MIN_READ`]).
+    pub(crate) fn new(state: Rc<StreamState>) -> StreamReaderProtocol {
+        StreamReaderProtocol {
+            state,
+            spare: None,
+            large: false,
+        }
+    }
+
+    /// A read that filled its block goes on with [`MAX_READ`] ones; one
+    /// of less than [`MIN_READ`] goes back.
+    #[cold]
+    #[inline(never)]
     fn adapt_read_size(&mut self, nbytes: usize, cap: usize) {
         if nbytes == cap {
-            self.read_size = (self.read_size * 2).min(MAX_READ);
-        } else if nbytes < self.read_size / 2 {
-            self.read_size = (self.read_size / 2).max(MIN_READ);
+            self.large = true;
+        } else if nbytes < MIN_READ {
+            self.large = false;
+        }
+    }
+
+    /// A `size_hint` larger than the block: a block of that size.
+    #[cold]
+    #[inline(never)]
+    fn grow_spare(&mut self, size_hint: usize) -> &mut [u8] {
+        if let Some(old) = self.spare.take() {
+            self.state.pool.give(old);
+        }
+        &mut self.spare.insert(Block::new(size_hint)).data
+    }
+
+    /// Gives the spare back: nothing is read into it now.
+    fn release_spare(&mut self) {
+        if let Some(block) = self.spare.take() {
+            self.state.pool.give(block);
         }
     }
 }
 
-/// A zeroed buffer of `len` bytes (only when a buffer grows: the memory
-/// the transport reads into is initialized once).
-#[cold]
-#[inline(never)]
-fn zeroed(len: usize) -> Vec<u8> {
-    vec![0; len]
+impl Drop for StreamReaderProtocol {
+    fn drop(&mut self) {
+        self.release_spare();
+    }
 }
 
 impl BufferedProtocol for StreamReaderProtocol {
-    fn connection_made(&mut self, transport: &Transport) {
-        let _ = self.shared.transport.set(transport.clone());
-        // A server's or a connection's factory can only give the transport
-        // an `AnyProtocol`: swap this for the same protocol as its concrete
-        // kind, which the socket transport's read path calls directly.
-        transport.set_bridge_protocol(StreamReaderProtocol {
-            shared: self.shared.clone(),
-            on_connect: None,
-            spare: std::mem::take(&mut self.spare),
-            read_size: self.read_size,
-        });
-        if let Some(on_connect) = self.on_connect.take() {
-            on_connect(self.shared.clone(), transport);
-        }
-    }
-
+    #[inline]
     fn get_buffer(&mut self, size_hint: usize) -> &mut [u8] {
-        let want = self.read_size.max(size_hint);
-        if self.spare.data.len() < want {
-            self.spare.data = zeroed(want);
+        // Already set only after a `recv` that failed: lent again.
+        if self.spare.is_none() {
+            self.spare = Some(self.state.pool.take(self.large));
         }
-        // `start`/`end` of the spare mean nothing until buffer_updated.
-        &mut self.spare.data
+        if self
+            .spare
+            .as_ref()
+            .is_some_and(|b| b.data.len() < size_hint)
+        {
+            return self.grow_spare(size_hint);
+        }
+        match &mut self.spare {
+            Some(block) => &mut block.data,
+            None => &mut [],
+        }
     }
 
+    #[inline]
     fn buffer_updated(&mut self, nbytes: usize) {
-        let cap = self.spare.data.len();
-        // Steady small reads (short, at the smallest size) change nothing.
-        if nbytes == cap || self.read_size != MIN_READ {
+        let Some(mut block) = self.spare.take() else {
+            return;
+        };
+        let cap = block.data.len();
+        let nbytes = nbytes.min(cap);
+        // Steady small reads (short, into a small block) change nothing.
+        if nbytes == cap || self.large {
             self.adapt_read_size(nbytes, cap);
         }
-        let s = &*self.shared;
-        let buffered = {
-            let mut incoming = s.incoming.borrow_mut();
-            if incoming.is_empty() {
-                // The common case: the reader took everything before.
-                self.spare.start = 0;
-                self.spare.end = nbytes;
-                std::mem::swap(&mut self.spare, &mut *incoming);
-                nbytes
-            } else {
-                append_spare(&mut incoming, &mut self.spare, nbytes);
-                incoming.len()
-            }
-        } + s.held.get();
-        if buffered > 2 * s.limit.get() && !s.reading_paused.get() {
+        (block.start, block.end) = (0, nbytes);
+        let s = &*self.state;
+        s.push_received(block);
+        let unread = s.unread.get() + nbytes;
+        s.unread.set(unread);
+        if unread > 2 * s.limit.get() && !s.reading_paused.get() {
             s.pause_reading();
         }
         s.wake_reader();
     }
 
     fn eof_received(&mut self) -> bool {
-        self.shared.eof.set(true);
-        self.shared.wake_reader();
+        self.release_spare();
+        self.state.eof.set(true);
+        self.state.wake_reader();
         // Keep the write side open: the task decides when to close.
         true
     }
 
     fn connection_lost(&mut self, exc: Option<io::Error>) {
-        let s = &self.shared;
+        self.release_spare();
+        let s = &self.state;
         s.lost.set(true);
         s.eof.set(true);
         if let Some(e) = exc {
@@ -358,51 +559,84 @@ impl BufferedProtocol for StreamReaderProtocol {
     }
 
     fn pause_writing(&mut self) {
-        self.shared.writing_paused.set(true);
+        self.state.writing_paused.set(true);
     }
 
     fn resume_writing(&mut self) {
-        self.shared.writing_paused.set(false);
-        self.shared.wake_writer();
+        self.state.writing_paused.set(false);
+        self.state.wake_writer();
     }
 }
 
-/// `buffer_updated` when the reader has not taken the previous bytes yet:
-/// appends a copy of the `nbytes` read into `spare`.
-#[cold]
-#[inline(never)]
-fn append_spare(incoming: &mut Chunk, spare: &mut Chunk, nbytes: usize) {
-    incoming.append(&spare.data[..nbytes]);
-    let cap = spare.data.len();
-    if nbytes < cap && cap > MIN_READ {
-        // A short read: the burst is over, release its buffer (an idle
-        // stream keeps none larger than MIN_READ).
-        spare.data = Vec::new();
+/// The protocol a stream's transport starts with, while it connects: in
+/// `connection_made` it puts a [`StreamReaderProtocol`] on a new
+/// [`StreamState`] in its place and hands the state to `on_connect`
+/// (a server spawns the handler's task on a stream made from it).
+pub(crate) struct Connecting<F> {
+    on_connect: Option<F>,
+}
+
+impl<F: FnOnce(Rc<StreamState>) + 'static> Connecting<F> {
+    pub(crate) fn new(on_connect: F) -> Connecting<F> {
+        Connecting {
+            on_connect: Some(on_connect),
+        }
     }
+}
+
+impl<F: FnOnce(Rc<StreamState>) + 'static> BufferedProtocol for Connecting<F> {
+    fn connection_made(&mut self, transport: &Transport) {
+        let state = StreamState::new(transport, &[]);
+        // Installed as its concrete kind, which the socket transport's read
+        // path calls directly; this one is dropped when it returns.
+        transport.set_bridge_protocol(StreamReaderProtocol::new(state.clone()));
+        if let Some(on_connect) = self.on_connect.take() {
+            on_connect(state);
+        }
+    }
+
+    /// Never called: `connection_made` replaced this protocol.
+    fn get_buffer(&mut self, _size_hint: usize) -> &mut [u8] {
+        &mut []
+    }
+
+    fn buffer_updated(&mut self, _nbytes: usize) {}
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Chunk;
+    use super::{Block, BufferPool, MAX_READ, MIN_READ};
+
+    /// A block from `pool` holding `bytes`.
+    fn block_with(pool: &BufferPool, bytes: &[u8]) -> Box<Block> {
+        let mut b = pool.take(false);
+        b.data[..bytes.len()].copy_from_slice(bytes);
+        (b.start, b.end) = (0, bytes.len());
+        b
+    }
 
     #[test]
-    fn chunk_append_uses_the_tail_then_compacts_and_grows() {
-        let mut c = Chunk {
-            data: vec![0; 8],
-            start: 0,
-            end: 0,
-        };
-        c.append(b"abcde");
-        assert_eq!(c.bytes(), b"abcde");
-        assert_eq!(c.data.len(), 8, "fits in the tail: no growth");
-        c.start = 3; // "ab" handed out
-        c.append(b"fghij");
-        assert_eq!(c.bytes(), b"defghij");
-        assert_eq!((c.start, c.end), (0, 7));
-        c.start = c.end;
-        assert!(c.is_empty());
-        assert_eq!(c.len(), 0);
-        let c = Chunk::from_bytes(b"xy");
-        assert_eq!((c.bytes(), c.len()), (&b"xy"[..], 2));
+    fn drained_blocks_go_back_to_the_pool_up_to_its_bound() {
+        let pool = BufferPool::current();
+        let mut b = block_with(&pool, b"0123456789");
+        assert!(!b.advance(4));
+        assert_eq!(b.bytes(), b"456789");
+        assert!(b.advance(6));
+        let addr = b.data.as_ptr();
+        pool.give(b);
+        let again = pool.take(false);
+        assert_eq!(again.data.as_ptr(), addr, "the same block again");
+        assert_eq!(pool.take(true).data.len(), MAX_READ);
+        let many: Vec<_> = (0..100).map(|_| pool.take(false)).collect();
+        for b in many {
+            pool.give(b);
+        }
+        assert_eq!(
+            pool.small.len.get(),
+            256 * 1024 / MIN_READ,
+            "the rest freed"
+        );
+        pool.give(Block::from_bytes(b"xyz")); // another size: freed
+        assert_eq!(pool.small.len.get(), 256 * 1024 / MIN_READ);
     }
 }

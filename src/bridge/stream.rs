@@ -268,7 +268,7 @@ impl ReadHalf {
         if self.shared.eof.get() {
             return Poll::Ready(self.shared.eof_result());
         }
-        self.shared.read_waker.register(cx);
+        self.shared.register_reader(cx);
         Poll::Pending
     }
 }
@@ -343,7 +343,7 @@ impl WriteHalf {
             return Poll::Ready(Err(self.closed_error()));
         }
         if self.shared.writing_paused.get() {
-            self.shared.write_waker.register(cx);
+            self.shared.register_writer(cx);
             return Poll::Pending;
         }
         Poll::Ready(Ok(()))

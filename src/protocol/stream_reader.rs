@@ -20,7 +20,7 @@
 //! `get_buffer` (a full read followed by `WouldBlock`) leaves the lent
 //! block with the protocol until its next read, EOF or loss.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::io;
 use std::rc::Rc;
 use std::task::{Context, Waker};
@@ -229,10 +229,12 @@ pub(crate) struct StreamState {
     pub(crate) reading_paused: Cell<bool>,
     pub(crate) eof: Cell<bool>,
     pub(crate) lost: Cell<bool>,
-    pub(crate) error: RefCell<Option<io::Error>>,
+    error: Cell<Option<io::Error>>,
     pub(crate) writing_paused: Cell<bool>,
-    pub(crate) read_waker: WakerSlot,
-    pub(crate) write_waker: WakerSlot,
+    read_waker: WakerSlot,
+    write_waker: WakerSlot,
+    read_armed: Cell<bool>,
+    write_armed: Cell<bool>,
     /// The empty waiter a flush of the stream waits on, kept across polls.
     pub(crate) flush: Cell<Option<EmptyWaiter>>,
     /// Whether the stream's `close` sent EOF.
@@ -255,10 +257,12 @@ impl StreamState {
             reading_paused: Cell::new(false),
             eof: Cell::new(false),
             lost: Cell::new(transport.is_closing()),
-            error: RefCell::new(None),
+            error: Cell::new(None),
             writing_paused: Cell::new(false),
             read_waker: WakerSlot::default(),
             write_waker: WakerSlot::default(),
+            read_armed: Cell::new(false),
+            write_armed: Cell::new(false),
             flush: Cell::new(None),
             eof_sent: Cell::new(false),
             halves: Cell::new(0),
@@ -331,12 +335,24 @@ impl StreamState {
         self.incoming.set(Some(head));
     }
 
-    pub(crate) fn wake_reader(&self) {
-        self.read_waker.wake();
+    /// Wakes the read half's task when data, EOF or an error arrives.
+    #[inline]
+    pub(crate) fn register_reader(&self, cx: &Context<'_>) {
+        self.read_waker.register(&self.read_armed, cx);
     }
 
-    pub(crate) fn wake_writer(&self) {
-        self.write_waker.wake();
+    /// Wakes the write half's task when writing resumes or fails.
+    #[inline]
+    pub(crate) fn register_writer(&self, cx: &Context<'_>) {
+        self.write_waker.register(&self.write_armed, cx);
+    }
+
+    fn wake_reader(&self) {
+        self.read_waker.wake(&self.read_armed);
+    }
+
+    fn wake_writer(&self) {
+        self.write_waker.wake(&self.write_armed);
     }
 
     /// Pauses reading: the buffer went above twice the limit.
@@ -367,11 +383,12 @@ impl StreamState {
         }
     }
 
+    /// A copy of the connection's error, if it was lost with one.
     pub(crate) fn sticky_error(&self) -> Option<io::Error> {
-        self.error
-            .borrow()
-            .as_ref()
-            .map(crate::transport::clone_io_error)
+        let error = self.error.take();
+        let copy = error.as_ref().map(crate::transport::clone_io_error);
+        self.error.set(error);
+        copy
     }
 }
 
@@ -389,22 +406,22 @@ impl Drop for StreamState {
 /// task does, registers with no clone and its wakes drop no reference.
 ///
 /// A `Cell`, only ever taken and put back: nothing is borrowed while the
-/// waker runs, which may run anything (D2).
+/// waker runs, which may run anything (D2). Whether a poll is waiting
+/// (`armed`: set by `register`, cleared by `wake`) is a flag the owner
+/// keeps, next to its other flags.
 #[derive(Default)]
 pub(crate) struct WakerSlot {
     waker: Cell<Option<Waker>>,
-    /// Whether a poll is waiting: set by `register`, cleared by `wake`.
-    armed: Cell<bool>,
 }
 
 impl WakerSlot {
     #[inline]
-    pub(crate) fn register(&self, cx: &Context<'_>) {
+    fn register(&self, armed: &Cell<bool>, cx: &Context<'_>) {
         match self.waker.take() {
             Some(w) if w.will_wake(cx.waker()) => self.waker.set(Some(w)),
             old => self.replace_waker(old, cx.waker()),
         }
-        self.armed.set(true);
+        armed.set(true);
     }
 
     /// `register` with a different waker than the last one.
@@ -416,8 +433,8 @@ impl WakerSlot {
     }
 
     #[inline]
-    pub(crate) fn wake(&self) {
-        if !self.armed.replace(false) {
+    fn wake(&self, armed: &Cell<bool>) {
+        if !armed.replace(false) {
             return;
         }
         let Some(waker) = self.waker.take() else {
@@ -552,7 +569,7 @@ impl BufferedProtocol for StreamReaderProtocol {
         s.lost.set(true);
         s.eof.set(true);
         if let Some(e) = exc {
-            *s.error.borrow_mut() = Some(e);
+            s.error.set(Some(e));
         }
         s.wake_reader();
         s.wake_writer();

@@ -153,18 +153,31 @@ impl Drop for FreeList {
 }
 
 /// Free blocks of [`MIN_READ`] and [`MAX_READ`] bytes for the streams of
-/// one thread, last freed first. It keeps at most 256 KiB of each size
-/// (as much as the loop's own read buffer); a block given back beyond
-/// that, or of another size, is freed.
+/// one thread, last freed first; a block given back beyond its list's
+/// bound, or of another size, is freed.
+///
+/// The pool holds what the thread's streams had in flight at once: a loop
+/// reads every ready socket before the tasks run, so each stream read in
+/// one iteration holds a block until its task has taken the bytes. The
+/// bounds ([`POOL_SMALL`], [`POOL_LARGE`]) let a thousand streams read in
+/// every iteration without allocating (a new block is a zeroed
+/// allocation), and cap what a past burst leaves allocated: at most 5 MiB
+/// per thread, whatever the number of streams.
 pub(crate) struct BufferPool {
     small: FreeList,
     large: FreeList,
 }
 
+/// The most free [`MIN_READ`] blocks a pool keeps (4 MiB).
+const POOL_SMALL: usize = 1024;
+
+/// The most free [`MAX_READ`] blocks a pool keeps (1 MiB).
+const POOL_LARGE: usize = 16;
+
 thread_local! {
     static POOL: Rc<BufferPool> = Rc::new(BufferPool {
-        small: FreeList::new(256 * 1024 / MIN_READ),
-        large: FreeList::new(256 * 1024 / MAX_READ),
+        small: FreeList::new(POOL_SMALL),
+        large: FreeList::new(POOL_LARGE),
     });
 }
 
@@ -533,7 +546,7 @@ impl BufferedProtocol for StreamReaderProtocol {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn buffer_updated(&mut self, nbytes: usize) {
         let Some(mut block) = self.spare.take() else {
             return;
@@ -622,7 +635,7 @@ impl<F: FnOnce(Rc<StreamState>) + 'static> BufferedProtocol for Connecting<F> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Block, BufferPool, MAX_READ, MIN_READ};
+    use super::{Block, BufferPool, MAX_READ, POOL_SMALL};
 
     /// A block from `pool` holding `bytes`.
     fn block_with(pool: &BufferPool, bytes: &[u8]) -> Box<Block> {
@@ -644,16 +657,12 @@ mod tests {
         let again = pool.take(false);
         assert_eq!(again.data.as_ptr(), addr, "the same block again");
         assert_eq!(pool.take(true).data.len(), MAX_READ);
-        let many: Vec<_> = (0..100).map(|_| pool.take(false)).collect();
+        let many: Vec<_> = (0..POOL_SMALL + 10).map(|_| pool.take(false)).collect();
         for b in many {
             pool.give(b);
         }
-        assert_eq!(
-            pool.small.len.get(),
-            256 * 1024 / MIN_READ,
-            "the rest freed"
-        );
+        assert_eq!(pool.small.len.get(), POOL_SMALL, "the rest freed");
         pool.give(Block::from_bytes(b"xyz")); // another size: freed
-        assert_eq!(pool.small.len.get(), 256 * 1024 / MIN_READ);
+        assert_eq!(pool.small.len.get(), POOL_SMALL);
     }
 }

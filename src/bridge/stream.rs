@@ -29,7 +29,10 @@ use std::task::{Context, Poll};
 
 use futures::io::{AsyncBufRead, AsyncRead, AsyncWrite, IoSlice};
 
-use crate::protocol::stream_reader::{Block, StreamReaderProtocol, StreamState as Shared};
+use crate::protocol::stream_reader::{
+    Block, StreamReaderProtocol, StreamState as Shared, EOF, EOF_SENT, LOST, READING_PAUSED,
+    WRITING_PAUSED,
+};
 use crate::transport::Transport;
 
 /// The default read limit: 64 KiB, asyncio's `_DEFAULT_LIMIT`.
@@ -111,7 +114,7 @@ impl TransportStream {
     pub fn from_parts(parts: StreamParts) -> TransportStream {
         let stream = TransportStream::with_buffered(&parts.transport, &parts.buffered);
         if parts.eof {
-            stream.reader.shared.eof.set(true);
+            stream.reader.shared.flags.set(EOF, true);
         }
         stream
     }
@@ -189,14 +192,14 @@ impl TransportStream {
             shared.pool.give(block);
         }
         buffered.extend_from_slice(&shared.drain_received());
-        if shared.reading_paused.replace(false) {
+        if shared.flags.replace(READING_PAUSED, false) {
             shared.transport.resume_reading();
         }
         drop((reader, writer));
         StreamParts {
             transport: shared.transport.clone(),
             buffered,
-            eof: shared.eof.get(),
+            eof: shared.flags.has(EOF),
         }
     }
 }
@@ -265,7 +268,7 @@ impl ReadHalf {
             return Poll::Ready(Ok(true));
         }
         // `connection_lost` sets `eof` too, so one check covers both.
-        if self.shared.eof.get() {
+        if self.shared.flags.has(EOF) {
             return Poll::Ready(self.shared.eof_result());
         }
         self.shared.register_reader(cx);
@@ -332,17 +335,18 @@ impl WriteHalf {
     #[cold]
     #[inline(never)]
     fn write_error(&self, e: crate::Error) -> io::Error {
-        if self.shared.lost.get() || self.shared.transport.is_closing() {
+        if self.shared.flags.has(LOST) || self.shared.transport.is_closing() {
             return self.closed_error();
         }
         e.into()
     }
 
     fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.shared.lost.get() {
-            return Poll::Ready(Err(self.closed_error()));
-        }
-        if self.shared.writing_paused.get() {
+        let flags = &self.shared.flags;
+        if flags.has(LOST | WRITING_PAUSED) {
+            if flags.has(LOST) {
+                return Poll::Ready(Err(self.closed_error()));
+            }
             self.shared.register_writer(cx);
             return Poll::Pending;
         }
@@ -418,9 +422,9 @@ impl AsyncWrite for WriteHalf {
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.shared.eof_sent.get() {
+        if !self.shared.flags.has(EOF_SENT) {
             futures::ready!(self.as_mut().poll_flush(cx))?;
-            self.shared.eof_sent.set(true);
+            self.shared.flags.set(EOF_SENT, true);
             let t = &self.shared.transport;
             if t.can_write_eof() {
                 t.write_eof()?;
@@ -500,5 +504,44 @@ impl fmt::Debug for WriteHalf {
         f.debug_struct("WriteHalf")
             .field("transport", self.transport())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use futures::io::AsyncReadExt;
+
+    use crate::protocol::stream_reader::MIN_READ;
+    use crate::EventLoop;
+
+    #[test]
+    fn a_block_lent_to_a_failed_recv_goes_back_once_the_reader_waits() {
+        // A message of exactly one block: the read fills it, the transport
+        // reads again at once and gets WouldBlock, which leaves the protocol
+        // holding the block it lent for that. The read half, finding
+        // nothing more to read, has it taken back.
+        let lp = EventLoop::new().unwrap();
+        let h = lp.handle();
+        lp.run_until_complete(async move {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let mut stream = h.open_connection("127.0.0.1", port).await.unwrap();
+            let (mut peer, _) = listener.accept().unwrap();
+            peer.write_all(&[7u8; MIN_READ]).unwrap();
+            let mut got = vec![0u8; MIN_READ];
+            stream.read_exact(&mut got).await.unwrap();
+            assert!(got.iter().all(|&b| b == 7));
+            let mut more = [0u8; 1];
+            let cut = crate::timeout(Duration::from_millis(20), stream.read(&mut more)).await;
+            assert!(cut.is_err(), "nothing more was sent");
+            assert!(
+                !stream.reader.shared.holds_lent_block(),
+                "the block lent to the failed recv went back"
+            );
+        })
+        .unwrap();
     }
 }

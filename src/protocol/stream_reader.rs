@@ -15,10 +15,18 @@
 //! it back the moment it has handed out the last byte. So a stream holds
 //! memory for received bytes only while some are unread: a queue of
 //! blocks, where a read that arrives before the reader took the previous
-//! one is copied into the last block's free tail if it fits. One
-//! exception, as with any `BufferedProtocol`: a `recv` that fails after
-//! `get_buffer` (a full read followed by `WouldBlock`) leaves the lent
-//! block with the protocol until its next read, EOF or loss.
+//! one is copied into the last block's free tail if it fits.
+//!
+//! A `recv` that fails after `get_buffer` leaves the lent block with the
+//! protocol: the transport calls nothing to say so. It happens after every
+//! read that filled its block and ended the data (the transport tries
+//! again at once, and gets `WouldBlock`: a 4 KiB message does it), and
+//! when a readiness event reports bytes an earlier read already took. So
+//! the protocol wakes the read half in `get_buffer` rather than in
+//! `buffer_updated` (its task runs after the `recv` either way), and the
+//! state's `lent` flag tells it the `recv` failed: finding nothing to
+//! read, it has the protocol replaced by a fresh one, and the old one
+//! gives its block back as it is dropped.
 
 use std::cell::Cell;
 use std::io;
@@ -225,6 +233,49 @@ impl BufferPool {
     }
 }
 
+/// Reading is paused: the unread bytes went above twice the limit.
+pub(crate) const READING_PAUSED: u8 = 1;
+/// The peer sent EOF, or the connection was lost.
+pub(crate) const EOF: u8 = 1 << 1;
+/// The connection was lost (`connection_lost` ran).
+pub(crate) const LOST: u8 = 1 << 2;
+/// The transport paused writing (`pause_writing`).
+pub(crate) const WRITING_PAUSED: u8 = 1 << 3;
+/// The stream's `close` sent EOF.
+pub(crate) const EOF_SENT: u8 = 1 << 4;
+/// The read half's task waits to be woken.
+const READ_ARMED: u8 = 1 << 5;
+/// The write half's task waits to be woken.
+const WRITE_ARMED: u8 = 1 << 6;
+/// The installed protocol holds a block it lent to a `recv` (between
+/// `get_buffer` and `buffer_updated`; seen from outside the transport's
+/// read, it means the `recv` failed).
+const LENT: u8 = 1 << 7;
+
+/// A stream's flags, one bit each.
+pub(crate) struct Flags(Cell<u8>);
+
+impl Flags {
+    #[inline(always)]
+    pub(crate) fn has(&self, flag: u8) -> bool {
+        self.0.get() & flag != 0
+    }
+
+    #[inline(always)]
+    pub(crate) fn set(&self, flag: u8, on: bool) {
+        let f = self.0.get();
+        self.0.set(if on { f | flag } else { f & !flag });
+    }
+
+    /// Sets `flag` to `on` and returns whether it was set.
+    #[inline(always)]
+    pub(crate) fn replace(&self, flag: u8, on: bool) -> bool {
+        let was = self.has(flag);
+        self.set(flag, on);
+        was
+    }
+}
+
 /// What the protocol and the two halves of a stream share. Touched only
 /// for short moments, never across a call into user code.
 pub(crate) struct StreamState {
@@ -239,19 +290,14 @@ pub(crate) struct StreamState {
     /// block the read half holds), for the limit.
     unread: Cell<usize>,
     pub(crate) limit: Cell<usize>,
-    pub(crate) reading_paused: Cell<bool>,
-    pub(crate) eof: Cell<bool>,
-    pub(crate) lost: Cell<bool>,
+    /// [`READING_PAUSED`], [`EOF`], [`LOST`], [`WRITING_PAUSED`],
+    /// [`EOF_SENT`], the wakers' armed flags and [`LENT`].
+    pub(crate) flags: Flags,
     error: Cell<Option<io::Error>>,
-    pub(crate) writing_paused: Cell<bool>,
     read_waker: WakerSlot,
     write_waker: WakerSlot,
-    read_armed: Cell<bool>,
-    write_armed: Cell<bool>,
     /// The empty waiter a flush of the stream waits on, kept across polls.
     pub(crate) flush: Cell<Option<EmptyWaiter>>,
-    /// Whether the stream's `close` sent EOF.
-    pub(crate) eof_sent: Cell<bool>,
     /// The stream's halves alive; the last one dropped closes the
     /// transport (0 also after `into_parts`: nothing closes it then).
     pub(crate) halves: Cell<u8>,
@@ -267,17 +313,11 @@ impl StreamState {
             incoming: Cell::new((!buffered.is_empty()).then(|| Block::from_bytes(buffered))),
             unread: Cell::new(buffered.len()),
             limit: Cell::new(DEFAULT_LIMIT),
-            reading_paused: Cell::new(false),
-            eof: Cell::new(false),
-            lost: Cell::new(transport.is_closing()),
+            flags: Flags(Cell::new(if transport.is_closing() { LOST } else { 0 })),
             error: Cell::new(None),
-            writing_paused: Cell::new(false),
             read_waker: WakerSlot::default(),
             write_waker: WakerSlot::default(),
-            read_armed: Cell::new(false),
-            write_armed: Cell::new(false),
             flush: Cell::new(None),
-            eof_sent: Cell::new(false),
             halves: Cell::new(0),
         })
     }
@@ -301,7 +341,7 @@ impl StreamState {
     #[inline(always)]
     pub(crate) fn consumed(&self, n: usize) {
         self.unread.set(self.unread.get() - n);
-        if self.reading_paused.get() {
+        if self.flags.has(READING_PAUSED) {
             self.maybe_resume_reading();
         }
     }
@@ -349,30 +389,52 @@ impl StreamState {
     }
 
     /// Wakes the read half's task when data, EOF or an error arrives.
+    /// Called when it found nothing to read; takes back a block the
+    /// protocol lent to a `recv` that failed.
     #[inline]
-    pub(crate) fn register_reader(&self, cx: &Context<'_>) {
-        self.read_waker.register(&self.read_armed, cx);
+    pub(crate) fn register_reader(self: &Rc<Self>, cx: &Context<'_>) {
+        if self.flags.has(LENT) {
+            self.reclaim_lent();
+        }
+        self.read_waker.register(&self.flags, READ_ARMED, cx);
+    }
+
+    /// Whether the protocol holds a block lent to a failed `recv`.
+    #[cfg(test)]
+    pub(crate) fn holds_lent_block(&self) -> bool {
+        self.flags.has(LENT)
+    }
+
+    /// Replaces the protocol, which holds a block from a failed `recv`, by
+    /// a fresh one: the transport drops the old one, which gives the block
+    /// back. (`lent` is only ever set by the installed protocol: one that
+    /// was replaced or dropped gave its block back and cleared it.)
+    #[cold]
+    #[inline(never)]
+    fn reclaim_lent(self: &Rc<Self>) {
+        self.transport
+            .set_bridge_protocol(StreamReaderProtocol::new(self.clone()));
     }
 
     /// Wakes the write half's task when writing resumes or fails.
     #[inline]
     pub(crate) fn register_writer(&self, cx: &Context<'_>) {
-        self.write_waker.register(&self.write_armed, cx);
+        self.write_waker.register(&self.flags, WRITE_ARMED, cx);
     }
 
     fn wake_reader(&self) {
-        self.read_waker.wake(&self.read_armed);
+        self.read_waker.wake(&self.flags, READ_ARMED);
     }
 
     fn wake_writer(&self) {
-        self.write_waker.wake(&self.write_armed);
+        self.write_waker.wake(&self.flags, WRITE_ARMED);
     }
 
     /// Pauses reading: the buffer went above twice the limit.
     #[cold]
     #[inline(never)]
     fn pause_reading(&self) {
-        self.reading_paused.set(true);
+        self.flags.set(READING_PAUSED, true);
         self.transport.pause_reading();
     }
 
@@ -380,8 +442,8 @@ impl StreamState {
     #[cold]
     #[inline(never)]
     pub(crate) fn maybe_resume_reading(&self) {
-        if self.reading_paused.get() && self.buffered() <= self.limit.get() {
-            self.reading_paused.set(false);
+        if self.flags.has(READING_PAUSED) && self.buffered() <= self.limit.get() {
+            self.flags.set(READING_PAUSED, false);
             self.transport.resume_reading();
         }
     }
@@ -420,8 +482,8 @@ impl Drop for StreamState {
 ///
 /// A `Cell`, only ever taken and put back: nothing is borrowed while the
 /// waker runs, which may run anything (D2). Whether a poll is waiting
-/// (`armed`: set by `register`, cleared by `wake`) is a flag the owner
-/// keeps, next to its other flags.
+/// (armed: set by `register`, cleared by `wake`) is a bit of the owner's
+/// flags.
 #[derive(Default)]
 pub(crate) struct WakerSlot {
     waker: Cell<Option<Waker>>,
@@ -429,12 +491,12 @@ pub(crate) struct WakerSlot {
 
 impl WakerSlot {
     #[inline]
-    fn register(&self, armed: &Cell<bool>, cx: &Context<'_>) {
+    fn register(&self, flags: &Flags, armed: u8, cx: &Context<'_>) {
         match self.waker.take() {
             Some(w) if w.will_wake(cx.waker()) => self.waker.set(Some(w)),
             old => self.replace_waker(old, cx.waker()),
         }
-        armed.set(true);
+        flags.set(armed, true);
     }
 
     /// `register` with a different waker than the last one.
@@ -446,8 +508,8 @@ impl WakerSlot {
     }
 
     #[inline]
-    fn wake(&self, armed: &Cell<bool>) {
-        if !armed.replace(false) {
+    fn wake(&self, flags: &Flags, armed: u8) {
+        if !flags.replace(armed, false) {
             return;
         }
         let Some(waker) = self.waker.take() else {
@@ -502,19 +564,10 @@ impl StreamReaderProtocol {
         }
     }
 
-    /// A `size_hint` larger than the block: a block of that size.
-    #[cold]
-    #[inline(never)]
-    fn grow_spare(&mut self, size_hint: usize) -> &mut [u8] {
-        if let Some(old) = self.spare.take() {
-            self.state.pool.give(old);
-        }
-        &mut self.spare.insert(Block::new(size_hint)).data
-    }
-
     /// Gives the spare back: nothing is read into it now.
     fn release_spare(&mut self) {
         if let Some(block) = self.spare.take() {
+            self.state.flags.set(LENT, false);
             self.state.pool.give(block);
         }
     }
@@ -527,23 +580,25 @@ impl Drop for StreamReaderProtocol {
 }
 
 impl BufferedProtocol for StreamReaderProtocol {
-    #[inline]
+    #[inline(always)]
     fn get_buffer(&mut self, size_hint: usize) -> &mut [u8] {
+        let StreamReaderProtocol {
+            state,
+            spare,
+            large,
+        } = self;
+        // Its task runs after the `recv`: it takes the bytes, or the block
+        // back if the `recv` failed (see the module docs).
+        state.wake_reader();
         // Already set only after a `recv` that failed: lent again.
-        if self.spare.is_none() {
-            self.spare = Some(self.state.pool.take(self.large));
+        let block = spare.get_or_insert_with(|| {
+            state.flags.set(LENT, true);
+            state.pool.take(*large)
+        });
+        if block.data.len() < size_hint {
+            grow_block(block, size_hint, &state.pool);
         }
-        if self
-            .spare
-            .as_ref()
-            .is_some_and(|b| b.data.len() < size_hint)
-        {
-            return self.grow_spare(size_hint);
-        }
-        match &mut self.spare {
-            Some(block) => &mut block.data,
-            None => &mut [],
-        }
+        &mut block.data
     }
 
     #[inline(always)]
@@ -551,6 +606,7 @@ impl BufferedProtocol for StreamReaderProtocol {
         let Some(mut block) = self.spare.take() else {
             return;
         };
+        self.state.flags.set(LENT, false);
         let cap = block.data.len();
         let nbytes = nbytes.min(cap);
         // Steady small reads (short, into a small block) change nothing.
@@ -562,15 +618,14 @@ impl BufferedProtocol for StreamReaderProtocol {
         s.push_received(block);
         let unread = s.unread.get() + nbytes;
         s.unread.set(unread);
-        if unread > 2 * s.limit.get() && !s.reading_paused.get() {
+        if unread > 2 * s.limit.get() && !s.flags.has(READING_PAUSED) {
             s.pause_reading();
         }
-        s.wake_reader();
     }
 
     fn eof_received(&mut self) -> bool {
         self.release_spare();
-        self.state.eof.set(true);
+        self.state.flags.set(EOF, true);
         self.state.wake_reader();
         // Keep the write side open: the task decides when to close.
         true
@@ -579,8 +634,7 @@ impl BufferedProtocol for StreamReaderProtocol {
     fn connection_lost(&mut self, exc: Option<io::Error>) {
         self.release_spare();
         let s = &self.state;
-        s.lost.set(true);
-        s.eof.set(true);
+        s.flags.set(LOST | EOF, true);
         if let Some(e) = exc {
             s.error.set(Some(e));
         }
@@ -589,13 +643,20 @@ impl BufferedProtocol for StreamReaderProtocol {
     }
 
     fn pause_writing(&mut self) {
-        self.state.writing_paused.set(true);
+        self.state.flags.set(WRITING_PAUSED, true);
     }
 
     fn resume_writing(&mut self) {
-        self.state.writing_paused.set(false);
+        self.state.flags.set(WRITING_PAUSED, false);
         self.state.wake_writer();
     }
+}
+
+/// A `size_hint` larger than the block: a block of that size instead.
+#[cold]
+#[inline(never)]
+fn grow_block(block: &mut Box<Block>, size_hint: usize, pool: &BufferPool) {
+    pool.give(std::mem::replace(block, Block::new(size_hint)));
 }
 
 /// The protocol a stream's transport starts with, while it connects: in

@@ -1,13 +1,22 @@
 //! [`TransportStream`]: a stream transport as `AsyncRead` + `AsyncWrite` +
 //! `AsyncBufRead` (DESIGN.md D10).
 //!
-//! The bridge is just another protocol: [`TransportStream::new`] installs a
-//! small protocol on the transport (with `set_protocol`) that buffers what
-//! arrives and wakes the task reading; writes go straight to the
-//! transport's `write`. No socket is touched here, so a stream and a
+//! The bridge is just another protocol: [`TransportStream::new`] installs
+//! asyncio's `StreamReaderProtocol` on the transport (a crate-private
+//! protocol kind below the transport, `protocol::stream_reader`), which
+//! queues what arrives and wakes the task reading; writes go straight to
+//! the transport's `write`. No socket is touched here, so a stream and a
 //! callback protocol can take turns on one connection: the stream can be
 //! made from a transport at any time, and [`TransportStream::into_parts`]
 //! hands the transport back with the bytes nobody read yet.
+//!
+//! # Memory
+//!
+//! A stream with nothing unread holds no receive buffer. The transport
+//! reads into a block lent from a per-thread pool (4 KiB, 64 KiB during a
+//! burst); the block travels to the read half with the bytes and goes back
+//! to the pool as soon as the last of them is read. An idle stream costs
+//! its small shared state and its halves (a few words each).
 //!
 //! # Backpressure
 //!
@@ -58,9 +67,24 @@ pub const MAX_WRITE: usize = 256 * 1024;
 ///   write.
 /// - [`split`](TransportStream::split) gives halves that two tasks can use
 ///   at once; each direction has its own waker.
-/// - A stream with no unread bytes holds no receive buffer: received bytes
-///   wait in a buffer lent from a per-thread pool, which goes back once
-///   the last of them is read.
+/// - A stream with no unread bytes holds no receive buffer (see the module
+///   docs).
+///
+/// # Cancel safety
+///
+/// Every future on a stream or its halves may be dropped at any poll
+/// (DESIGN.md D15):
+///
+/// - reading (`read`, `fill_buf`, `read_exact` between its reads): bytes
+///   leave the stream only in the poll that returns them, so a dropped
+///   read loses nothing;
+/// - writing: bytes go to the transport only in the poll that returns
+///   `Ready(n)`;
+/// - `flush` and `close`: a dropped one leaves the transport's empty
+///   waiter with the stream, and the next flush or close waits on it,
+///   checking the buffer again if it completed meanwhile (bytes written
+///   since are waited for too); the stream lets go of it once a flush
+///   completes, or when dropped.
 pub struct TransportStream {
     reader: ReadHalf,
     writer: WriteHalf,
@@ -516,6 +540,47 @@ mod tests {
 
     use crate::protocol::stream_reader::MIN_READ;
     use crate::EventLoop;
+
+    /// A deterministic byte pattern.
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    #[test]
+    fn bytes_that_arrive_while_nobody_reads_queue_up_in_order_and_leave_no_block() {
+        // Many writes of odd sizes, received while the stream is not read:
+        // each read is copied into the last block's tail or linked after
+        // it. Read back in one go, in order; then the stream holds nothing.
+        let lp = EventLoop::new().unwrap();
+        let h = lp.handle();
+        lp.run_until_complete(async move {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let mut stream = h.open_connection("127.0.0.1", port).await.unwrap();
+            let (mut peer, _) = listener.accept().unwrap();
+            let data = pattern(40_000);
+            let sent = data.clone();
+            // From another thread, so the loop receives while this task
+            // waits for the thread, not for the stream.
+            let (tx, rx) = futures::channel::oneshot::channel();
+            std::thread::spawn(move || {
+                for part in sent.chunks(997) {
+                    peer.write_all(part).unwrap();
+                    peer.flush().unwrap();
+                }
+                let _ = tx.send(peer);
+            });
+            let _peer = rx.await.unwrap();
+            assert!(stream.buffered_len() <= data.len());
+            let mut got = vec![0u8; data.len()];
+            stream.read_exact(&mut got).await.unwrap();
+            assert!(got == data);
+            assert_eq!(stream.buffered_len(), 0);
+            assert!(stream.reader.local.is_none(), "the last block went back");
+            assert!(stream.reader.shared.take_received().is_none());
+        })
+        .unwrap();
+    }
 
     #[test]
     fn a_block_lent_to_a_failed_recv_goes_back_once_the_reader_waits() {

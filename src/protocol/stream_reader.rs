@@ -24,7 +24,7 @@
 //! when a readiness event reports bytes an earlier read already took. So
 //! the protocol wakes the read half in `get_buffer` rather than in
 //! `buffer_updated` (its task runs after the `recv` either way), and the
-//! state's `lent` flag tells it the `recv` failed: finding nothing to
+//! state's [`LENT`] flag tells it the `recv` failed: finding nothing to
 //! read, it has the protocol replaced by a fresh one, and the old one
 //! gives its block back as it is dropped.
 
@@ -367,24 +367,11 @@ impl StreamState {
         }
     }
 
-    /// `push_received` behind unread blocks: the bytes are copied into the
-    /// last one's tail if they fit, else the block is linked after it.
+    /// `push_received` behind unread blocks.
     #[cold]
     #[inline(never)]
     fn append_received(&self, mut head: Box<Block>, block: Box<Block>) {
-        let mut last = &mut head;
-        while last.next.is_some() {
-            last = last.next.as_mut().expect("checked");
-        }
-        let n = block.len();
-        if last.data.len() - last.end >= n {
-            let end = last.end;
-            last.data[end..end + n].copy_from_slice(block.bytes());
-            last.end += n;
-            self.pool.give(block);
-        } else {
-            last.next = Some(block);
-        }
+        append_block(&mut head, block, &self.pool);
         self.incoming.set(Some(head));
     }
 
@@ -407,7 +394,7 @@ impl StreamState {
 
     /// Replaces the protocol, which holds a block from a failed `recv`, by
     /// a fresh one: the transport drops the old one, which gives the block
-    /// back. (`lent` is only ever set by the installed protocol: one that
+    /// back. ([`LENT`] is only ever set by the installed protocol: one that
     /// was replaced or dropped gave its block back and cleared it.)
     #[cold]
     #[inline(never)]
@@ -652,6 +639,25 @@ impl BufferedProtocol for StreamReaderProtocol {
     }
 }
 
+/// Appends `block`'s bytes to the queue that starts at `head`: copied into
+/// the last block's tail if they fit (and `block` goes back to `pool`),
+/// else `block` is linked after it.
+fn append_block(head: &mut Box<Block>, block: Box<Block>, pool: &BufferPool) {
+    let mut last = head;
+    while last.next.is_some() {
+        last = last.next.as_mut().expect("checked");
+    }
+    let n = block.len();
+    if last.data.len() - last.end >= n {
+        let end = last.end;
+        last.data[end..end + n].copy_from_slice(block.bytes());
+        last.end += n;
+        pool.give(block);
+    } else {
+        last.next = Some(block);
+    }
+}
+
 /// A `size_hint` larger than the block: a block of that size instead.
 #[cold]
 #[inline(never)]
@@ -696,7 +702,7 @@ impl<F: FnOnce(Rc<StreamState>) + 'static> BufferedProtocol for Connecting<F> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Block, BufferPool, MAX_READ, POOL_SMALL};
+    use super::{append_block, Block, BufferPool, MAX_READ, MIN_READ, POOL_SMALL};
 
     /// A block from `pool` holding `bytes`.
     fn block_with(pool: &BufferPool, bytes: &[u8]) -> Box<Block> {
@@ -725,5 +731,27 @@ mod tests {
         assert_eq!(pool.small.len.get(), POOL_SMALL, "the rest freed");
         pool.give(Block::from_bytes(b"xyz")); // another size: freed
         assert_eq!(pool.small.len.get(), POOL_SMALL);
+    }
+
+    #[test]
+    fn appended_bytes_fill_the_last_blocks_tail_then_link_a_block() {
+        let pool = BufferPool::current();
+        let mut head = block_with(&pool, b"abc");
+        head.advance(1); // "a" handed out
+        append_block(&mut head, block_with(&pool, &[b'd'; 997]), &pool);
+        assert!(head.next.is_none(), "copied into the tail");
+        assert_eq!(head.len(), 2 + 997);
+        append_block(&mut head, block_with(&pool, &[b'e'; MIN_READ - 100]), &pool);
+        assert!(head.next.is_some(), "too big for the tail: linked");
+        append_block(&mut head, block_with(&pool, b"fg"), &pool);
+        let second = head.next.as_ref().unwrap();
+        assert!(second.next.is_none(), "into the second block's tail");
+        let mut all = head.bytes().to_vec();
+        all.extend_from_slice(second.bytes());
+        let mut expected = b"bc".to_vec();
+        expected.extend_from_slice(&[b'd'; 997]);
+        expected.extend_from_slice(&[b'e'; MIN_READ - 100]);
+        expected.extend_from_slice(b"fg");
+        assert_eq!(all, expected);
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! An idle stream holds no receive buffer. Each read borrows a block from
 //! its thread's [`BufferPool`] ([`MIN_READ`] bytes; [`MAX_READ`] while
-//! reads fill their block), the received bytes travel in that block from
+//! reads fill their blocks), the received bytes travel in that block from
 //! the protocol to the read half without a copy, and the read half gives
 //! it back the moment it has handed out the last byte. So a stream holds
 //! memory for received bytes only while some are unread: a queue of
@@ -42,9 +42,23 @@ pub(crate) const DEFAULT_LIMIT: usize = 64 * 1024;
 /// The size of a stream's reads at rest, and of the pool's small blocks.
 pub(crate) const MIN_READ: usize = 4 * 1024;
 
-/// The size of a stream's reads after one filled its block (a burst),
-/// until one reads less than [`MIN_READ`].
+/// The size of a stream's reads after two in a row filled their blocks (a
+/// burst), until one reads less than [`MIN_READ`]. (After one full read
+/// the transport reads again at once, and often gets `WouldBlock`: a
+/// message of exactly one block. That read still asks for [`MIN_READ`],
+/// so what it borrows for nothing is a small block.)
 const MAX_READ: usize = 64 * 1024;
+
+/// How much a stream's next read asks room for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ReadSize {
+    /// [`MIN_READ`]: at rest.
+    Small,
+    /// [`MIN_READ`], after a read that filled its block.
+    SmallAfterFull,
+    /// [`MAX_READ`]: two reads in a row filled their blocks.
+    Large,
+}
 
 /// Received bytes, `data[start..end]`, in a buffer that goes back to the
 /// pool once they are read; `next` links blocks in the pool's free lists
@@ -526,8 +540,8 @@ pub(crate) struct StreamReaderProtocol {
     state: Rc<StreamState>,
     /// The block lent to the transport by `get_buffer`.
     spare: Option<Box<Block>>,
-    /// Whether reads ask for [`MAX_READ`] bytes rather than [`MIN_READ`].
-    large: bool,
+    /// How much the next read asks room for.
+    read_size: ReadSize,
 }
 
 impl StreamReaderProtocol {
@@ -535,20 +549,25 @@ impl StreamReaderProtocol {
         StreamReaderProtocol {
             state,
             spare: None,
-            large: false,
+            read_size: ReadSize::Small,
         }
     }
 
-    /// A read that filled its block goes on with [`MAX_READ`] ones; one
-    /// of less than [`MIN_READ`] goes back.
+    /// Two reads in a row that filled their blocks go on with
+    /// [`MAX_READ`]; one of less than [`MIN_READ`] goes back.
     #[cold]
     #[inline(never)]
     fn adapt_read_size(&mut self, nbytes: usize, cap: usize) {
-        if nbytes == cap {
-            self.large = true;
+        self.read_size = if nbytes == cap {
+            match self.read_size {
+                ReadSize::Small => ReadSize::SmallAfterFull,
+                ReadSize::SmallAfterFull | ReadSize::Large => ReadSize::Large,
+            }
         } else if nbytes < MIN_READ {
-            self.large = false;
-        }
+            ReadSize::Small
+        } else {
+            self.read_size
+        };
     }
 
     /// Gives the spare back: nothing is read into it now.
@@ -572,7 +591,7 @@ impl BufferedProtocol for StreamReaderProtocol {
         let StreamReaderProtocol {
             state,
             spare,
-            large,
+            read_size,
         } = self;
         // Its task runs after the `recv`: it takes the bytes, or the block
         // back if the `recv` failed (see the module docs).
@@ -580,7 +599,7 @@ impl BufferedProtocol for StreamReaderProtocol {
         // Already set only after a `recv` that failed: lent again.
         let block = spare.get_or_insert_with(|| {
             state.flags.set(LENT, true);
-            state.pool.take(*large)
+            state.pool.take(*read_size == ReadSize::Large)
         });
         if block.data.len() < size_hint {
             grow_block(block, size_hint, &state.pool);
@@ -597,7 +616,7 @@ impl BufferedProtocol for StreamReaderProtocol {
         let cap = block.data.len();
         let nbytes = nbytes.min(cap);
         // Steady small reads (short, into a small block) change nothing.
-        if nbytes == cap || self.large {
+        if nbytes == cap || self.read_size != ReadSize::Small {
             self.adapt_read_size(nbytes, cap);
         }
         (block.start, block.end) = (0, nbytes);

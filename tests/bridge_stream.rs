@@ -255,6 +255,88 @@ fn flush_completes_only_once_the_peer_can_read_everything() {
 }
 
 #[test]
+fn a_flush_or_close_dropped_mid_flight_leaves_the_next_one_waiting_for_the_bytes() {
+    // D15: a flush or close future may be dropped at any poll. The next
+    // flush waits for the bytes written since (not for the empty waiter the
+    // dropped one left behind, which completed meanwhile), lets go of the
+    // transport's empty waiter when done, and a close after a dropped one
+    // still sends everything, then EOF.
+    const PART: usize = 2 * 1024 * 1024;
+    let lp = new_loop();
+    let h = lp.handle();
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener.set_recv_buffer_size(64 * 1024).unwrap();
+    listener
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    listener.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    // The peer reads each part only when told, and says when it has it.
+    let (go, next_part) = std::sync::mpsc::channel::<()>();
+    let (part_read, got_part) = std::sync::mpsc::channel::<()>();
+    let peer = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut s: TcpStream = s.into();
+        s.set_read_timeout(Some(support::SAFETY)).unwrap();
+        for _ in 0..3 {
+            next_part.recv().unwrap();
+            let mut part = vec![0u8; PART];
+            s.read_exact(&mut part).unwrap();
+            assert!(part == pattern(PART));
+            part_read.send(()).unwrap();
+        }
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        rest.len()
+    });
+    run(&lp, async move {
+        let mut stream = h.open_connection("127.0.0.1", addr.port()).await.unwrap();
+        stream
+            .transport()
+            .with_socket(|s| s.set_send_buffer_size(16 * 1024).unwrap());
+        let cut = Duration::from_millis(5);
+
+        // A flush dropped while the peer reads nothing.
+        stream.transport().write(&pattern(PART)).unwrap();
+        assert!(sloop::timeout(cut, stream.flush()).await.is_err());
+        go.send(()).unwrap();
+        // The peer has every byte: the buffer drained, and the dropped
+        // flush's waiter completed with nobody polling it.
+        let got_part = on_thread(move || got_part.recv().map(|()| got_part).unwrap()).await;
+
+        // The next flush waits for the bytes written since.
+        stream.transport().write(&pattern(PART)).unwrap();
+        assert!(stream.transport().write_buffer_size() > 0);
+        assert!(
+            sloop::timeout(cut, stream.flush()).await.is_err(),
+            "the second part is still buffered: the flush must wait"
+        );
+        go.send(()).unwrap();
+        stream.flush().await.unwrap();
+        assert_eq!(stream.transport().write_buffer_size(), 0);
+        assert!(
+            stream.transport().empty_waiter().is_ok(),
+            "the flush let go of the transport's empty waiter"
+        );
+        let got_part = on_thread(move || got_part.recv().map(|()| got_part).unwrap()).await;
+
+        // A close dropped mid-flight, then closed again.
+        stream.transport().write(&pattern(PART)).unwrap();
+        assert!(sloop::timeout(cut, stream.close()).await.is_err());
+        go.send(()).unwrap();
+        stream.close().await.unwrap();
+        on_thread(move || got_part.recv().unwrap()).await;
+    });
+    assert_eq!(peer.join().unwrap(), 0, "EOF right after the third part");
+}
+
+#[test]
 fn split_halves_work_from_two_tasks() {
     // R37: a reader task and a writer task on one stream's halves, 100 MB
     // each way through an echo server: separate wakers, no stall.

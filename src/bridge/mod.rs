@@ -8,9 +8,9 @@
 //! ask for.
 
 pub mod datagram;
+mod open;
 pub mod rt;
 pub mod stream;
-mod streams;
 pub mod time;
 
 use std::future::Future;
@@ -20,22 +20,25 @@ use std::task::{Context, Poll};
 
 use crate::transport::EmptyWaiter;
 
-/// The flush of both bridges: wait on the transport's empty waiter, made on
-/// the first poll by `start` (which gives `None` when there is nothing to
-/// wait for) and kept in `slot` across polls.
+/// The flush of both bridges: wait on the transport's empty waiter, made
+/// by `start` (which gives `None` when there is nothing to wait for) and
+/// kept in `slot` across polls. A waiter that completed is checked again
+/// with `start`: it may be a dropped flush's, from before the last writes.
 pub(crate) fn poll_flush_with(
     slot: &mut Option<EmptyWaiter>,
     cx: &mut Context<'_>,
-    start: impl FnOnce() -> io::Result<Option<EmptyWaiter>>,
+    start: impl Fn() -> io::Result<Option<EmptyWaiter>>,
 ) -> Poll<io::Result<()>> {
-    if slot.is_none() {
-        match start()? {
-            Some(waiter) => *slot = Some(waiter),
-            None => return Poll::Ready(Ok(())),
-        }
+    loop {
+        let waiter = match slot {
+            Some(waiter) => waiter,
+            None => match start()? {
+                Some(waiter) => slot.insert(waiter),
+                None => return Poll::Ready(Ok(())),
+            },
+        };
+        let result = futures::ready!(Pin::new(waiter).poll(cx));
+        *slot = None;
+        result.map_err(io::Error::from)?;
     }
-    let waiter = slot.as_mut().expect("set above");
-    let result = futures::ready!(Pin::new(waiter).poll(cx));
-    *slot = None;
-    Poll::Ready(result.map_err(io::Error::from))
 }

@@ -1,13 +1,22 @@
 //! [`TransportStream`]: a stream transport as `AsyncRead` + `AsyncWrite` +
 //! `AsyncBufRead` (DESIGN.md D10).
 //!
-//! The bridge is just another protocol: [`TransportStream::new`] installs a
-//! small protocol on the transport (with `set_protocol`) that buffers what
-//! arrives and wakes the task reading; writes go straight to the
-//! transport's `write`. No socket is touched here, so a stream and a
+//! The bridge is just another protocol: [`TransportStream::new`] installs
+//! asyncio's `StreamReaderProtocol` on the transport (a crate-private
+//! protocol kind below the transport, `protocol::stream_reader`), which
+//! queues what arrives and wakes the task reading; writes go straight to
+//! the transport's `write`. No socket is touched here, so a stream and a
 //! callback protocol can take turns on one connection: the stream can be
 //! made from a transport at any time, and [`TransportStream::into_parts`]
 //! hands the transport back with the bytes nobody read yet.
+//!
+//! # Memory
+//!
+//! A stream with nothing unread holds no receive buffer. The transport
+//! reads into a block lent from a per-thread pool (4 KiB, 64 KiB during a
+//! burst); the block travels to the read half with the bytes and goes back
+//! to the pool as soon as the last of them is read. An idle stream costs
+//! its small shared state and its halves (a few words each).
 //!
 //! # Backpressure
 //!
@@ -21,417 +30,27 @@
 //!   `poll_flush` waits until the transport's buffer has drained to the
 //!   kernel, through the transport's empty waiter.
 
-use std::cell::{Cell, OnceCell, RefCell};
 use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use futures::io::{AsyncBufRead, AsyncRead, AsyncWrite, IoSlice};
 
-use crate::protocol::{Buffered, BufferedProtocol};
-use crate::transport::{EmptyWaiter, Transport};
+use crate::protocol::stream_reader::{
+    Block, StreamReaderProtocol, StreamState as Shared, EOF, EOF_SENT, LOST, READING_PAUSED,
+    WRITING_PAUSED,
+};
+use crate::transport::Transport;
 
 /// The default read limit: 64 KiB, asyncio's `_DEFAULT_LIMIT`.
-pub const DEFAULT_READ_LIMIT: usize = 64 * 1024;
+pub const DEFAULT_READ_LIMIT: usize = crate::protocol::stream_reader::DEFAULT_LIMIT;
 
 /// The most one `poll_write` takes. A larger buffer is taken in parts
 /// (`write_all` loops), so flow control sees each part: the transport's
 /// buffer never holds more than its high-water mark plus one part.
 pub const MAX_WRITE: usize = 256 * 1024;
-
-/// The size of the first read into a stream's buffer. Reads that fill the
-/// buffer double the next one (up to [`MAX_READ`]); short ones halve it
-/// again. Buffers larger than this are released once drained (by the read
-/// half) or after a short read (by the protocol, when the reader is
-/// behind), so an idle stream whose reader took everything holds three
-/// buffers of this size at most (12 KiB); only a burst that ended exactly
-/// on a full read leaves the protocol's spare at that read's size.
-const MIN_READ: usize = 4 * 1024;
-
-/// The largest buffer a stream reads into at once.
-const MAX_READ: usize = 64 * 1024;
-
-/// Received bytes, `data[start..end]`. `data` is kept at its full, zeroed
-/// once length, so the transport can read into its tail with no copy
-/// (`BufferedProtocol`); an empty `data` means no buffer at all.
-#[derive(Default)]
-struct Chunk {
-    data: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-impl Chunk {
-    fn from_bytes(bytes: &[u8]) -> Chunk {
-        Chunk {
-            data: bytes.to_vec(),
-            start: 0,
-            end: bytes.len(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.end - self.start
-    }
-
-    fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.data[self.start..self.end]
-    }
-
-    /// Appends `bytes` after the ones held.
-    fn append(&mut self, bytes: &[u8]) {
-        if self.data.len() - self.end >= bytes.len() {
-            self.data[self.end..self.end + bytes.len()].copy_from_slice(bytes);
-            self.end += bytes.len();
-        } else {
-            self.data.truncate(self.end);
-            self.data.drain(..self.start);
-            self.data.extend_from_slice(bytes);
-            self.start = 0;
-            self.end = self.data.len();
-        }
-    }
-}
-
-/// What the protocol and the two halves share. Touched only for short
-/// moments, never across a call into user code.
-///
-/// Received bytes move by swapping buffers, not by copying: the transport
-/// reads into the protocol's own buffer, which the protocol swaps into
-/// `incoming` when that is empty (else it appends a copy); the read half
-/// swaps `incoming` with its drained buffer, which the protocol gets back
-/// on its next swap. Three buffers go round, none copied or zeroed again.
-struct Shared {
-    /// Received bytes the read half has not taken yet.
-    incoming: RefCell<Chunk>,
-    /// Bytes the read half holds and has not handed out (for the limit).
-    held: Cell<usize>,
-    limit: Cell<usize>,
-    reading_paused: Cell<bool>,
-    eof: Cell<bool>,
-    lost: Cell<bool>,
-    error: RefCell<Option<io::Error>>,
-    writing_paused: Cell<bool>,
-    read_waker: WakerSlot,
-    write_waker: WakerSlot,
-    /// Set by `connection_made`, or at once when made from a transport.
-    transport: OnceCell<Transport>,
-}
-
-impl Shared {
-    fn new(buffered: &[u8]) -> Shared {
-        Shared {
-            incoming: RefCell::new(Chunk::from_bytes(buffered)),
-            held: Cell::new(0),
-            limit: Cell::new(DEFAULT_READ_LIMIT),
-            reading_paused: Cell::new(false),
-            eof: Cell::new(false),
-            lost: Cell::new(false),
-            error: RefCell::new(None),
-            writing_paused: Cell::new(false),
-            read_waker: WakerSlot::default(),
-            write_waker: WakerSlot::default(),
-            transport: OnceCell::new(),
-        }
-    }
-
-    fn buffered(&self) -> usize {
-        self.incoming.borrow().len() + self.held.get()
-    }
-
-    fn wake_reader(&self) {
-        self.read_waker.wake();
-    }
-
-    fn wake_writer(&self) {
-        self.write_waker.wake();
-    }
-
-    /// Pauses reading: the buffer went above twice the limit.
-    #[cold]
-    #[inline(never)]
-    fn pause_reading(&self) {
-        self.reading_paused.set(true);
-        if let Some(t) = self.transport.get() {
-            t.pause_reading();
-        }
-    }
-
-    /// Resumes reading once the buffer is at the limit or below.
-    fn maybe_resume_reading(&self) {
-        if self.reading_paused.get() && self.buffered() <= self.limit.get() {
-            self.reading_paused.set(false);
-            if let Some(t) = self.transport.get() {
-                t.resume_reading();
-            }
-        }
-    }
-
-    /// What a read returns at EOF: `Ok(false)`, or the connection's error.
-    #[cold]
-    #[inline(never)]
-    fn eof_result(&self) -> io::Result<bool> {
-        match self.sticky_error() {
-            Some(e) => Err(e),
-            None => Ok(false),
-        }
-    }
-
-    fn sticky_error(&self) -> Option<io::Error> {
-        self.error
-            .borrow()
-            .as_ref()
-            .map(crate::transport::clone_io_error)
-    }
-}
-
-/// The waker of one direction. A wake keeps the waker (disarmed) instead
-/// of consuming it, so a task that waits again with the same waker, as a
-/// task does, registers with no clone and its wakes drop no reference.
-///
-/// A `Cell`, only ever taken and put back: nothing is borrowed while the
-/// waker runs, which may run anything (D2).
-#[derive(Default)]
-struct WakerSlot {
-    waker: Cell<Option<Waker>>,
-    /// Whether a poll is waiting: set by `register`, cleared by `wake`.
-    armed: Cell<bool>,
-}
-
-impl WakerSlot {
-    #[inline]
-    fn register(&self, cx: &Context<'_>) {
-        match self.waker.take() {
-            Some(w) if w.will_wake(cx.waker()) => self.waker.set(Some(w)),
-            old => self.replace_waker(old, cx.waker()),
-        }
-        self.armed.set(true);
-    }
-
-    /// `register` with a different waker than the last one.
-    #[cold]
-    #[inline(never)]
-    fn replace_waker(&self, old: Option<Waker>, new: &Waker) {
-        drop(old);
-        self.waker.set(Some(new.clone()));
-    }
-
-    #[inline]
-    fn wake(&self) {
-        if !self.armed.replace(false) {
-            return;
-        }
-        let Some(waker) = self.waker.take() else {
-            return;
-        };
-        waker.wake_by_ref();
-        // Kept unless the wake registered another one meanwhile.
-        if let Some(newer) = self.waker.replace(Some(waker)) {
-            self.keep_newer(newer);
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn keep_newer(&self, newer: Waker) {
-        drop(self.waker.replace(Some(newer)));
-    }
-}
-
-/// The protocol that feeds a [`TransportStream`] (asyncio's
-/// `StreamReaderProtocol`).
-///
-/// A `BufferedProtocol`: the transport reads straight into `spare`, which
-/// is empty between calls.
-pub(crate) struct StreamProtocol {
-    shared: Rc<Shared>,
-    /// What to do with the stream once connected (servers spawn a task).
-    on_connect: Option<Box<dyn FnOnce(TransportStream)>>,
-    /// The buffer lent to the transport by `get_buffer`.
-    spare: Chunk,
-    /// How much the next read asks room for.
-    read_size: usize,
-}
-
-impl StreamProtocol {
-    fn new(
-        shared: Rc<Shared>,
-        on_connect: Option<Box<dyn FnOnce(TransportStream)>>,
-    ) -> Buffered<StreamProtocol> {
-        Buffered(StreamProtocol {
-            shared,
-            on_connect,
-            spare: Chunk::default(),
-            read_size: MIN_READ,
-        })
-    }
-
-    /// A protocol whose stream is made in `connection_made` and handed to
-    /// `on_connect`.
-    pub(crate) fn with_handler(
-        on_connect: Box<dyn FnOnce(TransportStream)>,
-    ) -> Buffered<StreamProtocol> {
-        StreamProtocol::new(Rc::new(Shared::new(&[])), Some(on_connect))
-    }
-
-    /// A protocol whose stream is made after the connection completes,
-    /// with [`PendingStream::into_stream`].
-    pub(crate) fn pending() -> (Buffered<StreamProtocol>, PendingStream) {
-        let shared = Rc::new(Shared::new(&[]));
-        (
-            StreamProtocol::new(shared.clone(), None),
-            PendingStream { shared },
-        )
-    }
-}
-
-impl StreamProtocol {
-    /// Reads that fill the buffer double the next one (up to
-    /// [`MAX_READ`]); short ones under half of it halve it (down to
-    /// [`MIN_READ`]).
-    fn adapt_read_size(&mut self, nbytes: usize, cap: usize) {
-        if nbytes == cap {
-            self.read_size = (self.read_size * 2).min(MAX_READ);
-        } else if nbytes < self.read_size / 2 {
-            self.read_size = (self.read_size / 2).max(MIN_READ);
-        }
-    }
-}
-
-/// A zeroed buffer of `len` bytes (only when a buffer grows: the memory
-/// the transport reads into is initialized once).
-#[cold]
-#[inline(never)]
-fn zeroed(len: usize) -> Vec<u8> {
-    vec![0; len]
-}
-
-/// The stream side of [`StreamProtocol::pending`], before the transport is
-/// known.
-pub(crate) struct PendingStream {
-    shared: Rc<Shared>,
-}
-
-impl PendingStream {
-    pub(crate) fn into_stream(self, transport: &Transport) -> TransportStream {
-        let _ = self.shared.transport.set(transport.clone());
-        TransportStream::from_shared(self.shared, transport)
-    }
-}
-
-impl BufferedProtocol for StreamProtocol {
-    fn connection_made(&mut self, transport: &Transport) {
-        let _ = self.shared.transport.set(transport.clone());
-        // A server's or a connection's factory can only give the transport
-        // an `AnyProtocol`: swap this for the same protocol as its concrete
-        // kind, which the socket transport's read path calls directly.
-        transport.set_bridge_protocol(StreamProtocol {
-            shared: self.shared.clone(),
-            on_connect: None,
-            spare: std::mem::take(&mut self.spare),
-            read_size: self.read_size,
-        });
-        if let Some(on_connect) = self.on_connect.take() {
-            on_connect(TransportStream::from_shared(self.shared.clone(), transport));
-        }
-    }
-
-    fn get_buffer(&mut self, size_hint: usize) -> &mut [u8] {
-        let want = self.read_size.max(size_hint);
-        if self.spare.data.len() < want {
-            self.spare.data = zeroed(want);
-        }
-        // `start`/`end` of the spare mean nothing until buffer_updated.
-        &mut self.spare.data
-    }
-
-    fn buffer_updated(&mut self, nbytes: usize) {
-        let cap = self.spare.data.len();
-        // Steady small reads (short, at the smallest size) change nothing.
-        if nbytes == cap || self.read_size != MIN_READ {
-            self.adapt_read_size(nbytes, cap);
-        }
-        let s = &*self.shared;
-        let buffered = {
-            let mut incoming = s.incoming.borrow_mut();
-            if incoming.is_empty() {
-                // The common case: the reader took everything before.
-                self.spare.start = 0;
-                self.spare.end = nbytes;
-                std::mem::swap(&mut self.spare, &mut *incoming);
-                nbytes
-            } else {
-                append_spare(&mut incoming, &mut self.spare, nbytes);
-                incoming.len()
-            }
-        } + s.held.get();
-        if buffered > 2 * s.limit.get() && !s.reading_paused.get() {
-            s.pause_reading();
-        }
-        s.wake_reader();
-    }
-
-    fn eof_received(&mut self) -> bool {
-        self.shared.eof.set(true);
-        self.shared.wake_reader();
-        // Keep the write side open: the task decides when to close.
-        true
-    }
-
-    fn connection_lost(&mut self, exc: Option<io::Error>) {
-        let s = &self.shared;
-        s.lost.set(true);
-        s.eof.set(true);
-        if let Some(e) = exc {
-            *s.error.borrow_mut() = Some(e);
-        }
-        s.wake_reader();
-        s.wake_writer();
-    }
-
-    fn pause_writing(&mut self) {
-        self.shared.writing_paused.set(true);
-    }
-
-    fn resume_writing(&mut self) {
-        self.shared.writing_paused.set(false);
-        self.shared.wake_writer();
-    }
-}
-
-/// `buffer_updated` when the reader has not taken the previous bytes yet:
-/// appends a copy of the `nbytes` read into `spare`.
-#[cold]
-#[inline(never)]
-fn append_spare(incoming: &mut Chunk, spare: &mut Chunk, nbytes: usize) {
-    incoming.append(&spare.data[..nbytes]);
-    let cap = spare.data.len();
-    if nbytes < cap && cap > MIN_READ {
-        // A short read: the burst is over, release its buffer (an idle
-        // stream keeps none larger than MIN_READ).
-        spare.data = Vec::new();
-    }
-}
-
-/// Closes the transport when the last half of a stream is dropped.
-struct CloseOnDrop {
-    transport: Transport,
-    armed: Cell<bool>,
-}
-
-impl Drop for CloseOnDrop {
-    fn drop(&mut self) {
-        if self.armed.get() {
-            self.transport.close();
-        }
-    }
-}
 
 /// A stream transport as `AsyncRead + AsyncWrite + AsyncBufRead`.
 ///
@@ -448,6 +67,24 @@ impl Drop for CloseOnDrop {
 ///   write.
 /// - [`split`](TransportStream::split) gives halves that two tasks can use
 ///   at once; each direction has its own waker.
+/// - A stream with no unread bytes holds no receive buffer (see the module
+///   docs).
+///
+/// # Cancel safety
+///
+/// Every future on a stream or its halves may be dropped at any poll
+/// (DESIGN.md D15):
+///
+/// - reading (`read`, `fill_buf`, `read_exact` between its reads): bytes
+///   leave the stream only in the poll that returns them, so a dropped
+///   read loses nothing;
+/// - writing: bytes go to the transport only in the poll that returns
+///   `Ready(n)`;
+/// - `flush` and `close`: a dropped one leaves the transport's empty
+///   waiter with the stream, and the next flush or close waits on it,
+///   checking the buffer again if it completed meanwhile (bytes written
+///   since are waited for too); the stream lets go of it once a flush
+///   completes, or when dropped.
 pub struct TransportStream {
     reader: ReadHalf,
     writer: WriteHalf,
@@ -456,18 +93,14 @@ pub struct TransportStream {
 /// The reading half of a [`TransportStream`].
 pub struct ReadHalf {
     shared: Rc<Shared>,
-    _guard: Rc<CloseOnDrop>,
-    /// Bytes taken from `shared.incoming`, not handed out yet.
-    local: Chunk,
+    /// The received block being read (never empty), taken from the
+    /// protocol's queue; it goes back to the pool once read.
+    local: Option<Box<Block>>,
 }
 
 /// The writing half of a [`TransportStream`].
 pub struct WriteHalf {
     shared: Rc<Shared>,
-    transport: Transport,
-    _guard: Rc<CloseOnDrop>,
-    flush: Option<EmptyWaiter>,
-    eof_sent: bool,
 }
 
 /// What [`TransportStream::into_parts`] gives back.
@@ -494,11 +127,9 @@ impl TransportStream {
     /// bytes to read: what a callback protocol received past its own part
     /// of the conversation.
     pub fn with_buffered(transport: &Transport, buffered: &[u8]) -> TransportStream {
-        let shared = Rc::new(Shared::new(buffered));
-        shared.lost.set(transport.is_closing());
-        let _ = shared.transport.set(transport.clone());
-        transport.set_bridge_protocol(StreamProtocol::new(shared.clone(), None).0);
-        TransportStream::from_shared(shared, transport)
+        let shared = Shared::new(transport, buffered);
+        transport.set_bridge_protocol(StreamReaderProtocol::new(shared.clone()));
+        TransportStream::from_shared(shared)
     }
 
     /// The inverse of [`into_parts`](TransportStream::into_parts): a stream
@@ -507,35 +138,28 @@ impl TransportStream {
     pub fn from_parts(parts: StreamParts) -> TransportStream {
         let stream = TransportStream::with_buffered(&parts.transport, &parts.buffered);
         if parts.eof {
-            stream.reader.shared.eof.set(true);
+            stream.reader.shared.flags.set(EOF, true);
         }
         stream
     }
 
-    fn from_shared(shared: Rc<Shared>, transport: &Transport) -> TransportStream {
-        let guard = Rc::new(CloseOnDrop {
-            transport: transport.clone(),
-            armed: Cell::new(true),
-        });
+    /// The stream on a protocol's state (made by
+    /// [`Connecting`](crate::protocol::stream_reader::Connecting) or
+    /// `with_buffered`).
+    pub(crate) fn from_shared(shared: Rc<Shared>) -> TransportStream {
+        shared.halves.set(2);
         TransportStream {
             reader: ReadHalf {
                 shared: shared.clone(),
-                _guard: guard.clone(),
-                local: Chunk::default(),
+                local: None,
             },
-            writer: WriteHalf {
-                shared,
-                transport: transport.clone(),
-                _guard: guard,
-                flush: None,
-                eof_sent: false,
-            },
+            writer: WriteHalf { shared },
         }
     }
 
     /// The transport under the stream.
     pub fn transport(&self) -> &Transport {
-        &self.writer.transport
+        &self.writer.shared.transport
     }
 
     /// The read limit (see the module docs).
@@ -582,23 +206,52 @@ impl TransportStream {
     /// received but not read. Set a protocol on the transport right away,
     /// in the same callback or poll, and feed it `buffered` first.
     pub fn into_parts(self) -> StreamParts {
-        let TransportStream { reader, writer } = self;
-        reader._guard.armed.set(false);
-        let transport = writer.transport.clone();
+        let TransportStream { mut reader, writer } = self;
         let shared = reader.shared.clone();
-        let mut buffered = reader.local.bytes().to_vec();
-        buffered.extend_from_slice(shared.incoming.borrow().bytes());
-        *shared.incoming.borrow_mut() = Chunk::default();
-        shared.held.set(0);
-        if shared.reading_paused.replace(false) {
-            transport.resume_reading();
+        // The halves go without closing the transport.
+        shared.halves.set(0);
+        let mut buffered = Vec::new();
+        if let Some(block) = reader.local.take() {
+            buffered.extend_from_slice(block.bytes());
+            shared.pool.give(block);
+        }
+        buffered.extend_from_slice(&shared.drain_received());
+        if shared.flags.replace(READING_PAUSED, false) {
+            shared.transport.resume_reading();
         }
         drop((reader, writer));
         StreamParts {
-            transport,
+            transport: shared.transport.clone(),
             buffered,
-            eof: shared.eof.get(),
+            eof: shared.flags.has(EOF),
         }
+    }
+}
+
+/// Closes the transport when the last half of a stream is dropped.
+fn drop_half(shared: &Shared) {
+    match shared.halves.get() {
+        0 => {} // into_parts
+        1 => {
+            shared.halves.set(0);
+            shared.transport.close();
+        }
+        n => shared.halves.set(n - 1),
+    }
+}
+
+impl Drop for ReadHalf {
+    fn drop(&mut self) {
+        if let Some(block) = self.local.take() {
+            self.shared.pool.give(block);
+        }
+        drop_half(&self.shared);
+    }
+}
+
+impl Drop for WriteHalf {
+    fn drop(&mut self) {
+        drop_half(&self.shared);
     }
 }
 
@@ -607,54 +260,42 @@ impl ReadHalf {
         self.shared.buffered()
     }
 
-    /// Makes sure `local` holds bytes if any were received; returns
-    /// whether it does.
+    /// The block being read, taking the next received one if needed.
     #[inline]
-    fn refill(&mut self) -> bool {
-        if !self.local.is_empty() {
-            return true;
+    fn block(&mut self) -> Option<&mut Block> {
+        if self.local.is_none() {
+            self.local = self.shared.take_received();
         }
-        let mut incoming = self.shared.incoming.borrow_mut();
-        if incoming.is_empty() {
-            return false;
-        }
-        // Swap rather than copy; the drained buffer goes to the protocol.
-        std::mem::swap(&mut self.local, &mut *incoming);
-        drop(incoming);
-        self.shared.held.set(self.local.len());
-        true
+        self.local.as_deref_mut()
     }
 
+    /// `n` bytes of the block handed out; a drained block goes back at
+    /// once.
     #[inline]
     fn consume_local(&mut self, n: usize) {
-        self.local.start += n;
-        let left = self.local.len();
-        self.shared.held.set(left);
-        if left == 0 && self.local.data.len() > MIN_READ {
-            self.release_local();
+        let Some(block) = &mut self.local else {
+            return;
+        };
+        let n = n.min(block.len());
+        if block.advance(n) {
+            let block = self.local.take().expect("set");
+            self.shared.pool.give(block);
         }
-        self.shared.maybe_resume_reading();
-    }
-
-    /// Drained: releases a large buffer (a burst's); small ones are kept.
-    #[cold]
-    #[inline(never)]
-    fn release_local(&mut self) {
-        self.local = Chunk::default();
+        self.shared.consumed(n);
     }
 
     /// Bytes are ready (`Ok(true)`), EOF (`Ok(false)`), an error, or
     /// `Pending` with the waker registered.
     #[inline]
     fn poll_ready_bytes(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        if self.refill() {
+        if self.block().is_some() {
             return Poll::Ready(Ok(true));
         }
         // `connection_lost` sets `eof` too, so one check covers both.
-        if self.shared.eof.get() {
+        if self.shared.flags.has(EOF) {
             return Poll::Ready(self.shared.eof_result());
         }
-        self.shared.read_waker.register(cx);
+        self.shared.register_reader(cx);
         Poll::Pending
     }
 }
@@ -674,8 +315,9 @@ impl AsyncRead for ReadHalf {
             Poll::Ready(Ok(false)) => Poll::Ready(Ok(0)),
             Poll::Ready(Ok(true)) => {
                 let this = &mut *self;
-                let n = buf.len().min(this.local.len());
-                buf[..n].copy_from_slice(&this.local.bytes()[..n]);
+                let bytes = this.local.as_ref().map_or(&[][..], |b| b.bytes());
+                let n = buf.len().min(bytes.len());
+                buf[..n].copy_from_slice(&bytes[..n]);
                 this.consume_local(n);
                 Poll::Ready(Ok(n))
             }
@@ -690,37 +332,46 @@ impl AsyncBufRead for ReadHalf {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Ready(Ok(false)) => Poll::Ready(Ok(&[])),
-            Poll::Ready(Ok(true)) => Poll::Ready(Ok(this.local.bytes())),
+            Poll::Ready(Ok(true)) => {
+                Poll::Ready(Ok(this.local.as_ref().map_or(&[][..], |b| b.bytes())))
+            }
         }
     }
 
     fn consume(self: Pin<&mut Self>, amt: usize) {
-        let this = self.get_mut();
-        let amt = amt.min(this.local.len());
-        this.consume_local(amt);
+        self.get_mut().consume_local(amt);
     }
 }
 
 impl WriteHalf {
-    fn check_open(&self) -> Result<(), io::Error> {
-        if self.shared.lost.get() {
-            return Err(self.shared.sticky_error().unwrap_or_else(|| {
-                io::Error::new(io::ErrorKind::BrokenPipe, "the connection is closed")
-            }));
+    /// The connection's error, or "closed".
+    #[cold]
+    #[inline(never)]
+    fn closed_error(&self) -> io::Error {
+        self.shared.sticky_error().unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::BrokenPipe, "the connection is closed")
+        })
+    }
+
+    /// What a write refused by the transport returns: "closed" if the
+    /// transport is closing (the stream or its user closed it), else the
+    /// transport's error.
+    #[cold]
+    #[inline(never)]
+    fn write_error(&self, e: crate::Error) -> io::Error {
+        if self.shared.flags.has(LOST) || self.shared.transport.is_closing() {
+            return self.closed_error();
         }
-        if self.transport.is_closing() {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the connection is closed",
-            ));
-        }
-        Ok(())
+        e.into()
     }
 
     fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.check_open()?;
-        if self.shared.writing_paused.get() {
-            self.shared.write_waker.register(cx);
+        let flags = &self.shared.flags;
+        if flags.has(LOST | WRITING_PAUSED) {
+            if flags.has(LOST) {
+                return Poll::Ready(Err(self.closed_error()));
+            }
+            self.shared.register_writer(cx);
             return Poll::Pending;
         }
         Poll::Ready(Ok(()))
@@ -728,7 +379,7 @@ impl WriteHalf {
 
     /// The transport under this half.
     pub fn transport(&self) -> &Transport {
-        &self.transport
+        &self.shared.transport
     }
 }
 
@@ -743,7 +394,9 @@ impl AsyncWrite for WriteHalf {
         }
         futures::ready!(self.poll_writable(cx))?;
         let n = buf.len().min(MAX_WRITE);
-        self.transport.write(&buf[..n])?;
+        if let Err(e) = self.shared.transport.write(&buf[..n]) {
+            return Poll::Ready(Err(self.write_error(e)));
+        }
         Poll::Ready(Ok(n))
     }
 
@@ -767,14 +420,17 @@ impl AsyncWrite for WriteHalf {
                 break;
             }
         }
-        self.transport.writelines(&slices)?;
+        if let Err(e) = self.shared.transport.writelines(&slices) {
+            return Poll::Ready(Err(self.write_error(e)));
+        }
         Poll::Ready(Ok(total))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let (shared, transport) = (&this.shared, &this.transport);
-        super::poll_flush_with(&mut this.flush, cx, || {
+        let shared = &*self.shared;
+        let transport = &shared.transport;
+        let mut flush = shared.flush.take();
+        let result = super::poll_flush_with(&mut flush, cx, || {
             if let Some(e) = shared.sticky_error() {
                 return Err(e);
             }
@@ -782,14 +438,18 @@ impl AsyncWrite for WriteHalf {
                 return Ok(None);
             }
             Ok(Some(transport.empty_waiter()?))
-        })
+        });
+        // Kept across polls (and when the flush is dropped: the next flush
+        // or close goes on waiting on it).
+        shared.flush.set(flush);
+        result
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.eof_sent {
+        if !self.shared.flags.has(EOF_SENT) {
             futures::ready!(self.as_mut().poll_flush(cx))?;
-            self.eof_sent = true;
-            let t = &self.transport;
+            self.shared.flags.set(EOF_SENT, true);
+            let t = &self.shared.transport;
             if t.can_write_eof() {
                 t.write_eof()?;
             } else {
@@ -849,7 +509,7 @@ impl AsyncWrite for TransportStream {
 impl fmt::Debug for TransportStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TransportStream")
-            .field("transport", &self.writer.transport)
+            .field("transport", self.transport())
             .field("buffered", &self.buffered_len())
             .finish()
     }
@@ -866,33 +526,87 @@ impl fmt::Debug for ReadHalf {
 impl fmt::Debug for WriteHalf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WriteHalf")
-            .field("transport", &self.transport)
+            .field("transport", self.transport())
             .finish()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Chunk;
+    use std::io::Write;
+    use std::time::Duration;
+
+    use futures::io::AsyncReadExt;
+
+    use crate::protocol::stream_reader::MIN_READ;
+    use crate::EventLoop;
+
+    /// A deterministic byte pattern.
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
 
     #[test]
-    fn chunk_append_uses_the_tail_then_compacts_and_grows() {
-        let mut c = Chunk {
-            data: vec![0; 8],
-            start: 0,
-            end: 0,
-        };
-        c.append(b"abcde");
-        assert_eq!(c.bytes(), b"abcde");
-        assert_eq!(c.data.len(), 8, "fits in the tail: no growth");
-        c.start = 3; // "ab" handed out
-        c.append(b"fghij");
-        assert_eq!(c.bytes(), b"defghij");
-        assert_eq!((c.start, c.end), (0, 7));
-        c.start = c.end;
-        assert!(c.is_empty());
-        assert_eq!(c.len(), 0);
-        let c = Chunk::from_bytes(b"xy");
-        assert_eq!((c.bytes(), c.len()), (&b"xy"[..], 2));
+    fn bytes_that_arrive_while_nobody_reads_queue_up_in_order_and_leave_no_block() {
+        // Many writes of odd sizes, received while the stream is not read:
+        // each read is copied into the last block's tail or linked after
+        // it. Read back in one go, in order; then the stream holds nothing.
+        let lp = EventLoop::new().unwrap();
+        let h = lp.handle();
+        lp.run_until_complete(async move {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let mut stream = h.open_connection("127.0.0.1", port).await.unwrap();
+            let (mut peer, _) = listener.accept().unwrap();
+            let data = pattern(40_000);
+            let sent = data.clone();
+            // From another thread, so the loop receives while this task
+            // waits for the thread, not for the stream.
+            let (tx, rx) = futures::channel::oneshot::channel();
+            std::thread::spawn(move || {
+                for part in sent.chunks(997) {
+                    peer.write_all(part).unwrap();
+                    peer.flush().unwrap();
+                }
+                let _ = tx.send(peer);
+            });
+            let _peer = rx.await.unwrap();
+            assert!(stream.buffered_len() <= data.len());
+            let mut got = vec![0u8; data.len()];
+            stream.read_exact(&mut got).await.unwrap();
+            assert!(got == data);
+            assert_eq!(stream.buffered_len(), 0);
+            assert!(stream.reader.local.is_none(), "the last block went back");
+            assert!(stream.reader.shared.take_received().is_none());
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_block_lent_to_a_failed_recv_goes_back_once_the_reader_waits() {
+        // A message of exactly one block: the read fills it, the transport
+        // reads again at once and gets WouldBlock, which leaves the protocol
+        // holding the block it lent for that. The read half, finding
+        // nothing more to read, has it taken back.
+        let lp = EventLoop::new().unwrap();
+        let h = lp.handle();
+        lp.run_until_complete(async move {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let mut stream = h.open_connection("127.0.0.1", port).await.unwrap();
+            let (mut peer, _) = listener.accept().unwrap();
+            peer.write_all(&[7u8; MIN_READ]).unwrap();
+            let mut got = vec![0u8; MIN_READ];
+            stream.read_exact(&mut got).await.unwrap();
+            assert!(got.iter().all(|&b| b == 7));
+            let mut more = [0u8; 1];
+            let cut = crate::timeout(Duration::from_millis(20), stream.read(&mut more)).await;
+            assert!(cut.is_err(), "nothing more was sent");
+            assert!(
+                !stream.reader.shared.holds_lent_block(),
+                "the block lent to the failed recv went back"
+            );
+        })
+        .unwrap();
     }
 }

@@ -31,6 +31,7 @@ pub use datagram::{DatagramAddr, DatagramProtocol, DatagramTransport, UnixAddr};
 pub use flow::DEFAULT_HIGH_WATER;
 
 use crate::error::Error;
+use crate::protocol::stream_reader::StreamReaderProtocol;
 use crate::protocol::{AnyProtocol, IntoProtocol};
 
 /// The address of one end of a stream connection.
@@ -92,7 +93,7 @@ pub(crate) trait TransportImpl {
     fn set_protocol(&self, protocol: AnyProtocol);
     /// Installs the bridge's protocol, kept as its concrete type (see
     /// `socket::Installed`).
-    fn set_bridge_protocol(&self, protocol: crate::bridge::stream::StreamProtocol);
+    fn set_bridge_protocol(&self, protocol: StreamReaderProtocol);
     fn empty_waiter(&self) -> Result<EmptyWaiter, Error>;
     fn local_addr(&self) -> Option<Address>;
     fn peer_addr(&self) -> Option<Address>;
@@ -304,7 +305,7 @@ impl Transport {
     }
 
     /// `set_protocol` for the bridge's own protocol.
-    pub(crate) fn set_bridge_protocol(&self, protocol: crate::bridge::stream::StreamProtocol) {
+    pub(crate) fn set_bridge_protocol(&self, protocol: StreamReaderProtocol) {
         TransportImpl::set_bridge_protocol(&*self.inner, protocol)
     }
 

@@ -55,6 +55,7 @@ use super::flow::FlowControl;
 use super::{Address, ConnectionGuard, EmptyWaiter, Transport, TransportImpl, WaiterState};
 use crate::error::Error;
 use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
+use crate::protocol::stream_reader::StreamReaderProtocol;
 use crate::protocol::AnyProtocol;
 use crate::sys::OpenSocket;
 
@@ -436,7 +437,7 @@ impl TransportImpl for SocketTransport {
         self.install(protocol.into());
     }
 
-    fn set_bridge_protocol(&self, protocol: crate::bridge::stream::StreamProtocol) {
+    fn set_bridge_protocol(&self, protocol: StreamReaderProtocol) {
         self.install(Installed::Bridge(Box::new(protocol)));
     }
 

@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::io;
 
-use crate::bridge::stream::StreamProtocol;
+use crate::protocol::stream_reader::StreamReaderProtocol;
 use crate::protocol::{AnyProtocol, BufferedProtocol, Protocol};
 use crate::transport::cell::{Notified, Slot};
 use crate::transport::Transport;
@@ -17,7 +17,7 @@ use crate::transport::Transport;
 pub(crate) enum Installed {
     Stream(Box<dyn Protocol>),
     Buffered(Box<dyn BufferedProtocol>),
-    Bridge(Box<StreamProtocol>),
+    Bridge(Box<StreamReaderProtocol>),
 }
 
 impl From<AnyProtocol> for Installed {
@@ -80,7 +80,7 @@ impl Notified for Installed {
 pub(crate) struct ProtocolSlot {
     pub(crate) stream: Cell<Option<Box<dyn Protocol>>>,
     pub(crate) buffered: Cell<Option<Box<dyn BufferedProtocol>>>,
-    pub(crate) bridge: Cell<Option<Box<StreamProtocol>>>,
+    pub(crate) bridge: Cell<Option<Box<StreamReaderProtocol>>>,
 }
 
 impl Slot for ProtocolSlot {

@@ -26,6 +26,8 @@ use std::io;
 
 use crate::transport::Transport;
 
+pub(crate) mod stream_reader;
+
 /// A stream protocol that receives data as `&[u8]` slices of the loop's
 /// shared read buffer (DESIGN.md D5).
 ///

@@ -6,15 +6,18 @@
 //! protocol as the factory: a server spawns one task per connection, running
 //! the handler on the connection's stream.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::rc::Rc;
 
-use super::stream::{StreamProtocol, TransportStream};
+use super::stream::TransportStream;
 use crate::event_loop::LoopHandle;
-use crate::protocol::Buffered;
+use crate::protocol::stream_reader::{Connecting, StreamState};
+use crate::protocol::{AnyProtocol, Buffered, IntoProtocol};
 use crate::server::ServerBuilder;
+use crate::transport::Transport;
 
 impl LoopHandle {
     /// Opens a TCP connection to `host:port` as a [`TransportStream`]
@@ -58,7 +61,7 @@ impl LoopHandle {
         host: &str,
         port: u16,
     ) -> impl Future<Output = io::Result<TransportStream>> + 'static {
-        let (protocol, pending) = StreamProtocol::pending();
+        let (protocol, pending) = pending_stream();
         let connect = self.create_connection(move || protocol, host, port);
         async move {
             let transport = connect.await?;
@@ -79,7 +82,7 @@ impl LoopHandle {
         &self,
         path: impl AsRef<Path>,
     ) -> impl Future<Output = io::Result<TransportStream>> + 'static {
-        let (protocol, pending) = StreamProtocol::pending();
+        let (protocol, pending) = pending_stream();
         let connect = self.create_unix_connection(move || protocol, path);
         async move {
             let transport = connect.await?;
@@ -112,12 +115,31 @@ impl LoopHandle {
     }
 }
 
+/// The stream of a connection being opened: its protocol's state, once
+/// `connection_made` ran.
+struct PendingStream(Rc<Cell<Option<Rc<StreamState>>>>);
+
+impl PendingStream {
+    fn into_stream(self, transport: &Transport) -> TransportStream {
+        match self.0.take() {
+            Some(state) => TransportStream::from_shared(state),
+            // Not reached: the connection completes after connection_made.
+            None => TransportStream::new(transport),
+        }
+    }
+}
+
+/// A connecting protocol for `open_connection` and its stream to come.
+fn pending_stream() -> (AnyProtocol, PendingStream) {
+    let slot = Rc::new(Cell::new(None));
+    let fill = slot.clone();
+    let protocol = Connecting::new(move |state| fill.set(Some(state)));
+    (Buffered(protocol).into_protocol(), PendingStream(slot))
+}
+
 /// A protocol factory whose protocols spawn `handler` on their stream once
 /// connected.
-fn stream_factory<H, F>(
-    lp: LoopHandle,
-    handler: H,
-) -> impl FnMut() -> Buffered<StreamProtocol> + 'static
+fn stream_factory<H, F>(lp: LoopHandle, handler: H) -> impl FnMut() -> AnyProtocol + 'static
 where
     H: Fn(TransportStream) -> F + 'static,
     F: Future<Output = ()> + 'static,
@@ -125,8 +147,10 @@ where
     let handler = Rc::new(handler);
     move || {
         let (lp, handler) = (lp.clone(), handler.clone());
-        StreamProtocol::with_handler(Box::new(move |stream| {
-            lp.spawn_local(handler(stream)).detach();
+        Buffered(Connecting::new(move |state| {
+            lp.spawn_local(handler(TransportStream::from_shared(state)))
+                .detach();
         }))
+        .into_protocol()
     }
 }

@@ -266,6 +266,50 @@ fn a_task_dropped_with_an_unread_panic_is_reported() {
 }
 
 #[test]
+fn exception_handler_getter_follows_set_and_unset() {
+    let lp = EventLoop::new().unwrap();
+    assert!(lp.exception_handler().is_none(), "no custom handler at first");
+
+    let calls = Rc::new(Cell::new(0));
+    let c = calls.clone();
+    lp.set_exception_handler(Some(move |_: &LoopHandle, _: &ExceptionContext| {
+        c.set(c.get() + 1);
+    }));
+    let got = lp.exception_handler().expect("set");
+    // The getter shares the installed handler: the same one, still set.
+    assert!(Rc::ptr_eq(&got, &lp.exception_handler().unwrap()));
+    assert!(lp.has_exception_handler());
+    got(&lp, &ExceptionContext::new("called through the getter"));
+    assert_eq!(calls.get(), 1);
+    lp.call_exception_handler(ExceptionContext::new("called by the loop"));
+    assert_eq!(calls.get(), 2, "the getter did not take it out");
+
+    // Replacing gives the new one; the old one stays callable.
+    let seen = capture(&lp);
+    assert!(!Rc::ptr_eq(&got, &lp.exception_handler().unwrap()));
+    lp.call_exception_handler(ExceptionContext::new("to the new one"));
+    assert_eq!(calls.get(), 2);
+    assert_eq!(*seen.borrow(), ["to the new one | none"]);
+
+    // A wrapper that chains to the previous handler (asyncio's idiom).
+    let previous = lp.exception_handler().unwrap();
+    let c = calls.clone();
+    lp.set_exception_handler(Some(move |lp: &LoopHandle, ctx: &ExceptionContext| {
+        c.set(c.get() + 10);
+        previous(lp, ctx);
+    }));
+    lp.call_exception_handler(ExceptionContext::new("chained"));
+    assert_eq!(calls.get(), 12);
+    assert_eq!(seen.borrow().last().unwrap(), "chained | none");
+
+    lp.set_exception_handler(None::<fn(&LoopHandle, &ExceptionContext)>);
+    assert!(lp.exception_handler().is_none(), "unset");
+    assert!(!lp.has_exception_handler());
+    got(&lp, &ExceptionContext::new("a kept Rc outlives unsetting"));
+    assert_eq!(calls.get(), 13);
+}
+
+#[test]
 fn call_exception_handler_without_a_custom_handler_uses_the_default() {
     let lp = EventLoop::new().unwrap();
     init_logger();

@@ -98,7 +98,7 @@
 //! | `loop.create_task`, `Task.cancel` | [`LoopHandle::spawn_local`], [`Task::cancel`] |
 //! | `asyncio.get_running_loop()` | [`get_running_loop`] |
 //! | `asyncio.sleep`, `wait_for` | [`sleep`], [`timeout`] |
-//! | `loop.set_exception_handler`, `get_exception_handler`, `call_exception_handler` | [`LoopHandle::set_exception_handler`], [`LoopHandle::exception_handler`], [`LoopHandle::call_exception_handler`], with [`ExceptionContext`] |
+//! | `loop.set_exception_handler`, `call_exception_handler` | the same names on [`LoopHandle`], with [`ExceptionContext`] |
 //! | `loop.set_debug`, `slow_callback_duration` | [`LoopHandle::set_debug`], [`LoopHandle::set_slow_callback_duration`] |
 //! | `asyncio.Protocol`, `BufferedProtocol` | [`Protocol`], [`BufferedProtocol`] (wrapped in [`Buffered`] where a protocol is expected) |
 //! | `_SelectorSocketTransport` (TCP and Unix) | [`Transport`] |

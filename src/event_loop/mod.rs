@@ -151,6 +151,9 @@ struct LoopInner {
     /// The events of the last poll, borrowed while they are dispatched.
     events: RefCell<mio::Events>,
     tasks: RefCell<Slab<TaskSlot>>,
+    /// The number of the last task spawned, for the default names
+    /// (asyncio's `Task-N`).
+    task_counter: Cell<u64>,
     shared: Arc<Shared>,
     /// Spare vectors for draining the inbox without allocating.
     inbox: RefCell<Inbox>,
@@ -236,6 +239,7 @@ impl Builder {
             selector: RefCell::new(Some(selector)),
             events: RefCell::new(mio::Events::with_capacity(selector::EVENTS_CAPACITY)),
             tasks: RefCell::new(Slab::new()),
+            task_counter: Cell::new(0),
             shared: Shared::new(waker),
             inbox: RefCell::new(Inbox::default()),
             running: Cell::new(false),

@@ -157,6 +157,6 @@ pub use event_loop::{
 pub use event_loop::{Task, TaskError};
 pub use exception::{Exception, ExceptionContext};
 pub use protocol::{AnyProtocol, Buffered, BufferedProtocol, IntoProtocol, Protocol};
-pub use server::{Server, ServerBuilder, WaitClosed};
+pub use server::{ServeForever, Server, ServerBuilder, WaitClosed};
 pub use transport::datagram::{DatagramAddr, DatagramProtocol, DatagramTransport, UnixAddr};
 pub use transport::{Address, EmptyWaiter, Transport};

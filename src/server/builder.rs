@@ -162,6 +162,7 @@ impl ServerBuilder {
                 listeners: RefCell::new(Vec::new()),
                 closed: Cell::new(false),
                 serving: Cell::new(false),
+                serving_forever: Cell::new(false),
                 backlog,
                 max_connections,
                 clients: RefCell::new(Slab::new()),

@@ -147,7 +147,7 @@ pub mod transport;
 pub use bridge::datagram::{DatagramRecvHalf, DatagramSendHalf, DatagramSocket};
 pub use bridge::stream::{ReadHalf, StreamParts, TransportStream, WriteHalf};
 pub use bridge::time::{interval, sleep, sleep_until, timeout, Elapsed, Interval, Sleep, Timeout};
-pub use connect::Connect;
+pub use connect::{Connect, ConnectErrors};
 pub use datagram_endpoint::{DatagramEndpointBuilder, Family, UnixDatagramEndpointBuilder};
 pub use error::{Error, Result};
 pub use event_loop::{

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use crate::datagram_endpoint::Family;
+
 /// Splits `"host:port"` (`"[v6]:port"` too; an empty host is allowed).
 pub(crate) fn split_host_port(addr: &str) -> io::Result<(String, u16)> {
     if let Ok(sa) = addr.parse::<SocketAddr>() {
@@ -55,6 +57,58 @@ pub(crate) async fn resolve(host: String, port: u16) -> io::Result<Vec<SocketAdd
         return Err(io::Error::other("getaddrinfo() returned empty list"));
     }
     Ok(addrs)
+}
+
+/// Whether `addr` is of `family`.
+pub(crate) fn is_of(family: Family, addr: &SocketAddr) -> bool {
+    match family {
+        Family::V4 => addr.is_ipv4(),
+        Family::V6 => addr.is_ipv6(),
+    }
+}
+
+/// Keeps the addresses of `family` (all of them with `None`): asyncio
+/// passes the family to `getaddrinfo`; the std resolver takes none, so
+/// the filter comes after.
+///
+/// # Errors
+///
+/// `AddrNotAvailable` if none is left ("Address family for hostname not
+/// supported", `getaddrinfo`'s words).
+pub(crate) fn keep_family(
+    mut addrs: Vec<SocketAddr>,
+    family: Option<Family>,
+    host: &str,
+) -> io::Result<Vec<SocketAddr>> {
+    let Some(family) = family else {
+        return Ok(addrs);
+    };
+    addrs.retain(|a| is_of(family, a));
+    if addrs.is_empty() {
+        let name = match family {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            format!("Address family for hostname not supported: no {name} address for '{host}'"),
+        ));
+    }
+    Ok(addrs)
+}
+
+/// [`resolve`], then [`keep_family`].
+///
+/// # Errors
+///
+/// As both.
+pub(crate) async fn resolve_family(
+    host: String,
+    port: u16,
+    family: Option<Family>,
+) -> io::Result<Vec<SocketAddr>> {
+    let addrs = resolve(host.clone(), port).await?;
+    keep_family(addrs, family, &host)
 }
 
 /// asyncio's bind error: "error while attempting to bind on address

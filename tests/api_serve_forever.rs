@@ -99,7 +99,10 @@ fn a_second_serve_forever_at_once_is_refused_and_a_later_one_sees_the_close() {
     let unpolled = server.serve_forever();
     drop(unpolled);
     let err = run(&lp, server.serve_forever()).unwrap_err();
-    assert!(matches!(err, sloop::Error::AlreadyServingForever), "{err:?}");
+    assert!(
+        matches!(err, sloop::Error::AlreadyServingForever),
+        "{err:?}"
+    );
     assert_eq!(
         err.to_string(),
         "server is already being awaited on serve_forever()"

@@ -268,7 +268,10 @@ fn a_task_dropped_with_an_unread_panic_is_reported() {
 #[test]
 fn exception_handler_getter_follows_set_and_unset() {
     let lp = EventLoop::new().unwrap();
-    assert!(lp.exception_handler().is_none(), "no custom handler at first");
+    assert!(
+        lp.exception_handler().is_none(),
+        "no custom handler at first"
+    );
 
     let calls = Rc::new(Cell::new(0));
     let c = calls.clone();
@@ -345,7 +348,10 @@ fn reports_about_a_task_name_it() {
             line.starts_with("Task exception was never retrieved | <Task name='"),
             "{line}"
         );
-        assert!(line.contains(&format!("name='{name}' spawned at ")), "{line}");
+        assert!(
+            line.contains(&format!("name='{name}' spawned at ")),
+            "{line}"
+        );
         assert!(line.contains("loop_exceptions.rs"), "{line}");
     }
 }
@@ -369,7 +375,10 @@ fn debug_mode_names_a_slow_task() {
     lp.run_until_complete(slow).unwrap().unwrap();
     lp.run_until_complete(renamed).unwrap().unwrap();
     let logs = take_logs();
-    let slow: Vec<_> = logs.iter().filter(|l| l.contains("Executing <Task")).collect();
+    let slow: Vec<_> = logs
+        .iter()
+        .filter(|l| l.contains("Executing <Task"))
+        .collect();
     assert_eq!(slow.len(), 2, "{logs:?}");
     assert!(
         slow[0].contains("<Task name='sluggish' spawned at "),

@@ -430,7 +430,9 @@ impl fmt::Debug for ServeForever {
             ServeState::Serving(_) => "serving",
             ServeState::Done => "done",
         };
-        f.debug_struct("ServeForever").field("state", &state).finish()
+        f.debug_struct("ServeForever")
+            .field("state", &state)
+            .finish()
     }
 }
 

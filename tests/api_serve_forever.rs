@@ -61,6 +61,12 @@ fn serve_forever_starts_serving_and_ends_after_close_and_the_last_connection() {
         !serving.is_finished(),
         "closed, but a connection is still open"
     );
+    // As in asyncio, close forgets the running call: a new one hears
+    // "closed", not "already being awaited".
+    assert!(matches!(
+        run(&lp, server.serve_forever()),
+        Err(sloop::Error::ServerClosed)
+    ));
     assert!(TcpStream::connect(addr).is_err(), "no longer accepting");
 
     // The client hangs up; the echo server closes its side; the server has

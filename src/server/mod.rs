@@ -109,6 +109,10 @@ impl ServerInner {
             return;
         }
         self.serving.set(false);
+        // As asyncio's close (which cancels and forgets the serve_forever
+        // future): from now on a new serve_forever hears "closed", even
+        // while the running one still waits for the connections.
+        self.serving_forever.set(false);
         let listeners = std::mem::take(&mut *self.listeners.borrow_mut());
         for l in &listeners {
             l.close();
@@ -251,7 +255,9 @@ impl Server {
     /// [`wait_closed`](Server::wait_closed) would.
     ///
     /// Only one `serve_forever` of a server runs at a time; the future does
-    /// nothing until it is polled.
+    /// nothing until it is polled. Once the server is closed, a new call
+    /// fails with [`Error::ServerClosed`] even while the running one still
+    /// waits for the connections, as in asyncio.
     ///
     /// ```
     /// use std::time::Duration;
@@ -465,8 +471,7 @@ impl Future for ServeForever {
             panic!("ServeForever polled after it completed");
         };
         futures::ready!(Pin::new(wait).poll(cx));
-        this.server.serving_forever.set(false);
-        this.state = ServeState::Done;
+        this.state = ServeState::Done; // `close` cleared the flag
         Poll::Ready(Ok(()))
     }
 }
@@ -474,8 +479,8 @@ impl Future for ServeForever {
 impl Drop for ServeForever {
     fn drop(&mut self) {
         if let ServeState::Serving(_) = self.state {
-            // Cancelled while serving: asyncio closes the server.
-            self.server.serving_forever.set(false);
+            // Cancelled while serving: asyncio closes the server (which
+            // clears the serving_forever flag, if it is not closed yet).
             self.server.close();
         }
     }

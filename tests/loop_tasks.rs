@@ -226,8 +226,10 @@ fn tasks_are_named_task_n_per_loop_unless_named() {
 fn a_task_name_shows_in_debug_and_can_be_changed_at_any_point() {
     let lp = new_loop();
     let (tx, rx) = oneshot::channel::<()>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
     let task = lp.spawn_local(async move {
         let _ = rx.await;
+        let _ = done_tx.send(());
         7
     });
     let dbg = format!("{task:?}");
@@ -242,16 +244,10 @@ fn a_task_name_shows_in_debug_and_can_be_changed_at_any_point() {
     assert!(!task.is_finished());
     task.set_name(String::from("second"));
     assert!(format!("{task:?}").contains("name: \"second\""));
-    // After it finished.
+    // After it finished (it finishes in the poll that sends `done`).
     tx.send(()).unwrap();
-    let task = lp
-        .run_until_complete(async move {
-            while !task.is_finished() {
-                sloop::sleep(Duration::from_millis(1)).await;
-            }
-            task
-        })
-        .unwrap();
+    lp.run_until_complete(done_rx).unwrap().unwrap();
+    assert!(task.is_finished());
     task.set_name("third");
     assert_eq!(task.name(), "third");
     assert_eq!(lp.run_until_complete(task).unwrap().unwrap(), 7);

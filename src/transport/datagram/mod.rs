@@ -471,10 +471,10 @@ impl<A: DatagramAddr> DatagramTransport<A> {
         let inner = &*self.inner;
         let mut p = inner.cell.slot.take()?;
         inner.set_flag(BUSY, true);
-        let r = match p.as_any_mut().downcast_mut::<P>() {
-            Some(p) => Some(catch_unwind(AssertUnwindSafe(|| f(p)))),
-            None => None,
-        };
+        let r = p
+            .as_any_mut()
+            .downcast_mut::<P>()
+            .map(|p| catch_unwind(AssertUnwindSafe(|| f(p))));
         inner.set_flag(BUSY, false);
         inner.cell.put_back(p);
         inner.cell.after_call(inner);

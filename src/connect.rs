@@ -8,6 +8,11 @@
 //! success wins (the others' sockets are closed). The transport is created
 //! once a socket is connected, and the future completes after the
 //! protocol's `connection_made` ran.
+//!
+//! When every attempt fails, the error is asyncio's: the one error, or,
+//! from several that differ, "Multiple exceptions: ..."; with
+//! [`Connect::all_errors`], a [`ConnectErrors`] holding each attempt's
+//! error (asyncio 3.12's `ExceptionGroup`).
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -25,6 +30,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use crate::datagram_endpoint::Family;
 use crate::event_loop::LoopHandle;
 use crate::net;
 use crate::protocol::{AnyProtocol, IntoProtocol, Protocol};
@@ -132,9 +138,90 @@ async fn connect_one(lp: &LoopHandle, addr: SockAddr, local: &[SocketAddr]) -> i
     Ok(sock)
 }
 
-/// asyncio's error aggregation: one error as is; all alike, the first;
-/// otherwise "Multiple exceptions: ...".
-fn combine(mut errors: Vec<io::Error>) -> io::Error {
+/// Every failed attempt of a connection, in the order the attempts failed:
+/// the error of a [`Connect`] with [`all_errors`](Connect::all_errors)
+/// (asyncio 3.12's `ExceptionGroup("create_connection failed", ...)`).
+///
+/// The connect future fails with an [`io::Error`] that carries it: reach it
+/// with [`ConnectErrors::of`] (or `get_ref`/`into_inner` and a downcast).
+/// That error's [`kind`](io::Error::kind) is the attempts' kind when they
+/// all share one (say `ConnectionRefused`), else `Other`, so code that only
+/// looks at the kind keeps working.
+///
+/// ```
+/// use sloop::{ConnectErrors, EventLoop, Protocol};
+///
+/// struct Nothing;
+/// impl Protocol for Nothing {}
+///
+/// // A port nobody listens on: bind one, note it, close it.
+/// let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+/// let lp = EventLoop::new()?;
+/// let err = lp
+///     .run_until_complete(lp.create_connection(|| Nothing, "127.0.0.1", port).all_errors(true))?
+///     .unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+/// let all = ConnectErrors::of(&err).expect("all_errors gives the group");
+/// assert_eq!(all.errors().len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct ConnectErrors {
+    errors: Vec<io::Error>,
+}
+
+impl ConnectErrors {
+    /// The [`ConnectErrors`] inside `error`, if it carries one.
+    pub fn of(error: &io::Error) -> Option<&ConnectErrors> {
+        error.get_ref()?.downcast_ref()
+    }
+
+    /// Each attempt's error, in the order the attempts failed.
+    pub fn errors(&self) -> &[io::Error] {
+        &self.errors
+    }
+
+    /// The attempts' errors, owned.
+    pub fn into_errors(self) -> Vec<io::Error> {
+        self.errors
+    }
+
+    /// Wraps `errors` in an `io::Error` of their common kind (else
+    /// `Other`).
+    fn into_io(errors: Vec<io::Error>) -> io::Error {
+        let kind = match errors.split_first() {
+            Some((first, rest)) if rest.iter().all(|e| e.kind() == first.kind()) => first.kind(),
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, ConnectErrors { errors })
+    }
+}
+
+impl fmt::Display for ConnectErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.errors.len();
+        write!(
+            f,
+            "create_connection failed ({n} error{})",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for (i, e) in self.errors.iter().enumerate() {
+            f.write_str(if i == 0 { ": " } else { "; " })?;
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConnectErrors {}
+
+/// The error of a connection whose attempts all failed: with `all`, every
+/// error as a [`ConnectErrors`]; otherwise asyncio's aggregation: one error
+/// as is; all alike, the first; else "Multiple exceptions: ...".
+fn combine(mut errors: Vec<io::Error>, all: bool) -> io::Error {
+    if all {
+        return ConnectErrors::into_io(errors);
+    }
     if errors.len() == 1 {
         return errors.remove(0);
     }
@@ -221,6 +308,8 @@ pub struct Connect {
     local_addr: Option<String>,
     happy_eyeballs_delay: Option<Duration>,
     interleave: Option<usize>,
+    family: Option<Family>,
+    all_errors: bool,
     fut: Option<Pin<Box<dyn Future<Output = io::Result<Transport>>>>>,
 }
 
@@ -230,6 +319,8 @@ impl fmt::Debug for Connect {
             .field("local_addr", &self.local_addr)
             .field("happy_eyeballs_delay", &self.happy_eyeballs_delay)
             .field("interleave", &self.interleave)
+            .field("family", &self.family)
+            .field("all_errors", &self.all_errors)
             .finish()
     }
 }
@@ -256,6 +347,27 @@ impl Connect {
         self
     }
 
+    /// Only addresses of this family: the host's and
+    /// [`local_addr`](Connect::local_addr)'s (asyncio's `family=`).
+    /// Ignored for Unix paths and sockets.
+    ///
+    /// The future fails with `AddrNotAvailable` if the host has no
+    /// address of the family (a numeric address of the other family, say).
+    pub fn family(mut self, family: Family) -> Self {
+        self.family = Some(family);
+        self
+    }
+
+    /// When every attempt fails, fail with all their errors, as a
+    /// [`ConnectErrors`] inside the `io::Error`, instead of the one error or
+    /// the combined "Multiple exceptions: ..." message (asyncio 3.12's
+    /// `all_errors=True`). Off by default. A resolution error is not an
+    /// attempt's and comes as it is.
+    pub fn all_errors(mut self, on: bool) -> Self {
+        self.all_errors = on;
+        self
+    }
+
     fn start(&mut self) -> Pin<Box<dyn Future<Output = io::Result<Transport>>>> {
         let lp = self.lp.clone();
         let protocol = self.protocol.take();
@@ -263,6 +375,8 @@ impl Connect {
         let local = self.local_addr.take();
         let delay = self.happy_eyeballs_delay;
         let inter = self.interleave.or(delay.map(|_| 1));
+        let family = self.family;
+        let all_errors = self.all_errors;
         Box::pin(async move {
             let protocol =
                 protocol.ok_or_else(|| io::Error::other("Connect polled after completion"))?;
@@ -278,37 +392,22 @@ impl Connect {
                 }
                 Some(Target::Unix(path)) => connect_one(&lp, net::unix_addr(&path)?, &[]).await?,
                 Some(Target::Host(host, port)) => {
-                    let mut addrs = net::resolve(host, port).await?;
+                    let mut addrs = net::resolve_family(host, port, family).await?;
                     let locals = match &local {
                         Some(l) => {
                             let (h, p) = net::split_host_port(l)?;
-                            net::resolve(h, p).await?
+                            net::resolve_family(h, p, family).await?
                         }
                         None => Vec::new(),
                     };
                     if let Some(n) = inter {
                         addrs = interleave(addrs, n);
                     }
-                    match delay {
-                        None => {
-                            let mut errors = Vec::new();
-                            let mut found = None;
-                            for a in addrs {
-                                match connect_one(&lp, SockAddr::from(a), &locals).await {
-                                    Ok(s) => {
-                                        found = Some(s);
-                                        break;
-                                    }
-                                    Err(e) => errors.push(e),
-                                }
-                            }
-                            match found {
-                                Some(s) => s,
-                                None => return Err(combine(errors)),
-                            }
-                        }
-                        Some(d) => staggered(&lp, addrs, &locals, d).await?,
-                    }
+                    let connected = match delay {
+                        None => one_by_one(&lp, addrs, &locals).await,
+                        Some(d) => staggered(&lp, addrs, &locals, d).await,
+                    };
+                    connected.map_err(|errors| combine(errors, all_errors))?
                 }
                 None => return Err(io::Error::other("Connect polled after completion")),
             };
@@ -317,14 +416,32 @@ impl Connect {
     }
 }
 
+/// Tries each address in turn; the first success wins. Gives every
+/// attempt's error, in order, if none succeeds.
+async fn one_by_one(
+    lp: &LoopHandle,
+    addrs: Vec<SocketAddr>,
+    locals: &[SocketAddr],
+) -> Result<Socket, Vec<io::Error>> {
+    let mut errors = Vec::new();
+    for a in addrs {
+        match connect_one(lp, SockAddr::from(a), locals).await {
+            Ok(s) => return Ok(s),
+            Err(e) => errors.push(e),
+        }
+    }
+    Err(errors)
+}
+
 /// Happy Eyeballs: staggered attempts, first success wins; the losers'
-/// futures are dropped, which closes their sockets.
+/// futures are dropped, which closes their sockets. Gives every attempt's
+/// error, in the order they failed, if none succeeds.
 async fn staggered(
     lp: &LoopHandle,
     addrs: Vec<SocketAddr>,
     locals: &[SocketAddr],
     delay: Duration,
-) -> io::Result<Socket> {
+) -> Result<Socket, Vec<io::Error>> {
     let mut pending = FuturesUnordered::new();
     let mut next = addrs.into_iter();
     let mut errors = Vec::new();
@@ -332,7 +449,7 @@ async fn staggered(
         if let Some(a) = next.next() {
             pending.push(connect_one(lp, SockAddr::from(a), locals));
         } else if pending.is_empty() {
-            return Err(combine(errors));
+            return Err(errors);
         }
         // Wait for a result, or the delay to start the next attempt; a
         // failure starts the next one at once.
@@ -341,7 +458,7 @@ async fn staggered(
             futures::future::Either::Left((Some(Ok(s)), _)) => return Ok(s),
             futures::future::Either::Left((Some(Err(e)), _)) => errors.push(e),
             futures::future::Either::Left((None, _)) if next.len() == 0 => {
-                return Err(combine(errors));
+                return Err(errors);
             }
             futures::future::Either::Left((None, _)) | futures::future::Either::Right(_) => {}
         }
@@ -368,6 +485,8 @@ impl LoopHandle {
             local_addr: None,
             happy_eyeballs_delay: None,
             interleave: None,
+            family: None,
+            all_errors: false,
             fut: None,
         }
     }
@@ -382,7 +501,8 @@ impl LoopHandle {
     ///
     /// The future fails with the resolution error, the connect error (one
     /// address), or "Multiple exceptions: ..." when several addresses fail
-    /// differently.
+    /// differently; with [`all_errors`](Connect::all_errors), with every
+    /// attempt's error in a [`ConnectErrors`].
     pub fn create_connection<F, P>(&self, factory: F, host: &str, port: u16) -> Connect
     where
         F: FnOnce() -> P,
@@ -424,5 +544,65 @@ impl LoopHandle {
         P: IntoProtocol,
     {
         self.connect_builder(factory().into_protocol(), Target::Sock(sock))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    use super::{combine, ConnectErrors};
+
+    fn refused() -> Error {
+        Error::from(ErrorKind::ConnectionRefused)
+    }
+
+    fn unreachable() -> Error {
+        Error::new(ErrorKind::NetworkUnreachable, "Network is unreachable")
+    }
+
+    #[test]
+    fn all_errors_keeps_every_attempt_in_order_with_their_common_kind() {
+        let e = combine(vec![refused(), unreachable()], true);
+        assert_eq!(e.kind(), ErrorKind::Other, "kinds differ");
+        let all = ConnectErrors::of(&e).expect("a group");
+        let kinds: Vec<_> = all.errors().iter().map(|e| e.kind()).collect();
+        assert_eq!(
+            kinds,
+            [ErrorKind::ConnectionRefused, ErrorKind::NetworkUnreachable]
+        );
+        assert!(
+            e.to_string()
+                .starts_with("create_connection failed (2 errors): "),
+            "{e}"
+        );
+        assert!(e.to_string().ends_with("; Network is unreachable"), "{e}");
+
+        let e = combine(vec![refused(), refused()], true);
+        assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "one kind: kept");
+        let owned = e
+            .into_inner()
+            .unwrap()
+            .downcast::<ConnectErrors>()
+            .unwrap()
+            .into_errors();
+        assert_eq!(owned.len(), 2);
+
+        // Even a single error is a group (asyncio raises the group for one).
+        let e = combine(vec![refused()], true);
+        assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
+        assert_eq!(ConnectErrors::of(&e).unwrap().errors().len(), 1);
+    }
+
+    #[test]
+    fn without_all_errors_it_is_asyncios_aggregation() {
+        let e = combine(vec![refused()], false);
+        assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
+        assert!(ConnectErrors::of(&e).is_none());
+        let e = combine(vec![refused(), refused()], false);
+        assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "all alike: one");
+        let e = combine(vec![refused(), unreachable()], false);
+        assert!(ConnectErrors::of(&e).is_none());
+        assert!(e.to_string().starts_with("Multiple exceptions: "), "{e}");
     }
 }

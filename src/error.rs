@@ -54,6 +54,11 @@ pub enum Error {
     AddressRequired,
     /// A protocol's `get_buffer` returned an empty buffer.
     EmptyBuffer,
+    /// `start_serving` or `serve_forever` on a closed server.
+    ServerClosed,
+    /// `serve_forever` while another `serve_forever` of the same server
+    /// runs.
+    AlreadyServingForever,
     /// An I/O error from the operating system.
     Io(io::Error),
 }
@@ -86,6 +91,10 @@ impl fmt::Display for Error {
                 f.write_str("an address is required on an unconnected transport")
             }
             Error::EmptyBuffer => f.write_str("get_buffer() returned an empty buffer"),
+            Error::ServerClosed => f.write_str("server is closed"),
+            Error::AlreadyServingForever => {
+                f.write_str("server is already being awaited on serve_forever()")
+            }
             Error::Io(e) => e.fmt(f),
         }
     }

@@ -146,15 +146,16 @@ pub mod transport;
 pub use bridge::datagram::{DatagramRecvHalf, DatagramSendHalf, DatagramSocket};
 pub use bridge::stream::{ReadHalf, StreamParts, TransportStream, WriteHalf};
 pub use bridge::time::{interval, sleep, sleep_until, timeout, Elapsed, Interval, Sleep, Timeout};
-pub use connect::Connect;
+pub use connect::{Connect, ConnectErrors};
 pub use datagram_endpoint::{DatagramEndpointBuilder, Family, UnixDatagramEndpointBuilder};
 pub use error::{Error, Result};
 pub use event_loop::{
-    get_running_loop, Builder, EventLoop, Handle, LoopHandle, Remote, RemoteTask, TimerHandle,
+    get_running_loop, Builder, EventLoop, ExceptionHandler, Handle, LoopHandle, Remote, RemoteTask,
+    TimerHandle,
 };
 pub use event_loop::{Task, TaskError};
 pub use exception::{Exception, ExceptionContext};
 pub use protocol::{AnyProtocol, Buffered, BufferedProtocol, IntoProtocol, Protocol};
-pub use server::{Server, ServerBuilder, WaitClosed};
+pub use server::{ServeForever, Server, ServerBuilder, WaitClosed};
 pub use transport::datagram::{DatagramAddr, DatagramProtocol, DatagramTransport, UnixAddr};
 pub use transport::{Address, EmptyWaiter, Transport};

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use crate::datagram_endpoint::Family;
+
 /// Splits `"host:port"` (`"[v6]:port"` too; an empty host is allowed).
 pub(crate) fn split_host_port(addr: &str) -> io::Result<(String, u16)> {
     if let Ok(sa) = addr.parse::<SocketAddr>() {
@@ -57,6 +59,58 @@ pub(crate) async fn resolve(host: String, port: u16) -> io::Result<Vec<SocketAdd
     Ok(addrs)
 }
 
+/// Whether `addr` is of `family`.
+pub(crate) fn is_of(family: Family, addr: &SocketAddr) -> bool {
+    match family {
+        Family::V4 => addr.is_ipv4(),
+        Family::V6 => addr.is_ipv6(),
+    }
+}
+
+/// Keeps the addresses of `family` (all of them with `None`): asyncio
+/// passes the family to `getaddrinfo`; the std resolver takes none, so
+/// the filter comes after.
+///
+/// # Errors
+///
+/// `AddrNotAvailable` if none is left ("Address family for hostname not
+/// supported", `getaddrinfo`'s words).
+pub(crate) fn keep_family(
+    mut addrs: Vec<SocketAddr>,
+    family: Option<Family>,
+    host: &str,
+) -> io::Result<Vec<SocketAddr>> {
+    let Some(family) = family else {
+        return Ok(addrs);
+    };
+    addrs.retain(|a| is_of(family, a));
+    if addrs.is_empty() {
+        let name = match family {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            format!("Address family for hostname not supported: no {name} address for '{host}'"),
+        ));
+    }
+    Ok(addrs)
+}
+
+/// [`resolve`], then [`keep_family`].
+///
+/// # Errors
+///
+/// As both.
+pub(crate) async fn resolve_family(
+    host: String,
+    port: u16,
+    family: Option<Family>,
+) -> io::Result<Vec<SocketAddr>> {
+    let addrs = resolve(host.clone(), port).await?;
+    keep_family(addrs, family, &host)
+}
+
 /// asyncio's bind error: "error while attempting to bind on address
 /// `addr`: `reason`" (the reason in lower case), keeping the error's kind.
 pub(crate) fn bind_error(addr: impl fmt::Display, e: &io::Error) -> io::Error {
@@ -69,36 +123,46 @@ pub(crate) fn bind_error(addr: impl fmt::Display, e: &io::Error) -> io::Error {
     )
 }
 
+/// How [`bind_tcp`] makes its listening sockets: `create_server`'s
+/// options.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ListenOptions {
+    pub(crate) reuse_address: bool,
+    pub(crate) reuse_port: bool,
+    pub(crate) backlog: u32,
+    /// Only addresses of this family (asyncio's `family=`).
+    pub(crate) family: Option<Family>,
+    /// `SO_KEEPALIVE` on the listening socket, which accepted sockets
+    /// inherit (asyncio 3.13's `keep_alive=`).
+    pub(crate) keep_alive: bool,
+}
+
 /// Resolves each of `addrs` (`"host:port"`; an empty host or `*` is every
 /// interface, IPv4 and IPv6) and binds and listens a non-blocking TCP
 /// socket on each distinct address: asyncio's `create_server` binding.
 ///
 /// An IPv6 socket is IPv6-only, so dual stack takes two sockets. An
 /// address that is not available (IPv6 disabled) is skipped when there
-/// are others (asyncio 3.13).
+/// are others (asyncio 3.13). With a family, only its addresses are bound.
 ///
 /// # Errors
 ///
-/// A resolution error, "getaddrinfo('host') returned empty list", the
-/// first bind error as [`bind_error`], or the last skipped one if nothing
-/// was bound.
-pub(crate) async fn bind_tcp(
-    addrs: &[String],
-    reuse_address: bool,
-    reuse_port: bool,
-    backlog: u32,
-) -> io::Result<Vec<Socket>> {
+/// A resolution error, "getaddrinfo('host') returned empty list", no
+/// address of the family ([`keep_family`]), the first bind error as
+/// [`bind_error`], or the last skipped one if nothing was bound.
+pub(crate) async fn bind_tcp(addrs: &[String], opts: ListenOptions) -> io::Result<Vec<Socket>> {
     let mut all: Vec<SocketAddr> = Vec::new();
     for a in addrs {
         let (host, port) = split_host_port(a)?;
         let resolved = if host.is_empty() || host == "*" {
             // All interfaces, both families (two sockets, v6 only on v6).
-            vec![
+            let any = vec![
                 SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
                 SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
-            ]
+            ];
+            keep_family(any, opts.family, &host)?
         } else {
-            resolve(host.clone(), port).await?
+            resolve_family(host.clone(), port, opts.family).await?
         };
         if resolved.is_empty() {
             return Err(io::Error::other(format!(
@@ -121,11 +185,14 @@ pub(crate) async fn bind_tcp(
                 continue;
             }
         };
-        if reuse_address {
+        if opts.reuse_address {
             s.set_reuse_address(true)?;
         }
-        if reuse_port {
+        if opts.reuse_port {
             s.set_reuse_port(true)?;
+        }
+        if opts.keep_alive {
+            s.set_keepalive(true)?;
         }
         if sa.is_ipv6() {
             s.set_only_v6(true)?;
@@ -140,7 +207,7 @@ pub(crate) async fn bind_tcp(
             }
             Err(e) => return Err(bind_error(sa, &e)),
         }
-        s.listen(backlog as i32)?;
+        s.listen(opts.backlog as i32)?;
         out.push(s);
     }
     if out.is_empty() {

@@ -266,6 +266,134 @@ fn a_task_dropped_with_an_unread_panic_is_reported() {
 }
 
 #[test]
+fn exception_handler_getter_follows_set_and_unset() {
+    let lp = EventLoop::new().unwrap();
+    assert!(
+        lp.exception_handler().is_none(),
+        "no custom handler at first"
+    );
+
+    let calls = Rc::new(Cell::new(0));
+    let c = calls.clone();
+    lp.set_exception_handler(Some(move |_: &LoopHandle, _: &ExceptionContext| {
+        c.set(c.get() + 1);
+    }));
+    let got = lp.exception_handler().expect("set");
+    // The getter shares the installed handler: the same one, still set.
+    assert!(Rc::ptr_eq(&got, &lp.exception_handler().unwrap()));
+    assert!(lp.has_exception_handler());
+    got(&lp, &ExceptionContext::new("called through the getter"));
+    assert_eq!(calls.get(), 1);
+    lp.call_exception_handler(ExceptionContext::new("called by the loop"));
+    assert_eq!(calls.get(), 2, "the getter did not take it out");
+
+    // Replacing gives the new one; the old one stays callable.
+    let seen = capture(&lp);
+    assert!(!Rc::ptr_eq(&got, &lp.exception_handler().unwrap()));
+    lp.call_exception_handler(ExceptionContext::new("to the new one"));
+    assert_eq!(calls.get(), 2);
+    assert_eq!(*seen.borrow(), ["to the new one | none"]);
+
+    // A wrapper that chains to the previous handler (asyncio's idiom).
+    let previous = lp.exception_handler().unwrap();
+    let c = calls.clone();
+    lp.set_exception_handler(Some(move |lp: &LoopHandle, ctx: &ExceptionContext| {
+        c.set(c.get() + 10);
+        previous(lp, ctx);
+    }));
+    lp.call_exception_handler(ExceptionContext::new("chained"));
+    assert_eq!(calls.get(), 12);
+    assert_eq!(seen.borrow().last().unwrap(), "chained | none");
+
+    lp.set_exception_handler(None::<fn(&LoopHandle, &ExceptionContext)>);
+    assert!(lp.exception_handler().is_none(), "unset");
+    assert!(!lp.has_exception_handler());
+    got(&lp, &ExceptionContext::new("a kept Rc outlives unsetting"));
+    assert_eq!(calls.get(), 13);
+}
+
+/// Collects the `task` field of each report.
+fn capture_tasks(lp: &LoopHandle) -> Rc<RefCell<Vec<String>>> {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    lp.set_exception_handler(Some(move |_: &LoopHandle, ctx: &ExceptionContext| {
+        s.borrow_mut().push(format!(
+            "{} | {}",
+            ctx.message,
+            ctx.task.as_deref().unwrap_or("-")
+        ));
+    }));
+    seen
+}
+
+#[test]
+fn reports_about_a_task_name_it() {
+    let lp = EventLoop::new().unwrap();
+    let seen = capture_tasks(&lp);
+    // Detached before it panics: reported when it panics.
+    lp.spawn_local_named("detached", async { panic!("boom") })
+        .detach();
+    lp.spawn_local(async { panic!("boom") }).detach();
+    // Held while it panics, dropped unread: reported at the drop, under
+    // the name it has then.
+    let held = lp.spawn_local_named("held", async { panic!("boom") });
+    lp.run_until_complete(sloop::sleep(Duration::from_millis(1)))
+        .unwrap();
+    held.set_name("renamed");
+    drop(held);
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for (line, name) in seen.iter().zip(["detached", "Task-1", "renamed"]) {
+        assert!(
+            line.starts_with("Task exception was never retrieved | <Task name='"),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!("name='{name}' spawned at ")),
+            "{line}"
+        );
+        assert!(line.contains("loop_exceptions.rs"), "{line}");
+    }
+}
+
+#[test]
+fn debug_mode_names_a_slow_task() {
+    init_logger();
+    let lp = EventLoop::builder()
+        .debug(true)
+        .slow_callback_duration(Duration::from_millis(5))
+        .build()
+        .unwrap();
+    let slow = lp.spawn_local_named("sluggish", async {
+        std::thread::sleep(Duration::from_millis(10));
+    });
+    let renamed = lp.spawn_local(async {
+        sloop::sleep(Duration::from_millis(1)).await; // fast first poll
+        std::thread::sleep(Duration::from_millis(10));
+    });
+    renamed.set_name("renamed before its slow poll");
+    lp.run_until_complete(slow).unwrap().unwrap();
+    lp.run_until_complete(renamed).unwrap().unwrap();
+    let logs = take_logs();
+    let slow: Vec<_> = logs
+        .iter()
+        .filter(|l| l.contains("Executing <Task"))
+        .collect();
+    assert_eq!(slow.len(), 2, "{logs:?}");
+    assert!(
+        slow[0].contains("<Task name='sluggish' spawned at "),
+        "{}",
+        slow[0]
+    );
+    assert!(
+        slow[1].contains("<Task name='renamed before its slow poll' spawned at "),
+        "{}",
+        slow[1]
+    );
+    assert!(slow.iter().all(|l| l.starts_with("WARN")), "{slow:?}");
+}
+
+#[test]
 fn call_exception_handler_without_a_custom_handler_uses_the_default() {
     let lp = EventLoop::new().unwrap();
     init_logger();

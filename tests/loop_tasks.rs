@@ -203,3 +203,71 @@ fn wakes_while_queued_poll_once() {
     lp.run_until_complete(task).unwrap().unwrap();
     assert_eq!(polls.get(), 2);
 }
+
+#[test]
+fn tasks_are_named_task_n_per_loop_unless_named() {
+    let lp = new_loop();
+    let a = lp.spawn_local(async {});
+    let named = lp.spawn_local_named("worker", async {});
+    let b = lp.spawn_local(async {});
+    assert_eq!(a.name(), "Task-1");
+    // As in asyncio, a given name does not use up a number.
+    assert_eq!(named.name(), "worker");
+    assert_eq!(b.name(), "Task-2");
+    // The counter is the loop's: another loop starts at 1 again.
+    let other = new_loop();
+    assert_eq!(other.spawn_local(async {}).name(), "Task-1");
+    for t in [a, named, b] {
+        lp.run_until_complete(t).unwrap().unwrap();
+    }
+}
+
+#[test]
+fn a_task_name_shows_in_debug_and_can_be_changed_at_any_point() {
+    let lp = new_loop();
+    let (tx, rx) = oneshot::channel::<()>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let task = lp.spawn_local(async move {
+        let _ = rx.await;
+        let _ = done_tx.send(());
+        7
+    });
+    let dbg = format!("{task:?}");
+    assert!(dbg.contains("name: \"Task-1\""), "{dbg}");
+    assert!(dbg.contains("loop_tasks.rs"), "{dbg}");
+    // Before its first poll.
+    task.set_name("first");
+    assert_eq!(task.name(), "first");
+    // While it waits.
+    lp.run_until_complete(sloop::sleep(Duration::from_millis(1)))
+        .unwrap();
+    assert!(!task.is_finished());
+    task.set_name(String::from("second"));
+    assert!(format!("{task:?}").contains("name: \"second\""));
+    // After it finished (it finishes in the poll that sends `done`).
+    tx.send(()).unwrap();
+    lp.run_until_complete(done_rx).unwrap().unwrap();
+    assert!(task.is_finished());
+    task.set_name("third");
+    assert_eq!(task.name(), "third");
+    assert_eq!(lp.run_until_complete(task).unwrap().unwrap(), 7);
+}
+
+#[test]
+fn a_cancelled_or_closed_loop_task_keeps_its_name() {
+    let lp = new_loop();
+    let task = lp.spawn_local_named("doomed", futures::future::pending::<()>());
+    assert!(task.cancel());
+    lp.run_until_complete(sloop::sleep(Duration::from_millis(1)))
+        .unwrap();
+    assert!(task.is_finished());
+    assert_eq!(task.name(), "doomed");
+    assert!(format!("{task:?}").contains("\"doomed\""));
+
+    lp.close().unwrap();
+    let late = lp.spawn_local(async {});
+    assert!(late.is_finished(), "a closed loop cancels at once");
+    assert_eq!(late.name(), "Task-1");
+    let late_named = lp.spawn_local_named("late", async {});
+    assert_eq!(late_named.name(), "late");
+}

@@ -87,7 +87,9 @@ pub const DEFAULT_READ_BUFFER_SIZE: usize = 256 * 1024;
 /// asyncio's default `slow_callback_duration`.
 pub const DEFAULT_SLOW_CALLBACK_DURATION: Duration = Duration::from_millis(100);
 
-type ExceptionHandler = Rc<dyn Fn(&LoopHandle, &ExceptionContext)>;
+/// An exception handler as the loop stores it: what
+/// [`LoopHandle::exception_handler`] returns.
+pub type ExceptionHandler = Rc<dyn Fn(&LoopHandle, &ExceptionContext)>;
 
 thread_local! {
     /// The loop running on this thread, for `get_running_loop`.
@@ -149,6 +151,9 @@ struct LoopInner {
     /// The events of the last poll, borrowed while they are dispatched.
     events: RefCell<mio::Events>,
     tasks: RefCell<Slab<TaskSlot>>,
+    /// The number of the last task spawned, for the default names
+    /// (asyncio's `Task-N`).
+    task_counter: Cell<u64>,
     shared: Arc<Shared>,
     /// Spare vectors for draining the inbox without allocating.
     inbox: RefCell<Inbox>,
@@ -234,6 +239,7 @@ impl Builder {
             selector: RefCell::new(Some(selector)),
             events: RefCell::new(mio::Events::with_capacity(selector::EVENTS_CAPACITY)),
             tasks: RefCell::new(Slab::new()),
+            task_counter: Cell::new(0),
             shared: Shared::new(waker),
             inbox: RefCell::new(Inbox::default()),
             running: Cell::new(false),
@@ -538,6 +544,41 @@ impl LoopHandle {
     /// Whether a custom exception handler is set.
     pub fn has_exception_handler(&self) -> bool {
         self.inner.exception_handler.borrow().is_some()
+    }
+
+    /// The custom exception handler, or `None` when the
+    /// [default](LoopHandle::default_exception_handler) is in use
+    /// (asyncio's `get_exception_handler`).
+    ///
+    /// The handler is shared, not moved out: it stays installed. Calling the
+    /// returned handler is how a wrapping handler passes reports on:
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    /// use sloop::{EventLoop, ExceptionContext, LoopHandle};
+    ///
+    /// let lp = EventLoop::new()?;
+    /// let seen = Rc::new(Cell::new(0));
+    /// let s = seen.clone();
+    /// lp.set_exception_handler(Some(move |_: &LoopHandle, _: &ExceptionContext| {
+    ///     s.set(s.get() + 1)
+    /// }));
+    ///
+    /// // Wrap it: count here, then hand the report to the previous handler.
+    /// let previous = lp.exception_handler().expect("set above");
+    /// lp.set_exception_handler(Some(move |lp: &LoopHandle, ctx: &ExceptionContext| {
+    ///     previous(lp, ctx)
+    /// }));
+    /// lp.call_exception_handler(ExceptionContext::new("reported"));
+    /// assert_eq!(seen.get(), 1);
+    ///
+    /// lp.set_exception_handler(None::<fn(&LoopHandle, &ExceptionContext)>);
+    /// assert!(lp.exception_handler().is_none());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn exception_handler(&self) -> Option<ExceptionHandler> {
+        self.inner.exception_handler.borrow().clone()
     }
 
     /// Reports `context` in asyncio's layout: at error level through the

@@ -13,6 +13,12 @@
 //! The [`Task`] handle is the task's output: await it to get
 //! `Ok(output)`, or `Err(TaskError)` if the task was cancelled or panicked.
 //! Dropping the handle detaches the task; it runs to completion anyway.
+//!
+//! Every task has a name, asyncio's `Task-N` (N counts the tasks spawned on
+//! the loop, from 1) unless it was spawned with
+//! [`spawn_local_named`](LoopHandle::spawn_local_named) or renamed with
+//! [`Task::set_name`]. Reports about a task (a panic nobody read, a slow
+//! poll in debug mode) name it, with where it was spawned.
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -145,8 +151,26 @@ impl fmt::Display for TaskError {
 
 impl std::error::Error for TaskError {}
 
+/// A task's name: asyncio's `Task-N` until one is given, formatted only
+/// when asked for (spawning allocates nothing for it).
+enum TaskName {
+    Numbered(u64),
+    Given(String),
+}
+
+impl fmt::Display for TaskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskName::Numbered(n) => write!(f, "Task-{n}"),
+            TaskName::Given(name) => f.write_str(name),
+        }
+    }
+}
+
 /// The loop's side of a task's output, type-erased.
 pub(crate) trait TaskControl {
+    /// The task's current name.
+    fn name(&self) -> String;
     fn finish_cancelled(&self);
     /// Stores the panic for the `Task` handle; gives it back if nobody holds
     /// the handle, so the loop reports it.
@@ -154,6 +178,7 @@ pub(crate) trait TaskControl {
 }
 
 struct JoinState<T> {
+    name: RefCell<TaskName>,
     output: RefCell<Option<Result<T, TaskError>>>,
     finished: Cell<bool>,
     detached: Cell<bool>,
@@ -178,6 +203,10 @@ impl<T> JoinState<T> {
 }
 
 impl<T> TaskControl for JoinState<T> {
+    fn name(&self) -> String {
+        self.name.borrow().to_string()
+    }
+
     fn finish_cancelled(&self) {
         if !self.finished.get() {
             self.complete(Err(TaskError::Cancelled));
@@ -229,9 +258,13 @@ impl<F: Future> TaskFuture for TaskCell<F> {
     }
 }
 
-/// How a task is named in reports: where it was spawned.
-fn task_label(location: &Location<'_>) -> String {
-    format!("<Task spawned at {location}>")
+/// How a task is named in reports (the exception handler's `task`, the
+/// slow-callback warning): its name and where it was spawned.
+fn task_label(name: Option<&str>, location: &Location<'_>) -> String {
+    match name {
+        Some(name) => format!("<Task name='{name}' spawned at {location}>"),
+        None => format!("<Task spawned at {location}>"),
+    }
 }
 
 /// One entry of the loop's task slab.
@@ -259,9 +292,13 @@ impl TaskSlot {
 /// panicked. Dropping a `Task` detaches it: the future keeps running, and a
 /// panic in it goes to the loop's exception handler.
 ///
+/// A task has a [name](Task::name) (asyncio's `Task-N` by default), shown
+/// by its `Debug` and in the loop's reports about it.
+///
 /// ```
 /// let lp = sloop::EventLoop::new()?;
 /// let task = lp.spawn_local(async { 6 * 7 });
+/// assert_eq!(task.name(), "Task-1");
 /// assert_eq!(lp.run_until_complete(task)?.unwrap(), 42);
 /// # Ok::<(), sloop::Error>(())
 /// ```
@@ -297,6 +334,19 @@ impl<T> Task<T> {
 
     /// Lets the task run on without a handle; the same as dropping it.
     pub fn detach(self) {}
+
+    /// The task's name: the one it was spawned with
+    /// ([`spawn_local_named`](LoopHandle::spawn_local_named)) or last
+    /// [set](Task::set_name), else `Task-N` (asyncio's `get_name`).
+    pub fn name(&self) -> String {
+        self.state.name.borrow().to_string()
+    }
+
+    /// Renames the task (asyncio's `set_name`). Reports made from now on,
+    /// including after the task finished, use the new name.
+    pub fn set_name(&self, name: impl Into<String>) {
+        *self.state.name.borrow_mut() = TaskName::Given(name.into());
+    }
 }
 
 impl<T> Future for Task<T> {
@@ -334,7 +384,7 @@ impl<T> Drop for Task<T> {
                 lp.call_exception_handler(
                     ExceptionContext::new("Task exception was never retrieved")
                         .with_exception(Exception::from_panic(&*p))
-                        .with_task(self.location),
+                        .with_task(task_label(Some(&self.name()), self.location)),
                 );
             }
         }
@@ -344,6 +394,7 @@ impl<T> Drop for Task<T> {
 impl<T> fmt::Debug for Task<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Task")
+            .field("name", &self.name())
             .field("spawned_at", &self.location.to_string())
             .field("finished", &self.is_finished())
             .finish()
@@ -356,16 +407,62 @@ impl LoopHandle {
     ///
     /// On a closed loop the future is dropped and the task is already
     /// cancelled.
+    ///
+    /// The task is named `Task-N` (see [`Task::name`]); to give it a name
+    /// of your own, use [`spawn_local_named`](LoopHandle::spawn_local_named).
     #[track_caller]
     pub fn spawn_local<F>(&self, future: F) -> Task<F::Output>
     where
         F: Future + 'static,
         F::Output: 'static,
     {
-        let location = Location::caller();
+        self.spawn_task(future, None, Location::caller())
+    }
+
+    /// [`spawn_local`](LoopHandle::spawn_local) with a name for the task
+    /// (asyncio's `create_task(coro, name=...)`): its `Debug`, and the
+    /// loop's reports about it (a panic nobody read, a slow poll in debug
+    /// mode), show it.
+    ///
+    /// ```
+    /// let lp = sloop::EventLoop::new()?;
+    /// let task = lp.spawn_local_named("fetch", async { 1 });
+    /// assert_eq!(task.name(), "fetch");
+    /// assert!(format!("{task:?}").contains("\"fetch\""));
+    /// assert_eq!(lp.run_until_complete(task)?.unwrap(), 1);
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn spawn_local_named<F>(&self, name: impl Into<String>, future: F) -> Task<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        self.spawn_task(future, Some(name.into()), Location::caller())
+    }
+
+    fn spawn_task<F>(
+        &self,
+        future: F,
+        name: Option<String>,
+        location: &'static Location<'static>,
+    ) -> Task<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
         let inner = &self.inner;
+        let name = match name {
+            Some(name) => TaskName::Given(name),
+            None => {
+                let n = inner.task_counter.get() + 1;
+                inner.task_counter.set(n);
+                TaskName::Numbered(n)
+            }
+        };
         if inner.closed.get() {
             let state = Rc::new(JoinState {
+                name: RefCell::new(name),
                 output: RefCell::new(Some(Err(TaskError::Cancelled))),
                 finished: Cell::new(true),
                 detached: Cell::new(false),
@@ -383,6 +480,7 @@ impl LoopHandle {
         let key = entry.key();
         let header = TaskWaker::new(key, true, inner.shared.clone());
         let state = Rc::new(JoinState {
+            name: RefCell::new(name),
             output: RefCell::new(None),
             finished: Cell::new(false),
             detached: Cell::new(false),
@@ -439,7 +537,7 @@ impl LoopHandle {
         let started = inner.debug.get().then(std::time::Instant::now);
         let polled = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll_task()));
         if let Some(t0) = started {
-            self.task_polled_in_debug(t0, location);
+            self.task_polled_in_debug(t0, key, location);
         }
         match polled {
             Ok(Poll::Pending) => {
@@ -461,8 +559,22 @@ impl LoopHandle {
 
     #[cold]
     #[inline(never)]
-    fn task_polled_in_debug(&self, t0: std::time::Instant, location: &'static Location<'static>) {
-        self.check_slow(t0, || task_label(location));
+    fn task_polled_in_debug(
+        &self,
+        t0: std::time::Instant,
+        key: usize,
+        location: &'static Location<'static>,
+    ) {
+        self.check_slow(t0, || {
+            // The slot is still there unless the poll closed the loop.
+            let name = self
+                .inner
+                .tasks
+                .try_borrow()
+                .ok()
+                .and_then(|tasks| tasks.get(key).map(|slot| slot.control.name()));
+            task_label(name.as_deref(), location)
+        });
     }
 
     #[inline(never)]
@@ -491,7 +603,7 @@ impl LoopHandle {
             self.handle_panic(
                 payload,
                 ExceptionContext::new("Task exception was never retrieved")
-                    .with_task(task_label(location)),
+                    .with_task(task_label(Some(&slot.control.name()), location)),
             );
         }
     }

@@ -20,8 +20,9 @@ use socket2::{Domain, Socket, Type};
 
 use super::listener::Listener;
 use super::{Factory, Server, ServerInner};
+use crate::datagram_endpoint::Family;
 use crate::event_loop::LoopHandle;
-use crate::net::{self, SocketFile};
+use crate::net::{self, ListenOptions, SocketFile};
 use crate::protocol::IntoProtocol;
 use crate::transport::socket::Kind;
 
@@ -54,6 +55,8 @@ pub struct ServerBuilder {
     backlog: u32,
     reuse_address: bool,
     reuse_port: bool,
+    family: Option<Family>,
+    keep_alive: bool,
     start_serving: bool,
     max_connections: Option<usize>,
     unix_mode: Option<u32>,
@@ -66,6 +69,8 @@ impl fmt::Debug for ServerBuilder {
             .field("backlog", &self.backlog)
             .field("reuse_address", &self.reuse_address)
             .field("reuse_port", &self.reuse_port)
+            .field("family", &self.family)
+            .field("keep_alive", &self.keep_alive)
             .field("start_serving", &self.start_serving)
             .field("max_connections", &self.max_connections)
             .field("unix_mode", &self.unix_mode)
@@ -90,6 +95,25 @@ impl ServerBuilder {
     /// `SO_REUSEPORT`: several loops (threads) may listen on one port.
     pub fn reuse_port(mut self, on: bool) -> Self {
         self.reuse_port = on;
+        self
+    }
+
+    /// Listen only on addresses of this family (asyncio's `family=`): an
+    /// empty host or `*` then means every interface of that family only (one
+    /// socket), and a host without such an address fails the future with
+    /// `AddrNotAvailable`. Ignored for Unix servers and given sockets.
+    pub fn family(mut self, family: Family) -> Self {
+        self.family = Some(family);
+        self
+    }
+
+    /// `SO_KEEPALIVE` on every accepted connection (asyncio 3.13's
+    /// `keep_alive=True`; off by default): set on the TCP listening
+    /// sockets, including one given to
+    /// [`create_server_from_socket`](LoopHandle::create_server_from_socket),
+    /// and inherited by each socket they accept. Ignored for Unix servers.
+    pub fn keep_alive(mut self, on: bool) -> Self {
+        self.keep_alive = on;
         self
     }
 
@@ -129,8 +153,13 @@ impl ServerBuilder {
         let factory = self.factory.take();
         let bind = self.bind.take();
         let backlog = self.backlog;
-        let reuse_address = self.reuse_address;
-        let reuse_port = self.reuse_port;
+        let opts = ListenOptions {
+            reuse_address: self.reuse_address,
+            reuse_port: self.reuse_port,
+            backlog: self.backlog,
+            family: self.family,
+            keep_alive: self.keep_alive,
+        };
         let start_serving = self.start_serving;
         let max_connections = self.max_connections;
         let unix_mode = self.unix_mode;
@@ -138,19 +167,20 @@ impl ServerBuilder {
             let factory =
                 factory.ok_or_else(|| io::Error::other("builder polled after completion"))?;
             let socks: Vec<Bound> = match bind {
-                Some(Bind::Addrs(addrs)) => {
-                    net::bind_tcp(&addrs, reuse_address, reuse_port, backlog)
-                        .await?
-                        .into_iter()
-                        .map(|s| (s, Kind::Tcp, None))
-                        .collect()
-                }
+                Some(Bind::Addrs(addrs)) => net::bind_tcp(&addrs, opts)
+                    .await?
+                    .into_iter()
+                    .map(|s| (s, Kind::Tcp, None))
+                    .collect(),
                 Some(Bind::Unix(path)) => {
                     let (s, file) = net::bind_unix(&path, backlog, unix_mode)?;
                     vec![(s, Kind::Unix, file)]
                 }
                 Some(Bind::Sock(s, kind)) => {
                     s.set_nonblocking(true)?;
+                    if opts.keep_alive && kind == Kind::Tcp {
+                        s.set_keepalive(true)?;
+                    }
                     s.listen(backlog as i32)?;
                     vec![(s, kind, None)]
                 }
@@ -162,6 +192,7 @@ impl ServerBuilder {
                 listeners: RefCell::new(Vec::new()),
                 closed: Cell::new(false),
                 serving: Cell::new(false),
+                serving_forever: Cell::new(false),
                 backlog,
                 max_connections,
                 clients: RefCell::new(Slab::new()),
@@ -279,6 +310,8 @@ impl LoopHandle {
             backlog: DEFAULT_BACKLOG,
             reuse_address: true,
             reuse_port: false,
+            family: None,
+            keep_alive: false,
             start_serving: true,
             max_connections: None,
             unix_mode: None,

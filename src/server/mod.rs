@@ -17,6 +17,14 @@
 //! ([`ServerBuilder::max_connections`]), and knows when
 //! [`wait_closed`](Server::wait_closed) may complete.
 //!
+//! # Serving forever
+//!
+//! [`Server::serve_forever`] is asyncio's: it starts accepting if the
+//! server does not yet, and completes once the server is closed (by
+//! [`Server::close`], from anywhere) and its last connection has ended.
+//! Dropping it while it serves closes the server, as cancelling asyncio's
+//! `serve_forever` does.
+//!
 //! # Unix paths
 //!
 //! A leftover socket file is removed only if it is a socket and a connect
@@ -58,6 +66,8 @@ pub(crate) struct ServerInner {
     listeners: RefCell<Vec<Rc<Listener>>>,
     closed: Cell<bool>,
     serving: Cell<bool>,
+    /// A [`ServeForever`] is running (asyncio's `_serving_forever_fut`).
+    serving_forever: Cell<bool>,
     backlog: u32,
     max_connections: Option<usize>,
     clients: RefCell<Slab<Weak<SocketTransport>>>,
@@ -99,6 +109,10 @@ impl ServerInner {
             return;
         }
         self.serving.set(false);
+        // As asyncio's close (which cancels and forgets the serve_forever
+        // future): from now on a new serve_forever hears "closed", even
+        // while the running one still waits for the connections.
+        self.serving_forever.set(false);
         let listeners = std::mem::take(&mut *self.listeners.borrow_mut());
         for l in &listeners {
             l.close();
@@ -211,12 +225,12 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// [`Error::Closed`] if the server is closed; an I/O error from
+    /// [`Error::ServerClosed`] if the server is closed; an I/O error from
     /// `listen` or the poller.
     pub fn start_serving(&self) -> Result<(), Error> {
         let s = &self.inner;
         if s.closed.get() {
-            return Err(Error::Closed);
+            return Err(Error::ServerClosed);
         }
         if s.serving.replace(true) {
             return Ok(());
@@ -231,6 +245,62 @@ impl Server {
     /// connections continue. Idempotent.
     pub fn close(&self) {
         self.inner.close();
+    }
+
+    /// Serves until the server is closed (asyncio's `serve_forever`): a
+    /// future that, when first polled, starts accepting (if the server
+    /// does not yet) and then completes with `Ok(())` once the server is
+    /// [closed](Server::close) — by anyone: a protocol, a timer, a signal
+    /// handler — and its last connection has ended, as
+    /// [`wait_closed`](Server::wait_closed) would.
+    ///
+    /// Only one `serve_forever` of a server runs at a time; the future does
+    /// nothing until it is polled. Once the server is closed, a new call
+    /// fails with [`Error::ServerClosed`] even while the running one still
+    /// waits for the connections, as in asyncio.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sloop::{EventLoop, Protocol, Transport};
+    ///
+    /// struct Hello;
+    /// impl Protocol for Hello {
+    ///     fn connection_made(&mut self, t: &Transport) {
+    ///         let _ = t.write(b"hello\n");
+    ///         t.close();
+    ///     }
+    /// }
+    ///
+    /// let lp = EventLoop::new()?;
+    /// let server = lp.run_until_complete(
+    ///     lp.create_server(|| Hello, "127.0.0.1:0").start_serving(false),
+    /// )??;
+    /// // Somebody closes the server later: here, a timer.
+    /// let s = server.clone();
+    /// lp.call_later(Duration::from_millis(10), move || s.close())?;
+    /// lp.run_until_complete(server.serve_forever())??;
+    /// assert!(!server.is_serving());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The future fails with [`Error::AlreadyServingForever`] if another
+    /// `serve_forever` of this server is running, [`Error::ServerClosed`]
+    /// if the server is closed when it is first polled, or the error of
+    /// [`start_serving`](Server::start_serving).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future while it serves closes the server (asyncio
+    /// closes it when `serve_forever` is cancelled); its connections stay
+    /// open, as with [`close`](Server::close). Dropped before its first
+    /// poll or after it completed, it changes nothing.
+    pub fn serve_forever(&self) -> ServeForever {
+        ServeForever {
+            server: self.inner.clone(),
+            state: ServeState::NotStarted,
+        }
     }
 
     /// Closes every connection of this server (buffered data is sent
@@ -338,6 +408,80 @@ impl Drop for WaitClosed {
     fn drop(&mut self) {
         if let Some(k) = self.slot {
             self.server.waiters.borrow_mut().try_remove(k);
+        }
+    }
+}
+
+/// See [`Server::serve_forever`].
+#[must_use = "futures do nothing unless polled"]
+pub struct ServeForever {
+    server: Rc<ServerInner>,
+    state: ServeState,
+}
+
+enum ServeState {
+    /// Not polled yet: nothing is claimed or started.
+    NotStarted,
+    /// Serving: this future holds the server's `serving_forever` flag and
+    /// waits for the close and the last connection.
+    Serving(WaitClosed),
+    /// Completed (or failed): nothing held.
+    Done,
+}
+
+impl fmt::Debug for ServeForever {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            ServeState::NotStarted => "not started",
+            ServeState::Serving(_) => "serving",
+            ServeState::Done => "done",
+        };
+        f.debug_struct("ServeForever")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl Future for ServeForever {
+    type Output = Result<(), Error>;
+
+    /// # Panics
+    ///
+    /// If polled again after it returned `Ready`.
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let ServeState::NotStarted = this.state {
+            this.state = ServeState::Done;
+            let s = &this.server;
+            // asyncio's order of checks.
+            if s.serving_forever.get() {
+                return Poll::Ready(Err(Error::AlreadyServingForever));
+            }
+            if s.closed.get() {
+                return Poll::Ready(Err(Error::ServerClosed));
+            }
+            Server { inner: s.clone() }.start_serving()?;
+            s.serving_forever.set(true);
+            this.state = ServeState::Serving(WaitClosed {
+                server: s.clone(),
+                slot: None,
+            });
+        }
+        let ServeState::Serving(wait) = &mut this.state else {
+            panic!("ServeForever polled after it completed");
+        };
+        futures::ready!(Pin::new(wait).poll(cx));
+        this.state = ServeState::Done; // `close` cleared the flag
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for ServeForever {
+    fn drop(&mut self) {
+        if let ServeState::Serving(_) = self.state {
+            // Cancelled while serving: asyncio closes the server (which
+            // clears the serving_forever flag, if it is not closed yet).
+            self.server.close();
         }
     }
 }

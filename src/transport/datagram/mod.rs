@@ -68,12 +68,14 @@
 //! marks are advisory: `sendto` never refuses a datagram because the queue
 //! is long.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 
 use crate::error::Error;
@@ -81,7 +83,7 @@ use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
 use crate::sys::OpenSocket;
 use crate::transport::cell::{
     Host, Notified, ProtocolCell, Slot, BUSY, CLOSING, HAS_DATA, HELD, LOST_DONE, LOST_SCHEDULED,
-    PAUSED, READABLE, READ_SCHEDULED, STARTED, WRITE_BLOCKED,
+    PAUSED, READABLE, READ_SCHEDULED, REPLACED, STARTED, WRITE_BLOCKED,
 };
 use crate::transport::flow::FlowControl;
 use crate::transport::{EmptyWaiter, WaiterState};
@@ -171,9 +173,23 @@ impl<A> WriteState<A> {
     }
 }
 
-type BoxedProtocol<A> = Box<dyn DatagramProtocol<A>>;
+/// A datagram protocol as the transport stores it: the protocol, plus an
+/// `Any` view of it for [`DatagramTransport::with_protocol`]. Implemented
+/// for every protocol, so the public trait needs no `Any` bound (and no
+/// trait upcasting, which the crate's minimum Rust lacks).
+pub(crate) trait StoredProtocol<A: DatagramAddr>: DatagramProtocol<A> {
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
 
-impl<A: DatagramAddr> Notified for dyn DatagramProtocol<A> {
+impl<A: DatagramAddr, P: DatagramProtocol<A>> StoredProtocol<A> for P {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+type BoxedProtocol<A> = Box<dyn StoredProtocol<A>>;
+
+impl<A: DatagramAddr> Notified for dyn StoredProtocol<A> {
     fn pause_writing(&mut self) {
         DatagramProtocol::pause_writing(self)
     }
@@ -383,6 +399,89 @@ impl<A: DatagramAddr> DatagramTransport<A> {
     /// `connection_lost(None)` follows.
     pub fn abort(&self) {
         self.inner.force_close(None);
+    }
+
+    /// Replaces the protocol (asyncio's `set_protocol`): every later call
+    /// goes to `protocol`, which does not get `connection_made` (unless
+    /// the transport's own `connection_made` has not run yet: then the new
+    /// protocol is the one that gets it).
+    ///
+    /// Works from inside a callback of the current protocol: that call
+    /// finishes, then the old protocol is dropped, and the datagrams not
+    /// yet delivered go to the new one. A protocol set while
+    /// `connection_lost` is pending gets it; one set after
+    /// `connection_lost` ran is dropped at once, never called.
+    pub fn set_protocol<P: DatagramProtocol<A>>(&self, protocol: P) {
+        self.inner.cell.replace(Box::new(protocol));
+    }
+
+    /// Runs `f` on the protocol if it is a `P` (asyncio's `get_protocol`,
+    /// in a form Rust can lend safely): `Some(f's result)`, or `None` if
+    /// the protocol is of another type or is not there to lend: it is
+    /// running (this was called from inside one of its own callbacks,
+    /// where it is `self`), or it is gone (after `connection_lost`, or
+    /// once the loop closed).
+    ///
+    /// While `f` runs the protocol is out of the transport, as during its
+    /// callbacks: `f` may call any method of the transport, and what those
+    /// calls notify (`pause_writing`, `error_received`) reaches the
+    /// protocol right after `f` returns. A panic in `f` is the caller's:
+    /// the protocol is put back and the panic goes on up.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use sloop::{DatagramProtocol, DatagramTransport};
+    ///
+    /// struct Counter { datagrams: usize }
+    /// impl DatagramProtocol for Counter {
+    ///     fn datagram_received(&mut self, _: &[u8], _: SocketAddr) {
+    ///         self.datagrams += 1;
+    ///     }
+    /// }
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let t = lp
+    ///     .create_datagram_endpoint(|| Counter { datagrams: 0 })
+    ///     .local_addr("127.0.0.1:0".parse()?)
+    ///     .start()?;
+    /// let me = t.local_addr().unwrap();
+    /// let peer = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    /// peer.send_to(b"one", me)?;
+    /// peer.send_to(b"two", me)?;
+    /// let probe = t.clone();
+    /// let task = lp.spawn_local(async move {
+    ///     while probe.with_protocol(|c: &mut Counter| c.datagrams) != Some(2) {
+    ///         sloop::sleep(std::time::Duration::from_millis(1)).await;
+    ///     }
+    /// });
+    /// lp.run_until_complete(task)??;
+    /// // Not a `Counter`: no access.
+    /// struct Other;
+    /// impl DatagramProtocol for Other {
+    ///     fn datagram_received(&mut self, _: &[u8], _: SocketAddr) {}
+    /// }
+    /// assert_eq!(t.with_protocol(|_: &mut Other| ()), None);
+    /// t.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_protocol<P, R>(&self, f: impl FnOnce(&mut P) -> R) -> Option<R>
+    where
+        P: DatagramProtocol<A>,
+    {
+        let inner = &*self.inner;
+        let mut p = inner.cell.slot.take()?;
+        inner.set_flag(BUSY, true);
+        let r = p
+            .as_any_mut()
+            .downcast_mut::<P>()
+            .map(|p| catch_unwind(AssertUnwindSafe(|| f(p))));
+        inner.set_flag(BUSY, false);
+        inner.cell.put_back(p);
+        inner.cell.after_call(inner);
+        match r? {
+            Ok(r) => Some(r),
+            Err(payload) => resume_unwind(payload),
+        }
     }
 
     /// Whether the transport is closing or closed.
@@ -619,7 +718,7 @@ impl<A: DatagramAddr> Inner<A> {
     }
 
     #[inline]
-    fn read_batch(&self, p: &mut dyn DatagramProtocol<A>, buf: &mut [u8]) {
+    fn read_batch(&self, p: &mut dyn StoredProtocol<A>, buf: &mut [u8]) {
         self.current.set("datagram_received");
         for _ in 0..READ_BUDGET {
             // Closed (EBADF) only after connection_lost, which cannot run
@@ -637,8 +736,15 @@ impl<A: DatagramAddr> Inner<A> {
                     self.current.set("datagram_received");
                 }
             }
-            // One test on the fast path for the three rare cases.
-            if self.has(HELD | CLOSING | PAUSED) {
+            // One test on the fast path for the four rare cases.
+            if self.has(HELD | CLOSING | PAUSED | REPLACED) {
+                if self.has(REPLACED) {
+                    // `set_protocol`: `p` is done; the new protocol gets
+                    // the rest (and what was held back) from the next
+                    // read on.
+                    self.schedule_read();
+                    return;
+                }
                 if self.has(HELD) {
                     self.cell.deliver_held_to(p, &self.current);
                     self.current.set("datagram_received");

@@ -583,11 +583,11 @@ mod tests {
     }
 
     #[test]
-    fn a_block_lent_to_a_failed_recv_goes_back_once_the_reader_waits() {
+    fn a_block_lent_to_a_failed_recv_goes_back_to_the_pool() {
         // A message of exactly one block: the read fills it, the transport
-        // reads again at once and gets WouldBlock, which leaves the protocol
-        // holding the block it lent for that. The read half, finding
-        // nothing more to read, has it taken back.
+        // reads again at once into a second block and gets WouldBlock; it
+        // says so, and that block goes back to the pool, as does the first
+        // once the read half has taken its bytes.
         let lp = EventLoop::new().unwrap();
         let h = lp.handle();
         lp.run_until_complete(async move {
@@ -595,6 +595,11 @@ mod tests {
             let port = listener.local_addr().unwrap().port();
             let mut stream = h.open_connection("127.0.0.1", port).await.unwrap();
             let (mut peer, _) = listener.accept().unwrap();
+            let pool = &stream.reader.shared.pool;
+            // Warm the pool: the first take allocates.
+            pool.give(pool.take(false));
+            pool.give(pool.take(false));
+            let free = pool.free_small();
             peer.write_all(&[7u8; MIN_READ]).unwrap();
             let mut got = vec![0u8; MIN_READ];
             stream.read_exact(&mut got).await.unwrap();
@@ -602,9 +607,10 @@ mod tests {
             let mut more = [0u8; 1];
             let cut = crate::timeout(Duration::from_millis(20), stream.read(&mut more)).await;
             assert!(cut.is_err(), "nothing more was sent");
-            assert!(
-                !stream.reader.shared.holds_lent_block(),
-                "the block lent to the failed recv went back"
+            assert_eq!(
+                stream.reader.shared.pool.free_small(),
+                free,
+                "both blocks are back in the pool"
             );
         })
         .unwrap();

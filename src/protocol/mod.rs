@@ -115,6 +115,17 @@ pub trait BufferedProtocol: 'static {
     fn resume_writing(&mut self) {}
 }
 
+/// What the transport's read path needs of a protocol that lends it memory:
+/// a [`BufferedProtocol`], told when a `recv` into its buffer read nothing
+/// (`WouldBlock` or an error), so that it may take the buffer back. A
+/// public `BufferedProtocol` keeps its buffer (asyncio calls nothing then
+/// either); the stream bridge's protocol returns its block to the pool.
+pub(crate) trait LendsBuffer: BufferedProtocol {
+    fn nothing_read(&mut self) {}
+}
+
+impl LendsBuffer for dyn BufferedProtocol {}
+
 /// Marks a [`BufferedProtocol`] where a protocol is expected:
 /// `create_server(|| Buffered(MyProto::new()), addr)`, or
 /// `transport.set_protocol(Buffered(p))`.

@@ -17,23 +17,18 @@
 //! blocks, where a read that arrives before the reader took the previous
 //! one is copied into the last block's free tail if it fits.
 //!
-//! A `recv` that fails after `get_buffer` leaves the lent block with the
-//! protocol: the transport calls nothing to say so. It happens after every
-//! read that filled its block and ended the data (the transport tries
-//! again at once, and gets `WouldBlock`: a 4 KiB message does it), and
-//! when a readiness event reports bytes an earlier read already took. So
-//! the protocol wakes the read half in `get_buffer` rather than in
-//! `buffer_updated` (its task runs after the `recv` either way), and the
-//! state's [`LENT`] flag tells it the `recv` failed: finding nothing to
-//! read, it has the protocol replaced by a fresh one, and the old one
-//! gives its block back as it is dropped.
+//! A `recv` that fails after `get_buffer` (`WouldBlock` after a read that
+//! filled its block: a 4 KiB message does it) would leave the lent block
+//! with the protocol; the transport says so (`LendsBuffer::nothing_read`,
+//! which public `BufferedProtocol`s do not see), and the block goes back
+//! to the pool at once.
 
 use std::cell::Cell;
 use std::io;
 use std::rc::Rc;
 use std::task::{Context, Waker};
 
-use super::BufferedProtocol;
+use super::{BufferedProtocol, LendsBuffer};
 use crate::transport::{EmptyWaiter, Transport};
 
 /// The default read limit: 64 KiB, asyncio's `_DEFAULT_LIMIT`.
@@ -211,7 +206,7 @@ impl BufferPool {
 
     /// An empty block of [`MAX_READ`] bytes if `large`, else [`MIN_READ`].
     #[inline(always)]
-    fn take(&self, large: bool) -> Box<Block> {
+    pub(crate) fn take(&self, large: bool) -> Box<Block> {
         if !large {
             if let Some(block) = self.small.pop() {
                 return block;
@@ -230,6 +225,12 @@ impl BufferPool {
     /// Takes back a block (its bytes are dropped; whoever takes it next
     /// sets `start` and `end`).
     #[inline(always)]
+    /// How many small blocks are free, for tests.
+    #[cfg(test)]
+    pub(crate) fn free_small(&self) -> usize {
+        self.small.len.get()
+    }
+
     pub(crate) fn give(&self, block: Box<Block>) {
         if block.data.len() == MIN_READ {
             self.small.push(block);
@@ -261,10 +262,6 @@ pub(crate) const EOF_SENT: u8 = 1 << 4;
 const READ_ARMED: u8 = 1 << 5;
 /// The write half's task waits to be woken.
 const WRITE_ARMED: u8 = 1 << 6;
-/// The installed protocol holds a block it lent to a `recv` (between
-/// `get_buffer` and `buffer_updated`; seen from outside the transport's
-/// read, it means the `recv` failed).
-const LENT: u8 = 1 << 7;
 
 /// A stream's flags, one bit each.
 pub(crate) struct Flags(Cell<u8>);
@@ -305,7 +302,7 @@ pub(crate) struct StreamState {
     unread: Cell<usize>,
     pub(crate) limit: Cell<usize>,
     /// [`READING_PAUSED`], [`EOF`], [`LOST`], [`WRITING_PAUSED`],
-    /// [`EOF_SENT`], the wakers' armed flags and [`LENT`].
+    /// [`EOF_SENT`] and the wakers' armed flags.
     pub(crate) flags: Flags,
     error: Cell<Option<io::Error>>,
     read_waker: WakerSlot,
@@ -390,31 +387,10 @@ impl StreamState {
     }
 
     /// Wakes the read half's task when data, EOF or an error arrives.
-    /// Called when it found nothing to read; takes back a block the
-    /// protocol lent to a `recv` that failed.
+    /// Called when it found nothing to read.
     #[inline]
-    pub(crate) fn register_reader(self: &Rc<Self>, cx: &Context<'_>) {
-        if self.flags.has(LENT) {
-            self.reclaim_lent();
-        }
+    pub(crate) fn register_reader(&self, cx: &Context<'_>) {
         self.read_waker.register(&self.flags, READ_ARMED, cx);
-    }
-
-    /// Whether the protocol holds a block lent to a failed `recv`.
-    #[cfg(test)]
-    pub(crate) fn holds_lent_block(&self) -> bool {
-        self.flags.has(LENT)
-    }
-
-    /// Replaces the protocol, which holds a block from a failed `recv`, by
-    /// a fresh one: the transport drops the old one, which gives the block
-    /// back. ([`LENT`] is only ever set by the installed protocol: one that
-    /// was replaced or dropped gave its block back and cleared it.)
-    #[cold]
-    #[inline(never)]
-    fn reclaim_lent(self: &Rc<Self>) {
-        self.transport
-            .set_bridge_protocol(StreamReaderProtocol::new(self.clone()));
     }
 
     /// Wakes the write half's task when writing resumes or fails.
@@ -573,7 +549,6 @@ impl StreamReaderProtocol {
     /// Gives the spare back: nothing is read into it now.
     fn release_spare(&mut self) {
         if let Some(block) = self.spare.take() {
-            self.state.flags.set(LENT, false);
             self.state.pool.give(block);
         }
     }
@@ -581,6 +556,14 @@ impl StreamReaderProtocol {
 
 impl Drop for StreamReaderProtocol {
     fn drop(&mut self) {
+        self.release_spare();
+    }
+}
+
+impl LendsBuffer for StreamReaderProtocol {
+    /// The `recv` into the lent block read nothing: the block goes back.
+    #[inline]
+    fn nothing_read(&mut self) {
         self.release_spare();
     }
 }
@@ -593,14 +576,7 @@ impl BufferedProtocol for StreamReaderProtocol {
             spare,
             read_size,
         } = self;
-        // Its task runs after the `recv`: it takes the bytes, or the block
-        // back if the `recv` failed (see the module docs).
-        state.wake_reader();
-        // Already set only after a `recv` that failed: lent again.
-        let block = spare.get_or_insert_with(|| {
-            state.flags.set(LENT, true);
-            state.pool.take(*read_size == ReadSize::Large)
-        });
+        let block = spare.get_or_insert_with(|| state.pool.take(*read_size == ReadSize::Large));
         if block.data.len() < size_hint {
             grow_block(block, size_hint, &state.pool);
         }
@@ -612,7 +588,6 @@ impl BufferedProtocol for StreamReaderProtocol {
         let Some(mut block) = self.spare.take() else {
             return;
         };
-        self.state.flags.set(LENT, false);
         let cap = block.data.len();
         let nbytes = nbytes.min(cap);
         // Steady small reads (short, into a small block) change nothing.
@@ -627,6 +602,7 @@ impl BufferedProtocol for StreamReaderProtocol {
         if unread > 2 * s.limit.get() && !s.flags.has(READING_PAUSED) {
             s.pause_reading();
         }
+        s.wake_reader();
     }
 
     fn eof_received(&mut self) -> bool {

@@ -17,7 +17,7 @@ use super::SocketTransport;
 use crate::error::Error;
 use crate::event_loop::Readiness;
 use crate::exception::{Exception, ExceptionContext};
-use crate::protocol::BufferedProtocol;
+use crate::protocol::LendsBuffer;
 use crate::transport::cell::{Host, BUFFERED, HELD, HUP, LOST_DONE, READABLE, READ_EOF, REPLACED};
 use crate::transport::{clone_io_error, TransportImpl};
 
@@ -164,7 +164,7 @@ impl SocketTransport {
     /// (D2) and put back there. Generic so the bridge's protocol is called
     /// directly.
     #[inline(always)]
-    fn read_into_buffered<P: BufferedProtocol + ?Sized>(
+    fn read_into_buffered<P: LendsBuffer + ?Sized>(
         &self,
         mut bp: Box<P>,
         slot: &Cell<Option<Box<P>>>,
@@ -182,7 +182,13 @@ impl SocketTransport {
             if cap == 0 {
                 return Ok(0);
             }
-            let n = self.sock.recv(buf)?;
+            let n = match self.sock.recv(buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    bp.nothing_read();
+                    return Err(e);
+                }
+            };
             if n > 0 && flags.get() & (REPLACED | LOST_DONE | HELD) == 0 {
                 updated = true;
                 bp.buffer_updated(n.min(cap));

@@ -88,11 +88,7 @@ impl LoopTimer {
 
     /// A sleep of `duration` from now (a huge one never completes).
     pub fn sleep(&self, duration: Duration) -> SendSleep {
-        let now = Instant::now();
-        let deadline = now
-            .checked_add(duration)
-            .unwrap_or(now + Duration::from_secs(100 * 365 * 86400));
-        self.sleep_until(deadline)
+        self.sleep_until(crate::event_loop::deadline_after(Instant::now(), duration))
     }
 
     /// A sleep until `deadline` (loop time: the monotonic clock).

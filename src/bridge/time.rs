@@ -35,11 +35,7 @@ use crate::event_loop::{get_running_loop, TimerHandle};
 /// # Ok::<(), sloop::Error>(())
 /// ```
 pub fn sleep(duration: Duration) -> Sleep {
-    let now = Instant::now();
-    sleep_until(
-        now.checked_add(duration)
-            .unwrap_or(now + Duration::from_secs(100 * 365 * 86400)),
-    )
+    sleep_until(crate::event_loop::deadline_after(Instant::now(), duration))
 }
 
 /// Waits until `deadline` (loop time).

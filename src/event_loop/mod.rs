@@ -390,7 +390,7 @@ impl LoopHandle {
         callback: F,
     ) -> Result<TimerHandle, Error> {
         let now = Instant::now();
-        let when = now.checked_add(delay).unwrap_or_else(|| far_future(now));
+        let when = deadline_after(now, delay);
         self.call_at(when, callback)
     }
 
@@ -758,8 +758,11 @@ impl LoopHandle {
     }
 }
 
-/// A deadline that never comes, for saturating huge delays: far enough that
-/// no process lives to see it, near enough that `Instant` can hold it.
-fn far_future(now: Instant) -> Instant {
-    now + Duration::from_secs(100 * 365 * 24 * 3600)
+/// `now + delay`, saturated: a delay too large for `Instant` gives a
+/// deadline that never comes (far enough that no process lives to see it,
+/// near enough that `Instant` can hold it). Every timer of the crate
+/// (`call_later`, `sleep`, hyper's timer) computes its deadline here.
+pub(crate) fn deadline_after(now: Instant, delay: Duration) -> Instant {
+    const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(delay).unwrap_or_else(|| now + NEVER)
 }

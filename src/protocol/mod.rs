@@ -26,7 +26,10 @@ use std::io;
 
 use crate::transport::Transport;
 
+mod datagram;
 pub(crate) mod stream_reader;
+
+pub use datagram::DatagramProtocol;
 
 /// A stream protocol that receives data as `&[u8]` slices of the loop's
 /// shared read buffer (DESIGN.md D5).

@@ -68,7 +68,6 @@
 //! marks are advisory: `sendto` never refuses a datagram because the queue
 //! is long.
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
@@ -82,16 +81,21 @@ use crate::error::Error;
 use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
 use crate::sys::OpenSocket;
 use crate::transport::cell::{
-    Host, Notified, ProtocolCell, Slot, BUSY, CLOSING, HAS_DATA, HELD, LOST_DONE, LOST_SCHEDULED,
-    PAUSED, READABLE, READ_SCHEDULED, REPLACED, STARTED, WRITE_BLOCKED,
+    Host, ProtocolCell, Slot, BUSY, CLOSING, HAS_DATA, HELD, LOST_DONE, LOST_SCHEDULED, PAUSED,
+    READABLE, READ_SCHEDULED, REPLACED, STARTED, WRITE_BLOCKED,
 };
 use crate::transport::flow::FlowControl;
 use crate::transport::{EmptyWaiter, WaiterState};
 
 mod addr;
+mod slot;
+mod write;
 
+pub use crate::protocol::DatagramProtocol;
 use addr::sealed;
 pub use addr::{DatagramAddr, UnixAddr};
+use slot::{BoxedProtocol, ProtocolSlot, StoredProtocol};
+use write::WriteState;
 
 /// How many datagrams one readiness event reads before the transport
 /// requeues itself.
@@ -100,128 +104,6 @@ pub const READ_BUDGET: usize = 32;
 /// The bytes each queued datagram adds to the size that flow control
 /// compares with the watermarks, on top of its payload.
 pub const DATAGRAM_OVERHEAD: usize = 8;
-
-/// The callbacks of a datagram endpoint: asyncio's `DatagramProtocol`.
-///
-/// `A` is the address type: [`SocketAddr`] (UDP, the default) or
-/// [`UnixAddr`]. Every method but `datagram_received` has an empty default.
-/// See the [module docs](self) for the order of the calls.
-///
-/// ```
-/// use std::net::SocketAddr;
-/// use sloop::transport::datagram::{DatagramProtocol, DatagramTransport};
-///
-/// /// Sends every datagram back where it came from.
-/// struct Echo(Option<DatagramTransport>);
-///
-/// impl DatagramProtocol for Echo {
-///     fn connection_made(&mut self, transport: &DatagramTransport) {
-///         self.0 = Some(transport.clone());
-///     }
-///     fn datagram_received(&mut self, data: &[u8], addr: SocketAddr) {
-///         if let Some(t) = &self.0 {
-///             let _ = t.sendto(data, Some(addr));
-///         }
-///     }
-///     fn connection_lost(&mut self, _exc: Option<std::io::Error>) {
-///         self.0 = None; // drop the handle: no Rc cycle remains
-///     }
-/// }
-/// ```
-pub trait DatagramProtocol<A: DatagramAddr = SocketAddr>: 'static {
-    /// The endpoint is ready; called once, before anything else. Keep a
-    /// clone of `transport` to send.
-    fn connection_made(&mut self, transport: &DatagramTransport<A>) {
-        let _ = transport;
-    }
-
-    /// A datagram arrived from `addr`. `data` borrows the loop's shared
-    /// read buffer; copy what must outlive the call. It may be empty.
-    fn datagram_received(&mut self, data: &[u8], addr: A);
-
-    /// A send or receive failed with an OS error (e.g. `ConnectionRefused`
-    /// after an ICMP port unreachable). The transport stays open.
-    fn error_received(&mut self, exc: io::Error) {
-        let _ = exc;
-    }
-
-    /// The transport is closed: `None` after `close`/`abort`, the error
-    /// after a fatal one. The last call.
-    fn connection_lost(&mut self, exc: Option<io::Error>) {
-        let _ = exc;
-    }
-
-    /// The write queue went above the high-water mark.
-    fn pause_writing(&mut self) {}
-
-    /// The write queue drained to the low-water mark or below.
-    fn resume_writing(&mut self) {}
-}
-
-struct WriteState<A> {
-    /// Queued datagrams and their destinations (`None`: the connected peer).
-    queue: VecDeque<(Vec<u8>, Option<A>)>,
-    /// Payload bytes in `queue`.
-    payload: usize,
-    flow: FlowControl,
-}
-
-impl<A> WriteState<A> {
-    /// What flow control compares with the marks.
-    fn flow_size(&self) -> usize {
-        self.payload + DATAGRAM_OVERHEAD * self.queue.len()
-    }
-}
-
-/// A datagram protocol as the transport stores it: the protocol, plus an
-/// `Any` view of it for [`DatagramTransport::with_protocol`]. Implemented
-/// for every protocol, so the public trait needs no `Any` bound (and no
-/// trait upcasting, which the crate's minimum Rust lacks).
-pub(crate) trait StoredProtocol<A: DatagramAddr>: DatagramProtocol<A> {
-    fn as_any_mut(&mut self) -> &mut dyn Any;
-}
-
-impl<A: DatagramAddr, P: DatagramProtocol<A>> StoredProtocol<A> for P {
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-}
-
-type BoxedProtocol<A> = Box<dyn StoredProtocol<A>>;
-
-impl<A: DatagramAddr> Notified for dyn StoredProtocol<A> {
-    fn pause_writing(&mut self) {
-        DatagramProtocol::pause_writing(self)
-    }
-    fn resume_writing(&mut self) {
-        DatagramProtocol::resume_writing(self)
-    }
-    fn connection_lost(&mut self, exc: Option<io::Error>) {
-        DatagramProtocol::connection_lost(self, exc)
-    }
-    fn error_received(&mut self, exc: io::Error) {
-        DatagramProtocol::error_received(self, exc)
-    }
-}
-
-/// Where a datagram transport keeps its protocol.
-struct ProtocolSlot<A: DatagramAddr>(Cell<Option<BoxedProtocol<A>>>);
-
-impl<A: DatagramAddr> Default for ProtocolSlot<A> {
-    fn default() -> Self {
-        ProtocolSlot(Cell::new(None))
-    }
-}
-
-impl<A: DatagramAddr> Slot for ProtocolSlot<A> {
-    type Protocol = BoxedProtocol<A>;
-    fn take(&self) -> Option<BoxedProtocol<A>> {
-        self.0.take()
-    }
-    fn replace(&self, p: BoxedProtocol<A>) -> Option<BoxedProtocol<A>> {
-        self.0.replace(Some(p))
-    }
-}
 
 struct Inner<A: DatagramAddr> {
     lp: LoopHandle,
@@ -755,175 +637,6 @@ impl<A: DatagramAddr> Inner<A> {
             }
         }
         self.schedule_read();
-    }
-
-    #[inline]
-    fn sendto(&self, data: &[u8], addr: Option<A>) -> Result<(), Error> {
-        // `addr` stays where it is (no moves of the address on the fast
-        // path); with a remote address it is only compared, then dropped.
-        let a = match (&self.address, &addr) {
-            (None, Some(a)) => a,
-            (Some(expected), Some(a)) if expected != a => return Err(self.invalid_address()),
-            (Some(_), _) => return self.sendto_remote(data),
-            (None, None) => return Err(Error::AddressRequired),
-        };
-        self.debug_check_queued();
-        if self.has(CLOSING | HAS_DATA) {
-            return self.sendto_closing_or_queued(data, addr);
-        }
-        // Nothing queued: send now.
-        let r = A::send_to(&self.sock, data, a);
-        if self.sent(r) {
-            self.enqueue(data, addr);
-        }
-        Ok(())
-    }
-
-    /// `sendto` when closing (refused) or when datagrams are queued (this
-    /// one goes behind them).
-    #[cold]
-    #[inline(never)]
-    fn sendto_closing_or_queued(&self, data: &[u8], addr: Option<A>) -> Result<(), Error> {
-        if self.has(CLOSING) {
-            return Err(self.cell.refuse_write());
-        }
-        self.enqueue(data, addr);
-        Ok(())
-    }
-
-    /// Debug builds check that `HAS_DATA` says what the queue says.
-    #[inline]
-    fn debug_check_queued(&self) {
-        if cfg!(debug_assertions) {
-            if let Ok(w) = self.write.try_borrow() {
-                assert_eq!(self.has(HAS_DATA), !w.queue.is_empty());
-            }
-        }
-    }
-
-    /// `sendto` to the remote address (connected, or a broadcast
-    /// endpoint's default destination).
-    fn sendto_remote(&self, data: &[u8]) -> Result<(), Error> {
-        if self.has(CLOSING) {
-            return Err(self.cell.refuse_write());
-        }
-        if !self.has(HAS_DATA) {
-            let r = self.send_one(data, None);
-            if !self.sent(r) {
-                return Ok(());
-            }
-        }
-        self.enqueue(data, None);
-        Ok(())
-    }
-
-    /// Looks at the result of an immediate send: returns whether the
-    /// datagram must be queued (the socket is full). An OS error goes to
-    /// `error_received`; the datagram is dropped.
-    #[inline]
-    fn sent(&self, r: io::Result<usize>) -> bool {
-        match r {
-            Ok(_) => false,
-            Err(e) => self.send_failed(e),
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn send_failed(&self, e: io::Error) -> bool {
-        if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
-            self.set_flag(WRITE_BLOCKED, true);
-            true
-        } else {
-            self.cell.notify_error(self, e);
-            false
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn invalid_address(&self) -> Error {
-        Error::InvalidAddress {
-            expected: format!("{:?}", self.address.as_ref().expect("checked")),
-        }
-    }
-
-    /// Copies a datagram into the queue and runs flow control.
-    #[cold]
-    #[inline(never)]
-    fn enqueue(&self, data: &[u8], addr: Option<A>) {
-        let pause = {
-            let mut w = self.write.borrow_mut();
-            w.queue.push_back((data.to_vec(), addr));
-            self.set_flag(HAS_DATA, true);
-            w.payload += data.len();
-            let size = w.flow_size();
-            w.flow.should_pause(size)
-        };
-        if pause {
-            self.cell.notify_flow(self, true);
-        }
-    }
-
-    #[inline]
-    fn send_one(&self, data: &[u8], addr: Option<&A>) -> io::Result<usize> {
-        let sock = &self.sock;
-        match addr {
-            Some(a) => A::send_to(sock, data, a),
-            None if self.connected => A::send(sock, data),
-            None => match &self.address {
-                Some(a) => A::send_to(sock, data, a),
-                None => Err(io::Error::from(io::ErrorKind::NotConnected)),
-            },
-        }
-    }
-
-    /// asyncio's `_sendto_ready`: sends the queue in order until the socket
-    /// is full. A datagram whose send fails with an OS error is dropped and
-    /// reported, and the rest is still sent (edge-triggered: returning
-    /// early would wait for a writable edge that may not come).
-    fn flush(&self) {
-        let mut errors = Vec::new();
-        if self.sock.raw_fd().is_none() {
-            return;
-        }
-        let resume = {
-            let mut w = self.write.borrow_mut();
-            while let Some((data, addr)) = w.queue.front() {
-                match self.send_one(data, addr.as_ref()) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.set_flag(WRITE_BLOCKED, true);
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    r => {
-                        let len = data.len();
-                        w.queue.pop_front();
-                        w.payload -= len;
-                        if let Err(e) = r {
-                            errors.push(e);
-                        }
-                    }
-                }
-            }
-            self.set_flag(HAS_DATA, !w.queue.is_empty());
-            let size = w.flow_size();
-            w.flow.should_resume(size)
-        };
-        for e in errors {
-            self.cell.notify_error(self, e);
-        }
-        if resume {
-            self.cell.notify_flow(self, false);
-        }
-        if self.has(HAS_DATA) {
-            return;
-        }
-        self.complete_empty_waiter(Ok(()));
-        if self.has(CLOSING) && !self.has(LOST_SCHEDULED) {
-            self.cell.loss_scheduled();
-            self.schedule_connection_lost(None);
-        }
     }
 
     /// Completes the empty waiter, if one waits. Its waker only queues the

@@ -135,20 +135,69 @@ impl LendsBuffer for dyn BufferedProtocol {}
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Buffered<P>(pub P);
 
-/// A protocol of either kind, owned by a transport.
-pub enum AnyProtocol {
-    /// A [`Protocol`].
+/// A protocol of either kind, boxed: what a transport owns. Opaque: make
+/// one with [`IntoProtocol::into_protocol`] (or `From`), from a
+/// [`Protocol`] or a [`Buffered`]-wrapped [`BufferedProtocol`].
+///
+/// A factory that picks the kind at run time returns this:
+///
+/// ```
+/// use sloop::{AnyProtocol, Buffered, BufferedProtocol, IntoProtocol, Protocol};
+///
+/// struct Lines;
+/// impl Protocol for Lines {}
+///
+/// struct Bulk(Vec<u8>);
+/// impl BufferedProtocol for Bulk {
+///     fn get_buffer(&mut self, _: usize) -> &mut [u8] {
+///         &mut self.0
+///     }
+///     fn buffer_updated(&mut self, _: usize) {}
+/// }
+///
+/// fn make(bulk: bool) -> AnyProtocol {
+///     if bulk {
+///         Buffered(Bulk(vec![0; 64 * 1024])).into_protocol()
+///     } else {
+///         Lines.into()
+///     }
+/// }
+/// assert!(make(true).is_buffered());
+/// assert!(!make(false).is_buffered());
+/// ```
+pub struct AnyProtocol(pub(crate) ProtocolBox);
+
+/// The two kinds a transport can hold, behind [`AnyProtocol`].
+pub(crate) enum ProtocolBox {
     Stream(Box<dyn Protocol>),
-    /// A [`BufferedProtocol`].
     Buffered(Box<dyn BufferedProtocol>),
+}
+
+impl AnyProtocol {
+    /// Whether it is a [`BufferedProtocol`] (given as [`Buffered`]).
+    pub fn is_buffered(&self) -> bool {
+        matches!(self.0, ProtocolBox::Buffered(_))
+    }
 }
 
 impl std::fmt::Debug for AnyProtocol {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AnyProtocol::Stream(_) => f.write_str("<Protocol>"),
-            AnyProtocol::Buffered(_) => f.write_str("<BufferedProtocol>"),
+        match self.0 {
+            ProtocolBox::Stream(_) => f.write_str("<Protocol>"),
+            ProtocolBox::Buffered(_) => f.write_str("<BufferedProtocol>"),
         }
+    }
+}
+
+impl<P: Protocol> From<P> for AnyProtocol {
+    fn from(p: P) -> AnyProtocol {
+        AnyProtocol(ProtocolBox::Stream(Box::new(p)))
+    }
+}
+
+impl<P: BufferedProtocol> From<Buffered<P>> for AnyProtocol {
+    fn from(p: Buffered<P>) -> AnyProtocol {
+        AnyProtocol(ProtocolBox::Buffered(Box::new(p.0)))
     }
 }
 
@@ -161,13 +210,13 @@ pub trait IntoProtocol {
 
 impl<P: Protocol> IntoProtocol for P {
     fn into_protocol(self) -> AnyProtocol {
-        AnyProtocol::Stream(Box::new(self))
+        self.into()
     }
 }
 
 impl<P: BufferedProtocol> IntoProtocol for Buffered<P> {
     fn into_protocol(self) -> AnyProtocol {
-        AnyProtocol::Buffered(Box::new(self.0))
+        self.into()
     }
 }
 

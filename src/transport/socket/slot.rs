@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::io;
 
 use crate::protocol::stream_reader::StreamReaderProtocol;
-use crate::protocol::{AnyProtocol, BufferedProtocol, Protocol};
+use crate::protocol::{AnyProtocol, BufferedProtocol, Protocol, ProtocolBox};
 use crate::transport::cell::{Notified, Slot};
 use crate::transport::Transport;
 
@@ -22,9 +22,9 @@ pub(crate) enum Installed {
 
 impl From<AnyProtocol> for Installed {
     fn from(p: AnyProtocol) -> Installed {
-        match p {
-            AnyProtocol::Stream(p) => Installed::Stream(p),
-            AnyProtocol::Buffered(p) => Installed::Buffered(p),
+        match p.0 {
+            ProtocolBox::Stream(p) => Installed::Stream(p),
+            ProtocolBox::Buffered(p) => Installed::Buffered(p),
         }
     }
 }

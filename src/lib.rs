@@ -107,7 +107,7 @@
 //! | `transport.set_protocol`, `pause_reading`, `resume_reading`, `is_reading` | the same names on [`Transport`] |
 //! | `_make_empty_waiter` | [`Transport::empty_waiter`] |
 //! | `loop.create_server`, `create_unix_server`, `create_server(sock=)` | [`LoopHandle::create_server`], [`LoopHandle::create_unix_server`], [`LoopHandle::create_server_from_socket`] |
-//! | `Server.close`, `wait_closed`, `is_serving`, `start_serving`, `sockets` | the same names on [`Server`] |
+//! | `Server.close`, `wait_closed`, `is_serving`, `start_serving`, `serve_forever`; `sockets` | the same names on [`Server`]; [`Server::with_sockets`] |
 //! | `loop.create_connection`, `create_unix_connection`, `connect_accepted_socket` | [`LoopHandle::create_connection`], [`LoopHandle::create_unix_connection`], [`LoopHandle::connect_accepted_socket`] |
 //! | `DatagramProtocol`, `_SelectorDatagramTransport` | [`DatagramProtocol`], [`DatagramTransport`] |
 //! | `asyncio.open_connection`, `start_server` (`StreamReader`/`StreamWriter`) | [`LoopHandle::open_connection`], [`LoopHandle::start_server`] → [`TransportStream`] |

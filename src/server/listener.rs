@@ -24,7 +24,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -42,9 +42,18 @@ use crate::transport::socket::{Kind, SocketTransport};
 pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// A listening socket of either family.
-enum ListenSock {
+pub(super) enum ListenSock {
     Tcp(mio::net::TcpListener),
     Unix(mio::net::UnixListener),
+}
+
+impl AsFd for ListenSock {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            ListenSock::Tcp(l) => l.as_fd(),
+            ListenSock::Unix(l) => l.as_fd(),
+        }
+    }
 }
 
 /// One listening socket of a server, with its registration and its
@@ -52,7 +61,9 @@ enum ListenSock {
 pub(super) struct Listener {
     lp: LoopHandle,
     me: Weak<Listener>,
-    sock: RefCell<Option<ListenSock>>,
+    /// Shared so that [`lend`](Listener::lend) can keep the fd open while
+    /// user code holds it; `None` once closed.
+    sock: RefCell<Option<Rc<ListenSock>>>,
     key: Cell<Option<IoKey>>,
     /// Accepting is off for the EMFILE back-off.
     backoff: Cell<bool>,
@@ -126,7 +137,7 @@ impl Listener {
         Rc::new_cyclic(|me| Listener {
             lp: lp.clone(),
             me: me.clone(),
-            sock: RefCell::new(Some(sock)),
+            sock: RefCell::new(Some(Rc::new(sock))),
             key: Cell::new(None),
             backoff: Cell::new(false),
             retry: RefCell::new(None),
@@ -160,7 +171,7 @@ impl Listener {
     }
 
     fn accept(&self) -> io::Result<(Socket, Kind)> {
-        match &*self.sock.borrow() {
+        match self.sock.borrow().as_deref() {
             Some(ListenSock::Tcp(l)) => {
                 let (s, _) = l.accept()?;
                 Ok((Socket::from(OwnedFd::from(s)), Kind::Tcp))
@@ -227,16 +238,26 @@ impl Listener {
         if let Some(key) = self.key.take() {
             self.lp.deregister_source(key);
         }
-        if self.sock.borrow_mut().take().is_none() {
+        // The fd closes here, or when the last lent clone is dropped.
+        let Some(sock) = self.sock.borrow_mut().take() else {
             return;
-        }
+        };
+        drop(sock);
         if let Some(file) = &self.unix_file {
             file.remove_if_ours();
         }
     }
 
+    /// A shared clone of the socket, for user code to borrow
+    /// ([`Server::with_sockets`](super::Server::with_sockets)): a close
+    /// meanwhile closes the fd once the clone is dropped, so the fd the
+    /// user code sees is never closed (or reused) under it.
+    pub(super) fn lend(&self) -> Option<Rc<ListenSock>> {
+        self.sock.borrow().clone()
+    }
+
     pub(super) fn local_addr(&self) -> Option<SockAddr> {
-        match &*self.sock.borrow() {
+        match self.sock.borrow().as_deref() {
             Some(ListenSock::Tcp(l)) => l.local_addr().ok().map(SockAddr::from),
             Some(ListenSock::Unix(l)) => {
                 let a = l.local_addr().ok()?;
@@ -251,7 +272,7 @@ impl Listener {
     }
 
     pub(super) fn fd(&self) -> Option<i32> {
-        match &*self.sock.borrow() {
+        match self.sock.borrow().as_deref() {
             Some(ListenSock::Tcp(l)) => Some(l.as_raw_fd()),
             Some(ListenSock::Unix(l)) => Some(l.as_raw_fd()),
             None => None,

@@ -357,15 +357,41 @@ impl Server {
             .collect()
     }
 
-    /// The listening sockets' file descriptors (asyncio's `sockets`),
-    /// empty once closed.
-    pub fn sockets(&self) -> Vec<std::os::fd::RawFd> {
-        self.inner
+    /// Calls `f` with the listening sockets (asyncio's `Server.sockets`),
+    /// borrowed for the call: to read an option, set one, or take the fd
+    /// for a log line. The slice is empty once the server is closed.
+    ///
+    /// The sockets stay open while `f` runs, even if `f` closes the server
+    /// (their fds close when it returns), so a fd seen here is never one
+    /// the kernel has reused. Closing or `accept`ing on them yourself
+    /// would fight the server; read and set options only.
+    ///
+    /// ```
+    /// struct Quiet;
+    /// impl sloop::Protocol for Quiet {}
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let server = lp.run_until_complete(lp.create_server(|| Quiet, "127.0.0.1:0"))??;
+    /// let (n, port) = server.with_sockets(|socks| {
+    ///     (socks.len(), socks[0].local_addr().unwrap().as_socket().unwrap().port())
+    /// });
+    /// assert_eq!((n, port), (1, server.local_addrs()[0].port()));
+    /// server.close();
+    /// assert_eq!(server.with_sockets(|socks| socks.len()), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_sockets<R>(&self, f: impl FnOnce(&[socket2::SockRef<'_>]) -> R) -> R {
+        // Lent, not borrowed: `f` may close the server or the loop (D2).
+        let lent: Vec<_> = self
+            .inner
             .listeners
             .borrow()
             .iter()
-            .filter_map(|l| l.fd())
-            .collect()
+            .filter_map(|l| l.lend())
+            .collect();
+        let refs: Vec<socket2::SockRef<'_>> =
+            lent.iter().map(|s| socket2::SockRef::from(&**s)).collect();
+        f(&refs)
     }
 }
 

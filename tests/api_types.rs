@@ -9,7 +9,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 
-use sloop::{AnyProtocol, Buffered, BufferedProtocol, IntoProtocol, Protocol, Transport};
+use sloop::bridge::datagram::DatagramSocketProtocol;
+use sloop::{
+    AnyProtocol, Buffered, BufferedProtocol, DatagramSocket, IntoProtocol, Protocol, Transport,
+};
 use support::*;
 
 /// Echoes through `data_received`.
@@ -123,4 +126,42 @@ fn server_with_sockets_lends_the_listening_sockets() {
     assert_eq!(server.with_sockets(|socks| socks.len()), 0);
     let err = TcpStream::connect(addr).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+}
+
+/// The builder `with_endpoint` hands out, named with public types only,
+/// so configuration can live in a function of its own.
+type SocketEndpoint = sloop::DatagramEndpointBuilder<fn() -> DatagramSocketProtocol>;
+
+fn loopback_to(peer: std::net::SocketAddr) -> impl FnOnce(SocketEndpoint) -> SocketEndpoint {
+    move |b| {
+        b.local_addr("127.0.0.1:0".parse().unwrap())
+            .remote_addr(peer)
+    }
+}
+
+#[test]
+fn datagram_socket_with_endpoint_takes_a_public_builder() {
+    use futures::StreamExt;
+
+    let lp = new_loop();
+    let h = lp.handle();
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(SAFETY)).unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let mut sock = DatagramSocket::with_endpoint(&h, loopback_to(peer_addr)).unwrap();
+    assert_eq!(
+        sock.peer_addr(),
+        Some(peer_addr),
+        "remote_addr connected it"
+    );
+    let me = sock.local_addr().unwrap();
+    run(&lp, async {
+        sock.send_to(b"hello", peer_addr).await.unwrap();
+    });
+    let mut buf = [0; 16];
+    let (n, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"hello"[..], me));
+    peer.send_to(b"back", me).unwrap();
+    let got = run(&lp, sock.next()).unwrap().unwrap();
+    assert_eq!(got, (b"back".to_vec(), peer_addr));
 }

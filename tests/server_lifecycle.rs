@@ -74,7 +74,7 @@ fn close_keeps_connections_and_wait_closed_waits_for_them() {
     assert!(!closed.get(), "wait_closed blocks while the server is open");
     server.close();
     server.close();
-    assert!(server.sockets().is_empty());
+    assert!(server.with_sockets(|s| s.is_empty()));
     assert!(!server.is_serving());
     assert!(
         TcpStream::connect(addr).is_err(),
@@ -332,7 +332,7 @@ fn loop_close_closes_a_held_server() {
     let (server, addr) = echo_server(&lp);
     lp.close().unwrap();
     assert!(!server.is_serving());
-    assert!(server.sockets().is_empty());
+    assert!(server.with_sockets(|s| s.is_empty()));
     assert_eq!(
         TcpStream::connect(addr).unwrap_err().kind(),
         std::io::ErrorKind::ConnectionRefused,

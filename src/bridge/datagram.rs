@@ -197,16 +197,19 @@ fn closed_error() -> io::Error {
 
 /// The protocol behind a [`DatagramSocket`]: queues received datagrams and
 /// errors, pauses reading when the queue is full, and tracks the
-/// transport's write flow control. Opaque; it appears only in the type of
-/// the factory that [`DatagramSocket::with_endpoint`] and
-/// [`DatagramSocket::with_unix_endpoint`] give to the endpoint builder.
+/// transport's write flow control.
+///
+/// Opaque, and made only by sloop: it is named in the type of the endpoint
+/// builder that [`DatagramSocket::with_endpoint`] and
+/// [`DatagramSocket::with_unix_endpoint`] configure, whose factory, a plain
+/// `fn() -> DatagramSocketProtocol`, makes the socket's protocol.
 pub struct DatagramSocketProtocol<A: DatagramAddr = SocketAddr> {
     shared: Rc<Shared<A>>,
     transport: Option<DatagramTransport<A>>,
 }
 
-/// The protocol factory of a [`DatagramSocket`]'s endpoint builder.
-pub type SocketProtocolFactory<A = SocketAddr> = Box<dyn FnOnce() -> DatagramSocketProtocol<A>>;
+/// The factory of the endpoint that a [`DatagramSocket`] wraps.
+type Factory<A> = fn() -> DatagramSocketProtocol<A>;
 
 impl<A: DatagramAddr> fmt::Debug for DatagramSocketProtocol<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -395,13 +398,12 @@ impl DatagramSocket<SocketAddr> {
     pub fn with_endpoint(
         lp: &LoopHandle,
         configure: impl FnOnce(
-            DatagramEndpointBuilder<SocketProtocolFactory>,
-        ) -> DatagramEndpointBuilder<SocketProtocolFactory>,
+            DatagramEndpointBuilder<fn() -> DatagramSocketProtocol>,
+        ) -> DatagramEndpointBuilder<fn() -> DatagramSocketProtocol>,
     ) -> io::Result<Self> {
-        let shared = Rc::new(Shared::new());
-        let builder = lp.create_datagram_endpoint(factory(&shared));
+        let builder = lp.create_datagram_endpoint(DatagramSocketProtocol::new as Factory<_>);
         let transport = configure(builder).start()?;
-        Ok(DatagramSocket::from_parts(shared, transport))
+        Ok(DatagramSocket::from_transport(transport))
     }
 }
 
@@ -452,26 +454,33 @@ impl DatagramSocket<UnixAddr> {
     pub fn with_unix_endpoint(
         lp: &LoopHandle,
         configure: impl FnOnce(
-            UnixDatagramEndpointBuilder<SocketProtocolFactory<UnixAddr>>,
-        ) -> UnixDatagramEndpointBuilder<SocketProtocolFactory<UnixAddr>>,
+            UnixDatagramEndpointBuilder<fn() -> DatagramSocketProtocol<UnixAddr>>,
+        )
+            -> UnixDatagramEndpointBuilder<fn() -> DatagramSocketProtocol<UnixAddr>>,
     ) -> io::Result<Self> {
-        let shared = Rc::new(Shared::new());
-        let builder = lp.create_unix_datagram_endpoint(factory(&shared));
+        let builder = lp.create_unix_datagram_endpoint(DatagramSocketProtocol::new as Factory<_>);
         let transport = configure(builder).start()?;
-        Ok(DatagramSocket::from_parts(shared, transport))
+        Ok(DatagramSocket::from_transport(transport))
     }
 }
 
-fn factory<A: DatagramAddr>(shared: &Rc<Shared<A>>) -> SocketProtocolFactory<A> {
-    let shared = shared.clone();
-    Box::new(move || DatagramSocketProtocol {
-        shared,
-        transport: None,
-    })
+impl<A: DatagramAddr> DatagramSocketProtocol<A> {
+    fn new() -> Self {
+        DatagramSocketProtocol {
+            shared: Rc::new(Shared::new()),
+            transport: None,
+        }
+    }
 }
 
 impl<A: DatagramAddr> DatagramSocket<A> {
-    fn from_parts(shared: Rc<Shared<A>>, transport: DatagramTransport<A>) -> Self {
+    /// The socket over a transport that `start` just made with a
+    /// [`Factory`]: its protocol is in place and idle (`connection_made`
+    /// comes in the next iteration), so it can be asked for its state.
+    fn from_transport(transport: DatagramTransport<A>) -> Self {
+        let shared = transport
+            .with_protocol(|p: &mut DatagramSocketProtocol<A>| p.shared.clone())
+            .expect("a new endpoint's protocol is a DatagramSocketProtocol, idle");
         let guard = Rc::new(CloseOnDrop {
             transport: transport.clone(),
         });

@@ -15,7 +15,7 @@ use crate::sys::OpenSocket;
 
 pub(crate) mod sealed {
     use std::io;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsFd, AsRawFd};
 
     use crate::sys::OpenSocket;
 
@@ -23,7 +23,7 @@ pub(crate) mod sealed {
     /// open socket (`EBADF` once it is closed).
     #[allow(unreachable_pub, private_interfaces)]
     pub trait Sealed: Sized {
-        type Socket: AsRawFd;
+        type Socket: AsRawFd + AsFd;
         fn recv_from(sock: &OpenSocket<Self::Socket>, buf: &mut [u8]) -> io::Result<(usize, Self)>;
         fn send_to(sock: &OpenSocket<Self::Socket>, buf: &[u8], addr: &Self) -> io::Result<usize>;
         fn send(sock: &OpenSocket<Self::Socket>, buf: &[u8]) -> io::Result<usize>;

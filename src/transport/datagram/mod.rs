@@ -92,7 +92,6 @@ mod slot;
 mod write;
 
 pub use crate::protocol::DatagramProtocol;
-use addr::sealed;
 pub use addr::{DatagramAddr, UnixAddr};
 use slot::{BoxedProtocol, ProtocolSlot, StoredProtocol};
 use write::WriteState;
@@ -496,13 +495,16 @@ impl<A: DatagramAddr> DatagramTransport<A> {
         self.inner.sock.raw_fd()
     }
 
-    /// Runs `f` with the socket (asyncio's `socket` extra), e.g. to read or
-    /// set options through `socket2::SockRef::from(sock)`; `None` once the
-    /// socket is closed. Reading or writing it directly bypasses the
-    /// transport's queue and readiness flags: don't.
-    pub fn with_socket<R>(&self, f: impl FnOnce(&<A as sealed::Sealed>::Socket) -> R) -> Option<R> {
+    /// Runs `f` with the socket (asyncio's `socket` extra), to read or set
+    /// options, as [`Transport::with_socket`](crate::Transport::with_socket)
+    /// does; `None` once the socket is closed. Reading or writing it
+    /// directly bypasses the transport's queue and readiness flags: don't.
+    pub fn with_socket<R>(&self, f: impl FnOnce(&socket2::Socket) -> R) -> Option<R> {
         // Lent, not borrowed: `f` may close the transport or the loop (D2).
-        self.inner.sock.lend().map(|s| f(&s))
+        self.inner
+            .sock
+            .lend()
+            .map(|s| f(&socket2::SockRef::from(&*s)))
     }
 
     /// asyncio's `get_extra_info` for `"sockname"`, `"peername"` and

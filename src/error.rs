@@ -3,15 +3,47 @@
 //! Everything that touches the operating system fails with [`std::io::Error`];
 //! misuse of the loop or of a transport fails with an [`Error`] variant whose
 //! `Display` is asyncio's own message (DESIGN.md D7), so a user coming from
-//! asyncio recognises it. `Error` converts into `io::Error` (kind `Other`,
-//! or the original error for [`Error::Io`]), so `?` works in functions that
-//! return `io::Result`.
+//! asyncio recognises it. Each variant has one [`io::ErrorKind`]
+//! ([`Error::kind`]), and `Error` converts into an `io::Error` of that kind
+//! carrying the `Error` itself, so `?` works in functions that return
+//! `io::Result` and the async bridge reports the same condition with the
+//! same kind wherever it meets it.
 
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
 
 /// What went wrong when using the loop or a transport.
+///
+/// # As `io::Error`
+///
+/// [`kind`](Error::kind) gives each variant the [`io::ErrorKind`] a
+/// std or tokio user would expect for it, and `From<Error> for io::Error`
+/// uses it: the `io::Error` has that kind and carries the `Error` (get it
+/// back with [`get_ref`](io::Error::get_ref) and `downcast_ref`), except
+/// that [`Error::Io`] converts to the OS error it holds. The async bridge
+/// ([`TransportStream`](crate::TransportStream),
+/// [`DatagramSocket`](crate::DatagramSocket)) reports every condition
+/// below through this same conversion.
+///
+/// | variant | `io::ErrorKind` | why |
+/// | --- | --- | --- |
+/// | [`ConnectionLost`](Error::ConnectionLost) | `BrokenPipe` | a write to a connection that is gone: what `write` on a std or tokio socket returns (`EPIPE`) once the peer or `shutdown` ended it. Reads never see it: a stream's reads end with `Ok(0)`. |
+/// | [`WriteAfterEof`](Error::WriteAfterEof) | `BrokenPipe` | `write` after `shutdown(Write)` is `EPIPE` on a std socket too. |
+/// | [`InvalidWriteLimits`](Error::InvalidWriteLimits), [`InvalidAddress`](Error::InvalidAddress), [`AddressRequired`](Error::AddressRequired), [`FdUsedByTransport`](Error::FdUsedByTransport) | `InvalidInput` | an argument the call cannot take; nothing was done. |
+/// | [`Io`](Error::Io) | the OS error's own | |
+/// | the loop's and server's states: [`Closed`](Error::Closed), [`AlreadyRunning`](Error::AlreadyRunning), [`AnotherLoopRunning`](Error::AnotherLoopRunning), [`CloseWhileRunning`](Error::CloseWhileRunning), [`StoppedBeforeComplete`](Error::StoppedBeforeComplete), [`ServerClosed`](Error::ServerClosed), [`AlreadyServingForever`](Error::AlreadyServingForever); [`EmptyWaiterAlreadySet`](Error::EmptyWaiterAlreadySet), [`EmptyBuffer`](Error::EmptyBuffer) | `Other` | no I/O kind describes them (tokio reports its shut-down runtime as `Other` too); not `Interrupted`, which `read_exact` and friends would retry. Match the variant, not the kind. |
+///
+/// ```
+/// use std::io;
+/// use sloop::Error;
+///
+/// let e = io::Error::from(Error::ConnectionLost);
+/// assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+/// assert_eq!(e.kind(), Error::ConnectionLost.kind());
+/// let inner = e.get_ref().and_then(|e| e.downcast_ref::<Error>());
+/// assert!(matches!(inner, Some(Error::ConnectionLost)));
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -36,7 +68,9 @@ pub enum Error {
     WriteAfterEof,
     /// A second empty waiter while one is pending.
     EmptyWaiterAlreadySet,
-    /// The connection was lost (the transport is closed).
+    /// The connection is gone: the transport was closed (by either side,
+    /// or by an error) before the write or wait. Its message is asyncio's
+    /// `StreamWriter` one ("Connection lost").
     ConnectionLost,
     /// `set_write_buffer_limits` with `high < low`.
     InvalidWriteLimits {
@@ -80,7 +114,7 @@ impl fmt::Display for Error {
             }
             Error::WriteAfterEof => f.write_str("Cannot call write() after write_eof()"),
             Error::EmptyWaiterAlreadySet => f.write_str("Empty waiter is already set"),
-            Error::ConnectionLost => f.write_str("Connection is closed by peer"),
+            Error::ConnectionLost => f.write_str("Connection lost"),
             Error::InvalidWriteLimits { high, low } => {
                 write!(f, "high ({high}) must be >= low ({low}) must be >= 0")
             }
@@ -115,15 +149,37 @@ impl From<io::Error> for Error {
     }
 }
 
+impl Error {
+    /// The [`io::ErrorKind`] of this error: the one it has as an
+    /// `io::Error` (see the table in the [type docs](Error)).
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            Error::Io(e) => e.kind(),
+            Error::ConnectionLost | Error::WriteAfterEof => io::ErrorKind::BrokenPipe,
+            Error::InvalidWriteLimits { .. }
+            | Error::InvalidAddress { .. }
+            | Error::AddressRequired
+            | Error::FdUsedByTransport { .. } => io::ErrorKind::InvalidInput,
+            Error::Closed
+            | Error::AlreadyRunning
+            | Error::AnotherLoopRunning
+            | Error::CloseWhileRunning
+            | Error::StoppedBeforeComplete
+            | Error::EmptyWaiterAlreadySet
+            | Error::EmptyBuffer
+            | Error::ServerClosed
+            | Error::AlreadyServingForever => io::ErrorKind::Other,
+        }
+    }
+}
+
 impl From<Error> for io::Error {
+    /// An `io::Error` of kind [`e.kind()`](Error::kind) carrying `e`, or
+    /// the OS error itself for [`Error::Io`].
     fn from(e: Error) -> Self {
         match e {
             Error::Io(e) => e,
-            Error::ConnectionLost => io::Error::new(io::ErrorKind::NotConnected, e),
-            Error::InvalidWriteLimits { .. }
-            | Error::InvalidAddress { .. }
-            | Error::AddressRequired => io::Error::new(io::ErrorKind::InvalidInput, e),
-            other => io::Error::other(other),
+            e => io::Error::new(e.kind(), e),
         }
     }
 }

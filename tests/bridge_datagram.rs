@@ -269,7 +269,7 @@ fn flush_fails_when_the_transport_is_aborted() {
         assert!(poll_once(flush.as_mut()).await.is_pending());
         t.abort();
         let err = flush.await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::NotConnected, "{err}");
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe, "{err}");
     });
 }
 
@@ -441,13 +441,13 @@ fn after_close_sends_fail_and_the_stream_ends() {
         until(|| sock.queued_len() == 1).await;
         SinkExt::close(&mut sock).await.unwrap();
         let err = sock.send_to(b"late", me).await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::NotConnected, "{err}");
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe, "{err}");
         let err = sock.send((b"late".to_vec(), me)).await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::NotConnected, "{err}");
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe, "{err}");
         assert_eq!(sock.next().await.unwrap().unwrap(), (b"early".to_vec(), me));
         assert!(sock.next().await.is_none(), "the stream ends");
         let err = sock.recv_from().await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::NotConnected, "{err}");
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
     });
 }
 

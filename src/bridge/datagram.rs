@@ -58,10 +58,14 @@
 //!   transport: a flush fails with "Empty waiter is already set" while
 //!   someone else holds one).
 //! - [`poll_close`](Sink::poll_close) flushes, then closes the transport.
-//! - Errors are [`io::Error`]s: a send after the transport closed is
-//!   `NotConnected`, a destination other than a connected socket's peer
-//!   is `InvalidInput`. A datagram refused by `start_send` is dropped;
-//!   [`send_to`](DatagramSocket::send_to) borrows its payload instead.
+//! - Errors are [`io::Error`]s made from the transport's
+//!   [`Error`](crate::Error)s, with their [kinds](crate::Error::kind): a
+//!   send or flush after the transport closed is `BrokenPipe`
+//!   ([`ConnectionLost`](crate::Error::ConnectionLost)), a destination
+//!   other than a connected socket's peer is `InvalidInput`
+//!   ([`InvalidAddress`](crate::Error::InvalidAddress)). A datagram
+//!   refused by `start_send` is dropped; [`send_to`](DatagramSocket::send_to)
+//!   borrows its payload instead.
 //!
 //! # Closing
 //!
@@ -85,6 +89,7 @@ use futures::stream::FusedStream;
 use futures::{Sink, Stream};
 
 use crate::datagram_endpoint::{DatagramEndpointBuilder, UnixDatagramEndpointBuilder};
+use crate::error::Error;
 use crate::event_loop::LoopHandle;
 use crate::transport::datagram::{DatagramAddr, DatagramProtocol, DatagramTransport, UnixAddr};
 use crate::transport::EmptyWaiter;
@@ -188,10 +193,17 @@ fn register(slot: &RefCell<Option<Waker>>, cx: &Context<'_>) {
     }
 }
 
+/// A send (or flush) on a closed transport: [`Error::ConnectionLost`], as
+/// the transport's own `sendto` and empty waiter report it.
 fn closed_error() -> io::Error {
+    Error::ConnectionLost.into()
+}
+
+/// `recv_from` once the stream has ended: what `read_exact` gives at EOF.
+fn ended_error() -> io::Error {
     io::Error::new(
-        io::ErrorKind::NotConnected,
-        "the datagram transport is closed",
+        io::ErrorKind::UnexpectedEof,
+        "the datagram socket is closed and its queue is empty",
     )
 }
 
@@ -545,7 +557,7 @@ impl<A: DatagramAddr> DatagramSocket<A> {
     /// # Errors
     ///
     /// An OS error the transport reported (see the [module docs](self));
-    /// the socket stays usable. `NotConnected` once the transport is
+    /// the socket stays usable. `UnexpectedEof` once the transport is
     /// closed and the queue is empty.
     ///
     /// # Cancel safety
@@ -564,7 +576,8 @@ impl<A: DatagramAddr> DatagramSocket<A> {
     ///
     /// # Errors
     ///
-    /// `NotConnected` if the transport is closed; `InvalidInput` if the
+    /// `BrokenPipe` ([`Error::ConnectionLost`]) if the transport is
+    /// closed; `InvalidInput` ([`Error::InvalidAddress`]) if the
     /// socket is connected to another address.
     ///
     /// # Cancel safety
@@ -639,7 +652,7 @@ impl<A: DatagramAddr> DatagramRecvHalf<A> {
     pub async fn recv_from(&mut self) -> io::Result<(Vec<u8>, A)> {
         futures::future::poll_fn(|cx| self.poll_item(cx))
             .await
-            .unwrap_or_else(|| Err(closed_error()))
+            .unwrap_or_else(|| Err(ended_error()))
     }
 
     fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Item<A>>> {

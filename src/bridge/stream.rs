@@ -29,6 +29,17 @@
 //!   the high-water mark) `poll_write` is `Pending` until `resume_writing`.
 //!   `poll_flush` waits until the transport's buffer has drained to the
 //!   kernel, through the transport's empty waiter.
+//!
+//! # Errors
+//!
+//! An error of the connection (a reset, a failed send) is the OS error,
+//! returned by the next read and the next write. A write or flush on a
+//! connection that is gone with no error (closed by either side) is
+//! `BrokenPipe`, as on a std socket: [`Error::ConnectionLost`](crate::Error::ConnectionLost)
+//! converted with [`Error::kind`](crate::Error::kind)'s mapping, as every
+//! other error of the transport (`write` after [`poll_close`](AsyncWrite::poll_close)
+//! is [`WriteAfterEof`](crate::Error::WriteAfterEof), `BrokenPipe` too).
+//! Reads end with `Ok(0)` instead.
 
 use std::fmt;
 use std::io;
@@ -344,13 +355,14 @@ impl AsyncBufRead for ReadHalf {
 }
 
 impl WriteHalf {
-    /// The connection's error, or "closed".
+    /// The connection's error, or [`Error::ConnectionLost`](crate::Error::ConnectionLost)
+    /// (`BrokenPipe`).
     #[cold]
     #[inline(never)]
     fn closed_error(&self) -> io::Error {
-        self.shared.sticky_error().unwrap_or_else(|| {
-            io::Error::new(io::ErrorKind::BrokenPipe, "the connection is closed")
-        })
+        self.shared
+            .sticky_error()
+            .unwrap_or_else(|| crate::Error::ConnectionLost.into())
     }
 
     /// What a write refused by the transport returns: "closed" if the

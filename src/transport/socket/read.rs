@@ -252,7 +252,7 @@ impl SocketTransport {
     #[cold]
     #[inline(never)]
     fn empty_buffer(&self) {
-        let e = io::Error::other(Error::EmptyBuffer);
+        let e = io::Error::from(Error::EmptyBuffer);
         self.lp.call_exception_handler(
             ExceptionContext::new("Fatal error: protocol.get_buffer() call failed.")
                 .with_exception(Exception::Io(clone_io_error(&e)))

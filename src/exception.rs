@@ -2,7 +2,9 @@
 //! reach: a panic in a callback, a fatal transport error, a failed accept.
 //!
 //! asyncio passes a dict with well-known keys to `call_exception_handler`;
-//! here it is [`ExceptionContext`], with the same keys as typed fields. The
+//! here it is [`ExceptionContext`], with the same keys as fields: typed
+//! where a handler would match on them ([`Exception`], [`TransportInfo`],
+//! [`TaskInfo`]), text for the rest. The
 //! [default handler](crate::LoopHandle::default_exception_handler) logs it
 //! through the `log` facade at error level, formatted as asyncio formats it,
 //! and writes it to standard error instead when no logger would take it, so
@@ -11,6 +13,10 @@
 use std::any::Any;
 use std::fmt;
 use std::io;
+use std::os::fd::RawFd;
+use std::panic::Location;
+
+use crate::address::Address;
 
 /// The error an [`ExceptionContext`] carries.
 #[derive(Debug)]
@@ -52,13 +58,161 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
+/// The kind of a transport named in a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// A TCP [`Transport`](crate::Transport).
+    Tcp,
+    /// A Unix stream [`Transport`](crate::Transport).
+    Unix,
+    /// A UDP [`DatagramTransport`](crate::DatagramTransport).
+    Udp,
+    /// A Unix datagram [`DatagramTransport`](crate::DatagramTransport).
+    UnixDatagram,
+}
+
+/// The transport a report is about (asyncio's `transport` key), as it was
+/// when the report was made: the transport itself may be gone by the time
+/// the handler looks.
+///
+/// `Display` is asyncio's `repr` of the transport (state, fd, reading,
+/// write buffer), as the default handler prints it. Made by the loop, or
+/// from a transport with `From` for a report of your own:
+/// `ExceptionContext::new("bad frame").with_transport(&transport)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransportInfo {
+    /// Which kind of transport.
+    pub kind: TransportKind,
+    /// Its socket's file descriptor; `None` once the socket is closed.
+    pub fd: Option<RawFd>,
+    /// The socket's own address, if it has one.
+    pub local_addr: Option<Address>,
+    /// The connected peer's address (a stream's client or server, a
+    /// connected datagram socket's peer).
+    pub peer_addr: Option<Address>,
+    description: String,
+}
+
+impl TransportInfo {
+    pub(crate) fn new(
+        kind: TransportKind,
+        fd: Option<RawFd>,
+        local_addr: Option<Address>,
+        peer_addr: Option<Address>,
+        description: String,
+    ) -> TransportInfo {
+        TransportInfo {
+            kind,
+            fd,
+            local_addr,
+            peer_addr,
+            description,
+        }
+    }
+}
+
+impl fmt::Display for TransportInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+/// The task a report is about (asyncio's `task` key).
+///
+/// `Display` is `<Task name='NAME' spawned at FILE:LINE:COL>`. Made by the
+/// loop, or from a [`Task`](crate::Task) with `From`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskInfo {
+    /// The task's name at the time of the report (`Task-N` unless it was
+    /// given one).
+    pub name: String,
+    /// Where it was spawned.
+    pub spawned_at: &'static Location<'static>,
+}
+
+impl TaskInfo {
+    pub(crate) fn new(name: String, spawned_at: &'static Location<'static>) -> TaskInfo {
+        TaskInfo { name, spawned_at }
+    }
+}
+
+impl fmt::Display for TaskInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "<Task name='{}' spawned at {}>",
+            self.name, self.spawned_at
+        )
+    }
+}
+
 /// What [`call_exception_handler`](crate::LoopHandle::call_exception_handler)
 /// receives: asyncio's context dict as a struct.
 ///
 /// `message` is always set; the other fields describe what was involved
 /// (asyncio's `exception`, `handle`, `task`, `future`, `transport`,
-/// `protocol` and `socket` keys), as text, since the objects themselves are
-/// usually borrowed or gone by the time the handler runs.
+/// `protocol` and `socket` keys). The ones a handler matches on are
+/// typed: the error or panic ([`Exception`]), the transport
+/// ([`TransportInfo`]: kind, fd, addresses) and the task ([`TaskInfo`]:
+/// name, where it was spawned). The others are text, since the objects
+/// themselves are usually borrowed or gone by the time the handler runs.
+/// `Display` is asyncio's default handler's layout.
+///
+/// A handler that deals with one case itself and passes the rest on:
+///
+/// ```
+/// use std::cell::RefCell;
+/// use std::io::Write;
+/// use std::rc::Rc;
+/// use sloop::{
+///     Exception, ExceptionContext, LoopHandle, Protocol, TaskInfo, TransportInfo,
+///     TransportKind,
+/// };
+///
+/// struct Fragile;
+/// impl Protocol for Fragile {
+///     fn data_received(&mut self, _: &[u8]) {
+///         panic!("bad request");
+///     }
+/// }
+///
+/// let lp = sloop::EventLoop::new()?;
+/// let blamed = Rc::new(RefCell::new(Vec::new()));
+/// let b = blamed.clone();
+/// lp.set_exception_handler(Some(move |lp: &LoopHandle, ctx: &ExceptionContext| {
+///     match (&ctx.exception, &ctx.transport, &ctx.task) {
+///         // A protocol panicked on a TCP connection: note which client.
+///         (
+///             Some(Exception::Panic(msg)),
+///             Some(TransportInfo { kind: TransportKind::Tcp, peer_addr: Some(peer), .. }),
+///             _,
+///         ) => b.borrow_mut().push(format!("{peer}: {msg}")),
+///         // A task of ours: its name says which.
+///         (_, _, Some(TaskInfo { name, .. })) if name.starts_with("worker") => {
+///             b.borrow_mut().push(format!("{name} failed"))
+///         }
+///         _ => lp.default_exception_handler(ctx),
+///     }
+/// }));
+///
+/// let server = lp.run_until_complete(lp.create_server(|| Fragile, "127.0.0.1:0"))??;
+/// let mut client = std::net::TcpStream::connect(server.local_addrs()[0])?;
+/// client.write_all(b"GET")?;
+/// lp.spawn_local_named("worker-1", async { panic!("out of work") }).detach();
+/// lp.run_until_complete(async move {
+///     while blamed.borrow().len() < 2 {
+///         sloop::sleep(std::time::Duration::from_millis(1)).await;
+///     }
+///     let mut blamed = blamed.borrow().clone();
+///     blamed.sort();
+///     let client_addr = client.local_addr().unwrap();
+///     assert_eq!(blamed, [format!("{client_addr}: bad request"), "worker-1 failed".into()]);
+/// })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct ExceptionContext {
@@ -68,15 +222,15 @@ pub struct ExceptionContext {
     pub exception: Option<Exception>,
     /// The callback handle that was running.
     pub handle: Option<String>,
-    /// The task that was running.
-    pub task: Option<String>,
+    /// The task involved.
+    pub task: Option<TaskInfo>,
     /// The future involved.
     pub future: Option<String>,
     /// The transport involved.
-    pub transport: Option<String>,
+    pub transport: Option<TransportInfo>,
     /// The protocol involved.
     pub protocol: Option<String>,
-    /// The socket involved.
+    /// The socket involved (a server's listening socket).
     pub socket: Option<String>,
 }
 
@@ -101,15 +255,16 @@ impl ExceptionContext {
         self
     }
 
-    /// Sets `task`.
-    pub fn with_task(mut self, task: impl fmt::Display) -> Self {
-        self.task = Some(task.to_string());
+    /// Sets `task`: a [`TaskInfo`], or a `&Task` to describe.
+    pub fn with_task(mut self, task: impl Into<TaskInfo>) -> Self {
+        self.task = Some(task.into());
         self
     }
 
-    /// Sets `transport`.
-    pub fn with_transport(mut self, transport: impl fmt::Display) -> Self {
-        self.transport = Some(transport.to_string());
+    /// Sets `transport`: a [`TransportInfo`], or a `&Transport` or
+    /// `&DatagramTransport` to describe.
+    pub fn with_transport(mut self, transport: impl Into<TransportInfo>) -> Self {
+        self.transport = Some(transport.into());
         self
     }
 
@@ -138,13 +293,13 @@ impl fmt::Display for ExceptionContext {
         if let Some(e) = &self.exception {
             write!(f, "\nexception: {e}")?;
         }
-        let keys = [
-            ("future", &self.future),
-            ("handle", &self.handle),
-            ("protocol", &self.protocol),
-            ("socket", &self.socket),
-            ("task", &self.task),
-            ("transport", &self.transport),
+        let keys: [(&str, Option<&dyn fmt::Display>); 6] = [
+            ("future", self.future.as_ref().map(|v| v as _)),
+            ("handle", self.handle.as_ref().map(|v| v as _)),
+            ("protocol", self.protocol.as_ref().map(|v| v as _)),
+            ("socket", self.socket.as_ref().map(|v| v as _)),
+            ("task", self.task.as_ref().map(|v| v as _)),
+            ("transport", self.transport.as_ref().map(|v| v as _)),
         ];
         for (key, value) in keys {
             if let Some(v) = value {

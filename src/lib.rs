@@ -130,6 +130,7 @@
     rust_2018_idioms
 )]
 
+mod address;
 pub mod bridge;
 mod connect;
 pub mod datagram_endpoint;
@@ -154,7 +155,7 @@ pub use event_loop::{
     TimerHandle,
 };
 pub use event_loop::{Task, TaskError};
-pub use exception::{Exception, ExceptionContext};
+pub use exception::{Exception, ExceptionContext, TaskInfo, TransportInfo, TransportKind};
 pub use protocol::{AnyProtocol, Buffered, BufferedProtocol, IntoProtocol, Protocol};
 pub use server::{ServeForever, Server, ServerBuilder, WaitClosed};
 pub use transport::datagram::{DatagramAddr, DatagramProtocol, DatagramTransport, UnixAddr};

@@ -451,10 +451,12 @@ impl LoopHandle {
     #[cold]
     #[inline(never)]
     fn source_panicked(&self, payload: Box<dyn std::any::Any + Send>, source: &dyn IoSource) {
-        self.handle_panic(
-            payload,
-            ExceptionContext::new("Exception in I/O callback").with_transport(source.describe()),
-        );
+        let context = ExceptionContext::new("Exception in I/O callback");
+        let context = match source.transport_info() {
+            Some(info) => context.with_transport(info),
+            None => context.with_socket(source.describe()),
+        };
+        self.handle_panic(payload, context);
     }
 
     fn run_ready(&self, item: Ready, main: &mut Option<&mut dyn FnMut()>) {

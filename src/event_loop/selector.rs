@@ -151,6 +151,10 @@ pub(crate) trait IoSource {
     fn is_closing(&self) -> bool;
     /// A short description for error messages.
     fn describe(&self) -> String;
+    /// What a report says about the source if it is a transport.
+    fn transport_info(&self) -> Option<crate::exception::TransportInfo> {
+        None
+    }
     /// The loop closed with this source still registered: release the
     /// protocol and the fd now, since no callback will ever run again
     /// (this breaks the transport <-> protocol `Rc` cycle; DESIGN.md D1).

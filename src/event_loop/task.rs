@@ -38,7 +38,7 @@ use pin_project_lite::pin_project;
 use super::ready::Ready;
 use super::remote::Shared;
 use super::{LoopHandle, LoopInner};
-use crate::exception::{panic_message, Exception, ExceptionContext};
+use crate::exception::{panic_message, Exception, ExceptionContext, TaskInfo};
 
 /// The waker of one task: queues the task's key in the loop's inbox.
 pub(crate) struct TaskWaker {
@@ -260,9 +260,9 @@ impl<F: Future> TaskFuture for TaskCell<F> {
 
 /// How a task is named in reports (the exception handler's `task`, the
 /// slow-callback warning): its name and where it was spawned.
-fn task_label(name: Option<&str>, location: &Location<'_>) -> String {
+fn task_label(name: Option<String>, location: &'static Location<'static>) -> String {
     match name {
-        Some(name) => format!("<Task name='{name}' spawned at {location}>"),
+        Some(name) => TaskInfo::new(name, location).to_string(),
         None => format!("<Task spawned at {location}>"),
     }
 }
@@ -384,10 +384,17 @@ impl<T> Drop for Task<T> {
                 lp.call_exception_handler(
                     ExceptionContext::new("Task exception was never retrieved")
                         .with_exception(Exception::from_panic(&*p))
-                        .with_task(task_label(Some(&self.name()), self.location)),
+                        .with_task(TaskInfo::new(self.name(), self.location)),
                 );
             }
         }
+    }
+}
+
+impl<T> From<&Task<T>> for TaskInfo {
+    /// The task's name now and where it was spawned.
+    fn from(task: &Task<T>) -> TaskInfo {
+        TaskInfo::new(task.name(), task.location)
     }
 }
 
@@ -573,7 +580,7 @@ impl LoopHandle {
                 .try_borrow()
                 .ok()
                 .and_then(|tasks| tasks.get(key).map(|slot| slot.control.name()));
-            task_label(name.as_deref(), location)
+            task_label(name, location)
         });
     }
 
@@ -603,7 +610,7 @@ impl LoopHandle {
             self.handle_panic(
                 payload,
                 ExceptionContext::new("Task exception was never retrieved")
-                    .with_task(task_label(Some(&slot.control.name()), location)),
+                    .with_task(TaskInfo::new(slot.control.name(), location)),
             );
         }
     }

@@ -38,7 +38,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::error::Error;
 use crate::event_loop::LoopHandle;
-use crate::exception::{panic_message, ExceptionContext};
+use crate::exception::{panic_message, ExceptionContext, TransportInfo};
 
 // ----- the state bits, one meaning each -----
 
@@ -167,8 +167,9 @@ pub(crate) trait Slot: Default {
 /// What the cell needs from the transport that owns it.
 pub(crate) trait Host {
     fn loop_handle(&self) -> &LoopHandle;
-    /// asyncio's `repr(transport)`, for reports.
-    fn describe(&self) -> String;
+    /// The transport as reports describe it (its `Display` is asyncio's
+    /// `repr(transport)`).
+    fn info(&self) -> TransportInfo;
     /// asyncio's `_force_close`: drop the buffer, schedule the loss.
     fn force_close(&self, exc: Option<io::Error>);
     /// The protocol has seen `connection_lost` (and is dropped): close the
@@ -465,7 +466,7 @@ impl<S: Slot> ProtocolCell<S> {
         host.loop_handle().handle_panic(
             payload,
             ExceptionContext::new(message)
-                .with_transport(host.describe())
+                .with_transport(host.info())
                 .with_protocol("protocol"),
         );
         if fatal {

@@ -18,53 +18,21 @@ pub(crate) mod socket;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use std::cell::RefCell;
 
+pub use crate::address::Address;
 pub use datagram::{DatagramAddr, DatagramProtocol, DatagramTransport, UnixAddr};
 pub use flow::DEFAULT_HIGH_WATER;
 
 use crate::error::Error;
+use crate::exception::TransportInfo;
 use crate::protocol::stream_reader::StreamReaderProtocol;
 use crate::protocol::{AnyProtocol, IntoProtocol};
-
-/// The address of one end of a stream connection.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Address {
-    /// An IPv4 or IPv6 address and port.
-    Inet(SocketAddr),
-    /// A Unix socket: its path, or `None` for an unnamed (or abstract)
-    /// socket.
-    Unix(Option<PathBuf>),
-}
-
-impl fmt::Display for Address {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Address::Inet(a) => write!(f, "{a}"),
-            Address::Unix(Some(p)) => write!(f, "{}", p.display()),
-            Address::Unix(None) => f.write_str(""),
-        }
-    }
-}
-
-impl Address {
-    pub(crate) fn from_sockaddr(a: &socket2::SockAddr) -> Option<Address> {
-        if let Some(inet) = a.as_socket() {
-            return Some(Address::Inet(inet));
-        }
-        if a.is_unix() {
-            return Some(Address::Unix(a.as_pathname().map(|p| p.to_path_buf())));
-        }
-        None
-    }
-}
 
 /// What a transport holds for its owner and drops when the connection is
 /// lost: a server's count of its connections, for example. Opaque here, so
@@ -101,6 +69,7 @@ pub(crate) trait TransportImpl {
     /// Lends the socket to `f`, with nothing of the transport borrowed.
     fn with_socket(&self, f: &mut dyn FnMut(&socket2::Socket));
     fn describe(&self) -> String;
+    fn info(&self) -> TransportInfo;
 }
 
 /// A handle to a stream transport: what a protocol writes to and controls
@@ -358,6 +327,13 @@ impl Transport {
             "socket" => self.as_raw_fd().map(|fd| fd.to_string()),
             _ => None,
         }
+    }
+}
+
+impl From<&Transport> for TransportInfo {
+    /// The transport as it is now.
+    fn from(t: &Transport) -> TransportInfo {
+        TransportImpl::info(&*t.inner)
     }
 }
 

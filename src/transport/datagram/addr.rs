@@ -11,12 +11,16 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
+use crate::address::Address;
+use crate::exception::TransportKind;
 use crate::sys::OpenSocket;
 
 pub(crate) mod sealed {
     use std::io;
     use std::os::fd::{AsFd, AsRawFd};
 
+    use crate::address::Address;
+    use crate::exception::TransportKind;
     use crate::sys::OpenSocket;
 
     /// The socket operations behind an address type, on a transport's
@@ -24,6 +28,10 @@ pub(crate) mod sealed {
     #[allow(unreachable_pub, private_interfaces)]
     pub trait Sealed: Sized {
         type Socket: AsRawFd + AsFd;
+        /// The kind of transport over this address type, for reports.
+        const KIND: TransportKind;
+        /// The address as reports give it.
+        fn to_address(&self) -> Address;
         fn recv_from(sock: &OpenSocket<Self::Socket>, buf: &mut [u8]) -> io::Result<(usize, Self)>;
         fn send_to(sock: &OpenSocket<Self::Socket>, buf: &[u8], addr: &Self) -> io::Result<usize>;
         fn send(sock: &OpenSocket<Self::Socket>, buf: &[u8]) -> io::Result<usize>;
@@ -45,6 +53,10 @@ pub trait DatagramAddr: sealed::Sealed + Clone + PartialEq + fmt::Debug + 'stati
 #[allow(private_interfaces)]
 impl sealed::Sealed for SocketAddr {
     type Socket = UdpSocket;
+    const KIND: TransportKind = TransportKind::Udp;
+    fn to_address(&self) -> Address {
+        Address::Inet(*self)
+    }
     #[inline]
     fn recv_from(sock: &OpenSocket<UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, Self)> {
         // std's `recv_from` zeroes a sockaddr_storage and converts the
@@ -157,6 +169,13 @@ impl fmt::Display for UnixAddr {
 #[allow(private_interfaces)]
 impl sealed::Sealed for UnixAddr {
     type Socket = UnixDatagram;
+    const KIND: TransportKind = TransportKind::UnixDatagram;
+    fn to_address(&self) -> Address {
+        match self {
+            UnixAddr::Path(p) => Address::Unix(Some(p.clone())),
+            UnixAddr::Abstract(_) | UnixAddr::Unnamed => Address::Unix(None),
+        }
+    }
     fn recv_from(sock: &OpenSocket<UnixDatagram>, buf: &mut [u8]) -> io::Result<(usize, Self)> {
         let (n, addr) = sock
             .with(|s| s.recv_from(buf))

@@ -79,6 +79,7 @@ use std::rc::{Rc, Weak};
 
 use crate::error::Error;
 use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
+use crate::exception::TransportInfo;
 use crate::sys::OpenSocket;
 use crate::transport::cell::{
     Host, ProtocolCell, Slot, BUSY, CLOSING, HAS_DATA, HELD, LOST_DONE, LOST_SCHEDULED, PAUSED,
@@ -180,6 +181,13 @@ impl<A: DatagramAddr> Clone for DatagramTransport<A> {
         DatagramTransport {
             inner: self.inner.clone(),
         }
+    }
+}
+
+impl<A: DatagramAddr> From<&DatagramTransport<A>> for TransportInfo {
+    /// The transport as it is now.
+    fn from(t: &DatagramTransport<A>) -> TransportInfo {
+        t.inner.info()
     }
 }
 
@@ -536,6 +544,21 @@ impl<A: DatagramAddr> Inner<A> {
         self.cell.flags.set(bits, on);
     }
 
+    fn info(&self) -> TransportInfo {
+        let peer = if self.connected {
+            self.address.as_ref()
+        } else {
+            None
+        };
+        TransportInfo::new(
+            A::KIND,
+            self.sock.raw_fd(),
+            self.local.as_ref().map(A::to_address),
+            peer.map(A::to_address),
+            self.describe(),
+        )
+    }
+
     fn describe(&self) -> String {
         let state = if self.has(LOST_DONE) {
             " closed"
@@ -700,8 +723,8 @@ impl<A: DatagramAddr> Host for Inner<A> {
         &self.lp
     }
 
-    fn describe(&self) -> String {
-        Inner::describe(self)
+    fn info(&self) -> TransportInfo {
+        Inner::info(self)
     }
 
     fn force_close(&self, exc: Option<io::Error>) {
@@ -739,6 +762,10 @@ impl<A: DatagramAddr> IoSource for Inner<A> {
 
     fn describe(&self) -> String {
         Inner::describe(self)
+    }
+
+    fn transport_info(&self) -> Option<TransportInfo> {
+        Some(Inner::info(self))
     }
 
     fn loop_closed(&self) {

@@ -55,6 +55,7 @@ use super::flow::FlowControl;
 use super::{Address, ConnectionGuard, EmptyWaiter, Transport, TransportImpl, WaiterState};
 use crate::error::Error;
 use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
+use crate::exception::{TransportInfo, TransportKind};
 use crate::protocol::stream_reader::StreamReaderProtocol;
 use crate::protocol::AnyProtocol;
 use crate::sys::OpenSocket;
@@ -284,8 +285,8 @@ impl Host for SocketTransport {
         &self.lp
     }
 
-    fn describe(&self) -> String {
-        TransportImpl::describe(self)
+    fn info(&self) -> TransportInfo {
+        TransportImpl::info(self)
     }
 
     fn force_close(&self, exc: Option<io::Error>) {
@@ -333,6 +334,10 @@ impl IoSource for SocketTransport {
 
     fn describe(&self) -> String {
         TransportImpl::describe(self)
+    }
+
+    fn transport_info(&self) -> Option<TransportInfo> {
+        Some(TransportImpl::info(self))
     }
 
     fn loop_closed(&self) {
@@ -479,6 +484,20 @@ impl TransportImpl for SocketTransport {
         if let Some(s) = self.sock.lend() {
             f(&s);
         }
+    }
+
+    fn info(&self) -> TransportInfo {
+        let kind = match self.kind {
+            Kind::Tcp => TransportKind::Tcp,
+            Kind::Unix => TransportKind::Unix,
+        };
+        TransportInfo::new(
+            kind,
+            TransportImpl::raw_fd(self),
+            TransportImpl::local_addr(self),
+            TransportImpl::peer_addr(self),
+            TransportImpl::describe(self),
+        )
     }
 
     fn describe(&self) -> String {

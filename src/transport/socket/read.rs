@@ -256,7 +256,7 @@ impl SocketTransport {
         self.lp.call_exception_handler(
             ExceptionContext::new("Fatal error: protocol.get_buffer() call failed.")
                 .with_exception(Exception::Io(clone_io_error(&e)))
-                .with_transport(TransportImpl::describe(self)),
+                .with_transport(TransportImpl::info(self)),
         );
         self.force_close(Some(e));
     }

@@ -48,6 +48,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! The `??` after `run_until_complete`: the first `?` takes the loop's own
+//! result (an [`Error`] if the loop could not run the future, e.g.
+//! [`Error::Closed`]), the second the future's output, here an
+//! `io::Result`.
+//!
 //! The same server with `async fn`: each connection is a task holding a
 //! [`TransportStream`].
 //!
@@ -82,6 +87,49 @@
 //! assert_eq!(lp.run_until_complete(task)?.unwrap(), "done");
 //! # Ok::<(), sloop::Error>(())
 //! ```
+//!
+//! ## The main types
+//!
+//! - **The loop.** [`EventLoop`] owns a loop and closes it when dropped;
+//!   [`LoopHandle`] is the cheap, `!Send` handle that callbacks, protocols
+//!   and tasks hold, with every method (`EventLoop` derefs to it);
+//!   [`Remote`] is the one `Send` handle, for other threads. A spawned
+//!   future is a [`Task`].
+//! - **Callback style.** A [`Protocol`] (or a [`BufferedProtocol`], which
+//!   lends its own buffer) is driven by a [`Transport`] (TCP, Unix); a
+//!   [`DatagramProtocol`] by a [`DatagramTransport`] (UDP, Unix datagram).
+//!   [`LoopHandle::create_server`] gives a [`Server`],
+//!   [`LoopHandle::create_connection`] a `Transport`.
+//! - **Async style.** A [`TransportStream`] is a connection as
+//!   `AsyncRead + AsyncWrite + AsyncBufRead` ([`LoopHandle::open_connection`],
+//!   [`LoopHandle::start_server`], or [`TransportStream::new`] over any
+//!   `Transport`); a [`DatagramSocket`] is a `Stream` and `Sink` of
+//!   datagrams; [`sleep`], [`timeout`] and [`interval`] ride on the loop's
+//!   timers.
+//! - **Errors.** Misuse is an [`Error`] with asyncio's message, each
+//!   variant of one [`io::ErrorKind`](std::io::ErrorKind)
+//!   ([`Error::kind`]); the OS's errors are `io::Error`s. What fails out of
+//!   any caller's reach (a panicking callback, a fatal transport error)
+//!   goes to the exception handler as an [`ExceptionContext`].
+//!
+//! ## Dependencies
+//!
+//! The async side implements the `futures` traits (`AsyncRead`,
+//! `AsyncWrite`, `AsyncBufRead`, `Stream`, `Sink`); the methods you call
+//! on them (`read`, `write_all`, `close`, `next`, `send`…) come from
+//! `futures`' extension traits (`AsyncReadExt`, `AsyncWriteExt`,
+//! `AsyncBufReadExt`, `StreamExt`, `SinkExt`), so that side needs
+//! `futures` next to `sloop`:
+//!
+//! ```toml
+//! [dependencies]
+//! sloop = "0.1"
+//! futures = "0.3" # the *Ext traits of the async side
+//! ```
+//!
+//! The callback side needs nothing else. Sockets are lent as `socket2`
+//! types ([`Transport::with_socket`], [`Server::with_sockets`]); add
+//! `socket2` only to name its types yourself.
 //!
 //! # asyncio → sloop
 //!

@@ -59,7 +59,7 @@
 //!   someone else holds one).
 //! - [`poll_close`](Sink::poll_close) flushes, then closes the transport.
 //! - Errors are [`io::Error`]s made from the transport's
-//!   [`Error`](crate::Error)s, with their [kinds](crate::Error::kind): a
+//!   [`Error`]s, with their [kinds](crate::Error::kind): a
 //!   send or flush after the transport closed is `BrokenPipe`
 //!   ([`ConnectionLost`](crate::Error::ConnectionLost)), a destination
 //!   other than a connected socket's peer is `InvalidInput`

@@ -268,6 +268,13 @@ impl Builder {
 /// clone a `LoopHandle` out of it ([`EventLoop::handle`]) to give to
 /// callbacks.
 ///
+/// Why `Deref`, which the API guidelines keep for smart pointers: an
+/// `EventLoop` is a `LoopHandle` plus ownership, the one handle that
+/// closes the loop when dropped, as a `MutexGuard` is access to the data
+/// plus the unlock. It adds no method a `LoopHandle` has (only `new`,
+/// `builder` and `handle`), so nothing is shadowed, and the loop's API is
+/// written once, on `LoopHandle`, instead of twice.
+///
 /// # Guarantees
 ///
 /// - Callbacks run on this thread only, one at a time, in the order they
@@ -339,9 +346,31 @@ impl fmt::Debug for EventLoop {
     }
 }
 
-/// A handle to an [`EventLoop`], for use on the loop's thread.
+/// A handle to an [`EventLoop`], for use on the loop's thread only: it is
+/// `!Send` and `!Sync`. From another thread, use a [`Remote`]
+/// ([`LoopHandle::remote`]), which is `Send + Sync` and can
+/// [`call_soon`](Remote::call_soon), [`stop`](Remote::stop) and
+/// [`spawn`](Remote::spawn) a `Send` future.
 ///
-/// Cheap to clone (`Rc`), `!Send`. See [`EventLoop`] for the guarantees.
+/// (So if rustc says that `Rc<..>` "cannot be sent between threads
+/// safely" in a `LoopHandle`, the fix is to move a `Remote` into the
+/// thread or `Send` future instead.)
+///
+/// Cheap to clone (`Rc`); every clone is the same loop. Callbacks,
+/// protocols and tasks hold one to schedule work from inside the loop,
+/// and every method may be called from any of them. See [`EventLoop`] for
+/// the guarantees.
+///
+/// ```
+/// let lp = sloop::EventLoop::new()?;
+/// let remote = lp.remote();
+/// std::thread::spawn(move || {
+///     // A LoopHandle could not move here; the Remote can.
+///     remote.call_soon(|| sloop::get_running_loop().unwrap().stop()).unwrap();
+/// });
+/// lp.run_forever()?;
+/// # Ok::<(), sloop::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct LoopHandle {
     inner: Rc<LoopInner>,

@@ -93,6 +93,26 @@ impl LoopHandle {
     /// polled as a task would be: first in the next iteration, then each
     /// time it is woken. Other tasks and callbacks run meanwhile.
     ///
+    /// Two results nest when the future itself returns a `Result`: the
+    /// outer one is the loop's (could it run the future to the end?), the
+    /// inner one the future's own. Hence the `??` in examples: the first
+    /// `?` for the loop's [`Error`], the second for the future's error.
+    /// Both convert into `io::Error` and `Box<dyn Error>`.
+    ///
+    /// ```
+    /// let lp = sloop::EventLoop::new()?;
+    /// let n: u16 = lp.run_until_complete(async { "8080".parse::<u16>() })??;
+    /// assert_eq!(n, 8080);
+    ///
+    /// // The loop's error and the future's are told apart:
+    /// match lp.run_until_complete(async { "x".parse::<u16>() }) {
+    ///     Err(loop_error) => panic!("the loop failed: {loop_error}"),
+    ///     Ok(Err(parse_error)) => assert!(parse_error.to_string().contains("invalid")),
+    ///     Ok(Ok(_)) => unreachable!(),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Closed`], [`Error::AlreadyRunning`],

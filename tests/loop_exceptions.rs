@@ -1,5 +1,5 @@
 //! Panics in callbacks and tasks reach the exception handler and the loop
-//! runs on (DESIGN.md D8); the handler's own panics; debug mode's
+//! runs on (docs/design.md D8); the handler's own panics; debug mode's
 //! slow-callback log.
 
 use std::cell::{Cell, RefCell};

@@ -1,5 +1,5 @@
 //! Reliability R14: many idle connections cost the server little memory,
-//! since a transport holds no read buffer of its own (DESIGN.md D5).
+//! since a transport holds no read buffer of its own (docs/design.md D5).
 //!
 //! The echo_protocol example serves; this test opens connections to it,
 //! has each echo once (so its transport and protocol exist), leaves them

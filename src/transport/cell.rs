@@ -1,6 +1,6 @@
 //! The protocol cell: how every transport holds, calls and notifies its
 //! protocol. Socket and datagram transports use it today; TLS, pipe and
-//! subprocess transports are to use it too (DESIGN.md D14), so the rules
+//! subprocess transports are to use it too (docs/design.md D14), so the rules
 //! below exist once:
 //!
 //! - **Taken out while it runs** (D2). A protocol method runs with the
@@ -32,7 +32,7 @@
 //! listed once, below.
 
 use std::any::Any;
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -176,6 +176,15 @@ pub(crate) trait Host {
     fn after_lost(&self);
 }
 
+/// What a cell holds back besides a flow notification.
+#[derive(Default)]
+struct Held {
+    /// OS errors for `error_received`, in order.
+    errors: Vec<io::Error>,
+    /// `connection_lost`'s argument, held while the protocol ran.
+    lost: Option<Option<io::Error>>,
+}
+
 /// A transport's protocol and state: see the [module docs](self).
 #[derive(Default)]
 pub(crate) struct ProtocolCell<S> {
@@ -184,10 +193,9 @@ pub(crate) struct ProtocolCell<S> {
     pub(crate) slot: S,
     /// A pause (`true`) or resume (`false`) held back.
     held_flow: Cell<Option<bool>>,
-    /// OS errors held back for `error_received`, in order.
-    held_errors: RefCell<Vec<io::Error>>,
-    /// `connection_lost`'s argument, held back while the protocol ran.
-    held_lost: RefCell<Option<Option<io::Error>>>,
+    /// Errors and the loss held back: rare, so boxed (an idle transport
+    /// keeps one empty word).
+    held: Cell<Option<Box<Held>>>,
     /// Writes refused since the loss, for the warning threshold.
     refused_writes: Cell<u32>,
 }
@@ -246,7 +254,7 @@ impl<S: Slot> ProtocolCell<S> {
         if self.flags.replace(REPLACED, false) {
             return; // the new protocol is in the slot; the old one goes
         }
-        if self.held_lost.borrow().is_some() {
+        if self.lost_held() {
             // Lost while it ran: it still gets connection_lost.
             drop(self.slot.replace(p));
         }
@@ -256,13 +264,38 @@ impl<S: Slot> ProtocolCell<S> {
     /// running finishes its call first. Ignored once the loss was
     /// delivered.
     pub(crate) fn replace(&self, p: S::Protocol) {
-        if self.flags.has(LOST_DONE) && self.held_lost.borrow().is_none() {
+        if self.flags.has(LOST_DONE) && !self.lost_held() {
             return;
         }
         if self.flags.has(BUSY) {
             self.flags.set(REPLACED, true);
         }
         drop(self.slot.replace(p));
+    }
+
+    /// Runs `f` on the held-back state, made when first needed (`fill`)
+    /// and released when empty again. With nothing held and `fill` false,
+    /// `f` sees an empty state that is not kept (no allocation).
+    fn with_held<R>(&self, fill: bool, f: impl FnOnce(&mut Held) -> R) -> R {
+        let Some(mut held) = self.held.take() else {
+            if !fill {
+                return f(&mut Held::default());
+            }
+            let mut held = Box::<Held>::default();
+            let r = f(&mut held);
+            self.held.set(Some(held));
+            return r;
+        };
+        let r = f(&mut held);
+        if !held.errors.is_empty() || held.lost.is_some() {
+            self.held.set(Some(held));
+        }
+        r
+    }
+
+    /// Whether `connection_lost` waits for the running protocol.
+    fn lost_held(&self) -> bool {
+        self.with_held(false, |h| h.lost.is_some())
     }
 
     /// Whether a notification must wait: the protocol is running, or
@@ -308,7 +341,7 @@ impl<S: Slot> ProtocolCell<S> {
             return;
         }
         if self.must_hold() {
-            self.held_errors.borrow_mut().push(exc);
+            self.with_held(true, |h| h.errors.push(exc));
             self.flags.set(HELD, true);
             return;
         }
@@ -331,7 +364,7 @@ impl<S: Slot> ProtocolCell<S> {
             return; // still not deliverable: a later call will
         }
         self.flags.set(HELD, false);
-        let lost = self.held_lost.borrow_mut().take();
+        let lost = self.with_held(false, |h| h.lost.take());
         if let Some(exc) = lost {
             return self.deliver_lost(host, exc);
         }
@@ -339,7 +372,7 @@ impl<S: Slot> ProtocolCell<S> {
             self.drop_held();
             return;
         }
-        let errors = std::mem::take(&mut *self.held_errors.borrow_mut());
+        let errors = self.with_held(false, |h| std::mem::take(&mut h.errors));
         for exc in errors {
             self.call(host, "error_received", |p| p.error_received(exc));
         }
@@ -357,41 +390,41 @@ impl<S: Slot> ProtocolCell<S> {
     pub(crate) fn deliver_held_to<P: Notified + ?Sized>(
         &self,
         p: &mut P,
-        method: &Cell<&'static str>,
+        method: &mut &'static str,
     ) {
         if self.flags.has(LOST_SCHEDULED | LOST_DONE) {
             return;
         }
         loop {
-            let errors = std::mem::take(&mut *self.held_errors.borrow_mut());
+            let errors = self.with_held(false, |h| std::mem::take(&mut h.errors));
             let flow = self.held_flow.take();
             if errors.is_empty() && flow.is_none() {
                 break;
             }
             for exc in errors {
-                method.set("error_received");
+                *method = "error_received";
                 p.error_received(exc);
             }
             match flow {
                 Some(true) => {
-                    method.set("pause_writing");
+                    *method = "pause_writing";
                     p.pause_writing();
                 }
                 Some(false) => {
-                    method.set("resume_writing");
+                    *method = "resume_writing";
                     p.resume_writing();
                 }
                 None => {}
             }
         }
-        if self.held_lost.borrow().is_none() {
+        if !self.lost_held() {
             self.flags.set(HELD, false);
         }
     }
 
     fn drop_held(&self) {
         self.held_flow.set(None);
-        let errors = std::mem::take(&mut *self.held_errors.borrow_mut());
+        let errors = self.with_held(false, |h| std::mem::take(&mut h.errors));
         drop(errors);
     }
 
@@ -414,7 +447,7 @@ impl<S: Slot> ProtocolCell<S> {
         self.drop_held();
         if self.flags.has(BUSY) {
             // We got here from inside the protocol: deliver once it returns.
-            *self.held_lost.borrow_mut() = Some(exc);
+            self.with_held(true, |h| h.lost = Some(exc));
             self.flags.set(HELD, true);
         } else {
             self.deliver_lost(host, exc);
@@ -438,7 +471,7 @@ impl<S: Slot> ProtocolCell<S> {
     pub(crate) fn loop_closed(&self) -> Option<S::Protocol> {
         self.flags.set(LOST_SCHEDULED | LOST_DONE | CLOSING, true);
         self.drop_held();
-        self.held_lost.borrow_mut().take();
+        drop(self.held.take());
         self.slot.take()
     }
 

@@ -4,11 +4,11 @@
 //! A [`DatagramTransport`] owns a non-blocking datagram socket registered
 //! with the loop. Each datagram that arrives is handed to its
 //! [`DatagramProtocol`]'s [`datagram_received`](DatagramProtocol::datagram_received)
-//! as a slice of the loop's shared read buffer (DESIGN.md D5), with the
+//! as a slice of the loop's shared read buffer (docs/design.md D5), with the
 //! sender's address. [`sendto`](DatagramTransport::sendto) sends at once
 //! when nothing is queued; when the socket's send buffer is full the
 //! datagram is copied into the transport's queue and sent, in order, when
-//! the socket becomes writable (DESIGN.md D6). Endpoints are created with
+//! the socket becomes writable (docs/design.md D6). Endpoints are created with
 //! [`LoopHandle::create_datagram_endpoint`](crate::LoopHandle::create_datagram_endpoint)
 //! (UDP) and
 //! [`LoopHandle::create_unix_datagram_endpoint`](crate::LoopHandle::create_unix_datagram_endpoint).
@@ -38,7 +38,7 @@
 //!   `connection_lost` last, exactly once, in a later iteration than the
 //!   `close`/`abort`/fatal error that caused it. Nothing after it.
 //! - Every method of the transport may be called from inside every
-//!   protocol method (DESIGN.md D2). A notification that a protocol's own
+//!   protocol method (docs/design.md D2). A notification that a protocol's own
 //!   call causes (`pause_writing` from a `sendto` inside
 //!   `datagram_received`, `error_received` from a failed send) is delivered
 //!   right after the running protocol method returns.
@@ -49,7 +49,7 @@
 //!   `EMSGSIZE`. A datagram whose send failed is dropped.
 //! - A panic in a protocol method is reported to the loop's exception
 //!   handler and is a fatal error of the transport: it is aborted, and
-//!   `connection_lost` gets the panic's message as an error (DESIGN.md D8).
+//!   `connection_lost` gets the panic's message as an error (docs/design.md D8).
 //! - Zero-length datagrams are legal; they are sent and received as empty
 //!   datagrams (CPython 3.13's behaviour).
 //! - Reading takes at most [`READ_BUDGET`] datagrams per readiness event,
@@ -118,9 +118,6 @@ struct Inner<A: DatagramAddr> {
     /// for a non-empty queue, `STARTED`, `READABLE`, `WRITE_BLOCKED`,
     /// `READ_SCHEDULED`, and the cell's own).
     cell: ProtocolCell<ProtocolSlot<A>>,
-    /// The protocol method running in a read batch, for reports of its
-    /// panic.
-    current: Cell<&'static str>,
     /// The default destination (asyncio's `_address`).
     address: Option<A>,
     /// Whether the socket is connected (asyncio's `peername` extra): sends
@@ -212,7 +209,6 @@ impl<A: DatagramAddr> DatagramTransport<A> {
             fd,
             key: Cell::new(None),
             cell: ProtocolCell::default(),
-            current: Cell::new("connection_made"),
             address,
             connected,
             local,
@@ -589,19 +585,23 @@ impl<A: DatagramAddr> Inner<A> {
         };
         let mut buf = self.lp.take_read_buffer();
         self.set_flag(BUSY, true);
-        let r = self.lp.catch_user(|| self.read_batch(&mut *p, &mut buf));
+        // The method running, for the report of its panic: a local, which
+        // no protocol call can change, so the common path never stores it.
+        let mut method = "datagram_received";
+        let r = self
+            .lp
+            .catch_user(|| self.read_batch(&mut *p, &mut buf, &mut method));
         self.set_flag(BUSY, false);
         self.lp.restore_read_buffer(buf);
         self.cell.put_back(p);
         if let Err(payload) = r {
-            self.cell.panicked(self, self.current.get(), payload);
+            self.cell.panicked(self, method, payload);
         }
         self.cell.after_call(self);
     }
 
     #[inline]
-    fn read_batch(&self, p: &mut dyn StoredProtocol<A>, buf: &mut [u8]) {
-        self.current.set("datagram_received");
+    fn read_batch(&self, p: &mut dyn StoredProtocol<A>, buf: &mut [u8], method: &mut &'static str) {
         for _ in 0..READ_BUDGET {
             // Closed (EBADF) only after connection_lost, which cannot run
             // inside the batch.
@@ -613,9 +613,9 @@ impl<A: DatagramAddr> Inner<A> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    self.current.set("error_received");
+                    *method = "error_received";
                     p.error_received(e);
-                    self.current.set("datagram_received");
+                    *method = "datagram_received";
                 }
             }
             // One test on the fast path for the four rare cases.
@@ -628,8 +628,8 @@ impl<A: DatagramAddr> Inner<A> {
                     return;
                 }
                 if self.has(HELD) {
-                    self.cell.deliver_held_to(p, &self.current);
-                    self.current.set("datagram_received");
+                    self.cell.deliver_held_to(p, method);
+                    *method = "datagram_received";
                 }
                 if self.has(CLOSING | PAUSED) {
                     return;
@@ -640,7 +640,7 @@ impl<A: DatagramAddr> Inner<A> {
     }
 
     /// Completes the empty waiter, if one waits. Its waker only queues the
-    /// task (DESIGN.md D9), so this is safe anywhere.
+    /// task (docs/design.md D9), so this is safe anywhere.
     fn complete_empty_waiter(&self, result: Result<(), Error>) {
         let waiter = self.empty_waiter.borrow_mut().take();
         if let Some(w) = waiter {

@@ -41,9 +41,14 @@ use crate::event_loop::LoopHandle;
 use crate::exception::{panic_message, ExceptionContext};
 
 // ----- the state bits, one meaning each -----
+//
+// The low byte holds what the datagram paths test together (`HAS_DATA`
+// with `CLOSING` on every `sendto`; `HELD`, `CLOSING`, `PAUSED`,
+// `REPLACED` after every datagram read), so each test is one instruction
+// on one byte.
 
 /// The protocol is out of its slot, running.
-pub(crate) const BUSY: u32 = 1;
+pub(crate) const BUSY: u32 = 1 << 8;
 /// `set_protocol` put a new protocol in while the old one ran.
 pub(crate) const REPLACED: u32 = 1 << 1;
 /// Work waits in the cell for the running call to return: a flow
@@ -63,9 +68,9 @@ pub(crate) const CLOSING: u32 = 1 << 6;
 /// `pause_reading`.
 pub(crate) const PAUSED: u32 = 1 << 7;
 /// The fd may have data: an edge came and no read has seen `WouldBlock`.
-pub(crate) const READABLE: u32 = 1 << 8;
+pub(crate) const READABLE: u32 = 1 << 9;
 /// The write buffer (or datagram queue) holds data.
-pub(crate) const HAS_DATA: u32 = 1 << 9;
+pub(crate) const HAS_DATA: u32 = 1;
 /// Stream: the peer sent EOF.
 pub(crate) const READ_EOF: u32 = 1 << 10;
 /// Stream: the peer hung up or the fd is in error, so a short read proves
@@ -380,45 +385,6 @@ impl<S: Slot> ProtocolCell<S> {
             if !self.flags.has(LOST_SCHEDULED | LOST_DONE) {
                 self.deliver_flow(host, pause);
             }
-        }
-    }
-
-    /// Delivers held-back notifications to `p`, a protocol the caller took
-    /// out of the slot for a batch of calls (the datagram read loop), under
-    /// the caller's `catch_unwind`. A held loss stays held: it is
-    /// delivered once `p` is back.
-    pub(crate) fn deliver_held_to<P: Notified + ?Sized>(
-        &self,
-        p: &mut P,
-        method: &mut &'static str,
-    ) {
-        if self.flags.has(LOST_SCHEDULED | LOST_DONE) {
-            return;
-        }
-        loop {
-            let errors = self.with_held(false, |h| std::mem::take(&mut h.errors));
-            let flow = self.held_flow.take();
-            if errors.is_empty() && flow.is_none() {
-                break;
-            }
-            for exc in errors {
-                *method = "error_received";
-                p.error_received(exc);
-            }
-            match flow {
-                Some(true) => {
-                    *method = "pause_writing";
-                    p.pause_writing();
-                }
-                Some(false) => {
-                    *method = "resume_writing";
-                    p.resume_writing();
-                }
-                None => {}
-            }
-        }
-        if !self.lost_held() {
-            self.flags.set(HELD, false);
         }
     }
 

@@ -129,6 +129,17 @@ struct Inner<A: DatagramAddr> {
     empty_waiter: RefCell<Option<Rc<WaiterState>>>,
 }
 
+/// Why a read batch ended, with what is left of the budget.
+enum BatchEnd {
+    /// The socket has no more datagrams (`WouldBlock`).
+    Drained,
+    /// The budget ran out, or something needs the protocol back in the
+    /// cell (held-back work, `set_protocol`, `close`, `pause_reading`).
+    Stopped(usize),
+    /// An OS error for `error_received`.
+    Error(io::Error, usize),
+}
+
 /// A datagram endpoint: asyncio's `_SelectorDatagramTransport`.
 ///
 /// A cheap handle (`Rc`), `!Send`; clones refer to the same transport.
@@ -573,70 +584,80 @@ impl<A: DatagramAddr> Inner<A> {
     }
 
     /// Reads up to [`READ_BUDGET`] datagrams. The protocol is taken out of
-    /// the cell once for the whole batch (D2 holds: nothing of ours is
-    /// borrowed while it runs), and what each call held back is delivered
-    /// before the next datagram.
+    /// the cell once per batch (D2 holds: nothing of ours is borrowed while
+    /// it runs); a batch stops at anything but a plain `datagram_received`
+    /// (an OS error for `error_received`, a held-back notification, a
+    /// replaced protocol, `close` or `pause_reading`), which is handled
+    /// with the protocol back in the cell, and the next batch goes on with
+    /// the rest of the budget.
     fn read_ready(&self) {
-        if self.cell.flags.get() & (STARTED | CLOSING | PAUSED) != STARTED {
-            return; // connection_made / resume_reading look at the flag
+        let mut budget = READ_BUDGET;
+        loop {
+            if self.cell.flags.get() & (STARTED | CLOSING | PAUSED) != STARTED {
+                return; // connection_made / resume_reading look at the flag
+            }
+            let Some(mut p) = self.cell.slot.take() else {
+                return;
+            };
+            let mut buf = self.lp.take_read_buffer();
+            self.set_flag(BUSY, true);
+            let r = self
+                .lp
+                .catch_user(|| self.read_batch(&mut *p, &mut buf, budget));
+            self.set_flag(BUSY, false);
+            self.lp.restore_read_buffer(buf);
+            self.cell.put_back(p);
+            let end = match r {
+                Ok(end) => end,
+                Err(payload) => {
+                    self.cell.panicked(self, "datagram_received", payload);
+                    return self.cell.after_call(self);
+                }
+            };
+            self.cell.after_call(self);
+            budget = match end {
+                BatchEnd::Drained => return,
+                BatchEnd::Stopped(left) => left,
+                BatchEnd::Error(e, left) => {
+                    self.cell
+                        .call(self, "error_received", |p| p.error_received(e));
+                    left
+                }
+            };
+            if budget == 0 {
+                return self.schedule_read();
+            }
         }
-        let Some(mut p) = self.cell.slot.take() else {
-            return;
-        };
-        let mut buf = self.lp.take_read_buffer();
-        self.set_flag(BUSY, true);
-        // The method running, for the report of its panic: a local, which
-        // no protocol call can change, so the common path never stores it.
-        let mut method = "datagram_received";
-        let r = self
-            .lp
-            .catch_user(|| self.read_batch(&mut *p, &mut buf, &mut method));
-        self.set_flag(BUSY, false);
-        self.lp.restore_read_buffer(buf);
-        self.cell.put_back(p);
-        if let Err(payload) = r {
-            self.cell.panicked(self, method, payload);
-        }
-        self.cell.after_call(self);
     }
 
+    /// One batch of [`read_ready`](Self::read_ready): at most `budget`
+    /// datagrams, each straight to `datagram_received`.
     #[inline]
-    fn read_batch(&self, p: &mut dyn StoredProtocol<A>, buf: &mut [u8], method: &mut &'static str) {
-        for _ in 0..READ_BUDGET {
+    fn read_batch(
+        &self,
+        p: &mut dyn StoredProtocol<A>,
+        buf: &mut [u8],
+        mut budget: usize,
+    ) -> BatchEnd {
+        while budget > 0 {
+            budget -= 1;
             // Closed (EBADF) only after connection_lost, which cannot run
             // inside the batch.
             match A::recv_from(&self.sock, buf) {
                 Ok((n, addr)) => p.datagram_received(&buf[..n], addr),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.set_flag(READABLE, false);
-                    return;
+                    return BatchEnd::Drained;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    *method = "error_received";
-                    p.error_received(e);
-                    *method = "datagram_received";
-                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => budget += 1,
+                Err(e) => return BatchEnd::Error(e, budget),
             }
-            // One test on the fast path for the four rare cases.
+            // One test on the fast path for the rare cases.
             if self.has(HELD | CLOSING | PAUSED | REPLACED) {
-                if self.has(REPLACED) {
-                    // `set_protocol`: `p` is done; the new protocol gets
-                    // the rest (and what was held back) from the next
-                    // read on.
-                    self.schedule_read();
-                    return;
-                }
-                if self.has(HELD) {
-                    self.cell.deliver_held_to(p, method);
-                    *method = "datagram_received";
-                }
-                if self.has(CLOSING | PAUSED) {
-                    return;
-                }
+                return BatchEnd::Stopped(budget);
             }
         }
-        self.schedule_read();
+        BatchEnd::Stopped(0)
     }
 
     /// Completes the empty waiter, if one waits. Its waker only queues the

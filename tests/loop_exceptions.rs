@@ -5,10 +5,13 @@
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
 use std::rc::Rc;
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use sloop::{EventLoop, Exception, ExceptionContext, LoopHandle};
+
+#[path = "support/logs.rs"]
+mod logs;
+use logs::{capture_logs, take_logs};
 
 /// Collects what the loop reports.
 fn capture(lp: &LoopHandle) -> Rc<RefCell<Vec<String>>> {
@@ -358,7 +361,7 @@ fn reports_about_a_task_name_it() {
 
 #[test]
 fn debug_mode_names_a_slow_task() {
-    init_logger();
+    capture_logs();
     let lp = EventLoop::builder()
         .debug(true)
         .slow_callback_duration(Duration::from_millis(5))
@@ -396,7 +399,7 @@ fn debug_mode_names_a_slow_task() {
 #[test]
 fn call_exception_handler_without_a_custom_handler_uses_the_default() {
     let lp = EventLoop::new().unwrap();
-    init_logger();
+    capture_logs();
     lp.call_exception_handler(
         ExceptionContext::new("custom report")
             .with_exception(Exception::Io(std::io::Error::other("disk on fire")))
@@ -414,7 +417,7 @@ fn call_exception_handler_without_a_custom_handler_uses_the_default() {
 
 #[test]
 fn debug_mode_logs_slow_callbacks_with_their_location() {
-    init_logger();
+    capture_logs();
     let lp = EventLoop::builder()
         .debug(true)
         .slow_callback_duration(Duration::from_millis(5))
@@ -443,36 +446,4 @@ fn debug_mode_logs_slow_callbacks_with_their_location() {
     lp.stop();
     lp.run_forever().unwrap();
     assert!(take_logs().iter().all(|l| !l.contains("Executing")));
-}
-
-// A logger that keeps lines per thread, so parallel tests don't mix.
-struct Capture;
-static LINES: OnceLock<Mutex<Vec<(std::thread::ThreadId, String)>>> = OnceLock::new();
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        let line = format!("{} {}", record.level(), record.args());
-        LINES
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap()
-            .push((std::thread::current().id(), line));
-    }
-    fn flush(&self) {}
-}
-
-fn init_logger() {
-    let _ = log::set_logger(&Capture);
-    log::set_max_level(log::LevelFilter::Debug);
-}
-
-fn take_logs() -> Vec<String> {
-    let me = std::thread::current().id();
-    let mut all = LINES.get_or_init(Default::default).lock().unwrap();
-    let (mine, rest): (Vec<_>, Vec<_>) = all.drain(..).partition(|(t, _)| *t == me);
-    *all = rest;
-    mine.into_iter().map(|(_, l)| l).collect()
 }

@@ -2,7 +2,7 @@
 //!
 //! Everything that touches the operating system fails with [`std::io::Error`];
 //! misuse of the loop or of a transport fails with an [`Error`] variant whose
-//! `Display` is asyncio's own message (DESIGN.md D7), so a user coming from
+//! `Display` is asyncio's own message (docs/design.md D7), so a user coming from
 //! asyncio recognises it. Each variant has one [`io::ErrorKind`]
 //! ([`Error::kind`]), and `Error` converts into an `io::Error` of that kind
 //! carrying the `Error` itself, so `?` works in functions that return

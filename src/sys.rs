@@ -1,4 +1,4 @@
-//! The only module allowed `unsafe` (DESIGN.md D11): system calls that the
+//! The only module allowed `unsafe` (docs/design.md D11): system calls that the
 //! safe wrappers make slower or cannot express. Each block says why it is
 //! sound.
 //!

@@ -1,5 +1,5 @@
 //! Panics in callbacks and tasks reach the exception handler and the loop
-//! runs on (DESIGN.md D8); the handler's own panics; debug mode's
+//! runs on (docs/design.md D8); the handler's own panics; debug mode's
 //! slow-callback log.
 
 mod support;
@@ -7,10 +7,10 @@ mod support;
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
 use std::rc::Rc;
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use sloop::{EventLoop, Exception, ExceptionContext, LoopHandle};
+use support::logs::{capture_logs, take_logs};
 use support::{connected, Echo};
 
 /// Collects what the loop reports.
@@ -361,7 +361,7 @@ fn reports_about_a_task_name_it() {
 
 #[test]
 fn debug_mode_names_a_slow_task() {
-    init_logger();
+    capture_logs();
     let lp = EventLoop::builder()
         .debug(true)
         .slow_callback_duration(Duration::from_millis(5))
@@ -399,7 +399,7 @@ fn debug_mode_names_a_slow_task() {
 #[test]
 fn call_exception_handler_without_a_custom_handler_uses_the_default() {
     let lp = EventLoop::new().unwrap();
-    init_logger();
+    capture_logs();
     let (t, _peer) = connected(&lp, Echo::default());
     let fd = t.as_raw_fd().unwrap();
     lp.call_exception_handler(
@@ -422,7 +422,7 @@ fn call_exception_handler_without_a_custom_handler_uses_the_default() {
 
 #[test]
 fn debug_mode_logs_slow_callbacks_with_their_location() {
-    init_logger();
+    capture_logs();
     let lp = EventLoop::builder()
         .debug(true)
         .slow_callback_duration(Duration::from_millis(5))
@@ -451,36 +451,4 @@ fn debug_mode_logs_slow_callbacks_with_their_location() {
     lp.stop();
     lp.run_forever().unwrap();
     assert!(take_logs().iter().all(|l| !l.contains("Executing")));
-}
-
-// A logger that keeps lines per thread, so parallel tests don't mix.
-struct Capture;
-static LINES: OnceLock<Mutex<Vec<(std::thread::ThreadId, String)>>> = OnceLock::new();
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        let line = format!("{} {}", record.level(), record.args());
-        LINES
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap()
-            .push((std::thread::current().id(), line));
-    }
-    fn flush(&self) {}
-}
-
-fn init_logger() {
-    let _ = log::set_logger(&Capture);
-    log::set_max_level(log::LevelFilter::Debug);
-}
-
-fn take_logs() -> Vec<String> {
-    let me = std::thread::current().id();
-    let mut all = LINES.get_or_init(Default::default).lock().unwrap();
-    let (mine, rest): (Vec<_>, Vec<_>) = all.drain(..).partition(|(t, _)| *t == me);
-    *all = rest;
-    mine.into_iter().map(|(_, l)| l).collect()
 }

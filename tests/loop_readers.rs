@@ -1,5 +1,5 @@
 //! add_reader / add_writer on raw fds: level-triggered meaning on mio's
-//! edge-triggered poll (DESIGN.md D3), replace, remove, and after close.
+//! edge-triggered poll (docs/design.md D3), replace, remove, and after close.
 
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};

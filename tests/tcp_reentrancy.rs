@@ -1,5 +1,5 @@
 //! Every transport method from inside the transport's own callbacks
-//! (DESIGN.md D2, reliability R19), and switching protocols mid-stream,
+//! (docs/design.md D2, reliability R19), and switching protocols mid-stream,
 //! also between `Protocol` and `BufferedProtocol`.
 
 mod support;

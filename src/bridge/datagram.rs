@@ -1,5 +1,5 @@
 //! [`DatagramSocket`]: a datagram transport as a `Stream` of received
-//! datagrams and a `Sink` of datagrams to send (DESIGN.md D10).
+//! datagrams and a `Sink` of datagrams to send (docs/design.md D10).
 //!
 //! As for [`TransportStream`](crate::TransportStream), the bridge is just
 //! another protocol: [`DatagramSocketProtocol`] queues what the transport
@@ -178,7 +178,7 @@ impl<A: DatagramAddr> Shared<A> {
 }
 
 /// Takes the waker out of its slot, then wakes it (no borrow is held while
-/// it runs; our wakers only queue the task anyway, DESIGN.md D9).
+/// it runs; our wakers only queue the task anyway, docs/design.md D9).
 fn wake(slot: &RefCell<Option<Waker>>) {
     let waker = slot.borrow_mut().take();
     if let Some(w) = waker {

@@ -1,7 +1,7 @@
 //! The async/await side: futures that ride on the loop.
 //!
 //! Every type here is a protocol (or a timer callback) under the hood: the
-//! bridge never touches a socket itself (DESIGN.md D10). [`stream`] and
+//! bridge never touches a socket itself (docs/design.md D10). [`stream`] and
 //! [`datagram`] turn transports into `AsyncRead`/`AsyncWrite` and
 //! `Stream`/`Sink`; [`time`] has `sleep`, `timeout` and `interval`; [`rt`]
 //! has the `Send` timer and executor that runtime-agnostic crates (hyper)

@@ -1,5 +1,5 @@
 //! [`TransportStream`]: a stream transport as `AsyncRead` + `AsyncWrite` +
-//! `AsyncBufRead` (DESIGN.md D10).
+//! `AsyncBufRead` (docs/design.md D10).
 //!
 //! The bridge is just another protocol: [`TransportStream::new`] installs
 //! asyncio's `StreamReaderProtocol` on the transport (a crate-private
@@ -84,7 +84,7 @@ pub const MAX_WRITE: usize = 256 * 1024;
 /// # Cancel safety
 ///
 /// Every future on a stream or its halves may be dropped at any poll
-/// (DESIGN.md D15):
+/// (docs/design.md D15):
 ///
 /// - reading (`read`, `fill_buf`, `read_exact` between its reads): bytes
 ///   leave the stream only in the poll that returns them, so a dropped

@@ -8,7 +8,7 @@
 //! captured is freed even while the handle waits in the heap (asyncio's
 //! `Handle.cancel` does the same).
 //!
-//! Callbacks are taken out of the handle before they run (DESIGN.md D2), so a
+//! Callbacks are taken out of the handle before they run (docs/design.md D2), so a
 //! callback may cancel its own handle, or schedule anything, while it runs.
 //! A reader's or writer's callback goes back into its handle after the call,
 //! also when it panicked (asyncio keeps a reader whose callback raised), and

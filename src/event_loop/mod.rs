@@ -2,7 +2,7 @@
 //!
 //! [`EventLoop`] owns the loop and closes it when dropped; [`LoopHandle`] is
 //! the cheap, clonable, `!Send` handle that callbacks, transports and tasks
-//! hold (DESIGN.md D1). Every method of `LoopHandle` may be called from
+//! hold (docs/design.md D1). Every method of `LoopHandle` may be called from
 //! inside any callback (D2): no borrow of the loop's state is held while
 //! user code runs.
 //!
@@ -755,7 +755,7 @@ impl LoopHandle {
         let _ = self.call_soon(callback);
     }
 
-    /// Takes the loop's shared read buffer (DESIGN.md D5); give it back
+    /// Takes the loop's shared read buffer (docs/design.md D5); give it back
     /// with [`restore_read_buffer`](LoopHandle::restore_read_buffer). Taken
     /// out rather than borrowed, so nothing is borrowed while a protocol
     /// runs.

@@ -1,6 +1,6 @@
 //! [`Remote`]: the one handle to a loop that other threads may hold.
 //!
-//! Everything else about a loop is `!Send` (DESIGN.md D1). What crosses
+//! Everything else about a loop is `!Send` (docs/design.md D1). What crosses
 //! threads goes through [`Shared`]: a mutex-protected inbox of callbacks and
 //! woken task keys, and the `mio::Waker` that interrupts the loop's poll
 //! (asyncio's self-pipe). The loop drains the inbox once per iteration.

@@ -9,7 +9,7 @@
 //! The mio token of an entry is its slab key with a generation number in the
 //! high 32 bits ([`IoKey`]). An fd closed and a new one opened in the same
 //! iteration can get the same slab slot, and an event fetched for the old fd
-//! must not reach the new one: the generation tells them apart (DESIGN.md D4).
+//! must not reach the new one: the generation tells them apart (docs/design.md D4).
 //! The generation's top bit says whether the entry is a source, so that an
 //! event's target is known from its token alone ([`EventTarget`]); the slab
 //! is looked up (and the generation checked) once, when the event runs.
@@ -18,7 +18,7 @@
 //! keep their own readiness flags and drain until `WouldBlock` (or requeue
 //! themselves when a read budget runs out). Raw callbacks cannot be trusted to
 //! drain, so after each one the loop re-arms the registration, which makes
-//! epoll report a still-ready fd again (DESIGN.md D3). A reader or writer
+//! epoll report a still-ready fd again (docs/design.md D3). A reader or writer
 //! whose [`Handle`] was cancelled is not re-armed: the event that finds it
 //! cancelled removes it, as asyncio's `_process_events` does (D15), so a
 //! still-ready fd cannot keep the loop spinning.
@@ -157,7 +157,7 @@ pub(crate) trait IoSource {
     }
     /// The loop closed with this source still registered: release the
     /// protocol and the fd now, since no callback will ever run again
-    /// (this breaks the transport <-> protocol `Rc` cycle; DESIGN.md D1).
+    /// (this breaks the transport <-> protocol `Rc` cycle; docs/design.md D1).
     fn loop_closed(&self) {}
 }
 
@@ -384,7 +384,7 @@ impl Selector {
     }
 
     /// Re-arms a raw registration after an event for it was handled, so
-    /// that an fd its callback did not drain is reported again (DESIGN.md
+    /// that an fd its callback did not drain is reported again (docs/design.md
     /// D3). A cancelled reader or writer is removed instead, never re-armed
     /// (asyncio's `_process_events` calls `_remove_reader` for it; D15), and
     /// the fd is unregistered once neither is left. Whatever cancelled the

@@ -1,4 +1,4 @@
-//! Tasks: futures driven by the loop (DESIGN.md D9). They are the
+//! Tasks: futures driven by the loop (docs/design.md D9). They are the
 //! scheduler's own data (D14), so they live in the loop's module and reach
 //! its state directly.
 //!

@@ -14,7 +14,7 @@
 //! `resume_writing` strictly alternate and stop after `connection_lost`.
 //!
 //! Every method of the transport may be called from inside every callback
-//! (DESIGN.md D2): the protocol is taken out of the transport while it runs.
+//! (docs/design.md D2): the protocol is taken out of the transport while it runs.
 //! A `pause_writing`/`resume_writing` that a protocol's own call triggers is
 //! delivered right after the current callback returns (D6).
 //!
@@ -32,7 +32,7 @@ pub(crate) mod stream_reader;
 pub use datagram::DatagramProtocol;
 
 /// A stream protocol that receives data as `&[u8]` slices of the loop's
-/// shared read buffer (DESIGN.md D5).
+/// shared read buffer (docs/design.md D5).
 ///
 /// ```
 /// use sloop::{Protocol, Transport};

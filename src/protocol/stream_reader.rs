@@ -2,7 +2,7 @@
 //! [`TransportStream`](crate::TransportStream), and the state it shares with
 //! the stream's two halves (received bytes, wakers, flags).
 //!
-//! It lives below the transport (DESIGN.md D14): the socket transport keeps
+//! It lives below the transport (docs/design.md D14): the socket transport keeps
 //! it as a concrete protocol kind for static dispatch, and the bridge builds
 //! its stream on [`StreamState`]; nothing here knows the bridge.
 //!

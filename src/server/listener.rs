@@ -30,12 +30,13 @@ use std::time::Duration;
 
 use socket2::{SockAddr, Socket};
 
-use super::{ServerInner, ServerLink};
+use super::ServerInner;
 use crate::error::Error;
 use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness, TimerHandle};
 use crate::exception::{panic_message, Exception, ExceptionContext};
 use crate::net::SocketFile;
 use crate::transport::socket::{Kind, SocketTransport};
+use crate::transport::ConnectionGuard;
 
 /// asyncio's `ACCEPT_RETRY_DELAY`: how long accepting stops after running
 /// out of file descriptors or memory.
@@ -190,7 +191,7 @@ impl Listener {
                 return;
             }
             if server.at_cap() {
-                return; // resumed by ServerLink::drop
+                return; // resumed by connection_gone
             }
             match self.accept() {
                 Ok((sock, kind)) => server.new_connection(sock, kind),
@@ -335,11 +336,8 @@ impl ServerInner {
             }
         };
         let slot = self.clients.borrow_mut().insert(Weak::new());
-        let link = ServerLink {
-            server: self.clone(),
-            slot,
-        };
-        match SocketTransport::create(&self.lp, sock, kind, protocol, Some(Box::new(link))) {
+        let guard = ConnectionGuard::new(self.clone(), slot);
+        match SocketTransport::create(&self.lp, sock, kind, protocol, Some(guard)) {
             Ok((rc, _started)) => {
                 if let Some(w) = self.clients.borrow_mut().get_mut(slot) {
                     *w = Rc::downgrade(&rc);

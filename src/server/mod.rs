@@ -52,7 +52,7 @@ use crate::error::Error;
 use crate::event_loop::LoopHandle;
 use crate::protocol::AnyProtocol;
 use crate::transport::socket::SocketTransport;
-use crate::transport::Transport;
+use crate::transport::{ConnectionOwner, Transport};
 use listener::Listener;
 
 /// Makes the protocol of each accepted connection.
@@ -76,17 +76,12 @@ pub(crate) struct ServerInner {
     waiters: RefCell<Slab<Option<Waker>>>,
 }
 
-/// A transport's membership of its server (asyncio's `_attach`/`_detach`):
-/// dropping it detaches.
-pub(crate) struct ServerLink {
-    server: Rc<ServerInner>,
-    slot: usize,
-}
-
-impl Drop for ServerLink {
-    fn drop(&mut self) {
-        let s = &self.server;
-        s.clients.borrow_mut().try_remove(self.slot);
+/// A connection's end detaches it from its server (asyncio's `_detach`):
+/// the transport drops its `ConnectionGuard` at loss.
+impl ConnectionOwner for ServerInner {
+    fn connection_gone(&self, slot: usize) {
+        let s = self;
+        s.clients.borrow_mut().try_remove(slot);
         if s.closed.get() {
             if s.clients.borrow().is_empty() {
                 s.wake_waiters();

@@ -1,6 +1,6 @@
 //! The protocol cell: how every transport holds, calls and notifies its
 //! protocol. Socket and datagram transports use it today; TLS, pipe and
-//! subprocess transports are to use it too (DESIGN.md D14), so the rules
+//! subprocess transports are to use it too (docs/design.md D14), so the rules
 //! below exist once:
 //!
 //! - **Taken out while it runs** (D2). A protocol method runs with the
@@ -32,7 +32,7 @@
 //! listed once, below.
 
 use std::any::Any;
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -41,9 +41,14 @@ use crate::event_loop::LoopHandle;
 use crate::exception::{panic_message, ExceptionContext, TransportInfo};
 
 // ----- the state bits, one meaning each -----
+//
+// The low byte holds what the datagram paths test together (`HAS_DATA`
+// with `CLOSING` on every `sendto`; `HELD`, `CLOSING`, `PAUSED`,
+// `REPLACED` after every datagram read), so each test is one instruction
+// on one byte.
 
 /// The protocol is out of its slot, running.
-pub(crate) const BUSY: u32 = 1;
+pub(crate) const BUSY: u32 = 1 << 8;
 /// `set_protocol` put a new protocol in while the old one ran.
 pub(crate) const REPLACED: u32 = 1 << 1;
 /// Work waits in the cell for the running call to return: a flow
@@ -63,9 +68,9 @@ pub(crate) const CLOSING: u32 = 1 << 6;
 /// `pause_reading`.
 pub(crate) const PAUSED: u32 = 1 << 7;
 /// The fd may have data: an edge came and no read has seen `WouldBlock`.
-pub(crate) const READABLE: u32 = 1 << 8;
+pub(crate) const READABLE: u32 = 1 << 9;
 /// The write buffer (or datagram queue) holds data.
-pub(crate) const HAS_DATA: u32 = 1 << 9;
+pub(crate) const HAS_DATA: u32 = 1;
 /// Stream: the peer sent EOF.
 pub(crate) const READ_EOF: u32 = 1 << 10;
 /// Stream: the peer hung up or the fd is in error, so a short read proves
@@ -177,6 +182,15 @@ pub(crate) trait Host {
     fn after_lost(&self);
 }
 
+/// What a cell holds back besides a flow notification.
+#[derive(Default)]
+struct Held {
+    /// OS errors for `error_received`, in order.
+    errors: Vec<io::Error>,
+    /// `connection_lost`'s argument, held while the protocol ran.
+    lost: Option<Option<io::Error>>,
+}
+
 /// A transport's protocol and state: see the [module docs](self).
 #[derive(Default)]
 pub(crate) struct ProtocolCell<S> {
@@ -185,10 +199,9 @@ pub(crate) struct ProtocolCell<S> {
     pub(crate) slot: S,
     /// A pause (`true`) or resume (`false`) held back.
     held_flow: Cell<Option<bool>>,
-    /// OS errors held back for `error_received`, in order.
-    held_errors: RefCell<Vec<io::Error>>,
-    /// `connection_lost`'s argument, held back while the protocol ran.
-    held_lost: RefCell<Option<Option<io::Error>>>,
+    /// Errors and the loss held back: rare, so boxed (an idle transport
+    /// keeps one empty word).
+    held: Cell<Option<Box<Held>>>,
     /// Writes refused since the loss, for the warning threshold.
     refused_writes: Cell<u32>,
 }
@@ -247,7 +260,7 @@ impl<S: Slot> ProtocolCell<S> {
         if self.flags.replace(REPLACED, false) {
             return; // the new protocol is in the slot; the old one goes
         }
-        if self.held_lost.borrow().is_some() {
+        if self.lost_held() {
             // Lost while it ran: it still gets connection_lost.
             drop(self.slot.replace(p));
         }
@@ -257,13 +270,38 @@ impl<S: Slot> ProtocolCell<S> {
     /// running finishes its call first. Ignored once the loss was
     /// delivered.
     pub(crate) fn replace(&self, p: S::Protocol) {
-        if self.flags.has(LOST_DONE) && self.held_lost.borrow().is_none() {
+        if self.flags.has(LOST_DONE) && !self.lost_held() {
             return;
         }
         if self.flags.has(BUSY) {
             self.flags.set(REPLACED, true);
         }
         drop(self.slot.replace(p));
+    }
+
+    /// Runs `f` on the held-back state, made when first needed (`fill`)
+    /// and released when empty again. With nothing held and `fill` false,
+    /// `f` sees an empty state that is not kept (no allocation).
+    fn with_held<R>(&self, fill: bool, f: impl FnOnce(&mut Held) -> R) -> R {
+        let Some(mut held) = self.held.take() else {
+            if !fill {
+                return f(&mut Held::default());
+            }
+            let mut held = Box::<Held>::default();
+            let r = f(&mut held);
+            self.held.set(Some(held));
+            return r;
+        };
+        let r = f(&mut held);
+        if !held.errors.is_empty() || held.lost.is_some() {
+            self.held.set(Some(held));
+        }
+        r
+    }
+
+    /// Whether `connection_lost` waits for the running protocol.
+    fn lost_held(&self) -> bool {
+        self.with_held(false, |h| h.lost.is_some())
     }
 
     /// Whether a notification must wait: the protocol is running, or
@@ -309,7 +347,7 @@ impl<S: Slot> ProtocolCell<S> {
             return;
         }
         if self.must_hold() {
-            self.held_errors.borrow_mut().push(exc);
+            self.with_held(true, |h| h.errors.push(exc));
             self.flags.set(HELD, true);
             return;
         }
@@ -332,7 +370,7 @@ impl<S: Slot> ProtocolCell<S> {
             return; // still not deliverable: a later call will
         }
         self.flags.set(HELD, false);
-        let lost = self.held_lost.borrow_mut().take();
+        let lost = self.with_held(false, |h| h.lost.take());
         if let Some(exc) = lost {
             return self.deliver_lost(host, exc);
         }
@@ -340,7 +378,7 @@ impl<S: Slot> ProtocolCell<S> {
             self.drop_held();
             return;
         }
-        let errors = std::mem::take(&mut *self.held_errors.borrow_mut());
+        let errors = self.with_held(false, |h| std::mem::take(&mut h.errors));
         for exc in errors {
             self.call(host, "error_received", |p| p.error_received(exc));
         }
@@ -351,48 +389,9 @@ impl<S: Slot> ProtocolCell<S> {
         }
     }
 
-    /// Delivers held-back notifications to `p`, a protocol the caller took
-    /// out of the slot for a batch of calls (the datagram read loop), under
-    /// the caller's `catch_unwind`. A held loss stays held: it is
-    /// delivered once `p` is back.
-    pub(crate) fn deliver_held_to<P: Notified + ?Sized>(
-        &self,
-        p: &mut P,
-        method: &Cell<&'static str>,
-    ) {
-        if self.flags.has(LOST_SCHEDULED | LOST_DONE) {
-            return;
-        }
-        loop {
-            let errors = std::mem::take(&mut *self.held_errors.borrow_mut());
-            let flow = self.held_flow.take();
-            if errors.is_empty() && flow.is_none() {
-                break;
-            }
-            for exc in errors {
-                method.set("error_received");
-                p.error_received(exc);
-            }
-            match flow {
-                Some(true) => {
-                    method.set("pause_writing");
-                    p.pause_writing();
-                }
-                Some(false) => {
-                    method.set("resume_writing");
-                    p.resume_writing();
-                }
-                None => {}
-            }
-        }
-        if self.held_lost.borrow().is_none() {
-            self.flags.set(HELD, false);
-        }
-    }
-
     fn drop_held(&self) {
         self.held_flow.set(None);
-        let errors = std::mem::take(&mut *self.held_errors.borrow_mut());
+        let errors = self.with_held(false, |h| std::mem::take(&mut h.errors));
         drop(errors);
     }
 
@@ -415,7 +414,7 @@ impl<S: Slot> ProtocolCell<S> {
         self.drop_held();
         if self.flags.has(BUSY) {
             // We got here from inside the protocol: deliver once it returns.
-            *self.held_lost.borrow_mut() = Some(exc);
+            self.with_held(true, |h| h.lost = Some(exc));
             self.flags.set(HELD, true);
         } else {
             self.deliver_lost(host, exc);
@@ -439,7 +438,7 @@ impl<S: Slot> ProtocolCell<S> {
     pub(crate) fn loop_closed(&self) -> Option<S::Protocol> {
         self.flags.set(LOST_SCHEDULED | LOST_DONE | CLOSING, true);
         self.drop_held();
-        self.held_lost.borrow_mut().take();
+        drop(self.held.take());
         self.slot.take()
     }
 

@@ -1,7 +1,7 @@
 //! Write flow control: asyncio's `_FlowControlMixin`.
 //!
 //! A transport's write buffer may grow without bound, since `write` never
-//! blocks (DESIGN.md D6); flow control tells the protocol when to stop
+//! blocks (docs/design.md D6); flow control tells the protocol when to stop
 //! producing. Above the high-water mark the protocol gets `pause_writing`;
 //! once the buffer drains to the low-water mark or below, `resume_writing`.
 //! The two strictly alternate.

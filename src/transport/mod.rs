@@ -6,7 +6,7 @@
 //! stream, the `socket` submodule), called directly so that `write`, the
 //! call of every echo, inlines; what a transport does is the crate-internal
 //! `TransportImpl` trait, which a TLS transport is to implement as well
-//! (DESIGN.md D12). Every transport, stream or datagram, holds its protocol
+//! (docs/design.md D12). Every transport, stream or datagram, holds its protocol
 //! in one protocol cell (the `cell` module), which owns the rules of
 //! calling it (D2, D6, D8, D14).
 
@@ -34,14 +34,36 @@ use crate::exception::TransportInfo;
 use crate::protocol::stream_reader::StreamReaderProtocol;
 use crate::protocol::{AnyProtocol, IntoProtocol};
 
-/// What a transport holds for its owner and drops when the connection is
-/// lost: a server's count of its connections, for example. Opaque here, so
-/// that the transport knows nothing of who owns it (D14).
-pub(crate) type ConnectionGuard = Box<dyn std::any::Any>;
+/// Who holds a transport's connection besides its handles (a server
+/// counting its connections): told once, when the connection is lost. The
+/// transport knows nothing else of it (D14).
+pub(crate) trait ConnectionOwner {
+    /// The connection the owner knows as `slot` is gone.
+    fn connection_gone(&self, slot: usize);
+}
+
+/// A transport's membership of its owner; the transport drops it when the
+/// connection is lost, which tells the owner.
+pub(crate) struct ConnectionGuard {
+    owner: Rc<dyn ConnectionOwner>,
+    slot: usize,
+}
+
+impl ConnectionGuard {
+    pub(crate) fn new(owner: Rc<dyn ConnectionOwner>, slot: usize) -> ConnectionGuard {
+        ConnectionGuard { owner, slot }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.owner.connection_gone(self.slot);
+    }
+}
 
 /// What a stream transport does; [`Transport`] calls it. Crate-internal:
 /// the socket transport implements it, and a TLS transport is to implement
-/// it too and stand behind the same handle (DESIGN.md D12).
+/// it too and stand behind the same handle (docs/design.md D12).
 pub(crate) trait TransportImpl {
     fn write(&self, data: &[u8]) -> Result<(), Error>;
     fn writelines(&self, bufs: &[&[u8]]) -> Result<(), Error>;
@@ -79,7 +101,7 @@ pub(crate) trait TransportImpl {
 ///
 /// - Cheap to clone (`Rc`), `!Send`: use it on the loop's thread.
 /// - Every method may be called from inside any protocol callback,
-///   including this transport's own (DESIGN.md D2).
+///   including this transport's own (docs/design.md D2).
 /// - [`write`](Transport::write) never blocks: it sends at once what the
 ///   kernel takes and buffers the rest. Above the high-water mark the
 ///   protocol gets `pause_writing`; at or below the low-water mark,
@@ -90,7 +112,7 @@ pub(crate) trait TransportImpl {
 ///   once, in a later loop iteration, and is the protocol's last call.
 /// - A `pause_writing` that a protocol's own `write` triggers (inside one
 ///   of its callbacks) arrives right after that callback returns, not in
-///   the middle of it (DESIGN.md D6). A protocol that writes in a loop
+///   the middle of it (docs/design.md D6). A protocol that writes in a loop
 ///   inside a callback should check [`write_buffer_size`](Transport::write_buffer_size)
 ///   against the high-water mark, or produce from a scheduled callback.
 /// - After `close`, `abort` or a lost connection, writes are refused with

@@ -4,11 +4,11 @@
 //! A [`DatagramTransport`] owns a non-blocking datagram socket registered
 //! with the loop. Each datagram that arrives is handed to its
 //! [`DatagramProtocol`]'s [`datagram_received`](DatagramProtocol::datagram_received)
-//! as a slice of the loop's shared read buffer (DESIGN.md D5), with the
+//! as a slice of the loop's shared read buffer (docs/design.md D5), with the
 //! sender's address. [`sendto`](DatagramTransport::sendto) sends at once
 //! when nothing is queued; when the socket's send buffer is full the
 //! datagram is copied into the transport's queue and sent, in order, when
-//! the socket becomes writable (DESIGN.md D6). Endpoints are created with
+//! the socket becomes writable (docs/design.md D6). Endpoints are created with
 //! [`LoopHandle::create_datagram_endpoint`](crate::LoopHandle::create_datagram_endpoint)
 //! (UDP) and
 //! [`LoopHandle::create_unix_datagram_endpoint`](crate::LoopHandle::create_unix_datagram_endpoint).
@@ -38,7 +38,7 @@
 //!   `connection_lost` last, exactly once, in a later iteration than the
 //!   `close`/`abort`/fatal error that caused it. Nothing after it.
 //! - Every method of the transport may be called from inside every
-//!   protocol method (DESIGN.md D2). A notification that a protocol's own
+//!   protocol method (docs/design.md D2). A notification that a protocol's own
 //!   call causes (`pause_writing` from a `sendto` inside
 //!   `datagram_received`, `error_received` from a failed send) is delivered
 //!   right after the running protocol method returns.
@@ -49,7 +49,7 @@
 //!   `EMSGSIZE`. A datagram whose send failed is dropped.
 //! - A panic in a protocol method is reported to the loop's exception
 //!   handler and is a fatal error of the transport: it is aborted, and
-//!   `connection_lost` gets the panic's message as an error (DESIGN.md D8).
+//!   `connection_lost` gets the panic's message as an error (docs/design.md D8).
 //! - Zero-length datagrams are legal; they are sent and received as empty
 //!   datagrams (CPython 3.13's behaviour).
 //! - Reading takes at most [`READ_BUDGET`] datagrams per readiness event,
@@ -118,9 +118,6 @@ struct Inner<A: DatagramAddr> {
     /// for a non-empty queue, `STARTED`, `READABLE`, `WRITE_BLOCKED`,
     /// `READ_SCHEDULED`, and the cell's own).
     cell: ProtocolCell<ProtocolSlot<A>>,
-    /// The protocol method running in a read batch, for reports of its
-    /// panic.
-    current: Cell<&'static str>,
     /// The default destination (asyncio's `_address`).
     address: Option<A>,
     /// Whether the socket is connected (asyncio's `peername` extra): sends
@@ -130,6 +127,17 @@ struct Inner<A: DatagramAddr> {
     write: RefCell<WriteState<A>>,
     /// The waiter of [`DatagramTransport::empty_waiter`], while one waits.
     empty_waiter: RefCell<Option<Rc<WaiterState>>>,
+}
+
+/// Why a read batch ended, with what is left of the budget.
+enum BatchEnd {
+    /// The socket has no more datagrams (`WouldBlock`).
+    Drained,
+    /// The budget ran out, or something needs the protocol back in the
+    /// cell (held-back work, `set_protocol`, `close`, `pause_reading`).
+    Stopped(usize),
+    /// An OS error for `error_received`.
+    Error(io::Error, usize),
 }
 
 /// A datagram endpoint: asyncio's `_SelectorDatagramTransport`.
@@ -219,7 +227,6 @@ impl<A: DatagramAddr> DatagramTransport<A> {
             fd,
             key: Cell::new(None),
             cell: ProtocolCell::default(),
-            current: Cell::new("connection_made"),
             address,
             connected,
             local,
@@ -602,70 +609,84 @@ impl<A: DatagramAddr> Inner<A> {
     }
 
     /// Reads up to [`READ_BUDGET`] datagrams. The protocol is taken out of
-    /// the cell once for the whole batch (D2 holds: nothing of ours is
-    /// borrowed while it runs), and what each call held back is delivered
-    /// before the next datagram.
+    /// the cell once per batch (D2 holds: nothing of ours is borrowed while
+    /// it runs); a batch stops at anything but a plain `datagram_received`
+    /// (an OS error for `error_received`, a held-back notification, a
+    /// replaced protocol, `close` or `pause_reading`), which is handled
+    /// with the protocol back in the cell, and the next batch goes on with
+    /// the rest of the budget.
     fn read_ready(&self) {
-        if self.cell.flags.get() & (STARTED | CLOSING | PAUSED) != STARTED {
-            return; // connection_made / resume_reading look at the flag
+        let mut budget = READ_BUDGET;
+        loop {
+            if self.cell.flags.get() & (STARTED | CLOSING | PAUSED) != STARTED {
+                return; // connection_made / resume_reading look at the flag
+            }
+            let Some(mut p) = self.cell.slot.take() else {
+                return;
+            };
+            let mut buf = self.lp.take_read_buffer();
+            self.set_flag(BUSY, true);
+            let r = self
+                .lp
+                .catch_user(|| self.read_batch(&mut *p, &mut buf, budget));
+            self.set_flag(BUSY, false);
+            self.lp.restore_read_buffer(buf);
+            self.cell.put_back(p);
+            let end = match r {
+                Ok(end) => end,
+                Err(payload) => {
+                    self.cell.panicked(self, "datagram_received", payload);
+                    return self.cell.after_call(self);
+                }
+            };
+            self.cell.after_call(self);
+            budget = match end {
+                BatchEnd::Drained => return,
+                BatchEnd::Stopped(left) => left,
+                BatchEnd::Error(e, left) => {
+                    self.cell
+                        .call(self, "error_received", |p| p.error_received(e));
+                    left
+                }
+            };
+            if budget == 0 {
+                return self.schedule_read();
+            }
         }
-        let Some(mut p) = self.cell.slot.take() else {
-            return;
-        };
-        let mut buf = self.lp.take_read_buffer();
-        self.set_flag(BUSY, true);
-        let r = self.lp.catch_user(|| self.read_batch(&mut *p, &mut buf));
-        self.set_flag(BUSY, false);
-        self.lp.restore_read_buffer(buf);
-        self.cell.put_back(p);
-        if let Err(payload) = r {
-            self.cell.panicked(self, self.current.get(), payload);
-        }
-        self.cell.after_call(self);
     }
 
+    /// One batch of [`read_ready`](Self::read_ready): at most `budget`
+    /// datagrams, each straight to `datagram_received`.
     #[inline]
-    fn read_batch(&self, p: &mut dyn StoredProtocol<A>, buf: &mut [u8]) {
-        self.current.set("datagram_received");
-        for _ in 0..READ_BUDGET {
+    fn read_batch(
+        &self,
+        p: &mut dyn StoredProtocol<A>,
+        buf: &mut [u8],
+        mut budget: usize,
+    ) -> BatchEnd {
+        while budget > 0 {
+            budget -= 1;
             // Closed (EBADF) only after connection_lost, which cannot run
             // inside the batch.
             match A::recv_from(&self.sock, buf) {
                 Ok((n, addr)) => p.datagram_received(&buf[..n], addr),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.set_flag(READABLE, false);
-                    return;
+                    return BatchEnd::Drained;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.current.set("error_received");
-                    p.error_received(e);
-                    self.current.set("datagram_received");
-                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => budget += 1,
+                Err(e) => return BatchEnd::Error(e, budget),
             }
-            // One test on the fast path for the four rare cases.
+            // One test on the fast path for the rare cases.
             if self.has(HELD | CLOSING | PAUSED | REPLACED) {
-                if self.has(REPLACED) {
-                    // `set_protocol`: `p` is done; the new protocol gets
-                    // the rest (and what was held back) from the next
-                    // read on.
-                    self.schedule_read();
-                    return;
-                }
-                if self.has(HELD) {
-                    self.cell.deliver_held_to(p, &self.current);
-                    self.current.set("datagram_received");
-                }
-                if self.has(CLOSING | PAUSED) {
-                    return;
-                }
+                return BatchEnd::Stopped(budget);
             }
         }
-        self.schedule_read();
+        BatchEnd::Stopped(0)
     }
 
     /// Completes the empty waiter, if one waits. Its waker only queues the
-    /// task (DESIGN.md D9), so this is safe anywhere.
+    /// task (docs/design.md D9), so this is safe anywhere.
     fn complete_empty_waiter(&self, result: Result<(), Error>) {
         let waiter = self.empty_waiter.borrow_mut().take();
         if let Some(w) = waiter {

@@ -42,8 +42,18 @@ impl<A: DatagramAddr> Inner<A> {
             return self.sendto_closing_or_queued(data, addr);
         }
         // Nothing queued: send now.
-        let r = A::send_to(&self.sock, data, a);
-        if self.sent(r) {
+        match A::send_to(&self.sock, data, a) {
+            Ok(_) => Ok(()),
+            Err(e) => self.sendto_failed(e, data, addr),
+        }
+    }
+
+    /// The immediate send failed: queue the datagram if the socket was
+    /// full, else report the error (see [`sent`](Self::sent)).
+    #[cold]
+    #[inline(never)]
+    fn sendto_failed(&self, e: io::Error, data: &[u8], addr: Option<A>) -> Result<(), Error> {
+        if self.send_failed(e) {
             self.enqueue(data, addr);
         }
         Ok(())

@@ -4,7 +4,7 @@
 //! # How it runs
 //!
 //! The socket is registered once, for reading and writing, edge-triggered
-//! (DESIGN.md D3). The transport keeps a `READABLE` flag: an event sets it,
+//! (docs/design.md D3). The transport keeps a `READABLE` flag: an event sets it,
 //! and a `recv` that returns `WouldBlock`, or a short read with no hang-up
 //! reported, clears it. Each readiness does one `recv` (the [`read`]
 //! paths): into the loop's shared read buffer (D5) for a `Protocol`,

@@ -143,9 +143,10 @@
 //! | `loop.add_reader`, `remove_reader`, `add_writer`, `remove_writer` | the same names on [`LoopHandle`] |
 //! | `loop.sock_recv`, `sock_recv_into`, `sock_recvfrom`, `sock_sendall`, `sock_sendto`, `sock_connect`, `sock_accept` | the same names on [`LoopHandle`] (see [`sock`]) |
 //! | `loop.create_task`, `Task.cancel` | [`LoopHandle::spawn_local`], [`Task::cancel`] |
+//! | `create_task(name=)`, `Task.get_name`, `set_name` | [`LoopHandle::spawn_local_named`], [`Task::name`], [`Task::set_name`] |
 //! | `asyncio.get_running_loop()` | [`get_running_loop`] |
 //! | `asyncio.sleep`, `wait_for` | [`sleep`], [`timeout`] |
-//! | `loop.set_exception_handler`, `call_exception_handler` | the same names on [`LoopHandle`], with [`ExceptionContext`] |
+//! | `loop.set_exception_handler`, `get_exception_handler`, `call_exception_handler` | [`LoopHandle::set_exception_handler`], [`LoopHandle::exception_handler`], [`LoopHandle::call_exception_handler`], with [`ExceptionContext`] |
 //! | `loop.set_debug`, `slow_callback_duration` | [`LoopHandle::set_debug`], [`LoopHandle::set_slow_callback_duration`] |
 //! | `asyncio.Protocol`, `BufferedProtocol` | [`Protocol`], [`BufferedProtocol`] (wrapped in [`Buffered`] where a protocol is expected) |
 //! | `_SelectorSocketTransport` (TCP and Unix) | [`Transport`] |
@@ -158,6 +159,7 @@
 //! | `Server.close`, `wait_closed`, `is_serving`, `start_serving`, `serve_forever`; `sockets` | the same names on [`Server`]; [`Server::with_sockets`] |
 //! | `loop.create_connection`, `create_unix_connection`, `connect_accepted_socket` | [`LoopHandle::create_connection`], [`LoopHandle::create_unix_connection`], [`LoopHandle::connect_accepted_socket`] |
 //! | `DatagramProtocol`, `_SelectorDatagramTransport` | [`DatagramProtocol`], [`DatagramTransport`] |
+//! | datagram `transport.set_protocol`, `get_protocol` | [`DatagramTransport::set_protocol`], [`DatagramTransport::with_protocol`] |
 //! | `asyncio.open_connection`, `start_server` (`StreamReader`/`StreamWriter`) | [`LoopHandle::open_connection`], [`LoopHandle::start_server`] → [`TransportStream`] |
 //!
 //! # Design

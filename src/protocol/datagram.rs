@@ -11,7 +11,7 @@ use crate::transport::datagram::{DatagramAddr, DatagramTransport};
 /// The callbacks of a datagram endpoint: asyncio's `DatagramProtocol`.
 ///
 /// `A` is the address type: [`SocketAddr`] (UDP, the default) or
-/// [`UnixAddr`]. Every method but `datagram_received` has an empty default.
+/// [`UnixAddr`](crate::UnixAddr). Every method but `datagram_received` has an empty default.
 /// See the [datagram transport's docs](crate::transport::datagram) for the
 /// order of the calls.
 ///

@@ -37,7 +37,7 @@
 //!     let server = h.create_server(|| Echo(None), "127.0.0.1:0").await?;
 //!     let port = server.local_addrs()[0].port();
 //!     // The client side is a stream: the other style.
-//!     let mut client = h.open_connection("127.0.0.1", port).await?;
+//!     let mut client = h.open_connection(("127.0.0.1", port)).await?;
 //!     client.write_all(b"ping").await?;
 //!     client.close().await?; // EOF: the echo server closes in turn
 //!     let mut reply = Vec::new();
@@ -155,6 +155,7 @@ pub use event_loop::{
 };
 pub use event_loop::{Task, TaskError};
 pub use exception::{Exception, ExceptionContext};
+pub use net::{Addrs, ToAddrs};
 pub use protocol::{AnyProtocol, Buffered, BufferedProtocol, IntoProtocol, Protocol};
 pub use server::{ServeForever, Server, ServerBuilder, WaitClosed};
 pub use transport::datagram::{DatagramAddr, DatagramProtocol, DatagramTransport, UnixAddr};

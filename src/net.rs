@@ -411,6 +411,11 @@ impl Addrs {
 
 /// Runs `f` on a new thread and completes with its result, without
 /// blocking the loop meanwhile (the thread's answer wakes the task).
+///
+/// The poll that starts the thread always returns `Pending`, however fast
+/// the thread is: a name is never resolved within one poll, so there is
+/// always a point, between that poll and the next, where the future can be
+/// dropped mid-resolution (and the tests of D15 drop it there).
 async fn off_loop<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
@@ -420,6 +425,15 @@ async fn off_loop<T: Send + 'static>(
         .spawn(move || {
             let _ = tx.send(f());
         })?;
+    let mut yielded = false;
+    futures::future::poll_fn(|cx| {
+        if std::mem::replace(&mut yielded, true) {
+            return std::task::Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
     rx.await
         .map_err(|_| io::Error::other("the resolver thread died"))?
 }
@@ -681,4 +695,188 @@ pub(crate) fn bind_unix(
         return Err(e);
     }
     Ok((s, Some(file)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::ErrorKind;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+    use futures::FutureExt;
+
+    use super::{Addrs, Port, Repr, SockKind, ToAddrs, Use};
+
+    fn ready(addrs: &[&str]) -> Addrs {
+        Addrs(Repr::Ready(
+            addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        ))
+    }
+
+    fn name(host: &str, port: Port) -> Addrs {
+        Addrs(Repr::Name {
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    /// The error's message, checking it is `InvalidInput`.
+    fn invalid(r: std::io::Result<Addrs>) -> String {
+        let e = r.expect_err("malformed");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn numeric_forms_are_ready_at_once() {
+        let v4: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let v6: SocketAddr = "[::1]:80".parse().unwrap();
+        let one = ready(&["127.0.0.1:80"]);
+        assert_eq!("127.0.0.1:80".to_addrs().unwrap(), one);
+        assert_eq!(String::from("127.0.0.1:80").to_addrs().unwrap(), one);
+        assert_eq!(("127.0.0.1", 80).to_addrs().unwrap(), one);
+        assert_eq!((String::from("127.0.0.1"), 80).to_addrs().unwrap(), one);
+        assert_eq!(("127.0.0.1", "80").to_addrs().unwrap(), one);
+        assert_eq!(
+            (IpAddr::V4(Ipv4Addr::LOCALHOST), 80).to_addrs().unwrap(),
+            one
+        );
+        assert_eq!((Ipv4Addr::LOCALHOST, 80).to_addrs().unwrap(), one);
+        assert_eq!(v4.to_addrs().unwrap(), one);
+        assert_eq!(
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, 80)
+                .to_addrs()
+                .unwrap(),
+            one
+        );
+        assert_eq!((&&v4).to_addrs().unwrap(), one, "through references");
+        let six = ready(&["[::1]:80"]);
+        assert_eq!("[::1]:80".to_addrs().unwrap(), six);
+        assert_eq!(("::1", 80).to_addrs().unwrap(), six);
+        assert_eq!((Ipv6Addr::LOCALHOST, 80).to_addrs().unwrap(), six);
+        assert_eq!(
+            SocketAddrV6::new(Ipv6Addr::LOCALHOST, 80, 0, 0)
+                .to_addrs()
+                .unwrap(),
+            six
+        );
+        let both = ready(&["127.0.0.1:80", "[::1]:80"]);
+        assert_eq!([v4, v6].to_addrs().unwrap(), both);
+        assert_eq!(vec![v4, v6].to_addrs().unwrap(), both);
+        assert_eq!([v4, v6][..].to_addrs().unwrap(), both);
+        assert_eq!(both.to_string(), "[127.0.0.1:80, [::1]:80]");
+    }
+
+    #[test]
+    fn names_services_and_every_interface_wait_for_resolution() {
+        let http = || Port::Service("http".into());
+        assert_eq!(
+            "localhost:8080".to_addrs().unwrap(),
+            name("localhost", Port::Number(8080))
+        );
+        assert_eq!(
+            "localhost:http".to_addrs().unwrap(),
+            name("localhost", http())
+        );
+        assert_eq!(
+            ("localhost", "http").to_addrs().unwrap(),
+            name("localhost", http())
+        );
+        // A numeric host with a service name still needs the lookup.
+        assert_eq!("[::1]:http".to_addrs().unwrap(), name("::1", http()));
+        assert_eq!("[::1]:http".to_addrs().unwrap().to_string(), "[::1]:http");
+        // Every interface (where bound): an empty host or `*`.
+        assert_eq!(":8080".to_addrs().unwrap(), name("", Port::Number(8080)));
+        assert_eq!("*:8080".to_addrs().unwrap(), name("*", Port::Number(8080)));
+        assert_eq!(("", 8080).to_addrs().unwrap(), name("", Port::Number(8080)));
+        // An IPv6 zone by interface name is for the resolver.
+        assert_eq!(
+            "[fe80::1%lo]:80".to_addrs().unwrap(),
+            name("fe80::1%lo", Port::Number(80))
+        );
+    }
+
+    #[test]
+    fn malformed_addresses_are_invalid_input_quoting_them() {
+        let m = invalid("localhost".to_addrs());
+        assert_eq!(
+            m,
+            "invalid socket address 'localhost': expected \"host:port\""
+        );
+        let m = invalid("localhost:".to_addrs());
+        assert_eq!(m, "invalid socket address 'localhost:': missing port");
+        let m = invalid("localhost:65536".to_addrs());
+        assert!(m.ends_with("port out of range (0 to 65535)"), "{m}");
+        let m = invalid("::1:80".to_addrs());
+        assert!(m.contains("needs brackets"), "{m}");
+        let m = invalid("[::1:80".to_addrs());
+        assert!(m.contains("'[' without ']'"), "{m}");
+        let m = invalid("[::1]80".to_addrs());
+        assert!(m.contains("expected \"[host]:port\""), "{m}");
+        let m = invalid("localhost:-1".to_addrs());
+        assert!(
+            m.ends_with("the port must be a number or a service name"),
+            "{m}"
+        );
+        let m = invalid("localhost:ht tp".to_addrs());
+        assert!(
+            m.ends_with("the port must be a number or a service name"),
+            "{m}"
+        );
+        let m = invalid(("localhost", "").to_addrs());
+        assert_eq!(
+            m,
+            "invalid socket address (\"localhost\", \"\"): missing port"
+        );
+        let m = invalid(Vec::<SocketAddr>::new().to_addrs());
+        assert_eq!(m, "invalid socket address []: no address in the list");
+    }
+
+    /// Polls `fut` once, with no loop and no waker to speak of.
+    fn now<F: std::future::Future>(fut: F) -> Option<F::Output> {
+        fut.now_or_never()
+    }
+
+    #[test]
+    fn the_resolver_runs_on_another_thread() {
+        let here = std::thread::current().id();
+        let there =
+            futures::executor::block_on(super::off_loop(|| Ok(std::thread::current().id())));
+        assert_ne!(there.unwrap(), here);
+    }
+
+    #[test]
+    fn numeric_addresses_resolve_in_the_first_poll() {
+        let got = now("127.0.0.1:80"
+            .to_addrs()
+            .unwrap()
+            .resolve(SockKind::Stream, Use::Connect));
+        assert_eq!(got.unwrap().unwrap(), ["127.0.0.1:80".parse().unwrap()]);
+        // Every interface with a port number: both unspecified addresses.
+        let got = now(":80"
+            .to_addrs()
+            .unwrap()
+            .resolve(SockKind::Stream, Use::Bind));
+        let want: Vec<SocketAddr> = vec!["0.0.0.0:80".parse().unwrap(), "[::]:80".parse().unwrap()];
+        assert_eq!(got.unwrap().unwrap(), want);
+        // A name goes to the resolver thread: never ready at the first poll.
+        let fut = "localhost:80"
+            .to_addrs()
+            .unwrap()
+            .resolve(SockKind::Stream, Use::Connect);
+        let mut fut = Box::pin(fut);
+        assert!(now(fut.as_mut()).is_none(), "a name waits for the thread");
+        let addrs = futures::executor::block_on(fut).unwrap();
+        assert!(
+            addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 80),
+            "{addrs:?}"
+        );
+        // So does a service name, looked up for the socket's kind.
+        let udp = "127.0.0.1:domain".to_addrs().unwrap();
+        let addrs = futures::executor::block_on(udp.resolve(SockKind::Datagram, Use::Connect));
+        assert_eq!(addrs.unwrap(), ["127.0.0.1:53".parse().unwrap()]);
+        let bad = "127.0.0.1:no-such-service".to_addrs().unwrap();
+        let e =
+            futures::executor::block_on(bad.resolve(SockKind::Stream, Use::Connect)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    }
 }

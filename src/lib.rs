@@ -83,6 +83,25 @@
 //! # Ok::<(), sloop::Error>(())
 //! ```
 //!
+//! ## Addresses and builders
+//!
+//! Every constructor that takes an internet address takes it as one
+//! [`ToAddrs`] value, as std's `TcpStream::connect` does: `"host:port"`,
+//! `("host", port)`, `"host:service"`, a [`SocketAddr`](std::net::SocketAddr)
+//! or a list of them. Unix paths have their own `_unix` constructors.
+//!
+//! asyncio's `create_server`, `create_connection` and
+//! `create_datagram_endpoint` are coroutines with many keyword arguments.
+//! Here they return builders ([`ServerBuilder`], [`Connect`],
+//! [`DatagramEndpointBuilder`]): the options chain as methods, the ones
+//! left out keep asyncio's defaults, and the builder is
+//! [`IntoFuture`](std::future::IntoFuture), so `.await` (or
+//! [`run_until_complete`](LoopHandle::run_until_complete)) creates the
+//! server, connection or endpoint. Nothing happens before. The future
+//! resolves names (and service names) on a short-lived thread, because the
+//! system resolver blocks and the loop must not; numeric addresses are used
+//! at once. [`create_server`](LoopHandle::create_server) has an example.
+//!
 //! # asyncio → sloop
 //!
 //! | asyncio | sloop |
@@ -110,6 +129,8 @@
 //! | `Server.close`, `wait_closed`, `is_serving`, `start_serving`, `sockets` | the same names on [`Server`] |
 //! | `loop.create_connection`, `create_unix_connection`, `connect_accepted_socket` | [`LoopHandle::create_connection`], [`LoopHandle::create_unix_connection`], [`LoopHandle::connect_accepted_socket`] |
 //! | `DatagramProtocol`, `_SelectorDatagramTransport` | [`DatagramProtocol`], [`DatagramTransport`] |
+//! | `loop.create_datagram_endpoint` | [`LoopHandle::create_datagram_endpoint`], [`LoopHandle::create_unix_datagram_endpoint`] |
+//! | `host`/`port` arguments, `loop.getaddrinfo` in the executor | one [`ToAddrs`] argument, resolved off the loop thread by the future |
 //! | `asyncio.open_connection`, `start_server` (`StreamReader`/`StreamWriter`) | [`LoopHandle::open_connection`], [`LoopHandle::start_server`] → [`TransportStream`] |
 //!
 //! # Design

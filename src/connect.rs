@@ -33,9 +33,8 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::datagram_endpoint::Family;
-use crate::event_loop::LoopHandle;
-use crate::net::{self, Addrs, SockKind, ToAddrs, Use};
+use crate::event_loop::{LoopHandle, TimerHandle};
+use crate::net::{self, Addrs, Family, SockKind, ToAddrs, Use};
 use crate::protocol::{AnyProtocol, IntoProtocol, Protocol};
 use crate::transport::socket::{Kind, SocketTransport};
 use crate::transport::{EmptyWaiter, Transport};
@@ -71,32 +70,54 @@ fn interleave(addrs: Vec<SocketAddr>, first_count: usize) -> Vec<SocketAddr> {
     out
 }
 
+/// A one-shot signal between a loop callback and the future waiting for
+/// it: the callback fires it, the future sees it at its next poll.
+#[derive(Default)]
+struct Signal {
+    fired: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Signal {
+    /// Marks it fired and wakes the waiting task (the waker taken out
+    /// first: nothing is borrowed while it runs).
+    fn fire(&self) {
+        self.fired.set(true);
+        let waker = self.waker.borrow_mut().take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Whether it fired; if not, `cx`'s waker is kept for [`fire`](Signal::fire).
+    fn poll(&self, cx: &Context<'_>) -> bool {
+        if self.fired.get() {
+            return true;
+        }
+        *self.waker.borrow_mut() = Some(cx.waker().clone());
+        false
+    }
+}
+
 /// Waits until `fd` is writable (a non-blocking connect finished), using
 /// the loop's `add_writer`.
 struct Writable {
     lp: LoopHandle,
     fd: i32,
-    state: Rc<(Cell<bool>, RefCell<Option<Waker>>)>,
+    signal: Rc<Signal>,
     registered: bool,
 }
 
 impl Future for Writable {
     type Output = io::Result<()>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.state.0.get() {
+        if self.signal.poll(cx) {
             return Poll::Ready(Ok(()));
         }
-        *self.state.1.borrow_mut() = Some(cx.waker().clone());
         if !self.registered {
-            let st = self.state.clone();
+            let signal = self.signal.clone();
             let fd = self.fd;
-            let r = self.lp.add_writer(&fd, move || {
-                st.0.set(true);
-                if let Some(w) = st.1.borrow_mut().take() {
-                    w.wake();
-                }
-            });
-            if let Err(e) = r {
+            if let Err(e) = self.lp.add_writer(&fd, move || signal.fire()) {
                 return Poll::Ready(Err(e.into()));
             }
             self.registered = true;
@@ -109,6 +130,54 @@ impl Drop for Writable {
     fn drop(&mut self) {
         if self.registered {
             let _ = self.lp.remove_writer(&self.fd);
+        }
+    }
+}
+
+/// Completes once `delay` has passed, on the loop's timer heap: the Happy
+/// Eyeballs stagger. (The bridge's `sleep` is a layer above this module,
+/// D14.) Dropping it cancels the timer.
+struct Delay {
+    lp: LoopHandle,
+    delay: Duration,
+    signal: Rc<Signal>,
+    timer: Option<TimerHandle>,
+}
+
+impl Delay {
+    fn new(lp: &LoopHandle, delay: Duration) -> Delay {
+        Delay {
+            lp: lp.clone(),
+            delay,
+            signal: Rc::default(),
+            timer: None,
+        }
+    }
+}
+
+impl Future for Delay {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.signal.poll(cx) {
+            return Poll::Ready(());
+        }
+        if self.timer.is_none() {
+            let signal = self.signal.clone();
+            match self.lp.call_later(self.delay, move || signal.fire()) {
+                Ok(t) => self.timer = Some(t),
+                // A closed loop: nothing will ever fire; do not stall the
+                // attempts waiting on it.
+                Err(_) => return Poll::Ready(()),
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Delay {
+    fn drop(&mut self) {
+        if let Some(t) = &self.timer {
+            t.cancel();
         }
     }
 }
@@ -131,7 +200,7 @@ async fn connect_one(lp: &LoopHandle, addr: SockAddr, local: &[SocketAddr]) -> i
     Writable {
         lp: lp.clone(),
         fd: sock.as_raw_fd(),
-        state: Rc::new((Cell::new(false), RefCell::new(None))),
+        signal: Rc::default(),
         registered: false,
     }
     .await?;
@@ -514,7 +583,7 @@ async fn staggered(
         }
         // Wait for a result, or the delay to start the next attempt; a
         // failure starts the next one at once.
-        let timer = crate::sleep(delay);
+        let timer = Delay::new(lp, delay);
         match futures::future::select(pending.next(), timer).await {
             futures::future::Either::Left((Some(Ok(s)), _)) => return Ok(s),
             futures::future::Either::Left((Some(Err(e)), _)) => errors.push(e),
@@ -605,8 +674,31 @@ impl LoopHandle {
 #[cfg(test)]
 mod tests {
     use std::io::{Error, ErrorKind};
+    use std::time::Duration;
 
-    use super::{combine, ConnectErrors};
+    use futures::FutureExt;
+
+    use super::{combine, ConnectErrors, Delay};
+    use crate::EventLoop;
+
+    #[test]
+    fn a_delay_dropped_at_each_point_leaves_no_timer_armed() {
+        // D15: unpolled, it arms nothing; polled, its timer is armed and
+        // dropping it cancels that timer; run out, it completes.
+        let lp = EventLoop::new().unwrap();
+        let h = lp.handle();
+        let unpolled = Delay::new(&h, Duration::from_secs(60));
+        assert!(unpolled.timer.is_none());
+        drop(unpolled);
+        let mut armed = Delay::new(&h, Duration::from_secs(60));
+        assert!((&mut armed).now_or_never().is_none());
+        let timer = armed.timer.clone().expect("armed by the first poll");
+        assert!(!timer.cancelled());
+        drop(armed);
+        assert!(timer.cancelled(), "dropping it cancels its timer");
+        lp.run_until_complete(Delay::new(&h, Duration::from_millis(1)))
+            .unwrap();
+    }
 
     fn refused() -> Error {
         Error::from(ErrorKind::ConnectionRefused)

@@ -34,35 +34,9 @@ use futures::future::LocalBoxFuture;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::event_loop::LoopHandle;
+pub use crate::net::Family;
 use crate::net::{Addrs, SockKind, ToAddrs, Use};
 use crate::transport::datagram::{DatagramProtocol, DatagramTransport, UnixAddr};
-
-/// An address family: of a UDP endpoint created without addresses, or the
-/// one to keep of the addresses a name resolves to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    /// IPv4 (`AF_INET`).
-    V4,
-    /// IPv6 (`AF_INET6`).
-    V6,
-}
-
-impl Family {
-    fn of(addr: &SocketAddr) -> Family {
-        if addr.is_ipv4() {
-            Family::V4
-        } else {
-            Family::V6
-        }
-    }
-
-    fn domain(self) -> Domain {
-        match self {
-            Family::V4 => Domain::IPV4,
-            Family::V6 => Domain::IPV6,
-        }
-    }
-}
 
 fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg.into())

@@ -168,7 +168,7 @@ pub use bridge::datagram::{DatagramRecvHalf, DatagramSendHalf, DatagramSocket};
 pub use bridge::stream::{ReadHalf, StreamParts, TransportStream, WriteHalf};
 pub use bridge::time::{interval, sleep, sleep_until, timeout, Elapsed, Interval, Sleep, Timeout};
 pub use connect::{Connect, ConnectErrors};
-pub use datagram_endpoint::{DatagramEndpointBuilder, Family, UnixDatagramEndpointBuilder};
+pub use datagram_endpoint::{DatagramEndpointBuilder, UnixDatagramEndpointBuilder};
 pub use error::{Error, Result};
 pub use event_loop::{
     get_running_loop, Builder, EventLoop, ExceptionHandler, Handle, LoopHandle, Remote, RemoteTask,
@@ -176,7 +176,7 @@ pub use event_loop::{
 };
 pub use event_loop::{Task, TaskError};
 pub use exception::{Exception, ExceptionContext};
-pub use net::{Addrs, ToAddrs};
+pub use net::{Addrs, Family, ToAddrs};
 pub use protocol::{AnyProtocol, Buffered, BufferedProtocol, IntoProtocol, Protocol};
 pub use server::{ServeForever, Server, ServerBuilder, WaitClosed};
 pub use transport::datagram::{DatagramAddr, DatagramProtocol, DatagramTransport, UnixAddr};

@@ -15,7 +15,34 @@ use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::datagram_endpoint::Family;
+/// An address family: the one to keep of the addresses a name resolves to
+/// (asyncio's `family=`), or of a UDP endpoint created without addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4 (`AF_INET`).
+    V4,
+    /// IPv6 (`AF_INET6`).
+    V6,
+}
+
+impl Family {
+    /// The family of `addr`.
+    pub(crate) fn of(addr: &SocketAddr) -> Family {
+        if addr.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+
+    /// The socket domain of the family.
+    pub(crate) fn domain(self) -> Domain {
+        match self {
+            Family::V4 => Domain::IPV4,
+            Family::V6 => Domain::IPV6,
+        }
+    }
+}
 
 /// Internet socket addresses as every constructor of the crate takes them:
 /// [`create_server`](crate::LoopHandle::create_server),

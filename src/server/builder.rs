@@ -21,9 +21,8 @@ use socket2::{Domain, Socket, Type};
 
 use super::listener::Listener;
 use super::{Factory, Server, ServerInner};
-use crate::datagram_endpoint::Family;
 use crate::event_loop::LoopHandle;
-use crate::net::{self, Addrs, ListenOptions, SocketFile, ToAddrs};
+use crate::net::{self, Addrs, Family, ListenOptions, SocketFile, ToAddrs};
 use crate::protocol::IntoProtocol;
 use crate::transport::socket::Kind;
 

@@ -123,7 +123,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?;
         let addr = server.local_addrs()[0];
         println!("  [server] listening on {addr}");
-        let mut client = handle.open_connection("127.0.0.1", addr.port()).await?;
+        let mut client = handle.open_connection(("127.0.0.1", addr.port())).await?;
         for line in ["hello", "asyncio semantics", "in Rust"] {
             client.write_all(format!("{line}\n").as_bytes()).await?;
             let mut reply = String::new();
@@ -142,8 +142,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("== UDP ==");
     let handle = lp.handle();
     lp.run_until_complete(async move {
-        let mut a = DatagramSocket::bind(&handle, "127.0.0.1:0".parse().unwrap())?;
-        let mut b = DatagramSocket::bind(&handle, "127.0.0.1:0".parse().unwrap())?;
+        let mut a = DatagramSocket::bind(&handle, "127.0.0.1:0").await?;
+        let mut b = DatagramSocket::bind(&handle, "127.0.0.1:0").await?;
         let b_addr = b.local_addr().expect("bound");
         a.send_to(b"ping", b_addr).await?;
         let (data, from) = b.recv_from().await?;

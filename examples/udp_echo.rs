@@ -21,7 +21,7 @@
 
 use std::net::SocketAddr;
 
-use sloop::{DatagramProtocol, DatagramTransport, EventLoop, Protocol, Transport};
+use sloop::{Addrs, DatagramProtocol, DatagramTransport, EventLoop, Protocol, ToAddrs, Transport};
 
 /// The default backlog of the `--with-tcp` listener.
 const BACKLOG: u32 = 1024;
@@ -75,24 +75,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ => addr = arg,
         }
     }
-    let mut addr: SocketAddr = addr.parse()?;
+    // Any address form will do ("localhost:8888" too); parse it now so a
+    // typo fails before anything is bound.
+    let mut addr: Addrs = addr.to_addrs()?;
     let lp = EventLoop::new()?;
     // The TCP listener binds first: given port 0, the kernel then picks a
     // port that is free for TCP, where connections and TIME_WAIT keep many
     // ports taken, and the UDP socket takes the same number.
     let _tcp = if with_tcp {
-        let server = lp.create_server(TcpEcho::default, &addr.to_string());
-        let server = lp.run_until_complete(server.backlog(backlog))??;
-        addr = server.local_addrs()[0];
+        let server = lp.create_server(TcpEcho::default, &addr).backlog(backlog);
+        let server = lp.run_until_complete(server)??;
+        addr = server.local_addrs()[0].to_addrs()?;
         Some(server)
     } else {
         None
     };
-    let transport = lp
+    let endpoint = lp
         .create_datagram_endpoint(|| Echo { transport: None })
-        .local_addr(addr)
-        .start()?;
-    let bound = transport.local_addr().unwrap_or(addr);
+        .local_addr(&addr);
+    let transport = lp.run_until_complete(endpoint)??;
+    let bound = transport.local_addr().ok_or("no local address")?;
     println!("listening on {bound}");
     lp.run_forever()?;
     Ok(())

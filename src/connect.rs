@@ -1,6 +1,8 @@
 //! Opening connections: asyncio's `create_connection` (with Happy
 //! Eyeballs), `create_unix_connection` and `connect_accepted_socket`.
 //!
+//! Every function takes its address as a [`ToAddrs`] and returns a
+//! [`Connect`] builder: options chain on it, and awaiting it connects.
 //! Host names are resolved on a short-lived thread (the system resolver
 //! blocks); numeric addresses skip it. Each resolved address is tried in
 //! turn, or, with a Happy Eyeballs delay, attempts are staggered: a new one
@@ -16,7 +18,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -26,13 +28,13 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use futures::future::LocalBoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::datagram_endpoint::Family;
-use crate::event_loop::LoopHandle;
-use crate::net;
+use crate::event_loop::{LoopHandle, TimerHandle};
+use crate::net::{self, Addrs, Family, SockKind, ToAddrs, Use};
 use crate::protocol::{AnyProtocol, IntoProtocol, Protocol};
 use crate::transport::socket::{Kind, SocketTransport};
 use crate::transport::{EmptyWaiter, Transport};
@@ -68,32 +70,54 @@ fn interleave(addrs: Vec<SocketAddr>, first_count: usize) -> Vec<SocketAddr> {
     out
 }
 
+/// A one-shot signal between a loop callback and the future waiting for
+/// it: the callback fires it, the future sees it at its next poll.
+#[derive(Default)]
+struct Signal {
+    fired: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Signal {
+    /// Marks it fired and wakes the waiting task (the waker taken out
+    /// first: nothing is borrowed while it runs).
+    fn fire(&self) {
+        self.fired.set(true);
+        let waker = self.waker.borrow_mut().take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Whether it fired; if not, `cx`'s waker is kept for [`fire`](Signal::fire).
+    fn poll(&self, cx: &Context<'_>) -> bool {
+        if self.fired.get() {
+            return true;
+        }
+        *self.waker.borrow_mut() = Some(cx.waker().clone());
+        false
+    }
+}
+
 /// Waits until `fd` is writable (a non-blocking connect finished), using
 /// the loop's `add_writer`.
 struct Writable {
     lp: LoopHandle,
     fd: i32,
-    state: Rc<(Cell<bool>, RefCell<Option<Waker>>)>,
+    signal: Rc<Signal>,
     registered: bool,
 }
 
 impl Future for Writable {
     type Output = io::Result<()>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.state.0.get() {
+        if self.signal.poll(cx) {
             return Poll::Ready(Ok(()));
         }
-        *self.state.1.borrow_mut() = Some(cx.waker().clone());
         if !self.registered {
-            let st = self.state.clone();
+            let signal = self.signal.clone();
             let fd = self.fd;
-            let r = self.lp.add_writer(&fd, move || {
-                st.0.set(true);
-                if let Some(w) = st.1.borrow_mut().take() {
-                    w.wake();
-                }
-            });
-            if let Err(e) = r {
+            if let Err(e) = self.lp.add_writer(&fd, move || signal.fire()) {
                 return Poll::Ready(Err(e.into()));
             }
             self.registered = true;
@@ -106,6 +130,54 @@ impl Drop for Writable {
     fn drop(&mut self) {
         if self.registered {
             let _ = self.lp.remove_writer(&self.fd);
+        }
+    }
+}
+
+/// Completes once `delay` has passed, on the loop's timer heap: the Happy
+/// Eyeballs stagger. (The bridge's `sleep` is a layer above this module,
+/// D14.) Dropping it cancels the timer.
+struct Delay {
+    lp: LoopHandle,
+    delay: Duration,
+    signal: Rc<Signal>,
+    timer: Option<TimerHandle>,
+}
+
+impl Delay {
+    fn new(lp: &LoopHandle, delay: Duration) -> Delay {
+        Delay {
+            lp: lp.clone(),
+            delay,
+            signal: Rc::default(),
+            timer: None,
+        }
+    }
+}
+
+impl Future for Delay {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.signal.poll(cx) {
+            return Poll::Ready(());
+        }
+        if self.timer.is_none() {
+            let signal = self.signal.clone();
+            match self.lp.call_later(self.delay, move || signal.fire()) {
+                Ok(t) => self.timer = Some(t),
+                // A closed loop: nothing will ever fire; do not stall the
+                // attempts waiting on it.
+                Err(_) => return Poll::Ready(()),
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Delay {
+    fn drop(&mut self) {
+        if let Some(t) = &self.timer {
+            t.cancel();
         }
     }
 }
@@ -128,7 +200,7 @@ async fn connect_one(lp: &LoopHandle, addr: SockAddr, local: &[SocketAddr]) -> i
     Writable {
         lp: lp.clone(),
         fd: sock.as_raw_fd(),
-        state: Rc::new((Cell::new(false), RefCell::new(None))),
+        signal: Rc::default(),
         registered: false,
     }
     .await?;
@@ -158,7 +230,7 @@ async fn connect_one(lp: &LoopHandle, addr: SockAddr, local: &[SocketAddr]) -> i
 /// let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
 /// let lp = EventLoop::new()?;
 /// let err = lp
-///     .run_until_complete(lp.create_connection(|| Nothing, "127.0.0.1", port).all_errors(true))?
+///     .run_until_complete(lp.create_connection(|| Nothing, ("127.0.0.1", port)).all_errors(true))?
 ///     .unwrap_err();
 /// assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
 /// let all = ConnectErrors::of(&err).expect("all_errors gives the group");
@@ -287,35 +359,56 @@ struct Unclaimed;
 impl Protocol for Unclaimed {}
 
 enum Target {
-    Host(String, u16),
+    /// Addresses to resolve, or the error that parsing them gave.
+    Host(io::Result<Addrs>),
     Unix(PathBuf),
     Sock(Socket),
 }
 
-/// Options for a connection; a future that opens it. Made by
+/// Options for a connection, then `.await` to open it. Made by
 /// [`LoopHandle::create_connection`], [`LoopHandle::create_unix_connection`]
-/// and [`LoopHandle::connect_accepted_socket`].
+/// and [`LoopHandle::connect_accepted_socket`], which give a
+/// [`Transport`], and by [`open_connection`](LoopHandle::open_connection)
+/// and [`open_unix_connection`](LoopHandle::open_unix_connection), which
+/// give a [`TransportStream`](crate::TransportStream) (`T`).
+///
+/// It is [`IntoFuture`], as [`ServerBuilder`](crate::ServerBuilder) is:
+/// chain the options, then await it. Nothing happens until then; the
+/// future resolves the address (off the loop thread for a name, see
+/// [`ToAddrs`]), connects, and completes after the protocol's
+/// `connection_made` ran.
 ///
 /// # Cancel safety
 ///
-/// Dropping it before it completes closes any socket it opened, and
-/// closes (aborts) the transport if one was made: the protocol then gets
-/// no callback, or, if its `connection_made` already ran, `connection_lost`.
-pub struct Connect {
+/// Dropping the future before it completes closes any socket it opened,
+/// and closes (aborts) the transport if one was made: the protocol then
+/// gets no callback, or, if its `connection_made` already ran,
+/// `connection_lost`. A resolution still running on its thread is left to
+/// finish, its answer unread.
+#[must_use = "a connection is opened by awaiting its builder"]
+pub struct Connect<T = Transport> {
     lp: LoopHandle,
-    protocol: Option<AnyProtocol>,
-    target: Option<Target>,
-    local_addr: Option<String>,
+    protocol: AnyProtocol,
+    target: Target,
+    local_addr: Option<io::Result<Addrs>>,
     happy_eyeballs_delay: Option<Duration>,
     interleave: Option<usize>,
     family: Option<Family>,
     all_errors: bool,
-    fut: Option<Pin<Box<dyn Future<Output = io::Result<Transport>>>>>,
+    /// Turns the connected transport into the output.
+    finish: Box<dyn FnOnce(Transport) -> T>,
 }
 
-impl fmt::Debug for Connect {
+impl<T> fmt::Debug for Connect<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let target = match &self.target {
+            Target::Host(Ok(a)) => a.to_string(),
+            Target::Host(Err(e)) => e.to_string(),
+            Target::Unix(p) => p.display().to_string(),
+            Target::Sock(s) => format!("{s:?}"),
+        };
         f.debug_struct("Connect")
+            .field("target", &target)
             .field("local_addr", &self.local_addr)
             .field("happy_eyeballs_delay", &self.happy_eyeballs_delay)
             .field("interleave", &self.interleave)
@@ -325,10 +418,15 @@ impl fmt::Debug for Connect {
     }
 }
 
-impl Connect {
-    /// Bind the socket to this local address (`"host:port"`) first.
-    pub fn local_addr(mut self, addr: &str) -> Self {
-        self.local_addr = Some(addr.to_owned());
+impl<T: 'static> Connect<T> {
+    /// Bind the socket to this local address first (asyncio's
+    /// `local_addr`): any [`ToAddrs`], resolved as the remote one is; the
+    /// first address of the socket's family is used. An empty host (`":0"`,
+    /// `("", port)`) is every interface.
+    ///
+    /// The future fails with `InvalidInput` if `addr` is malformed.
+    pub fn local_addr(mut self, addr: impl ToAddrs) -> Self {
+        self.local_addr = Some(addr.to_addrs());
         self
     }
 
@@ -368,51 +466,83 @@ impl Connect {
         self
     }
 
-    fn start(&mut self) -> Pin<Box<dyn Future<Output = io::Result<Transport>>>> {
-        let lp = self.lp.clone();
-        let protocol = self.protocol.take();
-        let target = self.target.take();
-        let local = self.local_addr.take();
-        let delay = self.happy_eyeballs_delay;
-        let inter = self.interleave.or(delay.map(|_| 1));
-        let family = self.family;
-        let all_errors = self.all_errors;
-        Box::pin(async move {
-            let protocol =
-                protocol.ok_or_else(|| io::Error::other("Connect polled after completion"))?;
-            let sock = match target {
-                Some(Target::Sock(s)) => {
-                    if s.r#type()? != Type::STREAM {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidInput,
-                            "A Stream Socket was expected",
-                        ));
-                    }
-                    s
+    /// The same connection, giving `f(transport)` instead: how
+    /// `open_connection` turns it into a stream.
+    pub(crate) fn map_output<U>(self, f: impl FnOnce(T) -> U + 'static) -> Connect<U> {
+        let finish = self.finish;
+        Connect {
+            lp: self.lp,
+            protocol: self.protocol,
+            target: self.target,
+            local_addr: self.local_addr,
+            happy_eyeballs_delay: self.happy_eyeballs_delay,
+            interleave: self.interleave,
+            family: self.family,
+            all_errors: self.all_errors,
+            finish: Box::new(move |t| f(finish(t))),
+        }
+    }
+
+    /// What awaiting the builder runs.
+    async fn open(self) -> io::Result<T> {
+        let Connect {
+            lp,
+            protocol,
+            target,
+            local_addr,
+            happy_eyeballs_delay: delay,
+            interleave: inter,
+            family,
+            all_errors,
+            finish,
+        } = self;
+        let inter = inter.or(delay.map(|_| 1));
+        let sock = match target {
+            Target::Sock(s) => {
+                if s.r#type()? != Type::STREAM {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "A Stream Socket was expected",
+                    ));
                 }
-                Some(Target::Unix(path)) => connect_one(&lp, net::unix_addr(&path)?, &[]).await?,
-                Some(Target::Host(host, port)) => {
-                    let mut addrs = net::resolve_family(host, port, family).await?;
-                    let locals = match &local {
-                        Some(l) => {
-                            let (h, p) = net::split_host_port(l)?;
-                            net::resolve_family(h, p, family).await?
+                s
+            }
+            Target::Unix(path) => connect_one(&lp, net::unix_addr(&path)?, &[]).await?,
+            Target::Host(addrs) => {
+                let addrs = addrs?;
+                let local = local_addr.transpose()?;
+                let (mut addrs, locals) = futures::future::try_join(
+                    addrs.resolve_family(SockKind::Stream, Use::Connect, family),
+                    async {
+                        match local {
+                            Some(l) => l.resolve_family(SockKind::Stream, Use::Bind, family).await,
+                            None => Ok(Vec::new()),
                         }
-                        None => Vec::new(),
-                    };
-                    if let Some(n) = inter {
-                        addrs = interleave(addrs, n);
-                    }
-                    let connected = match delay {
-                        None => one_by_one(&lp, addrs, &locals).await,
-                        Some(d) => staggered(&lp, addrs, &locals, d).await,
-                    };
-                    connected.map_err(|errors| combine(errors, all_errors))?
+                    },
+                )
+                .await?;
+                if let Some(n) = inter {
+                    addrs = interleave(addrs, n);
                 }
-                None => return Err(io::Error::other("Connect polled after completion")),
-            };
-            make_transport(&lp, sock, protocol).await
-        })
+                let connected = match delay {
+                    None => one_by_one(&lp, addrs, &locals).await,
+                    Some(d) => staggered(&lp, addrs, &locals, d).await,
+                };
+                connected.map_err(|errors| combine(errors, all_errors))?
+            }
+        };
+        let transport = make_transport(&lp, sock, protocol).await?;
+        Ok(finish(transport))
+    }
+}
+
+/// Awaiting the builder connects.
+impl<T: 'static> IntoFuture for Connect<T> {
+    type Output = io::Result<T>;
+    type IntoFuture = LocalBoxFuture<'static, io::Result<T>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.open())
     }
 }
 
@@ -453,7 +583,7 @@ async fn staggered(
         }
         // Wait for a result, or the delay to start the next attempt; a
         // failure starts the next one at once.
-        let timer = crate::sleep(delay);
+        let timer = Delay::new(lp, delay);
         match futures::future::select(pending.next(), timer).await {
             futures::future::Either::Left((Some(Ok(s)), _)) => return Ok(s),
             futures::future::Either::Left((Some(Err(e)), _)) => errors.push(e),
@@ -465,53 +595,47 @@ async fn staggered(
     }
 }
 
-impl Future for Connect {
-    type Output = io::Result<Transport>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if self.fut.is_none() {
-            let f = self.start();
-            self.fut = Some(f);
-        }
-        self.fut.as_mut().expect("set above").as_mut().poll(cx)
-    }
-}
-
 impl LoopHandle {
     fn connect_builder(&self, protocol: AnyProtocol, target: Target) -> Connect {
         Connect {
             lp: self.clone(),
-            protocol: Some(protocol),
-            target: Some(target),
+            protocol,
+            target,
             local_addr: None,
             happy_eyeballs_delay: None,
             interleave: None,
             family: None,
             all_errors: false,
-            fut: None,
+            finish: Box::new(|t| t),
         }
     }
 
-    /// Opens a TCP connection to `host:port` and runs a protocol made by
-    /// `factory` on it. Await the returned builder; it gives the
-    /// [`Transport`] once `connection_made` has run. (`factory` is called
-    /// at once; if the connection fails, the protocol is dropped without
-    /// any callback.)
+    /// Opens a TCP connection to `addr` and runs a protocol made by
+    /// `factory` on it (asyncio's `create_connection`). `addr` is any
+    /// [`ToAddrs`]: `("example.com", 80)`, `"example.com:http"`, a
+    /// [`SocketAddr`] or a list of them; every address it resolves to is
+    /// tried in turn (or staggered, with
+    /// [`happy_eyeballs_delay`](Connect::happy_eyeballs_delay)).
+    ///
+    /// Returns a [`Connect`] builder: chain its options, then `.await` it;
+    /// it gives the [`Transport`] once `connection_made` has run. A name is
+    /// resolved by the future, on a short-lived thread. (`factory` is
+    /// called at once; if the connection fails, the protocol is dropped
+    /// without any callback.)
     ///
     /// # Errors
     ///
-    /// The future fails with the resolution error, the connect error (one
-    /// address), or "Multiple exceptions: ..." when several addresses fail
-    /// differently; with [`all_errors`](Connect::all_errors), with every
-    /// attempt's error in a [`ConnectErrors`].
-    pub fn create_connection<F, P>(&self, factory: F, host: &str, port: u16) -> Connect
+    /// The future fails with `InvalidInput` for a malformed `addr`, the
+    /// resolution error, the connect error (one address), or "Multiple
+    /// exceptions: ..." when several addresses fail differently; with
+    /// [`all_errors`](Connect::all_errors), with every attempt's error in a
+    /// [`ConnectErrors`].
+    pub fn create_connection<F, P>(&self, factory: F, addr: impl ToAddrs) -> Connect
     where
         F: FnOnce() -> P,
         P: IntoProtocol,
     {
-        self.connect_builder(
-            factory().into_protocol(),
-            Target::Host(host.to_owned(), port),
-        )
+        self.connect_builder(factory().into_protocol(), Target::Host(addr.to_addrs()))
     }
 
     /// Opens a Unix stream connection to `path`.
@@ -550,8 +674,31 @@ impl LoopHandle {
 #[cfg(test)]
 mod tests {
     use std::io::{Error, ErrorKind};
+    use std::time::Duration;
 
-    use super::{combine, ConnectErrors};
+    use futures::FutureExt;
+
+    use super::{combine, ConnectErrors, Delay};
+    use crate::EventLoop;
+
+    #[test]
+    fn a_delay_dropped_at_each_point_leaves_no_timer_armed() {
+        // D15: unpolled, it arms nothing; polled, its timer is armed and
+        // dropping it cancels that timer; run out, it completes.
+        let lp = EventLoop::new().unwrap();
+        let h = lp.handle();
+        let unpolled = Delay::new(&h, Duration::from_secs(60));
+        assert!(unpolled.timer.is_none());
+        drop(unpolled);
+        let mut armed = Delay::new(&h, Duration::from_secs(60));
+        assert!((&mut armed).now_or_never().is_none());
+        let timer = armed.timer.clone().expect("armed by the first poll");
+        assert!(!timer.cancelled());
+        drop(armed);
+        assert!(timer.cancelled(), "dropping it cancels its timer");
+        lp.run_until_complete(Delay::new(&h, Duration::from_millis(1)))
+            .unwrap();
+    }
 
     fn refused() -> Error {
         Error::from(ErrorKind::ConnectionRefused)

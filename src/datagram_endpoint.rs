@@ -3,72 +3,60 @@
 //! [`LoopHandle::create_datagram_endpoint`] returns a
 //! [`DatagramEndpointBuilder`] for UDP; its options are asyncio's keyword
 //! arguments (`local_addr`, `remote_addr`, `family`, `reuse_port`,
-//! `allow_broadcast`, `sock`), and [`start`](DatagramEndpointBuilder::start)
-//! creates the socket and the [`DatagramTransport`].
-//! [`LoopHandle::create_unix_datagram_endpoint`] does the same for Unix
-//! datagram sockets ([`UnixDatagramEndpointBuilder`]).
+//! `allow_broadcast`, `sock`), and awaiting it creates the socket and the
+//! [`DatagramTransport`], as awaiting a [`ServerBuilder`](crate::ServerBuilder)
+//! creates a server. [`LoopHandle::create_unix_datagram_endpoint`] does the
+//! same for Unix datagram sockets ([`UnixDatagramEndpointBuilder`]).
 //!
-//! Differences from asyncio, all on purpose:
+//! As in asyncio, the addresses are resolved (off the loop thread for a
+//! name, see [`ToAddrs`]) for datagram sockets, and grouped by family: for
+//! each family that every given address has, in the order the addresses
+//! name them, a socket is made with the first local and the first remote
+//! address of that family. The first socket that binds and connects wins;
+//! if none does, the first error is the future's.
 //!
-//! - Addresses are [`SocketAddr`]s: no name resolution happens here (it
-//!   would block the loop). Resolve first, off the loop.
-//! - There is no `reuse_address`: `SO_REUSEADDR` on UDP lets another process
-//!   steal the datagrams (bpo-37228; asyncio removed it in 3.11). Use
-//!   [`reuse_port`](DatagramEndpointBuilder::reuse_port) for load sharing.
-//! - The endpoint is created synchronously: nothing in it can block.
+//! One difference from asyncio, on purpose: there is no `reuse_address`.
+//! `SO_REUSEADDR` on UDP lets another process steal the datagrams
+//! (bpo-37228; asyncio removed it in 3.11). Use
+//! [`reuse_port`](DatagramEndpointBuilder::reuse_port) for load sharing.
 //!
 //! Like asyncio, a `remote_addr` connects the socket, except with
 //! `allow_broadcast`: a broadcast endpoint is never connected, and the remote
 //! address is only the default destination of `sendto(data, None)`.
 
+use std::future::IntoFuture;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use futures::future::LocalBoxFuture;
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::error::Error;
 use crate::event_loop::LoopHandle;
+pub use crate::net::Family;
+use crate::net::{Addrs, SockKind, ToAddrs, Use};
 use crate::transport::datagram::{DatagramProtocol, DatagramTransport, UnixAddr};
 
-/// The address family of a UDP endpoint created without addresses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    /// IPv4 (`AF_INET`).
-    V4,
-    /// IPv6 (`AF_INET6`).
-    V6,
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg.into())
 }
 
-impl Family {
-    fn of(addr: &SocketAddr) -> Family {
-        if addr.is_ipv4() {
-            Family::V4
-        } else {
-            Family::V6
-        }
-    }
-
-    fn domain(self) -> Domain {
-        match self {
-            Family::V4 => Domain::IPV4,
-            Family::V6 => Domain::IPV6,
-        }
-    }
-}
-
-fn invalid(msg: impl Into<String>) -> Error {
-    Error::Io(io::Error::new(io::ErrorKind::InvalidInput, msg.into()))
-}
-
-/// Options for a UDP endpoint; see [`LoopHandle::create_datagram_endpoint`].
-#[must_use = "an endpoint is created by `start`"]
+/// Options for a UDP endpoint, then `.await` to create it; see
+/// [`LoopHandle::create_datagram_endpoint`].
+///
+/// # Cancel safety
+///
+/// Dropping the future before it completes leaves nothing open and never
+/// calls the factory: the socket and the transport are made in the poll
+/// that completes it, once the addresses are resolved. A socket given to
+/// [`socket`](Self::socket) is closed with the builder or its future.
+#[must_use = "an endpoint is created by awaiting its builder"]
 pub struct DatagramEndpointBuilder<F> {
     lp: LoopHandle,
     factory: F,
-    local: Option<SocketAddr>,
-    remote: Option<SocketAddr>,
+    local: Option<io::Result<Addrs>>,
+    remote: Option<io::Result<Addrs>>,
     family: Option<Family>,
     reuse_port: bool,
     allow_broadcast: bool,
@@ -88,28 +76,41 @@ impl<F> std::fmt::Debug for DatagramEndpointBuilder<F> {
     }
 }
 
+/// An address as the "socket modifier" message shows it.
+fn shown(a: &io::Result<Addrs>) -> String {
+    match a {
+        Ok(a) => a.to_string(),
+        Err(e) => format!("<{e}>"),
+    }
+}
+
 impl<F, P> DatagramEndpointBuilder<F>
 where
     F: FnOnce() -> P,
     P: DatagramProtocol<SocketAddr>,
 {
-    /// Binds the socket to `addr` (port 0: any free port).
-    pub fn local_addr(mut self, addr: SocketAddr) -> Self {
-        self.local = Some(addr);
+    /// Binds the socket to `addr`, any [`ToAddrs`] (port 0: any free port;
+    /// an empty host, `":0"`, every interface).
+    ///
+    /// The future fails with `InvalidInput` if `addr` is malformed.
+    pub fn local_addr(mut self, addr: impl ToAddrs) -> Self {
+        self.local = Some(addr.to_addrs());
         self
     }
 
-    /// Connects the socket to `addr` (unless
+    /// Connects the socket to `addr`, any [`ToAddrs`] (unless
     /// [`allow_broadcast`](Self::allow_broadcast)): the kernel then drops
     /// datagrams from other senders, ICMP errors come back as
     /// `error_received`, and `sendto` accepts no other address.
-    pub fn remote_addr(mut self, addr: SocketAddr) -> Self {
-        self.remote = Some(addr);
+    ///
+    /// The future fails with `InvalidInput` if `addr` is malformed.
+    pub fn remote_addr(mut self, addr: impl ToAddrs) -> Self {
+        self.remote = Some(addr.to_addrs());
         self
     }
 
-    /// The address family when neither address is given; when one is, it
-    /// must be of this family.
+    /// The address family when neither address is given; when one is, only
+    /// its addresses of this family are used.
     pub fn family(mut self, family: Family) -> Self {
         self.family = Some(family);
         self
@@ -135,86 +136,196 @@ where
         self
     }
 
-    /// Creates the socket and the transport; `connection_made` follows in
-    /// the next iteration.
-    ///
-    /// # Errors
-    ///
-    /// - An `InvalidInput` I/O error with asyncio's message: options with
-    ///   [`socket`](Self::socket) ("socket modifier keyword arguments can
-    ///   not be used when sock is specified."), no address and no family
-    ///   ("unexpected address family"), addresses of different families or
-    ///   not of [`family`](Self::family) ("can not get address
-    ///   information").
-    /// - The OS error of `socket`, `setsockopt`, `bind` or `connect`; the
-    ///   socket is closed.
-    /// - [`Error::Closed`] if the loop is closed.
-    pub fn start(self) -> Result<DatagramTransport<SocketAddr>, Error> {
-        let sock = if let Some(sock) = self.sock {
-            let mut set = Vec::new();
-            if let Some(a) = self.local {
-                set.push(format!("local_addr={a}"));
-            }
-            if let Some(a) = self.remote {
-                set.push(format!("remote_addr={a}"));
-            }
-            if let Some(f) = self.family {
-                set.push(format!("family={f:?}"));
-            }
-            if self.reuse_port {
-                set.push("reuse_port=true".to_owned());
-            }
-            if self.allow_broadcast {
-                set.push("allow_broadcast=true".to_owned());
-            }
-            if !set.is_empty() {
-                return Err(invalid(format!(
-                    "socket modifier keyword arguments can not be used when sock is specified. ({})",
-                    set.join(", ")
-                )));
-            }
-            sock.set_nonblocking(true)?;
-            return DatagramTransport::new(&self.lp, sock, Box::new((self.factory)()), None);
-        } else {
-            let family = match (self.local, self.remote) {
-                (None, None) => self
-                    .family
-                    .ok_or_else(|| invalid("unexpected address family"))?,
-                (Some(a), None) | (None, Some(a)) => Family::of(&a),
-                (Some(l), Some(r)) => {
-                    if Family::of(&l) != Family::of(&r) {
-                        return Err(invalid("can not get address information"));
-                    }
-                    Family::of(&l)
-                }
-            };
-            if self.family.is_some_and(|f| f != family) {
-                return Err(invalid("can not get address information"));
-            }
-            let sock = Socket::new(family.domain(), Type::DGRAM.nonblocking().cloexec(), None)?;
-            if self.reuse_port {
-                sock.set_reuse_port(true)?;
-            }
-            if self.allow_broadcast {
-                sock.set_broadcast(true)?;
-            }
-            if let Some(local) = self.local {
-                sock.bind(&local.into())?;
-            }
-            if let Some(remote) = self.remote {
-                if !self.allow_broadcast {
-                    sock.connect(&remote.into())?;
-                }
-            }
-            UdpSocket::from(sock)
-        };
-        DatagramTransport::new(&self.lp, sock, Box::new((self.factory)()), self.remote)
+    /// The options set alongside a given socket, as asyncio lists them.
+    fn modifiers(&self) -> Vec<String> {
+        let mut set = Vec::new();
+        if let Some(a) = &self.local {
+            set.push(format!("local_addr={}", shown(a)));
+        }
+        if let Some(a) = &self.remote {
+            set.push(format!("remote_addr={}", shown(a)));
+        }
+        if let Some(f) = self.family {
+            set.push(format!("family={f:?}"));
+        }
+        if self.reuse_port {
+            set.push("reuse_port=true".to_owned());
+        }
+        if self.allow_broadcast {
+            set.push("allow_broadcast=true".to_owned());
+        }
+        set
+    }
+
+    /// The transport on the given socket, made at once: nothing to
+    /// resolve or wait for. Used by the future and by
+    /// [`DatagramSocket::from_std`](crate::DatagramSocket::from_std).
+    pub(crate) fn create_on_socket(
+        self,
+        sock: UdpSocket,
+    ) -> io::Result<DatagramTransport<SocketAddr>> {
+        let set = self.modifiers();
+        if !set.is_empty() {
+            return Err(invalid(format!(
+                "socket modifier keyword arguments can not be used when sock is specified. ({})",
+                set.join(", ")
+            )));
+        }
+        sock.set_nonblocking(true)?;
+        Ok(DatagramTransport::new(
+            &self.lp,
+            sock,
+            Box::new((self.factory)()),
+            None,
+        )?)
     }
 }
 
-/// Options for a Unix datagram endpoint; see
+impl<F, P> DatagramEndpointBuilder<F>
+where
+    F: FnOnce() -> P + 'static,
+    P: DatagramProtocol<SocketAddr> + 'static,
+{
+    /// What awaiting the builder runs.
+    async fn create(mut self) -> io::Result<DatagramTransport<SocketAddr>> {
+        if let Some(sock) = self.sock.take() {
+            return self.create_on_socket(sock);
+        }
+        let local = match self.local.take() {
+            Some(a) => Some(a?.resolve(SockKind::Datagram, Use::Bind).await?),
+            None => None,
+        };
+        let remote = match self.remote.take() {
+            Some(a) => Some(a?.resolve(SockKind::Datagram, Use::Connect).await?),
+            None => None,
+        };
+        let mut first_error = None;
+        for (family, local, remote) in pairs(local.as_deref(), remote.as_deref(), self.family)? {
+            match self.open(family, local, remote) {
+                Ok(sock) => {
+                    return Ok(DatagramTransport::new(
+                        &self.lp,
+                        sock,
+                        Box::new((self.factory)()),
+                        remote,
+                    )?)
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.expect("pairs gives at least one"))
+    }
+
+    /// A socket of `family` with the options, bound to `local` and
+    /// connected to `remote` (unless broadcasting).
+    fn open(
+        &self,
+        family: Family,
+        local: Option<SocketAddr>,
+        remote: Option<SocketAddr>,
+    ) -> io::Result<UdpSocket> {
+        let sock = Socket::new(family.domain(), Type::DGRAM.nonblocking().cloexec(), None)?;
+        if self.reuse_port {
+            sock.set_reuse_port(true)?;
+        }
+        if self.allow_broadcast {
+            sock.set_broadcast(true)?;
+        }
+        if let Some(local) = local {
+            sock.bind(&local.into())?;
+        }
+        if let Some(remote) = remote {
+            if !self.allow_broadcast {
+                sock.connect(&remote.into())?;
+            }
+        }
+        Ok(UdpSocket::from(sock))
+    }
+}
+
+/// asyncio's grouping of resolved addresses: for each family, in the order
+/// the local then the remote addresses name them, the first address of
+/// each given side; a family that a given side lacks is left out. With
+/// neither side, one socket of `family`.
+///
+/// # Errors
+///
+/// `InvalidInput`: "unexpected address family" with neither address nor
+/// family; "can not get address information" if no family has every
+/// given side (an IPv4 remote with an IPv6 local, say) or none is of
+/// `family`.
+#[allow(clippy::type_complexity)]
+fn pairs(
+    local: Option<&[SocketAddr]>,
+    remote: Option<&[SocketAddr]>,
+    family: Option<Family>,
+) -> io::Result<Vec<(Family, Option<SocketAddr>, Option<SocketAddr>)>> {
+    if local.is_none() && remote.is_none() {
+        let family = family.ok_or_else(|| invalid("unexpected address family"))?;
+        return Ok(vec![(family, None, None)]);
+    }
+    let mut families = Vec::new();
+    for a in local.unwrap_or(&[]).iter().chain(remote.unwrap_or(&[])) {
+        let f = Family::of(a);
+        if !families.contains(&f) && family.map_or(true, |want| want == f) {
+            families.push(f);
+        }
+    }
+    let first_of = |side: Option<&[SocketAddr]>, f: Family| -> Option<Option<SocketAddr>> {
+        match side {
+            None => Some(None),
+            Some(v) => v.iter().find(|a| Family::of(a) == f).map(|a| Some(*a)),
+        }
+    };
+    let out: Vec<_> = families
+        .into_iter()
+        .filter_map(|f| Some((f, first_of(local, f)?, first_of(remote, f)?)))
+        .collect();
+    if out.is_empty() {
+        return Err(invalid("can not get address information"));
+    }
+    Ok(out)
+}
+
+/// Awaiting the builder resolves the addresses, then creates the socket and
+/// the transport; `connection_made` follows in the next iteration.
+///
+/// # Errors
+///
+/// - An `InvalidInput` I/O error: a malformed address; options with
+///   [`socket`](DatagramEndpointBuilder::socket) ("socket modifier keyword
+///   arguments can not be used when sock is specified."); no address and no
+///   family ("unexpected address family"); addresses with no family in
+///   common, or none of [`family`](DatagramEndpointBuilder::family) ("can
+///   not get address information").
+/// - A resolution error.
+/// - The OS error of `socket`, `setsockopt`, `bind` or `connect` (the first
+///   one, when several families were tried); the sockets are closed.
+/// - [`Error::Closed`](crate::Error::Closed) (inside the `io::Error`) if
+///   the loop is closed.
+impl<F, P> IntoFuture for DatagramEndpointBuilder<F>
+where
+    F: FnOnce() -> P + 'static,
+    P: DatagramProtocol<SocketAddr> + 'static,
+{
+    type Output = io::Result<DatagramTransport<SocketAddr>>;
+    type IntoFuture = LocalBoxFuture<'static, Self::Output>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.create())
+    }
+}
+
+/// Options for a Unix datagram endpoint, then `.await` to create it; see
 /// [`LoopHandle::create_unix_datagram_endpoint`].
-#[must_use = "an endpoint is created by `start`"]
+///
+/// # Cancel safety
+///
+/// As [`DatagramEndpointBuilder`]'s: the socket is made in the poll that
+/// completes the future.
+#[must_use = "an endpoint is created by awaiting its builder"]
 pub struct UnixDatagramEndpointBuilder<F> {
     lp: LoopHandle,
     factory: F,
@@ -239,15 +350,15 @@ where
     P: DatagramProtocol<UnixAddr>,
 {
     /// Binds the socket to `path`. A stale socket file there is removed
-    /// first (as asyncio); any other kind of file makes `start` fail.
-    pub fn local_addr(mut self, path: impl Into<PathBuf>) -> Self {
-        self.local = Some(path.into());
+    /// first (as asyncio); any other kind of file makes the future fail.
+    pub fn local_addr(mut self, path: impl AsRef<Path>) -> Self {
+        self.local = Some(path.as_ref().to_path_buf());
         self
     }
 
     /// Connects the socket to `path`.
-    pub fn remote_addr(mut self, path: impl Into<PathBuf>) -> Self {
-        self.remote = Some(path.into());
+    pub fn remote_addr(mut self, path: impl AsRef<Path>) -> Self {
+        self.remote = Some(path.as_ref().to_path_buf());
         self
     }
 
@@ -259,14 +370,10 @@ where
         self
     }
 
-    /// Creates the socket and the transport.
-    ///
-    /// # Errors
-    ///
-    /// Options with [`socket`](Self::socket) (`InvalidInput`, asyncio's
-    /// message); the OS error of `socket`, `bind` or `connect`;
-    /// [`Error::Closed`].
-    pub fn start(self) -> Result<DatagramTransport<UnixAddr>, Error> {
+    /// Creates the socket and the transport, at once: a path needs no
+    /// resolving. What the future runs, and
+    /// [`DatagramSocket::from_unix`](crate::DatagramSocket::from_unix).
+    pub(crate) fn create_now(self) -> io::Result<DatagramTransport<UnixAddr>> {
         let sock = if let Some(sock) = self.sock {
             if self.local.is_some() || self.remote.is_some() {
                 return Err(invalid(
@@ -287,7 +394,33 @@ where
             UnixDatagram::from(sock)
         };
         let remote = self.remote.map(UnixAddr::Path);
-        DatagramTransport::new(&self.lp, sock, Box::new((self.factory)()), remote)
+        Ok(DatagramTransport::new(
+            &self.lp,
+            sock,
+            Box::new((self.factory)()),
+            remote,
+        )?)
+    }
+}
+
+/// Awaiting the builder creates the socket and the transport.
+///
+/// # Errors
+///
+/// Options with [`socket`](UnixDatagramEndpointBuilder::socket)
+/// (`InvalidInput`, asyncio's message); the OS error of `socket`, `bind` or
+/// `connect`; [`Error::Closed`](crate::Error::Closed) inside the
+/// `io::Error`.
+impl<F, P> IntoFuture for UnixDatagramEndpointBuilder<F>
+where
+    F: FnOnce() -> P + 'static,
+    P: DatagramProtocol<UnixAddr> + 'static,
+{
+    type Output = io::Result<DatagramTransport<UnixAddr>>;
+    type IntoFuture = LocalBoxFuture<'static, Self::Output>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { self.create_now() })
     }
 }
 
@@ -308,23 +441,24 @@ fn remove_stale_socket(path: &std::path::Path) {
 
 impl LoopHandle {
     /// Starts building a UDP endpoint whose protocol `factory` makes
-    /// (asyncio's `create_datagram_endpoint`); finish with
-    /// [`start`](DatagramEndpointBuilder::start).
+    /// (asyncio's `create_datagram_endpoint`): chain the options, then
+    /// `.await` it, as [`create_server`](LoopHandle::create_server)'s
+    /// builder. The addresses are any [`ToAddrs`]; a name is resolved off
+    /// the loop thread. `factory` is called once the socket exists.
     ///
     /// ```
     /// # use std::net::SocketAddr;
     /// # struct Quiet;
-    /// # impl sloop::transport::datagram::DatagramProtocol for Quiet {
+    /// # impl sloop::DatagramProtocol for Quiet {
     /// #     fn datagram_received(&mut self, _: &[u8], _: SocketAddr) {}
     /// # }
     /// let lp = sloop::EventLoop::new()?;
-    /// let t = lp
-    ///     .create_datagram_endpoint(|| Quiet)
-    ///     .local_addr("127.0.0.1:0".parse().unwrap())
-    ///     .start()?;
+    /// let t = lp.run_until_complete(
+    ///     lp.create_datagram_endpoint(|| Quiet).local_addr("127.0.0.1:0"),
+    /// )??;
     /// assert!(t.local_addr().unwrap().port() != 0);
     /// t.close();
-    /// # Ok::<(), sloop::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn create_datagram_endpoint<F, P>(&self, factory: F) -> DatagramEndpointBuilder<F>
     where
@@ -344,8 +478,8 @@ impl LoopHandle {
     }
 
     /// Starts building a Unix datagram endpoint (asyncio's
-    /// `create_datagram_endpoint(family=AF_UNIX)`); finish with
-    /// [`start`](UnixDatagramEndpointBuilder::start).
+    /// `create_datagram_endpoint(family=AF_UNIX)`): chain the options, then
+    /// `.await` it.
     ///
     /// ```
     /// use sloop::{DatagramProtocol, UnixAddr};
@@ -361,7 +495,7 @@ impl LoopHandle {
     ///
     /// let (mine, theirs) = UnixDatagram::pair()?;
     /// let lp = sloop::EventLoop::new()?;
-    /// let t = lp.create_unix_datagram_endpoint(|| Stop).socket(mine).start()?;
+    /// let t = lp.run_until_complete(lp.create_unix_datagram_endpoint(|| Stop).socket(mine))??;
     /// theirs.send(b"hi")?;
     /// lp.run_forever()?;
     /// t.close();

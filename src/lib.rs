@@ -37,7 +37,7 @@
 //!     let server = h.create_server(|| Echo(None), "127.0.0.1:0").await?;
 //!     let port = server.local_addrs()[0].port();
 //!     // The client side is a stream: the other style.
-//!     let mut client = h.open_connection("127.0.0.1", port).await?;
+//!     let mut client = h.open_connection(("127.0.0.1", port)).await?;
 //!     client.write_all(b"ping").await?;
 //!     client.close().await?; // EOF: the echo server closes in turn
 //!     let mut reply = Vec::new();
@@ -131,6 +131,25 @@
 //! types ([`Transport::with_socket`], [`Server::with_sockets`]); add
 //! `socket2` only to name its types yourself.
 //!
+//! ## Addresses and builders
+//!
+//! Every constructor that takes an internet address takes it as one
+//! [`ToAddrs`] value, as std's `TcpStream::connect` does: `"host:port"`,
+//! `("host", port)`, `"host:service"`, a [`SocketAddr`](std::net::SocketAddr)
+//! or a list of them. Unix paths have their own `_unix` constructors.
+//!
+//! asyncio's `create_server`, `create_connection` and
+//! `create_datagram_endpoint` are coroutines with many keyword arguments.
+//! Here they return builders ([`ServerBuilder`], [`Connect`],
+//! [`DatagramEndpointBuilder`]): the options chain as methods, the ones
+//! left out keep asyncio's defaults, and the builder is
+//! [`IntoFuture`](std::future::IntoFuture), so `.await` (or
+//! [`run_until_complete`](LoopHandle::run_until_complete)) creates the
+//! server, connection or endpoint. Nothing happens before. The future
+//! resolves names (and service names) on a short-lived thread, because the
+//! system resolver blocks and the loop must not; numeric addresses are used
+//! at once. [`create_server`](LoopHandle::create_server) has an example.
+//!
 //! # asyncio → sloop
 //!
 //! | asyncio | sloop |
@@ -160,6 +179,8 @@
 //! | `loop.create_connection`, `create_unix_connection`, `connect_accepted_socket` | [`LoopHandle::create_connection`], [`LoopHandle::create_unix_connection`], [`LoopHandle::connect_accepted_socket`] |
 //! | `DatagramProtocol`, `_SelectorDatagramTransport` | [`DatagramProtocol`], [`DatagramTransport`] |
 //! | datagram `transport.set_protocol`, `get_protocol` | [`DatagramTransport::set_protocol`], [`DatagramTransport::with_protocol`] |
+//! | `loop.create_datagram_endpoint` | [`LoopHandle::create_datagram_endpoint`], [`LoopHandle::create_unix_datagram_endpoint`] |
+//! | `host`/`port` arguments, `loop.getaddrinfo` in the executor | one [`ToAddrs`] argument, resolved off the loop thread by the future |
 //! | `asyncio.open_connection`, `start_server` (`StreamReader`/`StreamWriter`) | [`LoopHandle::open_connection`], [`LoopHandle::start_server`] → [`TransportStream`] |
 //!
 //! # Design
@@ -198,7 +219,7 @@ pub use bridge::datagram::{DatagramRecvHalf, DatagramSendHalf, DatagramSocket};
 pub use bridge::stream::{ReadHalf, StreamParts, TransportStream, WriteHalf};
 pub use bridge::time::{interval, sleep, sleep_until, timeout, Elapsed, Interval, Sleep, Timeout};
 pub use connect::{Connect, ConnectErrors};
-pub use datagram_endpoint::{DatagramEndpointBuilder, Family, UnixDatagramEndpointBuilder};
+pub use datagram_endpoint::{DatagramEndpointBuilder, UnixDatagramEndpointBuilder};
 pub use error::{Error, Result};
 pub use event_loop::{
     get_running_loop, Builder, EventLoop, ExceptionHandler, Handle, LoopHandle, Remote, RemoteTask,
@@ -206,6 +227,7 @@ pub use event_loop::{
 };
 pub use event_loop::{Task, TaskError};
 pub use exception::{Exception, ExceptionContext, TaskInfo, TransportInfo, TransportKind};
+pub use net::{Addrs, Family, ToAddrs};
 pub use protocol::{AnyProtocol, Buffered, BufferedProtocol, IntoProtocol, Protocol};
 pub use server::{ServeForever, Server, ServerBuilder, WaitClosed};
 pub use transport::datagram::{DatagramAddr, DatagramProtocol, DatagramTransport, UnixAddr};

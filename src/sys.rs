@@ -13,10 +13,13 @@
 //!   read and write paths reach the fd with one load, yet no call can reach
 //!   it once the socket is closed (and the number reused): the cache is -1
 //!   then, which the kernel refuses.
+//! - [`service_port`]: `getaddrinfo` for a service name's port ("http"
+//!   is 80), which std's resolver does not look up.
 
 #![allow(unsafe_code)]
 
 use std::cell::Cell;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::mem::{self, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
@@ -299,6 +302,68 @@ fn send_to_c_addr<T>(fd: RawFd, buf: &[u8], sa: &T) -> isize {
     }
 }
 
+/// The port of the service `name` (`"http"`: 80) for stream or datagram
+/// sockets, as `getaddrinfo(NULL, name)` finds it: in `/etc/services`, or
+/// wherever the system's name service switch looks. It may block (files,
+/// or network sources if configured): the caller runs it off the loop
+/// thread. std's resolver takes numeric ports only.
+///
+/// # Errors
+///
+/// `InvalidInput` for a name that is not a known service of that socket
+/// type (or holds a NUL byte); the system's error otherwise.
+pub(crate) fn service_port(name: &str, datagram: bool) -> io::Result<u16> {
+    let proto = if datagram { "udp" } else { "tcp" };
+    let c_name = CString::new(name).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a service name must not contain a NUL byte",
+        )
+    })?;
+    // SAFETY: `addrinfo` is plain data; all zeros is "no hints" for every
+    // field not set below (getaddrinfo(3)).
+    let mut hints: libc::addrinfo = unsafe { mem::zeroed() };
+    hints.ai_family = libc::AF_INET;
+    hints.ai_socktype = if datagram {
+        libc::SOCK_DGRAM
+    } else {
+        libc::SOCK_STREAM
+    };
+    let mut list: *mut libc::addrinfo = std::ptr::null_mut();
+    // SAFETY: a NULL node is allowed with a service; `c_name` and `hints`
+    // outlive the call; `list` is written only on success and freed below.
+    let rc = unsafe { libc::getaddrinfo(std::ptr::null(), c_name.as_ptr(), &hints, &mut list) };
+    if rc == libc::EAI_SYSTEM {
+        return Err(io::Error::last_os_error());
+    }
+    if rc != 0 {
+        // SAFETY: gai_strerror returns a static NUL-terminated string for
+        // any code.
+        let why = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) }.to_string_lossy();
+        let kind = match rc {
+            libc::EAI_SERVICE | libc::EAI_NONAME => io::ErrorKind::InvalidInput,
+            _ => io::ErrorKind::Other,
+        };
+        return Err(io::Error::new(
+            kind,
+            format!("unknown service '{name}' for {proto}: {why}"),
+        ));
+    }
+    // SAFETY: on success `list` is a non-empty list that getaddrinfo
+    // allocated; an AF_INET entry's `ai_addr` points to a `sockaddr_in` of
+    // `ai_addrlen` bytes (checked). The list is freed once, after the read.
+    let port = unsafe {
+        let first = &*list;
+        let port = (first.ai_family == libc::AF_INET
+            && !first.ai_addr.is_null()
+            && first.ai_addrlen as usize >= mem::size_of::<libc::sockaddr_in>())
+        .then(|| u16::from_be((*first.ai_addr.cast::<libc::sockaddr_in>()).sin_port));
+        libc::freeaddrinfo(list);
+        port
+    };
+    port.ok_or_else(|| io::Error::other(format!("getaddrinfo gave no port for '{name}'")))
+}
+
 /// No SIGPIPE from a send (std sets it on the platforms that have it).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const MSG_NOSIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
@@ -308,6 +373,22 @@ const MSG_NOSIGNAL: libc::c_int = 0;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_names_are_looked_up_per_socket_type() {
+        // /etc/services (or the system's source) knows these everywhere.
+        assert_eq!(service_port("http", false).unwrap(), 80);
+        assert_eq!(service_port("domain", true).unwrap(), 53);
+        let e = service_port("no-such-service-here", false).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(
+            e.to_string()
+                .starts_with("unknown service 'no-such-service-here' for tcp: "),
+            "{e}"
+        );
+        let e = service_port("ht\0tp", false).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
 
     fn pair(ip: &str) -> (OpenSocket<UdpSocket>, OpenSocket<UdpSocket>) {
         let a = UdpSocket::bind(ip).unwrap();

@@ -27,7 +27,7 @@ fn all_errors_gives_the_attempts_errors_in_a_group() {
     for eyeballs in [false, true] {
         let (p, rec) = Recorder::new();
         let mut c = lp
-            .create_connection(move || p, "127.0.0.1", port)
+            .create_connection(move || p, ("127.0.0.1", port))
             .all_errors(true);
         if eyeballs {
             c = c.happy_eyeballs_delay(Duration::from_millis(5));
@@ -51,7 +51,7 @@ fn without_all_errors_the_error_is_the_attempts_own() {
     let lp = new_loop();
     let port = closed_port("127.0.0.1");
     let (p, _rec) = Recorder::new();
-    let err = run(&lp, lp.create_connection(move || p, "127.0.0.1", port)).unwrap_err();
+    let err = run(&lp, lp.create_connection(move || p, ("127.0.0.1", port))).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
     assert!(ConnectErrors::of(&err).is_none());
     assert!(err.raw_os_error().is_some(), "the OS error itself: {err:?}");
@@ -68,7 +68,7 @@ fn all_errors_groups_bind_failures_too_but_not_resolution_errors() {
     let (p, _rec) = Recorder::new();
     let err = run(
         &lp,
-        lp.create_connection(move || p, "127.0.0.1", port)
+        lp.create_connection(move || p, ("127.0.0.1", port))
             .local_addr(&local)
             .all_errors(true),
     )
@@ -84,7 +84,7 @@ fn all_errors_groups_bind_failures_too_but_not_resolution_errors() {
     let (p, _rec) = Recorder::new();
     let err = run(
         &lp,
-        lp.create_connection(move || p, "name.invalid", port)
+        lp.create_connection(move || p, ("name.invalid", port))
             .all_errors(true),
     )
     .unwrap_err();
@@ -100,7 +100,7 @@ fn family_filters_the_host_addresses() {
     let (p, _rec) = Recorder::new();
     let t = run(
         &lp,
-        lp.create_connection(move || p, "localhost", port)
+        lp.create_connection(move || p, ("localhost", port))
             .family(Family::V4),
     )
     .unwrap();
@@ -111,13 +111,14 @@ fn family_filters_the_host_addresses() {
     let (p, rec) = Recorder::new();
     let err = run(
         &lp,
-        lp.create_connection(move || p, "127.0.0.1", port)
+        lp.create_connection(move || p, ("127.0.0.1", port))
             .family(Family::V6),
     )
     .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AddrNotAvailable, "{err}");
     assert!(
-        err.to_string().contains("no IPv6 address for '127.0.0.1'"),
+        err.to_string()
+            .contains(&format!("no IPv6 address for '127.0.0.1:{port}'")),
         "{err}"
     );
     assert!(rec.borrow().events.is_empty());
@@ -131,14 +132,14 @@ fn family_applies_to_local_addr_too() {
     let (p, _rec) = Recorder::new();
     let err = run(
         &lp,
-        lp.create_connection(move || p, "127.0.0.1", port)
+        lp.create_connection(move || p, ("127.0.0.1", port))
             .family(Family::V4)
             .local_addr("[::1]:0"),
     )
     .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AddrNotAvailable, "{err}");
     assert!(
-        err.to_string().contains("no IPv4 address for '::1'"),
+        err.to_string().contains("no IPv4 address for '[::1]:0'"),
         "{err}"
     );
 }
@@ -155,7 +156,7 @@ fn family_v6_connects_over_ipv6() {
     let (p, _rec) = Recorder::new();
     let t = run(
         &lp,
-        lp.create_connection(move || p, "::1", port)
+        lp.create_connection(move || p, ("::1", port))
             .family(Family::V6)
             .local_addr("[::1]:0"),
     )
@@ -166,7 +167,7 @@ fn family_v6_connects_over_ipv6() {
     let (p, _rec) = Recorder::new();
     let err = run(
         &lp,
-        lp.create_connection(move || p, "::1", port)
+        lp.create_connection(move || p, ("::1", port))
             .family(Family::V4),
     )
     .unwrap_err();

@@ -92,10 +92,12 @@ fn log() -> Log {
 }
 
 fn endpoint(lp: &EventLoop, p: Rec) -> DatagramTransport {
-    lp.create_datagram_endpoint(move || p)
-        .local_addr("127.0.0.1:0".parse().unwrap())
-        .start()
-        .unwrap()
+    run(
+        lp,
+        lp.create_datagram_endpoint(move || p)
+            .local_addr("127.0.0.1:0"),
+    )
+    .unwrap()
 }
 
 fn has(log: &Log, line: &str) -> bool {
@@ -340,11 +342,7 @@ fn unix_datagram_set_and_with_protocol() {
     let lp = new_loop();
     let (a, b) = UnixDatagram::pair().unwrap();
     a.set_nonblocking(true).unwrap();
-    let t = lp
-        .create_unix_datagram_endpoint(|| Count(0))
-        .socket(a)
-        .start()
-        .unwrap();
+    let t = run(&lp, lp.create_unix_datagram_endpoint(|| Count(0)).socket(a)).unwrap();
     b.send(b"1").unwrap();
     let t2 = t.clone();
     run(

@@ -115,11 +115,12 @@ fn a_datagram_protocol_panic_names_the_udp_transport() {
     let reports = capture(&lp);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = sock.local_addr().unwrap();
-    let t = lp
-        .create_datagram_endpoint(|| PanicsOnDatagram)
-        .socket(sock)
-        .start()
-        .unwrap();
+    let t = run(
+        &lp,
+        lp.create_datagram_endpoint(|| PanicsOnDatagram)
+            .socket(sock),
+    )
+    .unwrap();
     let fd = t.raw_fd();
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()

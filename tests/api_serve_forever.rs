@@ -30,7 +30,10 @@ fn idle_server(lp: &EventLoop) -> (Server, SocketAddr) {
 
 /// Opens a client stream and checks that the server echoes on it.
 async fn echoing_client(lp: &sloop::LoopHandle, addr: SocketAddr) -> TransportStream {
-    let mut c = lp.open_connection("127.0.0.1", addr.port()).await.unwrap();
+    let mut c = lp
+        .open_connection(("127.0.0.1", addr.port()))
+        .await
+        .unwrap();
     c.write_all(b"ping").await.unwrap();
     let mut buf = [0u8; 4];
     c.read_exact(&mut buf).await.unwrap();

@@ -121,7 +121,8 @@ fn family_filters_hosts_and_refuses_a_host_without_such_an_address() {
     .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AddrNotAvailable, "{err}");
     assert!(
-        err.to_string().contains("no IPv6 address for '127.0.0.1'"),
+        err.to_string()
+            .contains("no IPv6 address for '127.0.0.1:0'"),
         "{err}"
     );
     // also_bind addresses are filtered alike.

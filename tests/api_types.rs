@@ -133,10 +133,7 @@ fn server_with_sockets_lends_the_listening_sockets() {
 type SocketEndpoint = sloop::DatagramEndpointBuilder<fn() -> DatagramSocketProtocol>;
 
 fn loopback_to(peer: std::net::SocketAddr) -> impl FnOnce(SocketEndpoint) -> SocketEndpoint {
-    move |b| {
-        b.local_addr("127.0.0.1:0".parse().unwrap())
-            .remote_addr(peer)
-    }
+    move |b| b.local_addr("127.0.0.1:0").remote_addr(peer)
 }
 
 #[test]
@@ -148,7 +145,11 @@ fn datagram_socket_with_endpoint_takes_a_public_builder() {
     let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     peer.set_read_timeout(Some(SAFETY)).unwrap();
     let peer_addr = peer.local_addr().unwrap();
-    let mut sock = DatagramSocket::with_endpoint(&h, loopback_to(peer_addr)).unwrap();
+    let mut sock = run(
+        &lp,
+        DatagramSocket::with_endpoint(&h, loopback_to(peer_addr)),
+    )
+    .unwrap();
     assert_eq!(
         sock.peer_addr(),
         Some(peer_addr),

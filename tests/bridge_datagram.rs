@@ -122,14 +122,14 @@ fn ten_thousand_datagrams_round_trip_through_sink_and_stream() {
     let h = lp.handle();
     run(&lp, async move {
         // The echo: the server's Stream forwarded into its own Sink.
-        let server = DatagramSocket::bind(&h, localhost()).unwrap();
+        let server = DatagramSocket::bind(&h, localhost()).await.unwrap();
         let server_addr = server.local_addr().unwrap();
         let echo = h.spawn_local(async move {
             let (rx, tx) = server.split();
             rx.forward(tx).await
         });
 
-        let mut client = DatagramSocket::bind(&h, localhost()).unwrap();
+        let mut client = DatagramSocket::bind(&h, localhost()).await.unwrap();
         let (mut sent, mut got) = (0u32, 0u32);
         while got < N {
             while sent < N && sent - got < WINDOW {
@@ -281,7 +281,9 @@ fn connection_refused_is_an_err_item_and_the_stream_goes_on() {
     // A port nobody listens on (yet).
     let port_addr = UdpSocket::bind(localhost()).unwrap().local_addr().unwrap();
     run(&lp, async move {
-        let mut sock = DatagramSocket::connect(&h, localhost(), port_addr).unwrap();
+        let mut sock = DatagramSocket::connect(&h, localhost(), port_addr)
+            .await
+            .unwrap();
         assert_eq!(sock.peer_addr(), Some(port_addr));
         sock.send_to(b"anyone?", port_addr).await.unwrap();
         let err = sock.next().await.expect("stream open").unwrap_err();
@@ -414,7 +416,7 @@ fn dropping_both_halves_closes_one_does_not() {
     let lp = new_loop();
     let h = lp.handle();
     run(&lp, async move {
-        let sock = DatagramSocket::bind(&h, localhost()).unwrap();
+        let sock = DatagramSocket::bind(&h, localhost()).await.unwrap();
         let t = sock.transport().clone();
         let (rx, tx) = sock.split();
         drop(tx);
@@ -434,7 +436,7 @@ fn after_close_sends_fail_and_the_stream_ends() {
     let lp = new_loop();
     let h = lp.handle();
     run(&lp, async move {
-        let mut sock = DatagramSocket::bind(&h, localhost()).unwrap();
+        let mut sock = DatagramSocket::bind(&h, localhost()).await.unwrap();
         let me = sock.local_addr().unwrap();
         // Received before the close: still handed out.
         sock.send_to(b"early", me).await.unwrap();
@@ -458,8 +460,9 @@ fn a_connected_socket_refuses_other_destinations() {
     let peer = UdpSocket::bind(localhost()).unwrap();
     let other = UdpSocket::bind(localhost()).unwrap();
     run(&lp, async move {
-        let mut sock =
-            DatagramSocket::connect(&h, localhost(), peer.local_addr().unwrap()).unwrap();
+        let mut sock = DatagramSocket::connect(&h, localhost(), peer.local_addr().unwrap())
+            .await
+            .unwrap();
         let err = sock
             .send_to(b"x", other.local_addr().unwrap())
             .await
@@ -489,7 +492,7 @@ fn cancelling_recv_from_after_its_wake_loses_nothing() {
     let peer = UdpSocket::bind(localhost()).unwrap();
     let peer_addr = peer.local_addr().unwrap();
     run(&lp, async move {
-        let mut sock = DatagramSocket::bind(&h, localhost()).unwrap();
+        let mut sock = DatagramSocket::bind(&h, localhost()).await.unwrap();
         let me = sock.local_addr().unwrap();
         let woken = Arc::new(Flag(AtomicBool::new(false)));
         let waker = futures::task::waker(woken.clone());
@@ -526,6 +529,7 @@ fn with_endpoint_passes_builder_options_and_unix_paths_work() {
     let b_path = dir.path().join("b.sock");
     run(&lp, async move {
         let udp = DatagramSocket::with_endpoint(&h, |b| b.local_addr(localhost()).reuse_port(true))
+            .await
             .unwrap();
         let reuse = udp
             .transport()
@@ -533,10 +537,11 @@ fn with_endpoint_passes_builder_options_and_unix_paths_work() {
             .unwrap();
         assert!(reuse, "the builder's option reached the socket");
 
-        let mut a = DatagramSocket::bind_unix(&h, &a_path).unwrap();
+        let mut a = DatagramSocket::bind_unix(&h, &a_path).await.unwrap();
         let mut b = DatagramSocket::with_unix_endpoint(&h, |bld| {
             bld.local_addr(&b_path).remote_addr(&a_path)
         })
+        .await
         .unwrap();
         assert_eq!(a.local_addr(), Some(UnixAddr::Path(a_path.clone())));
         b.send_to(b"hello", UnixAddr::Path(a_path.clone()))
@@ -560,7 +565,7 @@ fn a_socket_outliving_its_loop_drops_quietly() {
     let lp = new_loop();
     let h = lp.handle();
     let (sock, t) = run(&lp, async move {
-        let mut sock = DatagramSocket::bind(&h, localhost()).unwrap();
+        let mut sock = DatagramSocket::bind(&h, localhost()).await.unwrap();
         let me = sock.local_addr().unwrap();
         sock.send_to(b"unread", me).await.unwrap();
         until(|| sock.queued_len() == 1).await;

@@ -18,7 +18,7 @@ use support::{new_loop, on_thread, pattern, run};
 async fn connected(h: &sloop::LoopHandle) -> (TransportStream, TcpStream) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let stream = h.open_connection("127.0.0.1", addr.port()).await.unwrap();
+    let stream = h.open_connection(("127.0.0.1", addr.port())).await.unwrap();
     // The kernel finished the handshake already: accept returns at once.
     let (peer, _) = listener.accept().unwrap();
     (stream, peer)
@@ -38,7 +38,7 @@ fn ten_megabytes_through_futures_io_copy_both_ways() {
     run(&lp, async move {
         let server = h.start_server(copy_echo, "127.0.0.1:0").await.unwrap();
         let port = server.local_addrs()[0].port();
-        let client = h.open_connection("127.0.0.1", port).await.unwrap();
+        let client = h.open_connection(("127.0.0.1", port)).await.unwrap();
         let (mut reader, mut writer) = client.split();
         let data = pattern(10 * 1024 * 1024);
         let sent = data.clone();
@@ -228,7 +228,7 @@ fn flush_completes_only_once_the_peer_can_read_everything() {
         (&s).read_to_end(&mut got).map(|_| got)
     });
     let stream = run(&lp, async move {
-        let mut stream = h.open_connection("127.0.0.1", addr.port()).await.unwrap();
+        let mut stream = h.open_connection(("127.0.0.1", addr.port())).await.unwrap();
         stream
             .transport()
             .with_socket(|s| s.set_send_buffer_size(16 * 1024).unwrap());
@@ -296,7 +296,7 @@ fn a_flush_or_close_dropped_mid_flight_leaves_the_next_one_waiting_for_the_bytes
         rest.len()
     });
     run(&lp, async move {
-        let mut stream = h.open_connection("127.0.0.1", addr.port()).await.unwrap();
+        let mut stream = h.open_connection(("127.0.0.1", addr.port())).await.unwrap();
         stream
             .transport()
             .with_socket(|s| s.set_send_buffer_size(16 * 1024).unwrap());
@@ -345,7 +345,11 @@ fn split_halves_work_from_two_tasks() {
     run(&lp, async move {
         let server = h.start_server(copy_echo, "127.0.0.1:0").await.unwrap();
         let port = server.local_addrs()[0].port();
-        let (mut reader, mut writer) = h.open_connection("127.0.0.1", port).await.unwrap().split();
+        let (mut reader, mut writer) = h
+            .open_connection(("127.0.0.1", port))
+            .await
+            .unwrap()
+            .split();
         let data = pattern(100 * 1000 * 1000);
         let expected = data.clone();
         let writing = h.spawn_local(async move {

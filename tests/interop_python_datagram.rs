@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
-use dgram_support::{log, run_for, Ev, Hooks};
+use dgram_support::{create, log, run_for, Ev, Hooks};
 use sloop::EventLoop;
 use support::KillOnDrop;
 
@@ -83,8 +83,9 @@ fn asyncio_echo_server_answers_sloop_client() {
     let l = log();
     let h = lp.handle();
     let got = std::rc::Rc::new(std::cell::Cell::new(0));
-    let t = lp
-        .create_datagram_endpoint({
+    let t = create(
+        &lp,
+        lp.create_datagram_endpoint({
             let (l, got) = (l.clone(), got.clone());
             move || {
                 Hooks::new(&l)
@@ -101,9 +102,9 @@ fn asyncio_echo_server_answers_sloop_client() {
                     })
             }
         })
-        .remote_addr(server)
-        .start()
-        .unwrap();
+        .remote_addr(server),
+    )
+    .unwrap();
     run_for(&lp, 10);
     let mut payloads: Vec<Vec<u8>> = l
         .borrow()
@@ -134,13 +135,14 @@ fn sloop_echo_server_answers_asyncio_client() {
         return;
     };
     let lp = EventLoop::new().unwrap();
-    let t = lp
-        .create_datagram_endpoint(|| {
+    let t = create(
+        &lp,
+        lp.create_datagram_endpoint(|| {
             Hooks::new(&log()).data(|t, data, addr| t.sendto(data, Some(*addr)).unwrap())
         })
-        .local_addr("127.0.0.1:0".parse().unwrap())
-        .start()
-        .unwrap();
+        .local_addr("127.0.0.1:0"),
+    )
+    .unwrap();
     let port = t.local_addr().unwrap().port().to_string();
     let child = py
         .args(["-c", ASYNCIO_CLIENT, &port, "100"])

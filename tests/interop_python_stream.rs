@@ -60,7 +60,7 @@ fn python_server_echo_and_half_close() {
     let port: u16 = line.trim().parse().unwrap();
     let lp = new_loop();
     let (p, rec) = Recorder::new();
-    let t = run(&lp, lp.create_connection(move || p, "127.0.0.1", port)).unwrap();
+    let t = run(&lp, lp.create_connection(move || p, ("127.0.0.1", port))).unwrap();
     let body = pattern(3_000_017);
     t.write(&body).unwrap();
     t.write_eof().unwrap();

@@ -129,8 +129,7 @@ fn bind_errors_and_options() {
     let (server, addr) = echo_server(&lp);
     let err = run(
         &lp,
-        lp.create_server(Echo::default, &addr.to_string())
-            .reuse_address(false),
+        lp.create_server(Echo::default, addr).reuse_address(false),
     )
     .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
@@ -150,7 +149,7 @@ fn bind_errors_and_options() {
     let port = a.local_addrs()[0].port();
     let b = run(
         &lp,
-        lp.create_server(Echo::default, &format!("127.0.0.1:{port}"))
+        lp.create_server(Echo::default, ("127.0.0.1", port))
             .reuse_port(true),
     )
     .unwrap();

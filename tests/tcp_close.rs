@@ -31,7 +31,7 @@ fn connected_keep_open(lp: &sloop::EventLoop, keep_open: bool) -> (Transport, Re
     proto.keep_open = keep_open;
     let t = run(
         lp,
-        lp.create_connection(move || proto, "127.0.0.1", addr.port()),
+        lp.create_connection(move || proto, ("127.0.0.1", addr.port())),
     )
     .unwrap();
     let (peer, _) = listener.accept().unwrap();
@@ -263,7 +263,7 @@ fn panic_in_data_received_closes_only_that_transport() {
     let (good, good_rec, mut good_peer) = connected(&lp);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let bad = run(&lp, lp.create_connection(|| Panicky, "127.0.0.1", port)).unwrap();
+    let bad = run(&lp, lp.create_connection(|| Panicky, ("127.0.0.1", port))).unwrap();
     let (mut bad_peer, _) = listener.accept().unwrap();
     bad_peer.write_all(b"x").unwrap();
     let b = bad.clone();
@@ -317,7 +317,7 @@ fn abort_inside_resume_writing_fails_the_pending_empty_waiter() {
     let r = rec.clone();
     let t = run(
         &lp,
-        lp.create_connection(move || WriteThenAbortOnResume(r), "127.0.0.1", port),
+        lp.create_connection(move || WriteThenAbortOnResume(r), ("127.0.0.1", port)),
     )
     .unwrap();
     let (mut peer, _) = listener.accept().unwrap();

@@ -24,7 +24,7 @@ fn refused_connection_is_an_error() {
         l.local_addr().unwrap().port()
     };
     let (p, rec) = Recorder::new();
-    let err = run(&lp, lp.create_connection(move || p, "127.0.0.1", port)).unwrap_err();
+    let err = run(&lp, lp.create_connection(move || p, ("127.0.0.1", port))).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     assert!(
         rec.borrow().events.is_empty(),
@@ -40,7 +40,7 @@ fn extra_info_and_nodelay() {
     let (p, rec) = Recorder::new();
     let t = run(
         &lp,
-        lp.create_connection(move || p, "127.0.0.1", addr.port()),
+        lp.create_connection(move || p, ("127.0.0.1", addr.port())),
     )
     .unwrap();
     assert_eq!(
@@ -75,7 +75,7 @@ fn every_address_is_tried_and_happy_eyeballs() {
     let port = listener.local_addr().unwrap().port();
     for eyeballs in [false, true] {
         let (p, _rec) = Recorder::new();
-        let mut c = lp.create_connection(move || p, "localhost", port);
+        let mut c = lp.create_connection(move || p, ("localhost", port));
         if eyeballs {
             c = c.happy_eyeballs_delay(Duration::from_millis(5));
         }
@@ -98,8 +98,8 @@ fn local_addr_binds_first() {
     let (p, _rec) = Recorder::new();
     let t = run(
         &lp,
-        lp.create_connection(move || p, "127.0.0.1", port)
-            .local_addr(&local.to_string()),
+        lp.create_connection(move || p, ("127.0.0.1", port))
+            .local_addr(local),
     )
     .unwrap();
     let (_s, seen) = listener.accept().unwrap();
@@ -108,8 +108,8 @@ fn local_addr_binds_first() {
     let (p, _rec) = Recorder::new();
     let err = run(
         &lp,
-        lp.create_connection(move || p, "127.0.0.1", port)
-            .local_addr(&local.to_string()),
+        lp.create_connection(move || p, ("127.0.0.1", port))
+            .local_addr(local),
     )
     .unwrap_err();
     assert!(
@@ -178,7 +178,7 @@ fn cancel_child() {
         let r = lp
             .run_until_complete(sloop::timeout(
                 Duration::from_millis(50),
-                lp.create_connection(move || p, "127.0.0.1", addr.port()),
+                lp.create_connection(move || p, ("127.0.0.1", addr.port())),
             ))
             .unwrap();
         match r {
@@ -219,7 +219,7 @@ fn create_connection_dropped_after_its_transport_exists_closes_it() {
     // transport and waits for connection_made.
     run(
         &lp,
-        drop_after_polls(lp.create_connection(move || p, "127.0.0.1", port), 2),
+        drop_after_polls(lp.create_connection(move || p, ("127.0.0.1", port)), 2),
     );
     let (peer, _) = listener.accept().unwrap();
     peer_sees_eof(&lp, peer);
@@ -235,7 +235,7 @@ fn create_connection_dropped_while_connecting_closes_the_socket() {
     let (p, rec) = Recorder::new();
     run(
         &lp,
-        drop_after_polls(lp.create_connection(move || p, "127.0.0.1", port), 1),
+        drop_after_polls(lp.create_connection(move || p, ("127.0.0.1", port)), 1),
     );
     // The kernel finished the handshake; our end is closed.
     let (peer, _) = listener.accept().unwrap();

@@ -159,8 +159,7 @@ fn thousand_concurrent_clients() {
                         done: d,
                         ok: o,
                     },
-                    "127.0.0.1",
-                    addr.port(),
+                    addr,
                 )
                 .await
                 .unwrap();

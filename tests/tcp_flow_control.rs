@@ -27,7 +27,7 @@ fn connected(lp: &sloop::EventLoop, proto: impl Protocol) -> (Transport, TcpStre
     sock.listen(8).unwrap();
     let listener: TcpListener = sock.into();
     let port = listener.local_addr().unwrap().port();
-    let t = run(lp, lp.create_connection(move || proto, "127.0.0.1", port)).unwrap();
+    let t = run(lp, lp.create_connection(move || proto, ("127.0.0.1", port))).unwrap();
     let (peer, _) = listener.accept().unwrap();
     (t, peer)
 }

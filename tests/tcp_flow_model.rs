@@ -78,7 +78,7 @@ fn flow_control_invariants_random_walk() {
         let s = st.clone();
         let t = run(
             &lp,
-            lp.create_connection(move || Checker(s), "127.0.0.1", port),
+            lp.create_connection(move || Checker(s), ("127.0.0.1", port)),
         )
         .unwrap();
         t.with_socket(|s| s.set_send_buffer_size(4096).unwrap());

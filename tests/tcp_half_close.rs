@@ -137,7 +137,7 @@ fn write_eof_after_buffered_data_and_read_replies() {
     let (proto, rec) = Recorder::new();
     let t = run(
         &lp,
-        lp.create_connection(move || proto, "127.0.0.1", addr.port()),
+        lp.create_connection(move || proto, ("127.0.0.1", addr.port())),
     )
     .unwrap();
     t.write(&body).unwrap();

@@ -72,7 +72,7 @@ fn add_reader_on_a_transport_fd_is_refused() {
     let (p, _rec) = Recorder::new();
     let t = run(
         &lp,
-        lp.create_connection(move || p, "127.0.0.1", addr.port()),
+        lp.create_connection(move || p, ("127.0.0.1", addr.port())),
     )
     .unwrap();
     let fd = t.as_raw_fd().unwrap();
@@ -94,7 +94,7 @@ fn big_burst_drains_fairly() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let (p, rec) = Recorder::new();
-    let _t = run(&lp, lp.create_connection(move || p, "127.0.0.1", port)).unwrap();
+    let _t = run(&lp, lp.create_connection(move || p, ("127.0.0.1", port))).unwrap();
     let (mut peer, _) = listener.accept().unwrap();
     let total = 32 << 20;
     std::thread::spawn(move || {

@@ -104,10 +104,10 @@ fn failing_callbacks_are_fatal_to_their_transport_only() {
         let t = if buffered {
             run(
                 &lp,
-                lp.create_connection(move || Buffered(bad), "127.0.0.1", port),
+                lp.create_connection(move || Buffered(bad), ("127.0.0.1", port)),
             )
         } else {
-            run(&lp, lp.create_connection(move || bad, "127.0.0.1", port))
+            run(&lp, lp.create_connection(move || bad, ("127.0.0.1", port)))
         }
         .unwrap();
         let (mut peer, _) = listener.accept().unwrap();

@@ -6,7 +6,7 @@ mod dgram_support;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use dgram_support::{log, run_for, Ev, Hooks};
+use dgram_support::{create, log, run_for, Ev, Hooks};
 use sloop::EventLoop;
 
 /// R25: a connected socket sending to a closed port gets ECONNREFUSED (the
@@ -24,8 +24,9 @@ fn connection_refused_goes_to_error_received() {
     let h2 = lp.handle();
     let errors = std::rc::Rc::new(std::cell::Cell::new(0));
     let e2 = errors.clone();
-    let t = lp
-        .create_datagram_endpoint({
+    let t = create(
+        &lp,
+        lp.create_datagram_endpoint({
             let l = l.clone();
             move || {
                 Hooks::new(&l)
@@ -41,10 +42,10 @@ fn connection_refused_goes_to_error_received() {
                     })
             }
         })
-        .local_addr("127.0.0.1:0".parse().unwrap())
-        .remote_addr(port_addr)
-        .start()
-        .unwrap();
+        .local_addr("127.0.0.1:0")
+        .remote_addr(port_addr),
+    )
+    .unwrap();
     run_for(&lp, 5);
     let refused = Ev::Error(
         Some(libc::ECONNREFUSED),

@@ -4,7 +4,7 @@ mod dgram_support;
 
 use std::net::UdpSocket;
 
-use dgram_support::{count, log, run_for, Ev, Hooks};
+use dgram_support::{count, create, log, run_for, Ev, Hooks};
 use sloop::EventLoop;
 
 /// Paused inside datagram_received, the transport delivers nothing more
@@ -14,8 +14,9 @@ use sloop::EventLoop;
 fn paused_transport_delivers_nothing_until_resumed() {
     let lp = EventLoop::new().unwrap();
     let l = log();
-    let t = lp
-        .create_datagram_endpoint({
+    let t = create(
+        &lp,
+        lp.create_datagram_endpoint({
             let l = l.clone();
             move || {
                 Hooks::new(&l).data(|t, data, _| {
@@ -26,9 +27,9 @@ fn paused_transport_delivers_nothing_until_resumed() {
                 })
             }
         })
-        .local_addr("127.0.0.1:0".parse().unwrap())
-        .start()
-        .unwrap();
+        .local_addr("127.0.0.1:0"),
+    )
+    .unwrap();
     let addr = t.local_addr().unwrap();
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
     for i in 0..3 {

@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use dgram_support::{count, log, run_for, Ev, Hooks};
+use dgram_support::{count, create, log, run_for, Ev, Hooks};
 use sloop::{DatagramTransport, EventLoop};
 
 fn any_v4() -> SocketAddr {
@@ -16,11 +16,13 @@ fn any_v4() -> SocketAddr {
 
 fn echo_server(lp: &EventLoop, local: SocketAddr) -> DatagramTransport {
     let slog = log();
-    lp.create_datagram_endpoint(move || {
-        Hooks::new(&slog).data(|t, data, addr| t.sendto(data, Some(*addr)).unwrap())
-    })
-    .local_addr(local)
-    .start()
+    create(
+        lp,
+        lp.create_datagram_endpoint(move || {
+            Hooks::new(&slog).data(|t, data, addr| t.sendto(data, Some(*addr)).unwrap())
+        })
+        .local_addr(local),
+    )
     .unwrap()
 }
 
@@ -39,8 +41,9 @@ fn ten_thousand_datagrams_round_trip() {
     let expected = Rc::new(Cell::new(0u32));
     let (n1, n2, e2) = (next.clone(), next.clone(), expected.clone());
     let h = lp.handle();
-    let client = lp
-        .create_datagram_endpoint(move || {
+    let client = create(
+        &lp,
+        lp.create_datagram_endpoint(move || {
             Hooks::new(&clog)
                 .made(move |t| {
                     while n1.get() < WINDOW {
@@ -63,9 +66,9 @@ fn ten_thousand_datagrams_round_trip() {
                 })
         })
         .remote_addr(server_addr)
-        .local_addr(any_v4())
-        .start()
-        .unwrap();
+        .local_addr(any_v4()),
+    )
+    .unwrap();
     run_for(&lp, 20);
     assert_eq!(expected.get(), N);
     assert_eq!(client.peer_addr(), Some(server_addr));
@@ -84,8 +87,9 @@ fn empty_and_oversized_datagrams() {
     let server_addr = server.local_addr().unwrap();
     let clog = log();
     let h = lp.handle();
-    let client = lp
-        .create_datagram_endpoint({
+    let client = create(
+        &lp,
+        lp.create_datagram_endpoint({
             let clog = clog.clone();
             move || {
                 let inner = clog.clone();
@@ -109,9 +113,9 @@ fn empty_and_oversized_datagrams() {
                     })
             }
         })
-        .remote_addr(server_addr)
-        .start()
-        .unwrap();
+        .remote_addr(server_addr),
+    )
+    .unwrap();
     run_for(&lp, 5);
     let events = clog.borrow().clone();
     assert_eq!(
@@ -157,13 +161,13 @@ impl Normalise for Ev<SocketAddr> {
 #[test]
 fn ipv6_round_trip() {
     let lp = EventLoop::new().unwrap();
-    let Ok(server) = lp
-        .create_datagram_endpoint(|| {
+    let Ok(server) = create(
+        &lp,
+        lp.create_datagram_endpoint(|| {
             Hooks::new(&log()).data(|t, data, addr| t.sendto(data, Some(*addr)).unwrap())
         })
-        .local_addr("[::1]:0".parse().unwrap())
-        .start()
-    else {
+        .local_addr("[::1]:0"),
+    ) else {
         eprintln!("no IPv6 loopback here; skipped");
         return;
     };
@@ -171,15 +175,16 @@ fn ipv6_round_trip() {
     let clog = log();
     let h = lp.handle();
     let c2 = clog.clone();
-    let client = lp
-        .create_datagram_endpoint(move || {
+    let client = create(
+        &lp,
+        lp.create_datagram_endpoint(move || {
             Hooks::new(&c2)
                 .made(move |t| t.sendto(b"v6", Some(server_addr)).unwrap())
                 .data(move |_, _, _| h.stop())
         })
-        .family(sloop::Family::V6)
-        .start()
-        .unwrap();
+        .family(sloop::Family::V6),
+    )
+    .unwrap();
     run_for(&lp, 5);
     assert_eq!(
         clog.borrow()[1],

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::rc::Rc;
 use std::time::Duration;
 
-use dgram_support::{count, log, run_for, Ev, Hooks};
+use dgram_support::{count, create, log, run_for, Ev, Hooks};
 use sloop::{DatagramTransport, Error, EventLoop, Family};
 
 fn any_v4() -> SocketAddr {
@@ -18,10 +18,12 @@ fn any_v4() -> SocketAddr {
 }
 
 fn quiet(lp: &EventLoop) -> DatagramTransport {
-    lp.create_datagram_endpoint(|| Hooks::new(&log()))
-        .local_addr(any_v4())
-        .start()
-        .unwrap()
+    create(
+        lp,
+        lp.create_datagram_endpoint(|| Hooks::new(&log()))
+            .local_addr(any_v4()),
+    )
+    .unwrap()
 }
 
 /// M09: another address on a connected transport is refused with asyncio's
@@ -32,11 +34,12 @@ fn connected_transport_refuses_other_addresses() {
     let peer = UdpSocket::bind(any_v4()).unwrap();
     let peer_addr = peer.local_addr().unwrap();
     let other: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    let t = lp
-        .create_datagram_endpoint(|| Hooks::new(&log()))
-        .remote_addr(peer_addr)
-        .start()
-        .unwrap();
+    let t = create(
+        &lp,
+        lp.create_datagram_endpoint(|| Hooks::new(&log()))
+            .remote_addr(peer_addr),
+    )
+    .unwrap();
     let err = t.sendto(b"x", Some(other)).unwrap_err();
     assert!(matches!(err, Error::InvalidAddress { .. }));
     assert_eq!(
@@ -103,9 +106,9 @@ fn sendto_after_close_is_refused() {
             })
             .local_addr(any_v4());
         let t = if connected {
-            b.remote_addr(peer_addr).start().unwrap()
+            create(&lp, b.remote_addr(peer_addr)).unwrap()
         } else {
-            b.start().unwrap()
+            create(&lp, b).unwrap()
         };
         t.close();
         assert!(t.is_closing());
@@ -140,8 +143,9 @@ fn methods_are_callable_from_callbacks() {
     // close inside connection_made: made, then lost.
     let l1 = log();
     let h = lp.handle();
-    let t1 = lp
-        .create_datagram_endpoint({
+    let t1 = create(
+        &lp,
+        lp.create_datagram_endpoint({
             let l1 = l1.clone();
             move || {
                 Hooks::new(&l1)
@@ -153,9 +157,9 @@ fn methods_are_callable_from_callbacks() {
                     .lost(move || h.stop())
             }
         })
-        .remote_addr(peer_addr)
-        .start()
-        .unwrap();
+        .remote_addr(peer_addr),
+    )
+    .unwrap();
     run_for(&lp, 5);
     assert_eq!(*l1.borrow(), vec![Ev::Made, Ev::Lost(None)]);
     let mut buf = [0; 8];
@@ -170,8 +174,9 @@ fn methods_are_callable_from_callbacks() {
     // abort and set_write_buffer_limits inside datagram_received.
     let l2 = log();
     let h = lp.handle();
-    let t2 = lp
-        .create_datagram_endpoint({
+    let t2 = create(
+        &lp,
+        lp.create_datagram_endpoint({
             let l2 = l2.clone();
             move || {
                 Hooks::new(&l2)
@@ -188,9 +193,9 @@ fn methods_are_callable_from_callbacks() {
                     .lost(move || h.stop())
             }
         })
-        .local_addr(any_v4())
-        .start()
-        .unwrap();
+        .local_addr(any_v4()),
+    )
+    .unwrap();
     let t2_addr = t2.local_addr().unwrap();
     peer.send_to(b"one", t2_addr).unwrap();
     peer.send_to(b"two", t2_addr).unwrap();
@@ -226,8 +231,9 @@ fn panic_in_datagram_received_is_fatal() {
     ));
     let l = log();
     let h = lp.handle();
-    let t = lp
-        .create_datagram_endpoint({
+    let t = create(
+        &lp,
+        lp.create_datagram_endpoint({
             let l = l.clone();
             move || {
                 Hooks::new(&l)
@@ -235,9 +241,9 @@ fn panic_in_datagram_received_is_fatal() {
                     .lost(move || h.stop())
             }
         })
-        .local_addr(any_v4())
-        .start()
-        .unwrap();
+        .local_addr(any_v4()),
+    )
+    .unwrap();
     let peer = UdpSocket::bind(any_v4()).unwrap();
     peer.send_to(b"x", t.local_addr().unwrap()).unwrap();
     peer.send_to(b"y", t.local_addr().unwrap()).unwrap();
@@ -269,13 +275,14 @@ fn socket_options_follow_the_builder() {
             assert!(!s.broadcast().unwrap());
         })
         .unwrap();
-    let flagged = lp
-        .create_datagram_endpoint(|| Hooks::new(&log()))
-        .local_addr(any_v4())
-        .reuse_port(true)
-        .allow_broadcast(true)
-        .start()
-        .unwrap();
+    let flagged = create(
+        &lp,
+        lp.create_datagram_endpoint(|| Hooks::new(&log()))
+            .local_addr(any_v4())
+            .reuse_port(true)
+            .allow_broadcast(true),
+    )
+    .unwrap();
     flagged
         .with_socket(|s| {
             let s = socket2::SockRef::from(s);
@@ -286,23 +293,22 @@ fn socket_options_follow_the_builder() {
         .unwrap();
     // reuse_port lets a second socket bind the same address.
     let addr = flagged.local_addr().unwrap();
-    let twin = lp
-        .create_datagram_endpoint(|| Hooks::new(&log()))
-        .local_addr(addr)
-        .reuse_port(true)
-        .start()
-        .unwrap();
+    let twin = create(
+        &lp,
+        lp.create_datagram_endpoint(|| Hooks::new(&log()))
+            .local_addr(addr)
+            .reuse_port(true),
+    )
+    .unwrap();
     assert_eq!(twin.local_addr(), Some(addr));
     // Without it, the address is taken.
-    let err = lp
-        .create_datagram_endpoint(|| Hooks::new(&log()))
-        .local_addr(addr)
-        .start()
-        .unwrap_err();
-    assert_eq!(
-        std::io::Error::from(err).kind(),
-        std::io::ErrorKind::AddrInUse
-    );
+    let err = create(
+        &lp,
+        lp.create_datagram_endpoint(|| Hooks::new(&log()))
+            .local_addr(addr),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
     for t in [plain, flagged, twin] {
         t.close();
     }
@@ -315,12 +321,13 @@ fn broadcast_endpoint_is_not_connected() {
     let lp = EventLoop::new().unwrap();
     let peer = UdpSocket::bind(any_v4()).unwrap();
     let peer_addr = peer.local_addr().unwrap();
-    let t = lp
-        .create_datagram_endpoint(|| Hooks::new(&log()))
-        .remote_addr(peer_addr)
-        .allow_broadcast(true)
-        .start()
-        .unwrap();
+    let t = create(
+        &lp,
+        lp.create_datagram_endpoint(|| Hooks::new(&log()))
+            .remote_addr(peer_addr)
+            .allow_broadcast(true),
+    )
+    .unwrap();
     assert_eq!(t.peer_addr(), None);
     assert_eq!(t.remote_addr(), Some(peer_addr));
     t.send(b"hi").unwrap();
@@ -338,32 +345,32 @@ fn broadcast_endpoint_is_not_connected() {
 #[test]
 fn endpoint_option_errors_and_existing_socket() {
     let lp = EventLoop::new().unwrap();
-    let msg = |e: Error| e.to_string();
-    let e = lp
-        .create_datagram_endpoint(|| Hooks::new(&log()))
-        .start()
-        .unwrap_err();
+    let msg = |e: std::io::Error| e.to_string();
+    let e = create(&lp, lp.create_datagram_endpoint(|| Hooks::new(&log()))).unwrap_err();
     assert_eq!(msg(e), "unexpected address family");
-    let e = lp
-        .create_datagram_endpoint(|| Hooks::new(&log()))
-        .local_addr("[::1]:0".parse().unwrap())
-        .remote_addr("127.0.0.1:9".parse().unwrap())
-        .start()
-        .unwrap_err();
+    let e = create(
+        &lp,
+        lp.create_datagram_endpoint(|| Hooks::new(&log()))
+            .local_addr("[::1]:0")
+            .remote_addr("127.0.0.1:9"),
+    )
+    .unwrap_err();
     assert_eq!(msg(e), "can not get address information");
-    let e = lp
-        .create_datagram_endpoint(|| Hooks::new(&log()))
-        .local_addr(any_v4())
-        .family(Family::V6)
-        .start()
-        .unwrap_err();
+    let e = create(
+        &lp,
+        lp.create_datagram_endpoint(|| Hooks::new(&log()))
+            .local_addr(any_v4())
+            .family(Family::V6),
+    )
+    .unwrap_err();
     assert_eq!(msg(e), "can not get address information");
-    let e = lp
-        .create_datagram_endpoint(|| Hooks::new(&log()))
-        .socket(UdpSocket::bind(any_v4()).unwrap())
-        .reuse_port(true)
-        .start()
-        .unwrap_err();
+    let e = create(
+        &lp,
+        lp.create_datagram_endpoint(|| Hooks::new(&log()))
+            .socket(UdpSocket::bind(any_v4()).unwrap())
+            .reuse_port(true),
+    )
+    .unwrap_err();
     assert_eq!(
         msg(e),
         "socket modifier keyword arguments can not be used when sock is specified. (reuse_port=true)"
@@ -373,14 +380,15 @@ fn endpoint_option_errors_and_existing_socket() {
     let addr = sock.local_addr().unwrap();
     let l = log();
     let h = lp.handle();
-    let t = lp
-        .create_datagram_endpoint({
+    let t = create(
+        &lp,
+        lp.create_datagram_endpoint({
             let l = l.clone();
             move || Hooks::new(&l).data(move |_, _, _| h.stop())
         })
-        .socket(sock)
-        .start()
-        .unwrap();
+        .socket(sock),
+    )
+    .unwrap();
     assert_eq!(t.local_addr(), Some(addr));
     let peer = UdpSocket::bind(any_v4()).unwrap();
     peer.send_to(b"hey", addr).unwrap();

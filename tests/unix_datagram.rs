@@ -6,7 +6,7 @@ mod dgram_support;
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-use dgram_support::{log, run_for, Ev, Hooks};
+use dgram_support::{create, log, run_for, Ev, Hooks};
 use sloop::{Error, EventLoop, UnixAddr};
 
 /// Two endpoints bound to paths talk to each other; each sees the other's
@@ -19,8 +19,9 @@ fn round_trip_between_paths() {
     let lp = EventLoop::new().unwrap();
 
     let slog = log::<UnixAddr>();
-    let server = lp
-        .create_unix_datagram_endpoint({
+    let server = create(
+        &lp,
+        lp.create_unix_datagram_endpoint({
             let slog = slog.clone();
             move || {
                 Hooks::new(&slog).data(|t, data, addr| {
@@ -30,9 +31,9 @@ fn round_trip_between_paths() {
                 })
             }
         })
-        .local_addr(&server_path)
-        .start()
-        .unwrap();
+        .local_addr(&server_path),
+    )
+    .unwrap();
     assert_eq!(
         server.local_addr(),
         Some(UnixAddr::Path(server_path.clone()))
@@ -41,8 +42,9 @@ fn round_trip_between_paths() {
 
     let clog = log::<UnixAddr>();
     let h = lp.handle();
-    let client = lp
-        .create_unix_datagram_endpoint({
+    let client = create(
+        &lp,
+        lp.create_unix_datagram_endpoint({
             let clog = clog.clone();
             move || {
                 Hooks::new(&clog)
@@ -58,9 +60,9 @@ fn round_trip_between_paths() {
             }
         })
         .local_addr(&client_path)
-        .remote_addr(&server_path)
-        .start()
-        .unwrap();
+        .remote_addr(&server_path),
+    )
+    .unwrap();
     assert_eq!(
         client.peer_addr(),
         Some(UnixAddr::Path(server_path.clone()))
@@ -102,26 +104,25 @@ fn stale_socket_file_is_replaced() {
     drop(UnixDatagram::bind(&path).unwrap()); // leaves the file behind
     assert!(path.exists());
     let lp = EventLoop::new().unwrap();
-    let t = lp
-        .create_unix_datagram_endpoint(|| Hooks::new(&log()))
-        .local_addr(&path)
-        .start()
-        .expect("the stale file is removed first");
+    let t = create(
+        &lp,
+        lp.create_unix_datagram_endpoint(|| Hooks::new(&log()))
+            .local_addr(&path),
+    )
+    .expect("the stale file is removed first");
     let peer = UnixDatagram::unbound().unwrap();
     peer.send_to(b"alive", &path).unwrap();
     t.close();
 
     let file = dir.path().join("regular");
     std::fs::write(&file, b"keep me").unwrap();
-    let err = lp
-        .create_unix_datagram_endpoint(|| Hooks::new(&log()))
-        .local_addr(&file)
-        .start()
-        .unwrap_err();
-    assert_eq!(
-        std::io::Error::from(err).kind(),
-        std::io::ErrorKind::AddrInUse
-    );
+    let err = create(
+        &lp,
+        lp.create_unix_datagram_endpoint(|| Hooks::new(&log()))
+            .local_addr(&file),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
     assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
 }
 
@@ -134,8 +135,9 @@ fn socketpair_endpoint() {
     let lp = EventLoop::new().unwrap();
     let l = log::<UnixAddr>();
     let h = lp.handle();
-    let t = lp
-        .create_unix_datagram_endpoint({
+    let t = create(
+        &lp,
+        lp.create_unix_datagram_endpoint({
             let l = l.clone();
             move || {
                 Hooks::new(&l)
@@ -146,9 +148,9 @@ fn socketpair_endpoint() {
                     .lost(move || h.stop())
             }
         })
-        .socket(mine)
-        .start()
-        .unwrap();
+        .socket(mine),
+    )
+    .unwrap();
     peer.send(b"shout").unwrap();
     run_for(&lp, 5);
     let mut buf = [0; 16];
@@ -176,10 +178,7 @@ fn abstract_addresses() {
     let peer = UnixDatagram::bind_addr(&addr).unwrap();
     peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let lp = EventLoop::new().unwrap();
-    let t = lp
-        .create_unix_datagram_endpoint(|| Hooks::new(&log()))
-        .start()
-        .unwrap();
+    let t = create(&lp, lp.create_unix_datagram_endpoint(|| Hooks::new(&log()))).unwrap();
     t.sendto(b"abs", Some(UnixAddr::Abstract(name.clone())))
         .unwrap();
     let mut buf = [0; 8];

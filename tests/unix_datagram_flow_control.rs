@@ -16,7 +16,7 @@ use std::os::unix::net::UnixDatagram;
 use std::rc::Rc;
 use std::time::Duration;
 
-use dgram_support::{count, log, run_for, Ev, Hooks};
+use dgram_support::{count, create, log, run_for, Ev, Hooks};
 use sloop::transport::datagram::DATAGRAM_OVERHEAD;
 use sloop::UnixAddr;
 use sloop::{DatagramTransport, EventLoop};
@@ -91,8 +91,9 @@ fn queue_drains_in_order_with_flow_control() {
     }
 
     let h = lp.handle();
-    let t = lp
-        .create_unix_datagram_endpoint({
+    let t = create(
+        &lp,
+        lp.create_unix_datagram_endpoint({
             let (l, paused, max_over) = (l.clone(), paused.clone(), max_over.clone());
             let (next, p2, q2) = (next.clone(), paused.clone(), queued_seen.clone());
             move || {
@@ -116,9 +117,9 @@ fn queue_drains_in_order_with_flow_control() {
                     .lost(move || h.stop())
             }
         })
-        .socket(mine)
-        .start()
-        .unwrap();
+        .socket(mine),
+    )
+    .unwrap();
     assert_eq!(t.peer_addr(), Some(UnixAddr::Unnamed));
     {
         let (t, next, paused, q) = (t.clone(), next.clone(), paused.clone(), queued_seen.clone());
@@ -151,8 +152,9 @@ fn pause_from_own_sendto_comes_after_the_callback() {
     let lp = EventLoop::new().unwrap();
     let l = log::<UnixAddr>();
     let h = lp.handle();
-    let t = lp
-        .create_unix_datagram_endpoint({
+    let t = create(
+        &lp,
+        lp.create_unix_datagram_endpoint({
             let l = l.clone();
             move || {
                 let l2 = l.clone();
@@ -171,9 +173,9 @@ fn pause_from_own_sendto_comes_after_the_callback() {
                     .pause(move |_| h.stop())
             }
         })
-        .socket(mine)
-        .start()
-        .unwrap();
+        .socket(mine),
+    )
+    .unwrap();
     peer.send(b"go").unwrap();
     run_for(&lp, 5);
     assert_eq!(
@@ -196,14 +198,15 @@ fn empty_datagrams_reach_the_high_water_mark() {
     let lp = EventLoop::new().unwrap();
     let l = log::<UnixAddr>();
     let h = lp.handle();
-    let t = lp
-        .create_unix_datagram_endpoint({
+    let t = create(
+        &lp,
+        lp.create_unix_datagram_endpoint({
             let l = l.clone();
             move || Hooks::new(&l).pause(move |_| h.stop())
         })
-        .socket(mine)
-        .start()
-        .unwrap();
+        .socket(mine),
+    )
+    .unwrap();
     let mut sent = 0;
     while t.write_buffer_len() == 0 {
         t.send(&[2; 1000]).unwrap();

@@ -80,7 +80,7 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
+use std::path::Path;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -91,6 +91,7 @@ use futures::{Sink, Stream};
 use crate::datagram_endpoint::{DatagramEndpointBuilder, UnixDatagramEndpointBuilder};
 use crate::error::Error;
 use crate::event_loop::LoopHandle;
+use crate::net::ToAddrs;
 use crate::transport::datagram::{DatagramAddr, DatagramProtocol, DatagramTransport, UnixAddr};
 use crate::transport::EmptyWaiter;
 
@@ -321,7 +322,7 @@ impl<A: DatagramAddr> Drop for CloseOnDrop<A> {
 /// let lp = sloop::EventLoop::new()?;
 /// let h = lp.handle();
 /// lp.run_until_complete(async move {
-///     let mut sock = DatagramSocket::bind(&h, "127.0.0.1:0".parse().unwrap())?;
+///     let mut sock = DatagramSocket::bind(&h, "127.0.0.1:0").await?;
 ///     let me = sock.local_addr().unwrap();
 ///     // Sink: send (and flush) a datagram to ourselves.
 ///     sock.send((b"ping".to_vec(), me)).await?;
@@ -356,38 +357,59 @@ pub struct DatagramSendHalf<A: DatagramAddr = SocketAddr> {
 }
 
 impl DatagramSocket<SocketAddr> {
-    /// A UDP socket bound to `addr` (port 0: any free port), not
-    /// connected: it receives from anyone and sends anywhere.
+    /// A UDP socket bound to `addr`, any [`ToAddrs`] (port 0: any free
+    /// port; a name is resolved off the loop thread), not connected: it
+    /// receives from anyone and sends anywhere.
     ///
     /// # Errors
     ///
-    /// The OS error of `socket` or `bind`; an error if the loop is
-    /// closed.
-    pub fn bind(lp: &LoopHandle, addr: SocketAddr) -> io::Result<Self> {
-        Self::with_endpoint(lp, |b| b.local_addr(addr))
+    /// `InvalidInput` for a malformed address, a resolution error, the OS
+    /// error of `socket` or `bind`; an error if the loop is closed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes leaves nothing open: the
+    /// socket is made in the poll that completes it.
+    pub async fn bind(lp: &LoopHandle, addr: impl ToAddrs) -> io::Result<Self> {
+        Self::with_endpoint(lp, |b| b.local_addr(addr)).await
     }
 
-    /// A UDP socket bound to `local` and connected to `remote`: the kernel
-    /// drops datagrams from other senders, an ICMP error from `remote`
-    /// comes out of the stream as an `Err` item (e.g. `ConnectionRefused`),
-    /// and sending to any other address fails with `InvalidInput`.
+    /// A UDP socket bound to `local` and connected to `remote` (both any
+    /// [`ToAddrs`], resolved as for
+    /// [`create_datagram_endpoint`](LoopHandle::create_datagram_endpoint)):
+    /// the kernel drops datagrams from other senders, an ICMP error from
+    /// `remote` comes out of the stream as an `Err` item (e.g.
+    /// `ConnectionRefused`), and sending to any other address fails with
+    /// `InvalidInput`.
     ///
     /// # Errors
     ///
     /// As [`bind`](DatagramSocket::bind), and the OS error of `connect`;
-    /// `InvalidInput` if the addresses are of different families.
-    pub fn connect(lp: &LoopHandle, local: SocketAddr, remote: SocketAddr) -> io::Result<Self> {
-        Self::with_endpoint(lp, |b| b.local_addr(local).remote_addr(remote))
+    /// `InvalidInput` if the addresses have no family in common.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`bind`](DatagramSocket::bind).
+    pub async fn connect(
+        lp: &LoopHandle,
+        local: impl ToAddrs,
+        remote: impl ToAddrs,
+    ) -> io::Result<Self> {
+        Self::with_endpoint(lp, |b| b.local_addr(local).remote_addr(remote)).await
     }
 
     /// Wraps an existing UDP socket (bound or not, connected or not); it is
-    /// made non-blocking.
+    /// made non-blocking. At once: there is nothing to resolve or wait for.
     ///
     /// # Errors
     ///
-    /// As [`with_endpoint`](DatagramSocket::with_endpoint).
+    /// The OS error of making it non-blocking; an error if the loop is
+    /// closed.
     pub fn from_std(lp: &LoopHandle, sock: UdpSocket) -> io::Result<Self> {
-        Self::with_endpoint(lp, |b| b.socket(sock))
+        let transport = lp
+            .create_datagram_endpoint(DatagramSocketProtocol::new as Factory<_>)
+            .create_on_socket(sock)?;
+        Ok(DatagramSocket::from_transport(transport))
     }
 
     /// A UDP socket with any options of
@@ -397,39 +419,44 @@ impl DatagramSocket<SocketAddr> {
     ///
     /// ```
     /// # let lp = sloop::EventLoop::new()?;
-    /// let sock = sloop::DatagramSocket::with_endpoint(&lp.handle(), |b| {
-    ///     b.local_addr("127.0.0.1:0".parse().unwrap()).reuse_port(true)
-    /// })?;
+    /// let sock = lp.run_until_complete(sloop::DatagramSocket::with_endpoint(&lp.handle(), |b| {
+    ///     b.local_addr("127.0.0.1:0").reuse_port(true)
+    /// }))??;
     /// assert_ne!(sock.local_addr().unwrap().port(), 0);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
     /// # Errors
     ///
-    /// The errors of [`DatagramEndpointBuilder::start`], as `io::Error`s.
-    pub fn with_endpoint(
+    /// The errors of awaiting the [`DatagramEndpointBuilder`].
+    pub async fn with_endpoint(
         lp: &LoopHandle,
         configure: impl FnOnce(
             DatagramEndpointBuilder<fn() -> DatagramSocketProtocol>,
         ) -> DatagramEndpointBuilder<fn() -> DatagramSocketProtocol>,
     ) -> io::Result<Self> {
         let builder = lp.create_datagram_endpoint(DatagramSocketProtocol::new as Factory<_>);
-        let transport = configure(builder).start()?;
+        let transport = configure(builder).await?;
         Ok(DatagramSocket::from_transport(transport))
     }
 }
 
 impl DatagramSocket<UnixAddr> {
     /// A Unix datagram socket bound to `path` (a stale socket file there
-    /// is removed first), not connected.
+    /// is removed first), not connected. Async as
+    /// [`bind`](DatagramSocket::bind) is, though a path needs no resolving:
+    /// every endpoint is awaited the same way.
     ///
     /// # Errors
     ///
     /// The OS error of `socket` or `bind`; an error if the loop is
     /// closed.
-    pub fn bind_unix(lp: &LoopHandle, path: impl Into<PathBuf>) -> io::Result<Self> {
-        let path = path.into();
-        Self::with_unix_endpoint(lp, |b| b.local_addr(path))
+    ///
+    /// # Cancel safety
+    ///
+    /// The socket is made in the future's first poll, which completes it.
+    pub async fn bind_unix(lp: &LoopHandle, path: impl AsRef<Path>) -> io::Result<Self> {
+        Self::with_unix_endpoint(lp, |b| b.local_addr(path)).await
     }
 
     /// An unbound Unix datagram socket connected to `path`. (Bind one with
@@ -439,20 +466,28 @@ impl DatagramSocket<UnixAddr> {
     /// # Errors
     ///
     /// The OS error of `socket` or `connect`.
-    pub fn connect_unix(lp: &LoopHandle, path: impl Into<PathBuf>) -> io::Result<Self> {
-        let path = path.into();
-        Self::with_unix_endpoint(lp, |b| b.remote_addr(path))
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`bind_unix`](DatagramSocket::bind_unix).
+    pub async fn connect_unix(lp: &LoopHandle, path: impl AsRef<Path>) -> io::Result<Self> {
+        Self::with_unix_endpoint(lp, |b| b.remote_addr(path)).await
     }
 
     /// Wraps an existing Unix datagram socket (e.g. one end of
     /// [`UnixDatagram::pair`], whose peer is [`UnixAddr::Unnamed`]); it is
-    /// made non-blocking.
+    /// made non-blocking. At once, as [`from_std`](DatagramSocket::from_std).
     ///
     /// # Errors
     ///
-    /// As [`with_unix_endpoint`](DatagramSocket::with_unix_endpoint).
+    /// The OS error of making it non-blocking; an error if the loop is
+    /// closed.
     pub fn from_unix(lp: &LoopHandle, sock: UnixDatagram) -> io::Result<Self> {
-        Self::with_unix_endpoint(lp, |b| b.socket(sock))
+        let transport = lp
+            .create_unix_datagram_endpoint(DatagramSocketProtocol::new as Factory<_>)
+            .socket(sock)
+            .create_now()?;
+        Ok(DatagramSocket::from_transport(transport))
     }
 
     /// A Unix datagram socket with any options of
@@ -461,9 +496,8 @@ impl DatagramSocket<UnixAddr> {
     ///
     /// # Errors
     ///
-    /// The errors of [`UnixDatagramEndpointBuilder::start`], as
-    /// `io::Error`s.
-    pub fn with_unix_endpoint(
+    /// The errors of awaiting the [`UnixDatagramEndpointBuilder`].
+    pub async fn with_unix_endpoint(
         lp: &LoopHandle,
         configure: impl FnOnce(
             UnixDatagramEndpointBuilder<fn() -> DatagramSocketProtocol<UnixAddr>>,
@@ -471,7 +505,7 @@ impl DatagramSocket<UnixAddr> {
             -> UnixDatagramEndpointBuilder<fn() -> DatagramSocketProtocol<UnixAddr>>,
     ) -> io::Result<Self> {
         let builder = lp.create_unix_datagram_endpoint(DatagramSocketProtocol::new as Factory<_>);
-        let transport = configure(builder).start()?;
+        let transport = configure(builder).await?;
         Ok(DatagramSocket::from_transport(transport))
     }
 }

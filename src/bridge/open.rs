@@ -3,26 +3,32 @@
 //! [`TransportStream`]s instead of callbacks.
 //!
 //! They are `create_connection` and `create_server` with the stream's
-//! protocol as the factory: a server spawns one task per connection, running
-//! the handler on the connection's stream.
+//! protocol as the factory, and return the same builders: a server spawns
+//! one task per connection, running the handler on the connection's
+//! stream; a connection's builder gives the stream instead of the
+//! transport.
 
 use std::cell::Cell;
 use std::future::Future;
-use std::io;
 use std::path::Path;
 use std::rc::Rc;
 
 use super::stream::TransportStream;
+use crate::connect::Connect;
 use crate::event_loop::LoopHandle;
+use crate::net::ToAddrs;
 use crate::protocol::stream_reader::{Connecting, StreamState};
 use crate::protocol::{AnyProtocol, Buffered, IntoProtocol};
 use crate::server::ServerBuilder;
 use crate::transport::Transport;
 
 impl LoopHandle {
-    /// Opens a TCP connection to `host:port` as a [`TransportStream`]
-    /// (asyncio's `open_connection`). `host` may be a name; it is resolved
-    /// off the loop thread.
+    /// Opens a TCP connection to `addr` as a [`TransportStream`]
+    /// (asyncio's `open_connection`). `addr` is any [`ToAddrs`]
+    /// (`("example.com", 80)`, `"127.0.0.1:8080"`, a `SocketAddr`…); a name
+    /// is resolved off the loop thread. Returns the [`Connect`] builder of
+    /// [`create_connection`](LoopHandle::create_connection), with its
+    /// options; await it for the stream.
     ///
     /// ```
     /// use futures::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,7 +45,7 @@ impl LoopHandle {
     ///         }, "127.0.0.1:0")
     ///         .await?;
     ///     let port = server.local_addrs()[0].port();
-    ///     let mut client = h.open_connection("127.0.0.1", port).await?;
+    ///     let mut client = h.open_connection(("127.0.0.1", port)).await?;
     ///     client.write_all(b"hello").await?;
     ///     let mut echoed = Vec::new();
     ///     client.read_to_end(&mut echoed).await?;
@@ -55,18 +61,12 @@ impl LoopHandle {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future before it completes closes the socket it opened.
-    pub fn open_connection(
-        &self,
-        host: &str,
-        port: u16,
-    ) -> impl Future<Output = io::Result<TransportStream>> + 'static {
+    /// Dropping the future before it completes closes the socket it opened
+    /// (see [`Connect`]).
+    pub fn open_connection(&self, addr: impl ToAddrs) -> Connect<TransportStream> {
         let (protocol, pending) = pending_stream();
-        let connect = self.create_connection(move || protocol, host, port);
-        async move {
-            let transport = connect.await?;
-            Ok(pending.into_stream(&transport))
-        }
+        self.create_connection(move || protocol, addr)
+            .map_output(move |transport| pending.into_stream(&transport))
     }
 
     /// Opens a Unix stream connection to `path` as a [`TransportStream`].
@@ -78,25 +78,20 @@ impl LoopHandle {
     /// # Cancel safety
     ///
     /// As [`open_connection`](LoopHandle::open_connection).
-    pub fn open_unix_connection(
-        &self,
-        path: impl AsRef<Path>,
-    ) -> impl Future<Output = io::Result<TransportStream>> + 'static {
+    pub fn open_unix_connection(&self, path: impl AsRef<Path>) -> Connect<TransportStream> {
         let (protocol, pending) = pending_stream();
-        let connect = self.create_unix_connection(move || protocol, path);
-        async move {
-            let transport = connect.await?;
-            Ok(pending.into_stream(&transport))
-        }
+        self.create_unix_connection(move || protocol, path)
+            .map_output(move |transport| pending.into_stream(&transport))
     }
 
-    /// Starts a TCP server on `addr` (`"host:port"`) that runs
+    /// Starts a TCP server on `addr` (any [`ToAddrs`], as for
+    /// [`create_server`](LoopHandle::create_server)) that runs
     /// `handler(stream)` in a new task for each connection (asyncio's
     /// `start_server`). Returns the server builder: set options on it, then
     /// await it for the [`Server`](crate::Server).
     ///
     /// The connection closes when the handler drops its stream.
-    pub fn start_server<H, F>(&self, handler: H, addr: &str) -> ServerBuilder
+    pub fn start_server<H, F>(&self, handler: H, addr: impl ToAddrs) -> ServerBuilder
     where
         H: Fn(TransportStream) -> F + 'static,
         F: Future<Output = ()> + 'static,

@@ -568,7 +568,7 @@ mod tests {
         lp.run_until_complete(async move {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let port = listener.local_addr().unwrap().port();
-            let mut stream = h.open_connection("127.0.0.1", port).await.unwrap();
+            let mut stream = h.open_connection(("127.0.0.1", port)).await.unwrap();
             let (mut peer, _) = listener.accept().unwrap();
             let data = pattern(40_000);
             let sent = data.clone();
@@ -605,7 +605,7 @@ mod tests {
         lp.run_until_complete(async move {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let port = listener.local_addr().unwrap().port();
-            let mut stream = h.open_connection("127.0.0.1", port).await.unwrap();
+            let mut stream = h.open_connection(("127.0.0.1", port)).await.unwrap();
             let (mut peer, _) = listener.accept().unwrap();
             let pool = &stream.reader.shared.pool;
             // Warm the pool: the first take allocates.

@@ -8,7 +8,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -157,7 +157,8 @@ impl From<Elapsed> for std::io::Error {
 
 /// Runs `future` for at most `duration`: `Ok(output)`, or `Err(Elapsed)`
 /// (and `future` is dropped) if the time runs out first. asyncio's
-/// `wait_for`.
+/// `wait_for`. Anything awaitable will do ([`IntoFuture`]), a connection's
+/// builder for instance.
 ///
 /// ```
 /// use std::time::Duration;
@@ -167,9 +168,9 @@ impl From<Elapsed> for std::io::Error {
 /// assert!(res.is_err());
 /// # Ok::<(), sloop::Error>(())
 /// ```
-pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
+pub fn timeout<F: IntoFuture>(duration: Duration, future: F) -> Timeout<F::IntoFuture> {
     Timeout {
-        future,
+        future: future.into_future(),
         sleep: sleep(duration),
     }
 }

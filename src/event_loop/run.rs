@@ -3,7 +3,7 @@
 //! and one iteration (asyncio's `_run_once`; the phases are listed in the
 //! [`event_loop`](super) module docs).
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
@@ -88,6 +88,8 @@ impl LoopHandle {
     }
 
     /// Runs the loop until `future` completes, and returns its output.
+    /// Anything awaitable will do ([`IntoFuture`]): a future, or a builder
+    /// such as [`create_server`](LoopHandle::create_server)'s.
     ///
     /// The future need not be `'static`: it lives on this stack frame. It is
     /// polled as a task would be: first in the next iteration, then each
@@ -124,9 +126,9 @@ impl LoopHandle {
     ///
     /// Resumes the future's panic, as asyncio re-raises the future's
     /// exception.
-    pub fn run_until_complete<F: Future>(&self, future: F) -> Result<F::Output, Error> {
+    pub fn run_until_complete<F: IntoFuture>(&self, future: F) -> Result<F::Output, Error> {
         let guard = RunGuard::enter(self)?;
-        let mut future = pin!(future);
+        let mut future = pin!(future.into_future());
         let header = TaskWaker::new(MAIN_TASK, true, self.inner.shared.clone());
         let waker = Waker::from(header.clone());
         let mut output = None;

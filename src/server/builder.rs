@@ -1,28 +1,28 @@
-//! Creating servers: [`ServerBuilder`], the options and future that
+//! Creating servers: [`ServerBuilder`], the options that
 //! [`LoopHandle::create_server`], [`LoopHandle::create_unix_server`] and
-//! [`LoopHandle::create_server_from_socket`] return.
+//! [`LoopHandle::create_server_from_socket`] return; awaiting it creates
+//! the server.
 //!
-//! Binding is [`net`](crate::net)'s: a Unix path's leftover socket file
-//! is removed only if it is a socket and a connect to it is refused; a
-//! live server's path or a non-socket gives `AddrInUse`.
+//! Binding is `net`'s: addresses are resolved off the loop thread (all of
+//! them at once), a Unix path's leftover socket file is removed only if it
+//! is a socket and a connect to it is refused; a live server's path or a
+//! non-socket gives `AddrInUse`.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::future::Future;
+use std::future::IntoFuture;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 
+use futures::future::LocalBoxFuture;
 use slab::Slab;
 use socket2::{Domain, Socket, Type};
 
 use super::listener::Listener;
 use super::{Factory, Server, ServerInner};
-use crate::datagram_endpoint::Family;
 use crate::event_loop::LoopHandle;
-use crate::net::{self, ListenOptions, SocketFile};
+use crate::net::{self, Addrs, Family, ListenOptions, SocketFile, ToAddrs};
 use crate::protocol::IntoProtocol;
 use crate::transport::socket::Kind;
 
@@ -34,24 +34,39 @@ type Bound = (Socket, Kind, Option<SocketFile>);
 
 /// Where a server listens.
 enum Bind {
-    /// `host:port` strings and addresses to resolve and bind.
-    Addrs(Vec<String>),
+    /// Addresses to resolve and bind.
+    Addrs(Vec<Addrs>),
     /// A Unix path.
     Unix(PathBuf),
     /// An existing listening (or bound) socket.
     Sock(Socket, Kind),
 }
 
-/// Options for a server; a future that creates it. Made by
-/// [`LoopHandle::create_server`], [`LoopHandle::create_unix_server`] and
-/// [`LoopHandle::create_server_from_socket`].
+/// Options for a server, then `.await` to create it. Made by
+/// [`LoopHandle::create_server`], [`LoopHandle::create_unix_server`],
+/// [`LoopHandle::create_server_from_socket`] and their stream twins
+/// ([`start_server`](LoopHandle::start_server),
+/// [`start_unix_server`](LoopHandle::start_unix_server)).
 ///
-/// Await it (in a task or with `run_until_complete`) to get the
-/// [`Server`].
+/// It is [`IntoFuture`]: chain the options, then await it in a task, or
+/// hand it to [`run_until_complete`](LoopHandle::run_until_complete), to
+/// get the [`Server`]. Nothing happens until then: the addresses are
+/// resolved (off the loop thread, see [`ToAddrs`]) and bound by the future.
+///
+/// # Cancel safety
+///
+/// Dropping the future before it completes leaves nothing open: what it
+/// resolves is discarded, and the sockets are bound and handed to the
+/// server in the poll that completes it. A socket given to
+/// [`create_server_from_socket`](LoopHandle::create_server_from_socket)
+/// is closed with the builder or its future.
+#[must_use = "a server is created by awaiting its builder"]
 pub struct ServerBuilder {
     lp: LoopHandle,
-    factory: Option<Factory>,
-    bind: Option<Bind>,
+    factory: Factory,
+    bind: Bind,
+    /// The first malformed address or misuse, which the future fails with.
+    error: Option<io::Error>,
     backlog: u32,
     reuse_address: bool,
     reuse_port: bool,
@@ -60,12 +75,22 @@ pub struct ServerBuilder {
     start_serving: bool,
     max_connections: Option<usize>,
     unix_mode: Option<u32>,
-    fut: Option<Pin<Box<dyn Future<Output = io::Result<Server>>>>>,
 }
 
 impl fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bind = match &self.bind {
+            Bind::Addrs(a) => a
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            Bind::Unix(p) => p.display().to_string(),
+            Bind::Sock(s, _) => format!("{s:?}"),
+        };
         f.debug_struct("ServerBuilder")
+            .field("bind", &bind)
+            .field("error", &self.error)
             .field("backlog", &self.backlog)
             .field("reuse_address", &self.reuse_address)
             .field("reuse_port", &self.reuse_port)
@@ -124,12 +149,26 @@ impl ServerBuilder {
         self
     }
 
-    /// Also listen on `addr` (`"host:port"`).
-    pub fn also_bind(mut self, addr: &str) -> Self {
-        if let Some(Bind::Addrs(v)) = &mut self.bind {
-            v.push(addr.to_owned());
+    /// Also listen on `addr` (any [`ToAddrs`]: asyncio's list of hosts).
+    /// Addresses that several entries resolve to are bound once.
+    ///
+    /// The future fails with `InvalidInput` if `addr` is malformed, or if
+    /// the server is not a TCP server made from addresses.
+    pub fn also_bind(mut self, addr: impl ToAddrs) -> Self {
+        match (&mut self.bind, addr.to_addrs()) {
+            (Bind::Addrs(v), Ok(a)) => v.push(a),
+            (_, Err(e)) => self.fail(e),
+            (_, Ok(a)) => self.fail(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("also_bind({a}) needs a TCP server made from addresses"),
+            )),
         }
         self
+    }
+
+    /// Keeps the first error, which the future fails with.
+    fn fail(&mut self, e: io::Error) {
+        self.error.get_or_insert(e);
     }
 
     /// At most this many connections open at once: accepting pauses at the
@@ -148,101 +187,138 @@ impl ServerBuilder {
         self
     }
 
-    fn start(&mut self) -> Pin<Box<dyn Future<Output = io::Result<Server>>>> {
-        let lp = self.lp.clone();
-        let factory = self.factory.take();
-        let bind = self.bind.take();
-        let backlog = self.backlog;
+    /// What awaiting the builder runs.
+    async fn create(self) -> io::Result<Server> {
+        let ServerBuilder {
+            lp,
+            factory,
+            bind,
+            error,
+            backlog,
+            reuse_address,
+            reuse_port,
+            family,
+            keep_alive,
+            start_serving,
+            max_connections,
+            unix_mode,
+        } = self;
+        if let Some(e) = error {
+            return Err(e);
+        }
         let opts = ListenOptions {
-            reuse_address: self.reuse_address,
-            reuse_port: self.reuse_port,
-            backlog: self.backlog,
-            family: self.family,
-            keep_alive: self.keep_alive,
+            reuse_address,
+            reuse_port,
+            backlog,
+            family,
+            keep_alive,
         };
-        let start_serving = self.start_serving;
-        let max_connections = self.max_connections;
-        let unix_mode = self.unix_mode;
-        Box::pin(async move {
-            let factory =
-                factory.ok_or_else(|| io::Error::other("builder polled after completion"))?;
-            let socks: Vec<Bound> = match bind {
-                Some(Bind::Addrs(addrs)) => net::bind_tcp(&addrs, opts)
-                    .await?
-                    .into_iter()
-                    .map(|s| (s, Kind::Tcp, None))
-                    .collect(),
-                Some(Bind::Unix(path)) => {
-                    let (s, file) = net::bind_unix(&path, backlog, unix_mode)?;
-                    vec![(s, Kind::Unix, file)]
-                }
-                Some(Bind::Sock(s, kind)) => {
-                    s.set_nonblocking(true)?;
-                    if opts.keep_alive && kind == Kind::Tcp {
-                        s.set_keepalive(true)?;
-                    }
-                    s.listen(backlog as i32)?;
-                    vec![(s, kind, None)]
-                }
-                None => return Err(io::Error::other("builder polled after completion")),
-            };
-            let inner = Rc::new(ServerInner {
-                lp: lp.clone(),
-                factory: RefCell::new(Some(factory)),
-                listeners: RefCell::new(Vec::new()),
-                closed: Cell::new(false),
-                serving: Cell::new(false),
-                serving_forever: Cell::new(false),
-                backlog,
-                max_connections,
-                clients: RefCell::new(Slab::new()),
-                waiters: RefCell::new(Slab::new()),
-            });
-            for (s, kind, unix_file) in socks {
-                let l = Listener::new(&lp, s, kind, unix_file);
-                inner.listeners.borrow_mut().push(l);
+        let socks: Vec<Bound> = match bind {
+            Bind::Addrs(addrs) => net::bind_tcp(addrs, opts)
+                .await?
+                .into_iter()
+                .map(|s| (s, Kind::Tcp, None))
+                .collect(),
+            Bind::Unix(path) => {
+                let (s, file) = net::bind_unix(&path, backlog, unix_mode)?;
+                vec![(s, Kind::Unix, file)]
             }
-            let server = Server { inner };
-            if start_serving {
-                if let Err(e) = server.start_serving() {
-                    server.close();
-                    return Err(e.into());
+            Bind::Sock(s, kind) => {
+                s.set_nonblocking(true)?;
+                if opts.keep_alive && kind == Kind::Tcp {
+                    s.set_keepalive(true)?;
                 }
+                s.listen(backlog as i32)?;
+                vec![(s, kind, None)]
             }
-            Ok(server)
-        })
+        };
+        let inner = Rc::new(ServerInner {
+            lp: lp.clone(),
+            factory: RefCell::new(Some(factory)),
+            listeners: RefCell::new(Vec::new()),
+            closed: Cell::new(false),
+            serving: Cell::new(false),
+            serving_forever: Cell::new(false),
+            backlog,
+            max_connections,
+            clients: RefCell::new(Slab::new()),
+            waiters: RefCell::new(Slab::new()),
+        });
+        for (s, kind, unix_file) in socks {
+            let l = Listener::new(&lp, s, kind, unix_file);
+            inner.listeners.borrow_mut().push(l);
+        }
+        let server = Server { inner };
+        if start_serving {
+            if let Err(e) = server.start_serving() {
+                server.close();
+                return Err(e.into());
+            }
+        }
+        Ok(server)
     }
 }
 
-impl Future for ServerBuilder {
+/// Awaiting the builder binds and creates the server.
+impl IntoFuture for ServerBuilder {
     type Output = io::Result<Server>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if self.fut.is_none() {
-            let f = self.start();
-            self.fut = Some(f);
-        }
-        self.fut.as_mut().expect("set above").as_mut().poll(cx)
+    type IntoFuture = LocalBoxFuture<'static, io::Result<Server>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.create())
     }
 }
 
 impl LoopHandle {
-    /// Creates a TCP server on `addr` (`"host:port"`; an empty host or `*`
-    /// means every interface, IPv4 and IPv6), calling `factory` for each
-    /// connection. Returns a builder for asyncio's options; await it.
+    /// Creates a TCP server on `addr`, calling `factory` for each
+    /// connection (asyncio's `create_server`). `addr` is any [`ToAddrs`]:
+    /// `"host:port"`, `(host, port)`, a [`SocketAddr`](std::net::SocketAddr)
+    /// or a list of them; an empty host or `*` means every interface, IPv4
+    /// and IPv6.
+    ///
+    /// Returns a [`ServerBuilder`]: chain asyncio's options on it, then
+    /// `.await` it. It is [`IntoFuture`] rather than a function with a
+    /// dozen arguments, so that the options read as names and the ones
+    /// left out keep asyncio's defaults; nothing is bound until it is
+    /// awaited. A host name (or a service name for the port) is resolved
+    /// then, on a short-lived thread, because the system resolver blocks
+    /// and the loop must not; numeric addresses skip the thread.
+    ///
+    /// ```
+    /// use sloop::{EventLoop, Protocol};
+    ///
+    /// struct Quiet;
+    /// impl Protocol for Quiet {}
+    ///
+    /// let lp = EventLoop::new()?;
+    /// let h = lp.handle();
+    /// let server = lp.run_until_complete(async move {
+    ///     h.create_server(|| Quiet, ("localhost", 0))
+    ///         .backlog(1024)
+    ///         .reuse_port(true)
+    ///         .await
+    /// })??;
+    /// assert!(server.is_serving());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     ///
-    /// The future fails with the bind error ("error while attempting to
-    /// bind on address ..."), a resolution error, or a poller error.
-    pub fn create_server<F, P>(&self, mut factory: F, addr: &str) -> ServerBuilder
+    /// The future fails with `InvalidInput` for a malformed `addr`, a
+    /// resolution error, the bind error ("error while attempting to bind
+    /// on address ..."), or a poller error.
+    pub fn create_server<F, P>(&self, mut factory: F, addr: impl ToAddrs) -> ServerBuilder
     where
         F: FnMut() -> P + 'static,
         P: IntoProtocol,
     {
-        self.server_builder(
-            Box::new(move || factory().into_protocol()),
-            Bind::Addrs(vec![addr.to_owned()]),
-        )
+        let (bind, error) = match addr.to_addrs() {
+            Ok(a) => (Bind::Addrs(vec![a]), None),
+            Err(e) => (Bind::Addrs(Vec::new()), Some(e)),
+        };
+        let mut b = self.server_builder(Box::new(move || factory().into_protocol()), bind);
+        b.error = error;
+        b
     }
 
     /// Creates a Unix stream server at `path`. A leftover socket file is
@@ -291,13 +367,10 @@ impl LoopHandle {
             Bind::Sock(sock, kind),
         );
         if !ok {
-            b.bind = None;
-            b.fut = Some(Box::pin(async {
-                Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "A Stream Socket was expected",
-                ))
-            }));
+            b.fail(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "A Stream Socket was expected",
+            ));
         }
         b
     }
@@ -305,8 +378,9 @@ impl LoopHandle {
     fn server_builder(&self, factory: Factory, bind: Bind) -> ServerBuilder {
         ServerBuilder {
             lp: self.clone(),
-            factory: Some(factory),
-            bind: Some(bind),
+            factory,
+            bind,
+            error: None,
             backlog: DEFAULT_BACKLOG,
             reuse_address: true,
             reuse_port: false,
@@ -315,7 +389,6 @@ impl LoopHandle {
             start_serving: true,
             max_connections: None,
             unix_mode: None,
-            fut: None,
         }
     }
 }

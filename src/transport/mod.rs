@@ -142,7 +142,7 @@ pub(crate) trait TransportImpl {
 /// let addr = server.local_addrs()[0];
 /// let got = Rc::new(RefCell::new(Vec::new()));
 /// let g = got.clone();
-/// let client = lp.run_until_complete(lp.create_connection(move || Client(g.clone()), "127.0.0.1", addr.port()))??;
+/// let client = lp.run_until_complete(lp.create_connection(move || Client(g.clone()), ("127.0.0.1", addr.port())))??;
 /// let h = lp.handle();
 /// let task = lp.spawn_local(async move {
 ///     while got.borrow().len() < 5 { sloop::sleep(std::time::Duration::from_millis(1)).await; }

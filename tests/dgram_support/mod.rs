@@ -7,6 +7,8 @@ use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
+use std::future::IntoFuture;
+
 use sloop::{DatagramAddr, DatagramProtocol, DatagramTransport, LoopHandle};
 
 /// One protocol call.
@@ -150,4 +152,10 @@ pub fn run_for(lp: &LoopHandle, secs: u64) {
 /// Counts the events of one kind.
 pub fn count<A>(log: &Log<A>, f: impl Fn(&Ev<A>) -> bool) -> usize {
     log.borrow().iter().filter(|e| f(e)).count()
+}
+
+/// Awaits an endpoint builder (or any future) on `lp`, as `.await` does
+/// in a task.
+pub fn create<B: IntoFuture>(lp: &LoopHandle, builder: B) -> B::Output {
+    lp.run_until_complete(builder).expect("loop error")
 }

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::cell::RefCell;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::io;
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
@@ -18,9 +18,9 @@ pub mod logs;
 /// The safety net for every test run: generous, never the thing waited on.
 pub const SAFETY: Duration = Duration::from_secs(20);
 
-/// Runs `fut` to completion on `lp`, failing the test if it takes longer
-/// than [`SAFETY`].
-pub fn run<F: Future>(lp: &EventLoop, fut: F) -> F::Output {
+/// Runs `fut` (a future or a builder) to completion on `lp`, failing the
+/// test if it takes longer than [`SAFETY`].
+pub fn run<F: IntoFuture>(lp: &EventLoop, fut: F) -> F::Output {
     lp.run_until_complete(sloop::timeout(SAFETY, fut))
         .expect("loop error")
         .expect("test timed out")
@@ -241,7 +241,7 @@ pub fn connected(
 ) -> (sloop::Transport, std::net::TcpStream) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let t = run(lp, lp.create_connection(move || proto, "127.0.0.1", port)).unwrap();
+    let t = run(lp, lp.create_connection(move || proto, ("127.0.0.1", port))).unwrap();
     let (peer, _) = listener.accept().unwrap();
     (t, peer)
 }
@@ -261,15 +261,15 @@ pub fn exception_messages(lp: &EventLoop) -> Rc<RefCell<Vec<String>>> {
 /// after the previous one's waker was woken), then drops it, all in one
 /// poll of the returned future, so no loop iteration runs between the last
 /// poll and the drop. Panics if `fut` completes first.
-pub async fn drop_after_polls<F: Future>(fut: F, polls: usize) {
-    drop_after(fut, polls, false).await
+pub async fn drop_after_polls<F: IntoFuture>(fut: F, polls: usize) {
+    drop_after(fut.into_future(), polls, false).await
 }
 
 /// [`drop_after_polls`], except that after the last poll it waits for
 /// `fut`'s next wake and drops it then, unpolled (its result is ready but
 /// never taken).
-pub async fn drop_at_wake_after_polls<F: Future>(fut: F, polls: usize) {
-    drop_after(fut, polls, true).await
+pub async fn drop_at_wake_after_polls<F: IntoFuture>(fut: F, polls: usize) {
+    drop_after(fut.into_future(), polls, true).await
 }
 
 async fn drop_after<F: Future>(fut: F, polls: usize, at_wake: bool) {

@@ -172,10 +172,9 @@ enum BatchEnd {
 /// }
 ///
 /// let lp = sloop::EventLoop::new()?;
-/// let transport = lp
-///     .create_datagram_endpoint(|| Myself)
-///     .local_addr("127.0.0.1:0".parse().unwrap())
-///     .start()?;
+/// let transport = lp.run_until_complete(
+///     lp.create_datagram_endpoint(|| Myself).local_addr("127.0.0.1:0"),
+/// )??;
 /// lp.run_forever()?;
 /// transport.close();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -336,10 +335,10 @@ impl<A: DatagramAddr> DatagramTransport<A> {
     /// }
     ///
     /// let lp = sloop::EventLoop::new()?;
-    /// let t = lp
-    ///     .create_datagram_endpoint(|| Counter { datagrams: 0 })
-    ///     .local_addr("127.0.0.1:0".parse()?)
-    ///     .start()?;
+    /// let t = lp.run_until_complete(
+    ///     lp.create_datagram_endpoint(|| Counter { datagrams: 0 })
+    ///         .local_addr("127.0.0.1:0"),
+    /// )??;
     /// let me = t.local_addr().unwrap();
     /// let peer = std::net::UdpSocket::bind("127.0.0.1:0")?;
     /// peer.send_to(b"one", me)?;

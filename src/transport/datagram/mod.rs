@@ -129,15 +129,15 @@ struct Inner<A: DatagramAddr> {
     empty_waiter: RefCell<Option<Rc<WaiterState>>>,
 }
 
-/// Why a read batch ended, with what is left of the budget.
+/// Why a read batch ended.
 enum BatchEnd {
     /// The socket has no more datagrams (`WouldBlock`).
     Drained,
     /// The budget ran out, or something needs the protocol back in the
     /// cell (held-back work, `set_protocol`, `close`, `pause_reading`).
-    Stopped(usize),
+    Stopped,
     /// An OS error for `error_received`.
-    Error(io::Error, usize),
+    Error(io::Error),
 }
 
 /// A datagram endpoint: asyncio's `_SelectorDatagramTransport`.
@@ -271,7 +271,32 @@ impl<A: DatagramAddr> DatagramTransport<A> {
     ///   transports; here every write after `close` is refused alike.)
     #[inline]
     pub fn sendto(&self, data: &[u8], addr: Option<A>) -> Result<(), Error> {
+        // The common case inline: no default destination, nothing queued.
+        // Every other case, and a failed send, is out of line and takes
+        // the handle, which the compiler keeps anyway: that leaves it the
+        // registers the caller's own code wants.
+        let inner = &*self.inner;
+        if let (None, Some(a)) = (&inner.address, &addr) {
+            if !inner.has(CLOSING | HAS_DATA) {
+                return match A::send_to(&inner.sock, data, a) {
+                    Ok(_) => Ok(()),
+                    Err(e) => self.sendto_failed(e, data, addr),
+                };
+            }
+        }
+        self.sendto_slow(data, addr)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn sendto_slow(&self, data: &[u8], addr: Option<A>) -> Result<(), Error> {
         self.inner.sendto(data, addr)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn sendto_failed(&self, e: io::Error, data: &[u8], addr: Option<A>) -> Result<(), Error> {
+        self.inner.sendto_failed(e, data, addr)
     }
 
     /// [`sendto`](DatagramTransport::sendto) the remote address.
@@ -608,63 +633,54 @@ impl<A: DatagramAddr> Inner<A> {
     }
 
     /// Reads up to [`READ_BUDGET`] datagrams. The protocol is taken out of
-    /// the cell once per batch (D2 holds: nothing of ours is borrowed while
-    /// it runs); a batch stops at anything but a plain `datagram_received`
-    /// (an OS error for `error_received`, a held-back notification, a
-    /// replaced protocol, `close` or `pause_reading`), which is handled
-    /// with the protocol back in the cell, and the next batch goes on with
-    /// the rest of the budget.
+    /// the cell once for the batch (D2 holds: nothing of ours is borrowed
+    /// while it runs); the batch stops at anything but a plain
+    /// `datagram_received` (an OS error for `error_received`, a held-back
+    /// notification, a replaced protocol, `close` or `pause_reading`),
+    /// which is handled with the protocol back in the cell. Reading goes
+    /// on in the next iteration when the budget ran out or the batch
+    /// stopped early.
     fn read_ready(&self) {
-        let mut budget = READ_BUDGET;
-        loop {
-            if self.cell.flags.get() & (STARTED | CLOSING | PAUSED) != STARTED {
-                return; // connection_made / resume_reading look at the flag
+        if self.cell.flags.get() & (STARTED | CLOSING | PAUSED) != STARTED {
+            return; // connection_made / resume_reading look at the flag
+        }
+        let Some(mut p) = self.cell.slot.take() else {
+            return;
+        };
+        let mut buf = self.lp.take_read_buffer();
+        self.set_flag(BUSY, true);
+        let r = self.lp.catch_user(|| self.read_batch(&mut *p, &mut buf));
+        self.set_flag(BUSY, false);
+        self.lp.restore_read_buffer(buf);
+        self.cell.put_back(p);
+        let end = match r {
+            Ok(end) => end,
+            Err(payload) => {
+                self.cell.panicked(self, "datagram_received", payload);
+                return self.cell.after_call(self);
             }
-            let Some(mut p) = self.cell.slot.take() else {
-                return;
-            };
-            let mut buf = self.lp.take_read_buffer();
-            self.set_flag(BUSY, true);
-            let r = self
-                .lp
-                .catch_user(|| self.read_batch(&mut *p, &mut buf, budget));
-            self.set_flag(BUSY, false);
-            self.lp.restore_read_buffer(buf);
-            self.cell.put_back(p);
-            let end = match r {
-                Ok(end) => end,
-                Err(payload) => {
-                    self.cell.panicked(self, "datagram_received", payload);
-                    return self.cell.after_call(self);
-                }
-            };
-            self.cell.after_call(self);
-            budget = match end {
-                BatchEnd::Drained => return,
-                BatchEnd::Stopped(left) => left,
-                BatchEnd::Error(e, left) => {
-                    self.cell
-                        .call(self, "error_received", |p| p.error_received(e));
-                    left
-                }
-            };
-            if budget == 0 {
-                return self.schedule_read();
+        };
+        self.cell.after_call(self);
+        match end {
+            BatchEnd::Drained => return,
+            BatchEnd::Stopped => {}
+            BatchEnd::Error(e) => {
+                self.cell
+                    .call(self, "error_received", |p| p.error_received(e));
             }
+        }
+        // What is left is read in the next iteration (resume_reading
+        // requeues a paused transport itself).
+        if self.cell.flags.get() & (STARTED | CLOSING | PAUSED) == STARTED {
+            self.schedule_read();
         }
     }
 
-    /// One batch of [`read_ready`](Self::read_ready): at most `budget`
-    /// datagrams, each straight to `datagram_received`.
+    /// One batch of [`read_ready`](Self::read_ready): at most
+    /// [`READ_BUDGET`] datagrams, each straight to `datagram_received`.
     #[inline]
-    fn read_batch(
-        &self,
-        p: &mut dyn StoredProtocol<A>,
-        buf: &mut [u8],
-        mut budget: usize,
-    ) -> BatchEnd {
-        while budget > 0 {
-            budget -= 1;
+    fn read_batch(&self, p: &mut dyn StoredProtocol<A>, buf: &mut [u8]) -> BatchEnd {
+        for _ in 0..READ_BUDGET {
             // Closed (EBADF) only after connection_lost, which cannot run
             // inside the batch.
             match A::recv_from(&self.sock, buf) {
@@ -673,15 +689,15 @@ impl<A: DatagramAddr> Inner<A> {
                     self.set_flag(READABLE, false);
                     return BatchEnd::Drained;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => budget += 1,
-                Err(e) => return BatchEnd::Error(e, budget),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return BatchEnd::Error(e),
             }
             // One test on the fast path for the rare cases.
             if self.has(HELD | CLOSING | PAUSED | REPLACED) {
-                return BatchEnd::Stopped(budget);
+                return BatchEnd::Stopped;
             }
         }
-        BatchEnd::Stopped(0)
+        BatchEnd::Stopped
     }
 
     /// Completes the empty waiter, if one waits. Its waker only queues the

@@ -52,7 +52,12 @@ impl<A: DatagramAddr> Inner<A> {
     /// full, else report the error (see [`sent`](Self::sent)).
     #[cold]
     #[inline(never)]
-    fn sendto_failed(&self, e: io::Error, data: &[u8], addr: Option<A>) -> Result<(), Error> {
+    pub(super) fn sendto_failed(
+        &self,
+        e: io::Error,
+        data: &[u8],
+        addr: Option<A>,
+    ) -> Result<(), Error> {
         if self.send_failed(e) {
             self.enqueue(data, addr);
         }

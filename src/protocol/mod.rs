@@ -22,6 +22,7 @@
 //! transport only (asyncio's "Fatal error: protocol.data_received() call
 //! failed."), and the protocol then gets `connection_lost(Some(err))`.
 
+use std::any::Any;
 use std::io;
 
 use crate::transport::Transport;
@@ -127,7 +128,7 @@ pub(crate) trait LendsBuffer: BufferedProtocol {
     fn nothing_read(&mut self) {}
 }
 
-impl LendsBuffer for dyn BufferedProtocol {}
+impl LendsBuffer for dyn StoredBuffered {}
 
 /// Marks a [`BufferedProtocol`] where a protocol is expected:
 /// `create_server(|| Buffered(MyProto::new()), addr)`, or
@@ -167,10 +168,40 @@ pub struct Buffered<P>(pub P);
 /// ```
 pub struct AnyProtocol(pub(crate) ProtocolBox);
 
-/// The two kinds a transport can hold, behind [`AnyProtocol`].
+/// The two kinds a transport can hold, behind [`AnyProtocol`]: boxed
+/// with an `Any` view, so that
+/// [`Transport::with_protocol`](crate::Transport::with_protocol) can lend
+/// the protocol by its type (the public traits need no `Any` bound, and no
+/// trait upcasting, which the crate's minimum Rust lacks).
 pub(crate) enum ProtocolBox {
-    Stream(Box<dyn Protocol>),
-    Buffered(Box<dyn BufferedProtocol>),
+    Stream(Box<dyn StoredProtocol>),
+    Buffered(Box<dyn StoredBuffered>),
+}
+
+/// A [`Protocol`] as a transport stores it.
+pub(crate) trait StoredProtocol: Protocol {
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+impl<P: Protocol> StoredProtocol for P {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// A [`BufferedProtocol`] as a transport stores it.
+pub(crate) trait StoredBuffered: BufferedProtocol {
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    fn as_buffered(&mut self) -> &mut dyn BufferedProtocol;
+}
+
+impl<P: BufferedProtocol> StoredBuffered for P {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn as_buffered(&mut self) -> &mut dyn BufferedProtocol {
+        self
+    }
 }
 
 impl AnyProtocol {

@@ -285,6 +285,50 @@ impl Transport {
         TransportImpl::set_write_buffer_cap(&*self.inner, cap)
     }
 
+    /// Runs `f` with the protocol, if it is a `P` (asyncio's
+    /// `get_protocol`; the transport owns its protocol, so it is lent, not
+    /// returned). `None` if the protocol is of another type, is running
+    /// (this is called from inside one of its own callbacks: it has
+    /// `&mut self` there already), or is gone after `connection_lost`. A
+    /// [`BufferedProtocol`](crate::BufferedProtocol) is reached by its own
+    /// type, not as `Buffered<P>`. While `f` runs the protocol is out of
+    /// the transport as during its callbacks, so what `f` causes
+    /// (`pause_writing` from a write) reaches it once `f` returns.
+    ///
+    /// ```
+    /// use sloop::{EventLoop, Protocol, Transport};
+    ///
+    /// #[derive(Default)]
+    /// struct Counter {
+    ///     bytes: usize,
+    /// }
+    /// impl Protocol for Counter {
+    ///     fn data_received(&mut self, data: &[u8]) {
+    ///         self.bytes += data.len();
+    ///     }
+    /// }
+    ///
+    /// let lp = EventLoop::new()?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let t = lp.run_until_complete(
+    ///     lp.create_connection(Counter::default, listener.local_addr()?),
+    /// )??;
+    /// let (mut peer, _) = listener.accept()?;
+    /// std::io::Write::write_all(&mut peer, b"hello")?;
+    /// let probe = t.clone();
+    /// lp.run_until_complete(async move {
+    ///     while probe.with_protocol(|c: &mut Counter| c.bytes) != Some(5) {
+    ///         sloop::sleep(std::time::Duration::from_millis(1)).await;
+    ///     }
+    /// })?;
+    /// assert_eq!(t.with_protocol(|_: &mut String| ()), None, "not a String");
+    /// t.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_protocol<P: 'static, R>(&self, f: impl FnOnce(&mut P) -> R) -> Option<R> {
+        self.inner.with_protocol(f)
+    }
+
     /// Replaces the protocol; the next callback goes to the new one. Works
     /// from inside a callback of the old one (which is dropped once it
     /// returns), and between [`Protocol`](crate::Protocol) and

@@ -276,15 +276,16 @@ impl<A: DatagramAddr> DatagramTransport<A> {
         // the handle, which the compiler keeps anyway: that leaves it the
         // registers the caller's own code wants.
         let inner = &*self.inner;
-        if let (None, Some(a)) = (&inner.address, &addr) {
-            if !inner.has(CLOSING | HAS_DATA) {
-                return match A::send_to(&inner.sock, data, a) {
-                    Ok(_) => Ok(()),
-                    Err(e) => self.sendto_failed(e, data, addr),
-                };
-            }
+        let Some(a) = &addr else {
+            return self.sendto_slow(data, addr);
+        };
+        if inner.address.is_some() || inner.has(CLOSING | HAS_DATA) {
+            return self.sendto_slow(data, addr);
         }
-        self.sendto_slow(data, addr)
+        match A::send_to(&inner.sock, data, a) {
+            Ok(_) => Ok(()),
+            Err(e) => self.sendto_failed(e, data, addr),
+        }
     }
 
     #[cold]

@@ -35,10 +35,12 @@ mod slot;
 mod write;
 mod write_buf;
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 
 use socket2::Socket;
@@ -48,8 +50,8 @@ use slot::ProtocolSlot;
 use write_buf::WriteBuf;
 
 use super::cell::{
-    Host, ProtocolCell, BUFFERED, CLOSING, EOF, HAS_DATA, LOST_DONE, LOST_SCHEDULED, PAUSED,
-    READABLE, READ_EOF, STARTED,
+    Host, ProtocolCell, Slot, BUFFERED, BUSY, CLOSING, EOF, HAS_DATA, LOST_DONE, LOST_SCHEDULED,
+    PAUSED, READABLE, READ_EOF, STARTED,
 };
 use super::flow::FlowControl;
 use super::{Address, ConnectionGuard, EmptyWaiter, Transport, TransportImpl, WaiterState};
@@ -193,6 +195,26 @@ impl SocketTransport {
     fn schedule(&self, readiness: Readiness) {
         if let Some(key) = self.key.get() {
             self.lp.schedule_io(key, readiness);
+        }
+    }
+
+    /// [`Transport::with_protocol`]: the protocol is taken out of the cell
+    /// for `f`, as for one of its own callbacks (notifications `f` causes
+    /// arrive after it returns); a panic in `f` goes back to the caller
+    /// once the protocol is back.
+    pub(crate) fn with_protocol<P: Any, R>(&self, f: impl FnOnce(&mut P) -> R) -> Option<R> {
+        let mut p = self.cell.slot.take()?;
+        self.set_flag(BUSY, true);
+        let r = p
+            .as_any_mut()
+            .and_then(|p| p.downcast_mut::<P>())
+            .map(|p| catch_unwind(AssertUnwindSafe(|| f(p))));
+        self.set_flag(BUSY, false);
+        self.cell.put_back(p);
+        self.cell.after_call(self);
+        match r? {
+            Ok(r) => Some(r),
+            Err(payload) => resume_unwind(payload),
         }
     }
 

@@ -6,7 +6,9 @@ use std::cell::Cell;
 use std::io;
 
 use crate::protocol::stream_reader::StreamReaderProtocol;
-use crate::protocol::{AnyProtocol, BufferedProtocol, Protocol, ProtocolBox};
+use std::any::Any;
+
+use crate::protocol::{AnyProtocol, BufferedProtocol, ProtocolBox, StoredBuffered, StoredProtocol};
 use crate::transport::cell::{Notified, Slot};
 use crate::transport::Transport;
 
@@ -15,8 +17,8 @@ use crate::transport::Transport;
 /// of every [`TransportStream`](crate::TransportStream) calls it directly
 /// rather than through a vtable.
 pub(crate) enum Installed {
-    Stream(Box<dyn Protocol>),
-    Buffered(Box<dyn BufferedProtocol>),
+    Stream(Box<dyn StoredProtocol>),
+    Buffered(Box<dyn StoredBuffered>),
     Bridge(Box<StreamReaderProtocol>),
 }
 
@@ -51,11 +53,21 @@ impl Installed {
     pub(crate) fn is_buffered(&self) -> bool {
         !matches!(self, Installed::Stream(_))
     }
+    /// The user's protocol as `Any`, to lend it by type; `None` for the
+    /// stream bridge's own.
+    pub(crate) fn as_any_mut(&mut self) -> Option<&mut dyn Any> {
+        match self {
+            Installed::Stream(p) => Some(p.as_any_mut()),
+            Installed::Buffered(p) => Some(p.as_any_mut()),
+            Installed::Bridge(_) => None,
+        }
+    }
+
     /// The protocol as a `BufferedProtocol`, unless it is a `Protocol`.
     pub(crate) fn buffered(&mut self) -> Option<&mut dyn BufferedProtocol> {
         match self {
             Installed::Stream(_) => None,
-            Installed::Buffered(p) => Some(p.as_mut()),
+            Installed::Buffered(p) => Some(p.as_buffered()),
             Installed::Bridge(p) => Some(p.as_mut()),
         }
     }
@@ -78,8 +90,8 @@ impl Notified for Installed {
 /// two words, no tag.
 #[derive(Default)]
 pub(crate) struct ProtocolSlot {
-    pub(crate) stream: Cell<Option<Box<dyn Protocol>>>,
-    pub(crate) buffered: Cell<Option<Box<dyn BufferedProtocol>>>,
+    pub(crate) stream: Cell<Option<Box<dyn StoredProtocol>>>,
+    pub(crate) buffered: Cell<Option<Box<dyn StoredBuffered>>>,
     pub(crate) bridge: Cell<Option<Box<StreamReaderProtocol>>>,
 }
 

@@ -6,7 +6,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// The address of one end of a stream connection.
+/// The address of one end of a stream connection. See the example on
+/// [`Transport::local_addr`](crate::Transport::local_addr).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Address {
     /// An IPv4 or IPv6 address and port.

@@ -248,12 +248,14 @@ impl ConnectErrors {
         error.get_ref()?.downcast_ref()
     }
 
-    /// Each attempt's error, in the order the attempts failed.
+    /// Each attempt's error, in the order the attempts failed. See the
+    /// example on [`ConnectErrors`].
     pub fn errors(&self) -> &[io::Error] {
         &self.errors
     }
 
-    /// The attempts' errors, owned.
+    /// The attempts' errors, owned: [`errors`](ConnectErrors::errors) by
+    /// value. See the example on [`ConnectErrors`].
     pub fn into_errors(self) -> Vec<io::Error> {
         self.errors
     }
@@ -433,13 +435,35 @@ impl<T: 'static> Connect<T> {
     /// Happy Eyeballs (RFC 8305): start the next address's attempt after
     /// this delay if the current one has not finished (0.25 s is the RFC's
     /// choice). Implies `interleave(1)` unless set.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// struct Quiet;
+    /// impl sloop::Protocol for Quiet {}
+    ///
+    /// // Only IPv4 listens. If "localhost" also gives ::1, that attempt
+    /// // fails and the IPv4 one, started on failure or after 50 ms, wins.
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let port = listener.local_addr()?.port();
+    /// let lp = sloop::EventLoop::new()?;
+    /// let t = lp.run_until_complete(
+    ///     lp.create_connection(|| Quiet, ("localhost", port))
+    ///         .happy_eyeballs_delay(Duration::from_millis(50))
+    ///         .interleave(1),
+    /// )??;
+    /// assert_eq!(t.peer_addr(), Some(sloop::Address::Inet(listener.local_addr()?)));
+    /// t.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn happy_eyeballs_delay(mut self, delay: Duration) -> Self {
         self.happy_eyeballs_delay = Some(delay);
         self
     }
 
     /// Reorder the addresses to alternate families, the first family getting
-    /// `first_count` in front.
+    /// `first_count` in front. See the example on
+    /// [`happy_eyeballs_delay`](Connect::happy_eyeballs_delay).
     pub fn interleave(mut self, first_count: usize) -> Self {
         self.interleave = Some(first_count.max(1));
         self
@@ -640,6 +664,37 @@ impl LoopHandle {
 
     /// Opens a Unix stream connection to `path`.
     ///
+    /// ```
+    /// use sloop::{EventLoop, Protocol, Transport};
+    ///
+    /// struct Hello;
+    /// impl Protocol for Hello {
+    ///     fn connection_made(&mut self, t: &Transport) {
+    ///         t.write(b"hi").unwrap();
+    ///         t.close();
+    ///     }
+    /// }
+    /// struct Stop;
+    /// impl Protocol for Stop {
+    ///     fn connection_lost(&mut self, _: Option<std::io::Error>) {
+    ///         sloop::get_running_loop().unwrap().stop();
+    ///     }
+    /// }
+    ///
+    /// let path = std::env::temp_dir().join(format!("sloop-doc-{}.sock", std::process::id()));
+    /// let lp = EventLoop::new()?;
+    /// let server = lp.run_until_complete(
+    ///     lp.create_unix_server(|| Hello, &path).unix_mode(0o600).max_connections(8),
+    /// )??;
+    /// let t = lp.run_until_complete(lp.create_unix_connection(|| Stop, &path))??;
+    /// assert_eq!(t.peer_addr(), Some(sloop::Address::Unix(Some(path.clone()))));
+    /// lp.run_forever()?; // until the server closes the connection
+    /// server.close();
+    /// lp.run_until_complete(server.wait_closed())?;
+    /// assert!(!path.exists());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// The future fails with the connect error.
@@ -657,6 +712,29 @@ impl LoopHandle {
     /// Runs a protocol on an already connected stream socket (TCP or
     /// Unix): asyncio's `create_connection(sock=)` and
     /// `connect_accepted_socket`.
+    ///
+    /// ```
+    /// use sloop::{EventLoop, Protocol, Transport};
+    ///
+    /// struct Hello;
+    /// impl Protocol for Hello {
+    ///     fn connection_made(&mut self, t: &Transport) {
+    ///         t.write(b"hi").unwrap();
+    ///         t.close();
+    ///     }
+    /// }
+    ///
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
+    /// let (accepted, _) = listener.accept()?;
+    /// let lp = EventLoop::new()?;
+    /// lp.run_until_complete(lp.connect_accepted_socket(|| Hello, accepted.into()))??;
+    /// // `connection_made` ran, so "hi" is sent.
+    /// let mut got = [0; 2];
+    /// std::io::Read::read_exact(&mut client, &mut got)?;
+    /// assert_eq!(&got, b"hi");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     ///

@@ -111,6 +111,23 @@ where
 
     /// The address family when neither address is given; when one is, only
     /// its addresses of this family are used.
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # struct Quiet;
+    /// # impl sloop::DatagramProtocol for Quiet {
+    /// #     fn datagram_received(&mut self, _: &[u8], _: SocketAddr) {}
+    /// # }
+    /// use sloop::Family;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let t = lp.run_until_complete(
+    ///     lp.create_datagram_endpoint(|| Quiet).local_addr(":0").family(Family::V4),
+    /// )??;
+    /// assert!(t.local_addr().unwrap().is_ipv4());
+    /// t.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn family(mut self, family: Family) -> Self {
         self.family = Some(family);
         self
@@ -118,12 +135,52 @@ where
 
     /// Sets `SO_REUSEPORT`, so several sockets (e.g. one loop per thread)
     /// can bind the same address and share its datagrams.
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # struct Quiet;
+    /// # impl sloop::DatagramProtocol for Quiet {
+    /// #     fn datagram_received(&mut self, _: &[u8], _: SocketAddr) {}
+    /// # }
+    /// let lp = sloop::EventLoop::new()?;
+    /// let a = lp.run_until_complete(
+    ///     lp.create_datagram_endpoint(|| Quiet).local_addr("127.0.0.1:0").reuse_port(true),
+    /// )??;
+    /// let here = a.local_addr().unwrap();
+    /// let b = lp.run_until_complete(
+    ///     lp.create_datagram_endpoint(|| Quiet).local_addr(here).reuse_port(true),
+    /// )??;
+    /// assert_eq!(b.local_addr(), Some(here));
+    /// a.close();
+    /// b.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn reuse_port(mut self, on: bool) -> Self {
         self.reuse_port = on;
         self
     }
 
     /// Sets `SO_BROADCAST`; the socket is then never connected.
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # struct Quiet;
+    /// # impl sloop::DatagramProtocol for Quiet {
+    /// #     fn datagram_received(&mut self, _: &[u8], _: SocketAddr) {}
+    /// # }
+    /// let lp = sloop::EventLoop::new()?;
+    /// let t = lp.run_until_complete(
+    ///     lp.create_datagram_endpoint(|| Quiet)
+    ///         .local_addr("127.0.0.1:0")
+    ///         .remote_addr("127.0.0.1:9")
+    ///         .allow_broadcast(true),
+    /// )??;
+    /// assert_eq!(t.with_socket(|s| s.broadcast().unwrap()), Some(true));
+    /// assert_eq!(t.peer_addr(), None, "not connected");
+    /// assert_eq!(t.remote_addr(), Some("127.0.0.1:9".parse()?));
+    /// t.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn allow_broadcast(mut self, on: bool) -> Self {
         self.allow_broadcast = on;
         self
@@ -131,6 +188,21 @@ where
 
     /// Uses an existing socket (bound or not, connected or not) instead of
     /// creating one; it is made non-blocking. No other option may be set.
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # struct Quiet;
+    /// # impl sloop::DatagramProtocol for Quiet {
+    /// #     fn datagram_received(&mut self, _: &[u8], _: SocketAddr) {}
+    /// # }
+    /// let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    /// let here = sock.local_addr()?;
+    /// let lp = sloop::EventLoop::new()?;
+    /// let t = lp.run_until_complete(lp.create_datagram_endpoint(|| Quiet).socket(sock))??;
+    /// assert_eq!(t.local_addr(), Some(here));
+    /// t.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn socket(mut self, sock: UdpSocket) -> Self {
         self.sock = Some(sock);
         self
@@ -351,12 +423,39 @@ where
 {
     /// Binds the socket to `path`. A stale socket file there is removed
     /// first (as asyncio); any other kind of file makes the future fail.
+    ///
+    /// ```
+    /// use sloop::{DatagramProtocol, UnixAddr};
+    ///
+    /// struct Stop;
+    /// impl DatagramProtocol<UnixAddr> for Stop {
+    ///     fn datagram_received(&mut self, data: &[u8], _: UnixAddr) {
+    ///         assert_eq!(data, b"hi");
+    ///         sloop::get_running_loop().unwrap().stop();
+    ///     }
+    /// }
+    ///
+    /// let path = std::env::temp_dir().join(format!("sloop-doc-{}.sock", std::process::id()));
+    /// let lp = sloop::EventLoop::new()?;
+    /// let server = lp.run_until_complete(lp.create_unix_datagram_endpoint(|| Stop).local_addr(&path))??;
+    /// let here = server.local_addr().unwrap();
+    /// assert_eq!(here.as_pathname(), Some(path.as_path()));
+    /// let client = lp.run_until_complete(lp.create_unix_datagram_endpoint(|| Stop).remote_addr(&path))??;
+    /// assert_eq!(client.peer_addr(), Some(here));
+    /// client.send(b"hi")?;
+    /// lp.run_forever()?;
+    /// client.close();
+    /// server.close();
+    /// std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn local_addr(mut self, path: impl AsRef<Path>) -> Self {
         self.local = Some(path.as_ref().to_path_buf());
         self
     }
 
-    /// Connects the socket to `path`.
+    /// Connects the socket to `path`. See the example on
+    /// [`local_addr`](UnixDatagramEndpointBuilder::local_addr).
     pub fn remote_addr(mut self, path: impl AsRef<Path>) -> Self {
         self.remote = Some(path.as_ref().to_path_buf());
         self

@@ -17,6 +17,8 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 /// An address family: the one to keep of the addresses a name resolves to
 /// (asyncio's `family=`), or of a UDP endpoint created without addresses.
+/// See the examples on [`ServerBuilder`](crate::ServerBuilder) and
+/// [`DatagramEndpointBuilder::family`](crate::DatagramEndpointBuilder::family).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
     /// IPv4 (`AF_INET`).

@@ -35,30 +35,36 @@ use crate::transport::datagram::{DatagramAddr, DatagramTransport};
 /// ```
 pub trait DatagramProtocol<A: DatagramAddr = SocketAddr>: 'static {
     /// The endpoint is ready; called once, before anything else. Keep a
-    /// clone of `transport` to send.
+    /// clone of `transport` to send. See the example on
+    /// [`DatagramProtocol`].
     fn connection_made(&mut self, transport: &DatagramTransport<A>) {
         let _ = transport;
     }
 
     /// A datagram arrived from `addr`. `data` borrows the loop's shared
-    /// read buffer; copy what must outlive the call. It may be empty.
+    /// read buffer; copy what must outlive the call. It may be empty. See
+    /// the example on [`DatagramProtocol`].
     fn datagram_received(&mut self, data: &[u8], addr: A);
 
     /// A send or receive failed with an OS error (e.g. `ConnectionRefused`
-    /// after an ICMP port unreachable). The transport stays open.
+    /// after an ICMP port unreachable). The transport stays open. See the
+    /// example on [`DatagramProtocol`].
     fn error_received(&mut self, exc: io::Error) {
         let _ = exc;
     }
 
     /// The transport is closed: `None` after `close`/`abort`, the error
-    /// after a fatal one. The last call.
+    /// after a fatal one. The last call. See the example on
+    /// [`DatagramProtocol`].
     fn connection_lost(&mut self, exc: Option<io::Error>) {
         let _ = exc;
     }
 
-    /// The write queue went above the high-water mark.
+    /// The write queue went above the high-water mark. See the example on
+    /// [`DatagramProtocol`].
     fn pause_writing(&mut self) {}
 
-    /// The write queue drained to the low-water mark or below.
+    /// The write queue drained to the low-water mark or below. See the
+    /// example on [`DatagramProtocol`].
     fn resume_writing(&mut self) {}
 }

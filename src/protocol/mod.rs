@@ -51,12 +51,13 @@ pub use datagram::DatagramProtocol;
 /// ```
 pub trait Protocol: 'static {
     /// The connection is up. Keep a clone of `transport` to write later.
+    /// See the example on [`Protocol`].
     fn connection_made(&mut self, transport: &Transport) {
         let _ = transport;
     }
 
     /// Bytes arrived. `data` borrows the loop's read buffer: copy what
-    /// must outlive the call.
+    /// must outlive the call. See the example on [`Protocol`].
     fn data_received(&mut self, data: &[u8]) {
         let _ = data;
     }
@@ -64,14 +65,16 @@ pub trait Protocol: 'static {
     /// The peer closed its write side. Return `false` (the default) to let
     /// the transport close itself (after sending what it still buffers),
     /// `true` to keep the write side open: the connection is then
-    /// half-closed and the protocol closes it when done.
+    /// half-closed and the protocol closes it when done. See the example on
+    /// [`Protocol`].
     fn eof_received(&mut self) -> bool {
         false
     }
 
     /// The connection is closed: `None` after `close`/`abort` or a normal
     /// end, `Some(err)` after an error (a reset, a failed write, a panic in
-    /// a callback). This is the last call the protocol receives.
+    /// a callback). This is the last call the protocol receives. See the
+    /// example on [`LoopHandle::create_unix_connection`](crate::LoopHandle::create_unix_connection).
     fn connection_lost(&mut self, exc: Option<io::Error>) {
         let _ = exc;
     }
@@ -80,14 +83,49 @@ pub trait Protocol: 'static {
     /// writing until [`resume_writing`](Protocol::resume_writing).
     fn pause_writing(&mut self) {}
 
-    /// The write buffer drained to the low-water mark or below.
+    /// The write buffer drained to the low-water mark or below. See the
+    /// example on [`Protocol`].
     fn resume_writing(&mut self) {}
 }
 
 /// A stream protocol that lends its own memory for the transport to read
 /// into (asyncio's `BufferedProtocol`): no copy from a shared buffer.
+/// Give it where a protocol is expected wrapped in [`Buffered`].
+///
+/// ```
+/// use sloop::{Buffered, BufferedProtocol, EventLoop};
+///
+/// struct Collect {
+///     buf: Vec<u8>,
+///     got: Vec<u8>,
+/// }
+/// impl BufferedProtocol for Collect {
+///     fn get_buffer(&mut self, _size_hint: usize) -> &mut [u8] {
+///         &mut self.buf
+///     }
+///     fn buffer_updated(&mut self, nbytes: usize) {
+///         self.got.extend_from_slice(&self.buf[..nbytes]);
+///     }
+/// }
+///
+/// let lp = EventLoop::new()?;
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let make = || Buffered(Collect { buf: vec![0; 4096], got: Vec::new() });
+/// let t = lp.run_until_complete(lp.create_connection(make, listener.local_addr()?))??;
+/// let (mut peer, _) = listener.accept()?;
+/// std::io::Write::write_all(&mut peer, b"hello")?;
+/// let probe = t.clone();
+/// lp.run_until_complete(async move {
+///     while probe.with_protocol(|c: &mut Collect| c.got.len()) != Some(5) {
+///         sloop::sleep(std::time::Duration::from_millis(1)).await;
+///     }
+/// })?;
+/// t.close();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait BufferedProtocol: 'static {
     /// The connection is up. Keep a clone of `transport` to write later.
+    /// See the example on [`Protocol`].
     fn connection_made(&mut self, transport: &Transport) {
         let _ = transport;
     }
@@ -95,11 +133,13 @@ pub trait BufferedProtocol: 'static {
     /// Returns the buffer to read into. `size_hint` is how much the caller
     /// would like room for; `0` means any size (asyncio's `-1`). An empty
     /// buffer is a fatal error of the transport
-    /// ([`Error::EmptyBuffer`](crate::Error::EmptyBuffer)).
+    /// ([`Error::EmptyBuffer`](crate::Error::EmptyBuffer)). See the example
+    /// on [`BufferedProtocol`].
     fn get_buffer(&mut self, size_hint: usize) -> &mut [u8];
 
     /// The first `nbytes` of the buffer last returned by
-    /// [`get_buffer`](BufferedProtocol::get_buffer) were filled.
+    /// [`get_buffer`](BufferedProtocol::get_buffer) were filled. See the
+    /// example on [`BufferedProtocol`].
     fn buffer_updated(&mut self, nbytes: usize);
 
     /// As [`Protocol::eof_received`].

@@ -26,7 +26,8 @@ use crate::net::{self, Addrs, Family, ListenOptions, SocketFile, ToAddrs};
 use crate::protocol::IntoProtocol;
 use crate::transport::socket::Kind;
 
-/// asyncio's default listen backlog.
+/// asyncio's default listen backlog; [`ServerBuilder::backlog`] changes
+/// it (see the example on [`ServerBuilder`]).
 pub const DEFAULT_BACKLOG: u32 = 100;
 
 /// A listening socket with its kind and, for a Unix path, its file.
@@ -60,6 +61,29 @@ enum Bind {
 /// server in the poll that completes it. A socket given to
 /// [`create_server_from_socket`](LoopHandle::create_server_from_socket)
 /// is closed with the builder or its future.
+///
+/// ```
+/// use sloop::{EventLoop, Family, Protocol};
+///
+/// struct Quiet;
+/// impl Protocol for Quiet {}
+///
+/// let lp = EventLoop::new()?;
+/// let server = lp.run_until_complete(
+///     lp.create_server(|| Quiet, ("", 0))
+///         .family(Family::V4)
+///         .backlog(64)
+///         .reuse_address(true)
+///         .reuse_port(false)
+///         .keep_alive(true)
+///         .max_connections(1000)
+///         .start_serving(false),
+/// )??;
+/// assert!(server.local_addrs().iter().all(|a| a.is_ipv4()));
+/// assert!(!server.is_serving());
+/// server.close();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "a server is created by awaiting its builder"]
 pub struct ServerBuilder {
     lp: LoopHandle,
@@ -105,19 +129,21 @@ impl fmt::Debug for ServerBuilder {
 
 impl ServerBuilder {
     /// The `listen` backlog, which is also how many connections one
-    /// readiness accepts (100).
+    /// readiness accepts (100). See the example on [`ServerBuilder`].
     pub fn backlog(mut self, backlog: u32) -> Self {
         self.backlog = backlog;
         self
     }
 
-    /// `SO_REUSEADDR` (on by default, as asyncio on POSIX).
+    /// `SO_REUSEADDR` (on by default, as asyncio on POSIX). See the example
+    /// on [`ServerBuilder`].
     pub fn reuse_address(mut self, on: bool) -> Self {
         self.reuse_address = on;
         self
     }
 
-    /// `SO_REUSEPORT`: several loops (threads) may listen on one port.
+    /// `SO_REUSEPORT`: several loops (threads) may listen on one port. See
+    /// the example on [`ServerBuilder`].
     pub fn reuse_port(mut self, on: bool) -> Self {
         self.reuse_port = on;
         self
@@ -126,7 +152,8 @@ impl ServerBuilder {
     /// Listen only on addresses of this family (asyncio's `family=`): an
     /// empty host or `*` then means every interface of that family only (one
     /// socket), and a host without such an address fails the future with
-    /// `AddrNotAvailable`. Ignored for Unix servers and given sockets.
+    /// `AddrNotAvailable`. Ignored for Unix servers and given sockets. See
+    /// the example on [`ServerBuilder`].
     pub fn family(mut self, family: Family) -> Self {
         self.family = Some(family);
         self
@@ -172,7 +199,8 @@ impl ServerBuilder {
     }
 
     /// At most this many connections open at once: accepting pauses at the
-    /// cap and resumes as connections close.
+    /// cap and resumes as connections close. See the example on
+    /// [`LoopHandle::create_unix_connection`].
     pub fn max_connections(mut self, cap: usize) -> Self {
         self.max_connections = Some(cap.max(1));
         self
@@ -181,7 +209,8 @@ impl ServerBuilder {
     /// The permission bits of a Unix server's socket file (e.g. `0o600`:
     /// only this user may connect). They are set after `bind` and before
     /// `listen`, so no connection is ever accepted under the wider mode
-    /// that `bind` gives (R30). Ignored for TCP and abstract names.
+    /// that `bind` gives (R30). Ignored for TCP and abstract names. See the
+    /// example on [`LoopHandle::create_unix_connection`].
     pub fn unix_mode(mut self, mode: u32) -> Self {
         self.unix_mode = Some(mode & 0o7777);
         self
@@ -347,6 +376,22 @@ impl LoopHandle {
 
     /// Creates a server on an existing bound (or listening) stream socket,
     /// TCP or Unix (asyncio's `sock=`). `listen(backlog)` is called on it.
+    ///
+    /// ```
+    /// use socket2::{Domain, Socket, Type};
+    ///
+    /// struct Quiet;
+    /// impl sloop::Protocol for Quiet {}
+    ///
+    /// let sock = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    /// sock.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>()?.into())?;
+    /// let here = sock.local_addr()?.as_socket().unwrap();
+    /// let lp = sloop::EventLoop::new()?;
+    /// let server = lp.run_until_complete(lp.create_server_from_socket(|| Quiet, sock))??;
+    /// assert_eq!(server.local_addrs(), [here]);
+    /// server.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     ///

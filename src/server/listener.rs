@@ -39,7 +39,8 @@ use crate::transport::socket::{Kind, SocketTransport};
 use crate::transport::ConnectionGuard;
 
 /// asyncio's `ACCEPT_RETRY_DELAY`: how long accepting stops after running
-/// out of file descriptors or memory.
+/// out of file descriptors or memory; then it resumes by itself. See the
+/// example on [`Server`](crate::Server) for a server at work.
 pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// A listening socket of either family.

@@ -8,7 +8,8 @@
 
 use crate::error::Error;
 
-/// The default high-water mark: 64 KiB.
+/// The default high-water mark: 64 KiB. See the example on
+/// [`Transport::write_buffer_limits`](crate::Transport::write_buffer_limits).
 pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 
 /// The watermarks and whether the protocol is paused.

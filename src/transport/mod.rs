@@ -216,18 +216,34 @@ impl Transport {
 
     /// Closes the transport after sending what is buffered; the protocol
     /// then gets `connection_lost(None)`. Reading stops at once. A second
-    /// call does nothing.
+    /// call does nothing. See the example on [`Transport`].
     pub fn close(&self) {
         TransportImpl::close(&*self.inner)
     }
 
     /// Closes the transport now, discarding buffered data; the protocol
     /// gets `connection_lost(None)` in the next iteration.
+    ///
+    /// ```
+    /// # use sloop::{EventLoop, Protocol};
+    /// # struct Quiet;
+    /// # impl Protocol for Quiet {}
+    /// let lp = EventLoop::new()?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let t = lp.run_until_complete(lp.create_connection(|| Quiet, listener.local_addr()?))??;
+    /// assert!(!t.is_closing());
+    /// t.write(b"dropped if not sent yet")?;
+    /// t.abort();
+    /// assert!(t.is_closing());
+    /// assert!(t.write(b"refused").is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn abort(&self) {
         TransportImpl::abort(&*self.inner)
     }
 
-    /// Whether the transport is closing or closed.
+    /// Whether the transport is closing or closed. See the example on
+    /// [`abort`](Transport::abort).
     pub fn is_closing(&self) -> bool {
         TransportImpl::is_closing(&*self.inner)
     }
@@ -239,23 +255,61 @@ impl Transport {
     }
 
     /// Delivers data again, including what arrived meanwhile (in the next
-    /// iteration). Idempotent.
+    /// iteration). Idempotent. See the example on
+    /// [`is_reading`](Transport::is_reading).
     pub fn resume_reading(&self) {
         TransportImpl::resume_reading(&*self.inner)
     }
 
     /// Whether data is being delivered: not paused, not closing, and (unlike
     /// asyncio, which keeps reporting `True`) the peer has not sent EOF.
+    ///
+    /// ```
+    /// # use sloop::{EventLoop, Protocol};
+    /// # struct Quiet;
+    /// # impl Protocol for Quiet {}
+    /// let lp = EventLoop::new()?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let t = lp.run_until_complete(lp.create_connection(|| Quiet, listener.local_addr()?))??;
+    /// assert!(t.is_reading());
+    /// t.pause_reading();
+    /// assert!(!t.is_reading());
+    /// t.resume_reading();
+    /// assert!(t.is_reading());
+    /// t.close();
+    /// assert!(!t.is_reading());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_reading(&self) -> bool {
         TransportImpl::is_reading(&*self.inner)
     }
 
     /// How many bytes are buffered, waiting for the kernel to take them.
+    /// See the example on [`write_buffer_limits`](Transport::write_buffer_limits).
     pub fn write_buffer_size(&self) -> usize {
         TransportImpl::write_buffer_size(&*self.inner)
     }
 
     /// The write-buffer watermarks as `(low, high)` (asyncio's order).
+    ///
+    /// ```
+    /// # use sloop::{EventLoop, Protocol};
+    /// # struct Quiet;
+    /// # impl Protocol for Quiet {}
+    /// use sloop::transport::DEFAULT_HIGH_WATER;
+    ///
+    /// let lp = EventLoop::new()?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let t = lp.run_until_complete(lp.create_connection(|| Quiet, listener.local_addr()?))??;
+    /// assert_eq!(t.write_buffer_limits(), (DEFAULT_HIGH_WATER / 4, DEFAULT_HIGH_WATER));
+    /// t.set_write_buffer_limits(Some(4096), None)?;
+    /// assert_eq!(t.write_buffer_limits(), (1024, 4096));
+    /// t.set_write_buffer_cap(Some(1 << 20));
+    /// t.write(b"hello")?; // the kernel takes it at once
+    /// assert_eq!(t.write_buffer_size(), 0);
+    /// t.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn write_buffer_limits(&self) -> (usize, usize) {
         TransportImpl::write_buffer_limits(&*self.inner)
     }
@@ -280,7 +334,8 @@ impl Transport {
     /// `pause_writing` (asyncio has none; `None`, the default, means no
     /// cap). A write that would buffer past it fails the transport: the
     /// buffer is dropped, the write returns an `OutOfMemory` I/O error, and
-    /// the protocol gets `connection_lost(Some(err))`.
+    /// the protocol gets `connection_lost(Some(err))`. See the example on
+    /// [`write_buffer_limits`](Transport::write_buffer_limits).
     pub fn set_write_buffer_cap(&self, cap: Option<usize>) {
         TransportImpl::set_write_buffer_cap(&*self.inner, cap)
     }
@@ -355,23 +410,45 @@ impl Transport {
     }
 
     /// The local address, or `None` once closed.
+    ///
+    /// ```
+    /// # use sloop::{EventLoop, Protocol};
+    /// # struct Quiet;
+    /// # impl Protocol for Quiet {}
+    /// use sloop::Address;
+    ///
+    /// let lp = EventLoop::new()?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let server = listener.local_addr()?;
+    /// let t = lp.run_until_complete(lp.create_connection(|| Quiet, server))??;
+    /// let (_, me) = listener.accept()?;
+    /// assert_eq!(t.local_addr(), Some(Address::Inet(me)));
+    /// assert_eq!(t.peer_addr(), Some(Address::Inet(server)));
+    /// assert_eq!(t.get_extra_info("peername"), Some(server.to_string()));
+    /// assert!(t.as_raw_fd().is_some());
+    /// t.with_socket(|s| s.set_nodelay(true)).unwrap()?;
+    /// t.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn local_addr(&self) -> Option<Address> {
         TransportImpl::local_addr(&*self.inner)
     }
 
-    /// The peer's address, or `None` once closed or if not connected.
+    /// The peer's address, or `None` once closed or if not connected. See
+    /// the example on [`local_addr`](Transport::local_addr).
     pub fn peer_addr(&self) -> Option<Address> {
         TransportImpl::peer_addr(&*self.inner)
     }
 
-    /// The socket's file descriptor while the transport owns it.
+    /// The socket's file descriptor while the transport owns it. See the
+    /// example on [`local_addr`](Transport::local_addr).
     pub fn as_raw_fd(&self) -> Option<RawFd> {
         TransportImpl::raw_fd(&*self.inner)
     }
 
     /// Runs `f` with the socket (to read or set options). Do not read,
     /// write or close through it: the transport owns it. `None` once
-    /// closed.
+    /// closed. See the example on [`local_addr`](Transport::local_addr).
     pub fn with_socket<R>(&self, f: impl FnOnce(&socket2::Socket) -> R) -> Option<R> {
         let mut f = Some(f);
         let mut out = None;
@@ -385,7 +462,7 @@ impl Transport {
 
     /// asyncio's `get_extra_info(name)` in string form, for parity:
     /// `"peername"`, `"sockname"`, `"socket"` (the fd). Prefer the typed
-    /// accessors.
+    /// accessors. See the example on [`local_addr`](Transport::local_addr).
     pub fn get_extra_info(&self, name: &str) -> Option<String> {
         match name {
             "peername" => self.peer_addr().map(|a| a.to_string()),

@@ -83,7 +83,8 @@ impl sealed::Sealed for SocketAddr {
 
 impl DatagramAddr for SocketAddr {}
 
-/// The address of a Unix datagram socket.
+/// The address of a Unix datagram socket. See the example on
+/// [`UnixDatagramEndpointBuilder::local_addr`](crate::UnixDatagramEndpointBuilder::local_addr).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum UnixAddr {
     /// A socket that is not bound to a name.
@@ -95,7 +96,8 @@ pub enum UnixAddr {
 }
 
 impl UnixAddr {
-    /// The path, if this is a path address.
+    /// The path, if this is a path address. See the example on
+    /// [`UnixDatagramEndpointBuilder::local_addr`](crate::UnixDatagramEndpointBuilder::local_addr).
     pub fn as_pathname(&self) -> Option<&Path> {
         match self {
             UnixAddr::Path(p) => Some(p),

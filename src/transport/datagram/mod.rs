@@ -98,11 +98,12 @@ use slot::{BoxedProtocol, ProtocolSlot, StoredProtocol};
 use write::WriteState;
 
 /// How many datagrams one readiness event reads before the transport
-/// requeues itself.
+/// requeues itself (see the [contract](self#contract)).
 pub const READ_BUDGET: usize = 32;
 
 /// The bytes each queued datagram adds to the size that flow control
-/// compares with the watermarks, on top of its payload.
+/// compares with the watermarks, on top of its payload (see
+/// [write buffer and flow control](self#write-buffer-and-flow-control)).
 pub const DATAGRAM_OVERHEAD: usize = 8;
 
 struct Inner<A: DatagramAddr> {
@@ -311,13 +312,31 @@ impl<A: DatagramAddr> DatagramTransport<A> {
     }
 
     /// Closes the transport once the queue is sent: reading stops at once,
-    /// `connection_lost(None)` follows. Closing twice does nothing.
+    /// `connection_lost(None)` follows. Closing twice does nothing. See the
+    /// example on [`DatagramTransport`].
     pub fn close(&self) {
         self.inner.close();
     }
 
     /// Closes the transport now, dropping queued datagrams;
     /// `connection_lost(None)` follows.
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # struct Quiet;
+    /// # impl sloop::DatagramProtocol for Quiet {
+    /// #     fn datagram_received(&mut self, _: &[u8], _: SocketAddr) {}
+    /// # }
+    /// let lp = sloop::EventLoop::new()?;
+    /// let t = lp.run_until_complete(
+    ///     lp.create_datagram_endpoint(|| Quiet).local_addr("127.0.0.1:0"),
+    /// )??;
+    /// assert!(!t.is_closing());
+    /// t.abort();
+    /// assert!(t.is_closing());
+    /// assert!(t.sendto(b"refused", t.local_addr()).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn abort(&self) {
         self.inner.force_close(None);
     }
@@ -332,6 +351,34 @@ impl<A: DatagramAddr> DatagramTransport<A> {
     /// yet delivered go to the new one. A protocol set while
     /// `connection_lost` is pending gets it; one set after
     /// `connection_lost` ran is dropped at once, never called.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use sloop::DatagramProtocol;
+    ///
+    /// struct Ignore;
+    /// impl DatagramProtocol for Ignore {
+    ///     fn datagram_received(&mut self, _: &[u8], _: SocketAddr) {}
+    /// }
+    /// struct Stop;
+    /// impl DatagramProtocol for Stop {
+    ///     fn datagram_received(&mut self, data: &[u8], _: SocketAddr) {
+    ///         assert_eq!(data, b"for the new one");
+    ///         sloop::get_running_loop().unwrap().stop();
+    ///     }
+    /// }
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let t = lp.run_until_complete(
+    ///     lp.create_datagram_endpoint(|| Ignore).local_addr("127.0.0.1:0"),
+    /// )??;
+    /// t.set_protocol(Stop);
+    /// t.sendto(b"for the new one", t.local_addr())?;
+    /// lp.run_forever()?;
+    /// assert_eq!(t.with_protocol(|_: &mut Stop| ()), Some(()));
+    /// t.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_protocol<P: DatagramProtocol<A>>(&self, protocol: P) {
         self.inner.cell.replace(Box::new(protocol));
     }
@@ -405,7 +452,8 @@ impl<A: DatagramAddr> DatagramTransport<A> {
         }
     }
 
-    /// Whether the transport is closing or closed.
+    /// Whether the transport is closing or closed. See the example on
+    /// [`abort`](DatagramTransport::abort).
     pub fn is_closing(&self) -> bool {
         self.inner.has(CLOSING)
     }
@@ -420,7 +468,8 @@ impl<A: DatagramAddr> DatagramTransport<A> {
         }
     }
 
-    /// Delivers datagrams again, starting with those that waited.
+    /// Delivers datagrams again, starting with those that waited. See the
+    /// example on [`is_reading`](DatagramTransport::is_reading).
     pub fn resume_reading(&self) {
         let inner = &self.inner;
         if inner.has(CLOSING) || !inner.cell.flags.replace(PAUSED, false) {
@@ -432,16 +481,38 @@ impl<A: DatagramAddr> DatagramTransport<A> {
     }
 
     /// Whether datagrams are being delivered (not paused, not closing).
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # struct Quiet;
+    /// # impl sloop::DatagramProtocol for Quiet {
+    /// #     fn datagram_received(&mut self, _: &[u8], _: SocketAddr) {}
+    /// # }
+    /// let lp = sloop::EventLoop::new()?;
+    /// let t = lp.run_until_complete(
+    ///     lp.create_datagram_endpoint(|| Quiet).local_addr("127.0.0.1:0"),
+    /// )??;
+    /// assert!(t.is_reading());
+    /// t.pause_reading();
+    /// assert!(!t.is_reading());
+    /// t.resume_reading();
+    /// assert!(t.is_reading());
+    /// t.close();
+    /// assert!(!t.is_reading());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_reading(&self) -> bool {
         !self.inner.has(CLOSING | PAUSED)
     }
 
-    /// Payload bytes queued for sending.
+    /// Payload bytes queued for sending. See the example on
+    /// [`write_buffer_limits`](DatagramTransport::write_buffer_limits).
     pub fn write_buffer_size(&self) -> usize {
         self.inner.write.borrow().payload
     }
 
-    /// Datagrams queued for sending.
+    /// Datagrams queued for sending. See the example on
+    /// [`write_buffer_limits`](DatagramTransport::write_buffer_limits).
     pub fn write_buffer_len(&self) -> usize {
         self.inner.write.borrow().queue.len()
     }
@@ -505,17 +576,55 @@ impl<A: DatagramAddr> DatagramTransport<A> {
     }
 
     /// The watermarks, `(low, high)` in asyncio's order.
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # struct Quiet;
+    /// # impl sloop::DatagramProtocol for Quiet {
+    /// #     fn datagram_received(&mut self, _: &[u8], _: SocketAddr) {}
+    /// # }
+    /// let lp = sloop::EventLoop::new()?;
+    /// let t = lp.run_until_complete(
+    ///     lp.create_datagram_endpoint(|| Quiet).local_addr("127.0.0.1:0"),
+    /// )??;
+    /// assert_eq!(t.write_buffer_limits(), (16 * 1024, 64 * 1024));
+    /// t.set_write_buffer_limits(None, Some(1000))?;
+    /// assert_eq!(t.write_buffer_limits(), (1000, 4000));
+    /// t.sendto(b"sent at once", t.local_addr())?;
+    /// assert_eq!((t.write_buffer_size(), t.write_buffer_len()), (0, 0));
+    /// t.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn write_buffer_limits(&self) -> (usize, usize) {
         self.inner.write.borrow().flow.limits()
     }
 
-    /// The socket's local address (asyncio's `sockname` extra).
+    /// The socket's local address (asyncio's `sockname` extra). See the
+    /// example on [`DatagramTransport`].
     pub fn local_addr(&self) -> Option<A> {
         self.inner.local.clone()
     }
 
     /// The connected peer's address (asyncio's `peername` extra); `None`
     /// for an unconnected socket.
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # struct Quiet;
+    /// # impl sloop::DatagramProtocol for Quiet {
+    /// #     fn datagram_received(&mut self, _: &[u8], _: SocketAddr) {}
+    /// # }
+    /// let peer = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    /// let there = peer.local_addr()?;
+    /// let lp = sloop::EventLoop::new()?;
+    /// let t = lp.run_until_complete(lp.create_datagram_endpoint(|| Quiet).remote_addr(there))??;
+    /// assert_eq!(t.peer_addr(), Some(there));
+    /// assert_eq!(t.remote_addr(), Some(there));
+    /// assert_eq!(t.get_extra_info("peername"), Some(format!("{there:?}")));
+    /// assert!(t.raw_fd().is_some());
+    /// t.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn peer_addr(&self) -> Option<A> {
         if self.inner.connected {
             self.inner.address.clone()
@@ -530,7 +639,8 @@ impl<A: DatagramAddr> DatagramTransport<A> {
         self.inner.address.clone()
     }
 
-    /// The socket's file descriptor, while the socket is open.
+    /// The socket's file descriptor, while the socket is open. See the
+    /// example on [`peer_addr`](DatagramTransport::peer_addr).
     pub fn raw_fd(&self) -> Option<RawFd> {
         self.inner.sock.raw_fd()
     }
@@ -549,7 +659,7 @@ impl<A: DatagramAddr> DatagramTransport<A> {
 
     /// asyncio's `get_extra_info` for `"sockname"`, `"peername"` and
     /// `"socket"` (the fd), as text; `None` for other names or missing
-    /// values.
+    /// values. See the example on [`peer_addr`](DatagramTransport::peer_addr).
     pub fn get_extra_info(&self, name: &str) -> Option<String> {
         match name {
             "sockname" => self.local_addr().map(|a| format!("{a:?}")),
@@ -560,6 +670,23 @@ impl<A: DatagramAddr> DatagramTransport<A> {
     }
 
     /// The loop this transport runs on.
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # struct Quiet;
+    /// # impl sloop::DatagramProtocol for Quiet {
+    /// #     fn datagram_received(&mut self, _: &[u8], _: SocketAddr) {}
+    /// # }
+    /// let lp = sloop::EventLoop::new()?;
+    /// let t = lp.run_until_complete(
+    ///     lp.create_datagram_endpoint(|| Quiet).local_addr("127.0.0.1:0"),
+    /// )??;
+    /// let closer = t.clone();
+    /// t.loop_handle().call_soon(move || closer.close())?;
+    /// lp.run_until_complete(sloop::sleep(std::time::Duration::from_millis(1)))?;
+    /// assert!(t.is_closing());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn loop_handle(&self) -> &LoopHandle {
         &self.inner.lp
     }

@@ -59,6 +59,9 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// The kind of a transport named in a report.
+///
+/// The handler in [`ExceptionContext`]'s example matches on
+/// `TransportKind::Tcp`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TransportKind {
@@ -80,6 +83,8 @@ pub enum TransportKind {
 /// write buffer), as the default handler prints it. Made by the loop, or
 /// from a transport with `From` for a report of your own:
 /// `ExceptionContext::new("bad frame").with_transport(&transport)`.
+///
+/// The handler in [`ExceptionContext`]'s example matches on its fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TransportInfo {
@@ -235,7 +240,30 @@ pub struct ExceptionContext {
 }
 
 impl ExceptionContext {
-    /// A context with only a message.
+    /// A context with only a message. The `with_*` methods add the rest,
+    /// for a report of your own:
+    ///
+    /// ```
+    /// use sloop::{Exception, ExceptionContext};
+    ///
+    /// let ctx = ExceptionContext::new("bad frame")
+    ///     .with_exception(Exception::Other("checksum mismatch".into()))
+    ///     .with_handle("<Handle decode>")
+    ///     .with_protocol("<Framer>")
+    ///     .with_socket("<socket fd=7>");
+    /// assert_eq!(
+    ///     ctx.to_string(),
+    ///     "bad frame\n\
+    ///      exception: checksum mismatch\n\
+    ///      handle: <Handle decode>\n\
+    ///      protocol: <Framer>\n\
+    ///      socket: <socket fd=7>"
+    /// );
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// lp.call_exception_handler(ctx); // the default handler logs it
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new(message: impl Into<String>) -> Self {
         ExceptionContext {
             message: message.into(),
@@ -243,13 +271,13 @@ impl ExceptionContext {
         }
     }
 
-    /// Sets `exception`.
+    /// Sets `exception`. See the example on [`ExceptionContext::new`].
     pub fn with_exception(mut self, exception: Exception) -> Self {
         self.exception = Some(exception);
         self
     }
 
-    /// Sets `handle`.
+    /// Sets `handle`. See the example on [`ExceptionContext::new`].
     pub fn with_handle(mut self, handle: impl fmt::Display) -> Self {
         self.handle = Some(handle.to_string());
         self
@@ -268,13 +296,13 @@ impl ExceptionContext {
         self
     }
 
-    /// Sets `protocol`.
+    /// Sets `protocol`. See the example on [`ExceptionContext::new`].
     pub fn with_protocol(mut self, protocol: impl fmt::Display) -> Self {
         self.protocol = Some(protocol.to_string());
         self
     }
 
-    /// Sets `socket`.
+    /// Sets `socket`. See the example on [`ExceptionContext::new`].
     pub fn with_socket(mut self, socket: impl fmt::Display) -> Self {
         self.socket = Some(socket.to_string());
         self

@@ -142,6 +142,22 @@ impl Handle {
 
     /// Cancels the callback: it will not run (again), and what it captured is
     /// dropped now. Cancelling twice, or after it ran, does nothing.
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let ran = Rc::new(Cell::new(false));
+    /// let r = ran.clone();
+    /// let handle = lp.call_soon(move || r.set(true))?;
+    /// handle.cancel();
+    /// assert!(handle.cancelled());
+    /// lp.stop(); // run one iteration
+    /// lp.run_forever()?;
+    /// assert!(!ran.get());
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     pub fn cancel(&self) {
         if !self.inner.cancelled.replace(true) {
             self.inner.slot.clear();
@@ -161,11 +177,21 @@ impl Handle {
     }
 
     /// The callback's type name (closures name the function they are in).
+    ///
+    /// ```
+    /// let lp = sloop::EventLoop::new()?;
+    /// let handle = lp.call_soon(|| {})?;
+    /// assert!(handle.name().ends_with("{{closure}}"));
+    /// assert_eq!(handle.location().file(), file!());
+    /// assert_eq!(handle.location().line(), line!() - 3);
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     pub fn name(&self) -> &'static str {
         self.inner.slot.name()
     }
 
-    /// Where the callback was scheduled from.
+    /// Where the callback was scheduled from. See the example on
+    /// [`Handle::name`].
     pub fn location(&self) -> &'static Location<'static> {
         self.inner.location
     }
@@ -233,11 +259,24 @@ impl TimerHandle {
     }
 
     /// The loop time the callback is due at; unchanged after it ran.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let before = lp.time();
+    /// let timer = lp.call_later(Duration::from_secs(60), || {})?;
+    /// assert!(timer.when() >= before + Duration::from_secs(60));
+    /// timer.cancel();
+    /// assert!(timer.handle().cancelled());
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     pub fn when(&self) -> Instant {
         self.when
     }
 
-    /// The plain handle of this timer.
+    /// The plain handle of this timer. See the example on
+    /// [`TimerHandle::when`].
     pub fn handle(&self) -> &Handle {
         &self.handle
     }

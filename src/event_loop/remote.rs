@@ -202,6 +202,15 @@ impl Remote {
     }
 
     /// Whether the loop was closed.
+    ///
+    /// ```
+    /// let lp = sloop::EventLoop::new()?;
+    /// let remote = lp.remote();
+    /// assert!(!remote.is_closed());
+    /// drop(lp); // dropping the EventLoop closes it
+    /// assert!(remote.is_closed());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
     }

@@ -18,7 +18,9 @@ use std::panic::Location;
 
 use crate::address::Address;
 
-/// The error an [`ExceptionContext`] carries.
+/// The error an [`ExceptionContext`] carries. The handler in
+/// `ExceptionContext`'s example matches on `Exception::Panic`; the example
+/// on [`ExceptionContext::new`] makes an `Exception::Other`.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Exception {
@@ -32,6 +34,14 @@ pub enum Exception {
 
 impl Exception {
     /// Makes an [`Exception::Panic`] from a payload caught by `catch_unwind`.
+    ///
+    /// ```
+    /// use sloop::Exception;
+    ///
+    /// let payload = std::panic::catch_unwind(|| panic!("boom")).unwrap_err();
+    /// let e = Exception::from_panic(&*payload);
+    /// assert_eq!(e.to_string(), "panic: boom");
+    /// ```
     pub fn from_panic(payload: &(dyn Any + Send)) -> Exception {
         Exception::Panic(panic_message(payload))
     }
@@ -128,6 +138,9 @@ impl fmt::Display for TransportInfo {
 ///
 /// `Display` is `<Task name='NAME' spawned at FILE:LINE:COL>`. Made by the
 /// loop, or from a [`Task`](crate::Task) with `From`.
+///
+/// The handler in [`ExceptionContext`]'s example matches on its name; see
+/// [`ExceptionContext::with_task`] for one made from a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TaskInfo {
@@ -284,6 +297,18 @@ impl ExceptionContext {
     }
 
     /// Sets `task`: a [`TaskInfo`], or a `&Task` to describe.
+    ///
+    /// ```
+    /// use sloop::ExceptionContext;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let task = lp.spawn_local_named("fetch", async {});
+    /// let ctx = ExceptionContext::new("took too long").with_task(&task);
+    /// let info = ctx.task.as_ref().unwrap();
+    /// assert_eq!(info.name, "fetch");
+    /// assert_eq!(info.spawned_at.line(), line!() - 4);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn with_task(mut self, task: impl Into<TaskInfo>) -> Self {
         self.task = Some(task.into());
         self
@@ -291,6 +316,26 @@ impl ExceptionContext {
 
     /// Sets `transport`: a [`TransportInfo`], or a `&Transport` or
     /// `&DatagramTransport` to describe.
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # struct Quiet;
+    /// # impl sloop::DatagramProtocol for Quiet {
+    /// #     fn datagram_received(&mut self, _: &[u8], _: SocketAddr) {}
+    /// # }
+    /// use sloop::{ExceptionContext, TransportKind};
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let t = lp.run_until_complete(
+    ///     lp.create_datagram_endpoint(|| Quiet).local_addr("127.0.0.1:0"),
+    /// )??;
+    /// let ctx = ExceptionContext::new("bad datagram").with_transport(&t);
+    /// let info = ctx.transport.as_ref().unwrap();
+    /// assert_eq!(info.kind, TransportKind::Udp);
+    /// assert!(info.fd.is_some());
+    /// t.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_transport(mut self, transport: impl Into<TransportInfo>) -> Self {
         self.transport = Some(transport.into());
         self

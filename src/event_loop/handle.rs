@@ -106,7 +106,8 @@ pub(crate) struct HandleInner<S: ?Sized> {
 /// [`add_writer`](crate::LoopHandle::add_writer).
 ///
 /// Cloning a handle is cheap; all clones refer to the same callback.
-/// Dropping a handle does not cancel the callback.
+/// Dropping a handle does not cancel the callback. See
+/// [`Handle::cancel`] for an example.
 #[derive(Clone)]
 pub struct Handle {
     inner: Rc<HandleInner<dyn CallbackSlot>>,
@@ -228,6 +229,7 @@ impl fmt::Display for Handle {
 /// Like [`Handle`], plus [`when`](TimerHandle::when). Cancelling tells the
 /// loop, so that a heap full of cancelled timers is compacted (asyncio's rule:
 /// rebuilt when more than half of more than 100 timers are cancelled).
+/// See [`TimerHandle::when`] for an example.
 #[derive(Clone)]
 pub struct TimerHandle {
     handle: Handle,
@@ -245,7 +247,8 @@ impl TimerHandle {
         }
     }
 
-    /// Cancels the timer; see [`Handle::cancel`].
+    /// Cancels the timer; see [`Handle::cancel`], and the example on
+    /// [`TimerHandle::when`].
     pub fn cancel(&self) {
         if !self.handle.cancelled() && self.handle.is_scheduled() {
             self.cancelled_count.set(self.cancelled_count.get() + 1);
@@ -253,7 +256,8 @@ impl TimerHandle {
         self.handle.cancel();
     }
 
-    /// Whether [`cancel`](TimerHandle::cancel) was called.
+    /// Whether [`cancel`](TimerHandle::cancel) was called. See the example
+    /// on [`TimerHandle::when`].
     pub fn cancelled(&self) -> bool {
         self.handle.cancelled()
     }
@@ -268,7 +272,7 @@ impl TimerHandle {
     /// let timer = lp.call_later(Duration::from_secs(60), || {})?;
     /// assert!(timer.when() >= before + Duration::from_secs(60));
     /// timer.cancel();
-    /// assert!(timer.handle().cancelled());
+    /// assert!(timer.cancelled() && timer.handle().cancelled());
     /// # Ok::<(), sloop::Error>(())
     /// ```
     pub fn when(&self) -> Instant {

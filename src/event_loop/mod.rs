@@ -437,7 +437,7 @@ impl LoopHandle {
     // ----- scheduling callbacks -----
 
     /// Schedules `callback` to run in the next iteration. Callbacks run in
-    /// the order they were scheduled.
+    /// the order they were scheduled. See the example on [`EventLoop`].
     ///
     /// # Errors
     ///
@@ -452,7 +452,7 @@ impl LoopHandle {
 
     /// Schedules `callback` to run `delay` from now. A zero delay runs in the
     /// next iteration; a huge one saturates (it never fires, and can still
-    /// be cancelled).
+    /// be cancelled). See the example on [`EventLoop`].
     ///
     /// # Errors
     ///
@@ -472,6 +472,20 @@ impl LoopHandle {
     /// [`time`](LoopHandle::time)). A deadline in the past runs in the next
     /// iteration. Timers run no earlier than their deadline, in deadline
     /// order; timers with the same deadline run in the order scheduled.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let start = lp.time();
+    /// let h = lp.handle();
+    /// lp.call_at(start + Duration::from_millis(5), move || {
+    ///     assert!(h.time() >= start + Duration::from_millis(5));
+    ///     h.stop();
+    /// })?;
+    /// lp.run_forever()?;
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -513,6 +527,43 @@ impl LoopHandle {
     /// next event arrives, as in asyncio (until then `remove_reader` still
     /// reports it). Dropping the handle does not cancel.
     ///
+    /// A reader and a writer on the two ends of a socket pair:
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use std::io::{Read, Write};
+    /// use std::os::fd::AsRawFd;
+    /// use std::os::unix::net::UnixStream;
+    /// use std::rc::Rc;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let (mut a, mut b) = UnixStream::pair()?;
+    /// a.set_nonblocking(true)?;
+    /// b.set_nonblocking(true)?;
+    /// let (a_fd, b_fd) = (a.as_raw_fd(), b.as_raw_fd());
+    ///
+    /// let h = lp.handle();
+    /// lp.add_writer(&a_fd, move || {
+    ///     a.write_all(b"hello").unwrap();
+    ///     assert!(h.remove_writer(&a_fd).unwrap()); // once is enough
+    /// })?;
+    ///
+    /// let got = Rc::new(RefCell::new(Vec::new()));
+    /// let (g, h) = (got.clone(), lp.handle());
+    /// lp.add_reader(&b_fd, move || {
+    ///     let mut buf = [0; 16];
+    ///     let n = b.read(&mut buf).unwrap();
+    ///     g.borrow_mut().extend_from_slice(&buf[..n]);
+    ///     if g.borrow().len() == 5 {
+    ///         h.remove_reader(&b_fd).unwrap();
+    ///         h.stop();
+    ///     }
+    /// })?;
+    /// lp.run_forever()?;
+    /// assert_eq!(*got.borrow(), b"hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Closed`]; [`Error::FdUsedByTransport`] if a transport owns
@@ -530,7 +581,8 @@ impl LoopHandle {
         )
     }
 
-    /// Like [`add_reader`](LoopHandle::add_reader), for writability.
+    /// Like [`add_reader`](LoopHandle::add_reader), for writability; see
+    /// the example there.
     ///
     /// # Errors
     ///
@@ -563,7 +615,8 @@ impl LoopHandle {
     }
 
     /// Stops watching `fd` for reading. Returns whether a reader was set.
-    /// On a closed loop returns `false`.
+    /// On a closed loop returns `false`. See the example on
+    /// [`add_reader`](LoopHandle::add_reader).
     ///
     /// # Errors
     ///
@@ -573,6 +626,7 @@ impl LoopHandle {
     }
 
     /// Stops watching `fd` for writing. Returns whether a writer was set.
+    /// See the example on [`add_reader`](LoopHandle::add_reader).
     ///
     /// # Errors
     ///
@@ -607,6 +661,9 @@ impl LoopHandle {
     ///
     /// A panic in the handler is caught and reported through the default
     /// handler ("Unhandled error in exception handler").
+    ///
+    /// See the examples on [`ExceptionContext`] and
+    /// [`exception_handler`](LoopHandle::exception_handler).
     pub fn set_exception_handler<F>(&self, handler: Option<F>)
     where
         F: Fn(&LoopHandle, &ExceptionContext) + 'static,
@@ -673,7 +730,8 @@ impl LoopHandle {
     /// does this one. A program that installs a logger gets the report
     /// there instead, never in both places. To silence reports, set an
     /// [exception handler](LoopHandle::set_exception_handler) that drops
-    /// them.
+    /// them. The handler in [`ExceptionContext`]'s example passes what it
+    /// does not handle on to this one.
     pub fn default_exception_handler(&self, context: &ExceptionContext) {
         // `log_enabled!` asks the facade the question that matters: would
         // `log::error!` here reach a logger that keeps the record? It

@@ -60,7 +60,8 @@ impl LoopHandle {
     /// Runs the loop until [`stop`](LoopHandle::stop) is called.
     ///
     /// If `stop` was called before, runs one iteration (with a zero poll
-    /// timeout) and returns, as asyncio does.
+    /// timeout) and returns, as asyncio does. See the examples on
+    /// [`EventLoop`](super::EventLoop) and [`stop`](LoopHandle::stop).
     ///
     /// # Errors
     ///
@@ -190,7 +191,8 @@ impl LoopHandle {
 
     /// Closes the loop: drops every queued callback, timer and task, and
     /// releases the poller and its waker. Transports are not closed (as in
-    /// asyncio). Closing twice does nothing.
+    /// asyncio). Closing twice does nothing. See the example on
+    /// [`is_closed`](LoopHandle::is_closed).
     ///
     /// # Errors
     ///
@@ -260,7 +262,8 @@ impl LoopHandle {
     }
 
     /// The loop's clock: the monotonic clock. Deadlines for
-    /// [`call_at`](LoopHandle::call_at) are in this time.
+    /// [`call_at`](LoopHandle::call_at) are in this time; see the example
+    /// there.
     pub fn time(&self) -> Instant {
         Instant::now()
     }

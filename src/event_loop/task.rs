@@ -113,12 +113,10 @@ impl Wake for TaskWaker {
 /// assert!(err.is_cancelled() && !err.is_panic());
 ///
 /// let task = lp.spawn_local(async { panic!("boom") });
-/// match lp.run_until_complete(task)? {
-///     Err(TaskError::Panicked(payload)) => {
-///         assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"))
-///     }
-///     _ => unreachable!(),
-/// }
+/// let err = lp.run_until_complete(task)?.unwrap_err();
+/// assert!(matches!(err, TaskError::Panicked(_)));
+/// let payload = err.try_into_panic().unwrap();
+/// assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
 /// # Ok::<(), sloop::Error>(())
 /// ```
 pub enum TaskError {
@@ -145,6 +143,8 @@ impl TaskError {
     /// # Errors
     ///
     /// Gives `self` back if the task was cancelled.
+    ///
+    /// See the example on [`TaskError`].
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send>, TaskError> {
         match self {
             TaskError::Panicked(p) => Ok(p),
@@ -484,6 +484,7 @@ impl LoopHandle {
     ///
     /// The task is named `Task-N` (see [`Task::name`]); to give it a name
     /// of your own, use [`spawn_local_named`](LoopHandle::spawn_local_named).
+    /// See the example on [`Task`].
     #[track_caller]
     pub fn spawn_local<F>(&self, future: F) -> Task<F::Output>
     where

@@ -185,4 +185,12 @@ impl From<Error> for io::Error {
 }
 
 /// `Result` with this crate's [`Error`].
+///
+/// ```
+/// fn run() -> sloop::Result<u32> {
+///     let lp = sloop::EventLoop::new()?; // an io::Error converts
+///     lp.run_until_complete(async { 7 })
+/// }
+/// assert_eq!(run().unwrap(), 7);
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -18,7 +18,9 @@ use std::panic::Location;
 
 use crate::address::Address;
 
-/// The error an [`ExceptionContext`] carries.
+/// The error an [`ExceptionContext`] carries. The handler in
+/// `ExceptionContext`'s example matches on `Exception::Panic`; the example
+/// on [`ExceptionContext::new`] makes an `Exception::Other`.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Exception {
@@ -32,6 +34,14 @@ pub enum Exception {
 
 impl Exception {
     /// Makes an [`Exception::Panic`] from a payload caught by `catch_unwind`.
+    ///
+    /// ```
+    /// use sloop::Exception;
+    ///
+    /// let payload = std::panic::catch_unwind(|| panic!("boom")).unwrap_err();
+    /// let e = Exception::from_panic(&*payload);
+    /// assert_eq!(e.to_string(), "panic: boom");
+    /// ```
     pub fn from_panic(payload: &(dyn Any + Send)) -> Exception {
         Exception::Panic(panic_message(payload))
     }
@@ -59,6 +69,9 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// The kind of a transport named in a report.
+///
+/// The handler in [`ExceptionContext`]'s example matches on
+/// `TransportKind::Tcp`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TransportKind {
@@ -80,6 +93,8 @@ pub enum TransportKind {
 /// write buffer), as the default handler prints it. Made by the loop, or
 /// from a transport with `From` for a report of your own:
 /// `ExceptionContext::new("bad frame").with_transport(&transport)`.
+///
+/// The handler in [`ExceptionContext`]'s example matches on its fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TransportInfo {
@@ -123,6 +138,9 @@ impl fmt::Display for TransportInfo {
 ///
 /// `Display` is `<Task name='NAME' spawned at FILE:LINE:COL>`. Made by the
 /// loop, or from a [`Task`](crate::Task) with `From`.
+///
+/// The handler in [`ExceptionContext`]'s example matches on its name; see
+/// [`ExceptionContext::with_task`] for one made from a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TaskInfo {
@@ -235,7 +253,30 @@ pub struct ExceptionContext {
 }
 
 impl ExceptionContext {
-    /// A context with only a message.
+    /// A context with only a message. The `with_*` methods add the rest,
+    /// for a report of your own:
+    ///
+    /// ```
+    /// use sloop::{Exception, ExceptionContext};
+    ///
+    /// let ctx = ExceptionContext::new("bad frame")
+    ///     .with_exception(Exception::Other("checksum mismatch".into()))
+    ///     .with_handle("<Handle decode>")
+    ///     .with_protocol("<Framer>")
+    ///     .with_socket("<socket fd=7>");
+    /// assert_eq!(
+    ///     ctx.to_string(),
+    ///     "bad frame\n\
+    ///      exception: checksum mismatch\n\
+    ///      handle: <Handle decode>\n\
+    ///      protocol: <Framer>\n\
+    ///      socket: <socket fd=7>"
+    /// );
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// lp.call_exception_handler(ctx); // the default handler logs it
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new(message: impl Into<String>) -> Self {
         ExceptionContext {
             message: message.into(),
@@ -243,19 +284,31 @@ impl ExceptionContext {
         }
     }
 
-    /// Sets `exception`.
+    /// Sets `exception`. See the example on [`ExceptionContext::new`].
     pub fn with_exception(mut self, exception: Exception) -> Self {
         self.exception = Some(exception);
         self
     }
 
-    /// Sets `handle`.
+    /// Sets `handle`. See the example on [`ExceptionContext::new`].
     pub fn with_handle(mut self, handle: impl fmt::Display) -> Self {
         self.handle = Some(handle.to_string());
         self
     }
 
     /// Sets `task`: a [`TaskInfo`], or a `&Task` to describe.
+    ///
+    /// ```
+    /// use sloop::ExceptionContext;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let task = lp.spawn_local_named("fetch", async {});
+    /// let ctx = ExceptionContext::new("took too long").with_task(&task);
+    /// let info = ctx.task.as_ref().unwrap();
+    /// assert_eq!(info.name, "fetch");
+    /// assert_eq!(info.spawned_at.line(), line!() - 4);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn with_task(mut self, task: impl Into<TaskInfo>) -> Self {
         self.task = Some(task.into());
         self
@@ -263,18 +316,38 @@ impl ExceptionContext {
 
     /// Sets `transport`: a [`TransportInfo`], or a `&Transport` or
     /// `&DatagramTransport` to describe.
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # struct Quiet;
+    /// # impl sloop::DatagramProtocol for Quiet {
+    /// #     fn datagram_received(&mut self, _: &[u8], _: SocketAddr) {}
+    /// # }
+    /// use sloop::{ExceptionContext, TransportKind};
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let t = lp.run_until_complete(
+    ///     lp.create_datagram_endpoint(|| Quiet).local_addr("127.0.0.1:0"),
+    /// )??;
+    /// let ctx = ExceptionContext::new("bad datagram").with_transport(&t);
+    /// let info = ctx.transport.as_ref().unwrap();
+    /// assert_eq!(info.kind, TransportKind::Udp);
+    /// assert!(info.fd.is_some());
+    /// t.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_transport(mut self, transport: impl Into<TransportInfo>) -> Self {
         self.transport = Some(transport.into());
         self
     }
 
-    /// Sets `protocol`.
+    /// Sets `protocol`. See the example on [`ExceptionContext::new`].
     pub fn with_protocol(mut self, protocol: impl fmt::Display) -> Self {
         self.protocol = Some(protocol.to_string());
         self
     }
 
-    /// Sets `socket`.
+    /// Sets `socket`. See the example on [`ExceptionContext::new`].
     pub fn with_socket(mut self, socket: impl fmt::Display) -> Self {
         self.socket = Some(socket.to_string());
         self

@@ -200,6 +200,7 @@
 //! wakes the loop.
 
 /// Where sloop deliberately departs from asyncio, and why (the repository's
-/// `docs/differences.md`).
+/// `docs/differences.md`). Examples of the sloop side are in the
+/// [guide](super) and on the items this page links to.
 #[doc = include_str!("../docs/differences.md")]
 pub mod differences {}

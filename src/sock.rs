@@ -220,7 +220,7 @@ fn prepare<'a, S: AsFd>(lp: &LoopHandle, sock: &'a S) -> io::Result<(SockRef<'a>
 impl LoopHandle {
     /// Receives up to `n` bytes from a connected socket (asyncio's
     /// `sock_recv`). An empty vector means the peer closed its side (or
-    /// `n` was 0).
+    /// `n` was 0). See the [module example](crate::sock).
     ///
     /// # Errors
     ///
@@ -246,7 +246,8 @@ impl LoopHandle {
 
     /// Receives into `buf` from a connected socket and returns the number
     /// of bytes read (asyncio's `sock_recv_into`); 0 means the peer closed
-    /// its side (or `buf` is empty).
+    /// its side (or `buf` is empty). See the example on
+    /// [`sock_sendto`](LoopHandle::sock_sendto).
     ///
     /// # Errors
     ///
@@ -269,7 +270,8 @@ impl LoopHandle {
     }
 
     /// Receives one datagram of up to `n` bytes and the address it came
-    /// from (asyncio's `sock_recvfrom`). A longer datagram is truncated.
+    /// from (asyncio's `sock_recvfrom`). A longer datagram is truncated. See the example on
+    /// [`sock_sendto`](LoopHandle::sock_sendto).
     ///
     /// # Errors
     ///
@@ -295,7 +297,8 @@ impl LoopHandle {
     /// Receives one datagram into `buf`; returns its length (at most
     /// `buf.len()`: the rest of a longer datagram is lost) and the address
     /// it came from (asyncio's `sock_recvfrom_into`; slice `buf` to limit
-    /// the size, in place of asyncio's `nbytes`).
+    /// the size, in place of asyncio's `nbytes`). See the example on
+    /// [`sock_sendto`](LoopHandle::sock_sendto).
     ///
     /// # Errors
     ///
@@ -319,7 +322,8 @@ impl LoopHandle {
     /// Sends all of `data` on a connected socket (asyncio's
     /// `sock_sendall`), waiting for room in the send buffer as often as
     /// needed. Sends with `MSG_NOSIGNAL`: a closed peer is an
-    /// `EPIPE` error, never a `SIGPIPE`.
+    /// `EPIPE` error, never a `SIGPIPE`. See the
+    /// [module example](crate::sock).
     ///
     /// # Errors
     ///
@@ -357,6 +361,40 @@ impl LoopHandle {
     /// (asyncio's `sock_sendto`), waiting for room if the socket says
     /// `EAGAIN`.
     ///
+    /// Two UDP sockets on localhost, `b` connected to `a`:
+    ///
+    /// ```
+    /// use socket2::SockAddr;
+    /// use std::net::UdpSocket;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let a = UdpSocket::bind("127.0.0.1:0")?;
+    /// let b = UdpSocket::bind("127.0.0.1:0")?;
+    /// b.connect(a.local_addr()?)?;
+    /// a.set_nonblocking(true)?;
+    /// b.set_nonblocking(true)?;
+    /// let b_addr = SockAddr::from(b.local_addr()?);
+    ///
+    /// let h = lp.handle();
+    /// lp.run_until_complete(async {
+    ///     h.sock_sendall(&b, b"ping").await?;
+    ///     let (data, from) = h.sock_recvfrom(&a, 64).await?;
+    ///     assert_eq!(data, b"ping");
+    ///     assert_eq!(from.as_socket(), b_addr.as_socket());
+    ///
+    ///     h.sock_sendto(&a, b"pong", &b_addr).await?;
+    ///     let mut buf = [0; 64];
+    ///     let n = h.sock_recv_into(&b, &mut buf).await?;
+    ///     assert_eq!(&buf[..n], b"pong");
+    ///
+    ///     h.sock_sendto(&a, b"again", &from).await?;
+    ///     let (n, _) = h.sock_recvfrom_into(&b, &mut buf).await?;
+    ///     assert_eq!(&buf[..n], b"again");
+    ///     Ok::<_, std::io::Error>(())
+    /// })??;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// The socket's errors; see the [module docs](crate::sock#errors).
@@ -385,7 +423,7 @@ impl LoopHandle {
     /// `sock_connect`): starts the connection, waits until the socket is
     /// writable, then reads the outcome from `SO_ERROR`. Any address family
     /// works (`SockAddr::unix` for Unix sockets). No name resolution: pass
-    /// a resolved address.
+    /// a resolved address. See the [module example](crate::sock).
     ///
     /// # Errors
     ///
@@ -431,7 +469,8 @@ impl LoopHandle {
 
     /// Accepts a connection on a listening socket (asyncio's
     /// `sock_accept`): the new socket, already non-blocking (and
-    /// close-on-exec), and the peer's address.
+    /// close-on-exec), and the peer's address. See the
+    /// [module example](crate::sock).
     ///
     /// # Errors
     ///

@@ -106,7 +106,8 @@ pub(crate) struct HandleInner<S: ?Sized> {
 /// [`add_writer`](crate::LoopHandle::add_writer).
 ///
 /// Cloning a handle is cheap; all clones refer to the same callback.
-/// Dropping a handle does not cancel the callback.
+/// Dropping a handle does not cancel the callback. See
+/// [`Handle::cancel`] for an example.
 #[derive(Clone)]
 pub struct Handle {
     inner: Rc<HandleInner<dyn CallbackSlot>>,
@@ -142,6 +143,22 @@ impl Handle {
 
     /// Cancels the callback: it will not run (again), and what it captured is
     /// dropped now. Cancelling twice, or after it ran, does nothing.
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let ran = Rc::new(Cell::new(false));
+    /// let r = ran.clone();
+    /// let handle = lp.call_soon(move || r.set(true))?;
+    /// handle.cancel();
+    /// assert!(handle.cancelled());
+    /// lp.stop(); // run one iteration
+    /// lp.run_forever()?;
+    /// assert!(!ran.get());
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     pub fn cancel(&self) {
         if !self.inner.cancelled.replace(true) {
             self.inner.slot.clear();
@@ -161,11 +178,21 @@ impl Handle {
     }
 
     /// The callback's type name (closures name the function they are in).
+    ///
+    /// ```
+    /// let lp = sloop::EventLoop::new()?;
+    /// let handle = lp.call_soon(|| {})?;
+    /// assert!(handle.name().ends_with("{{closure}}"));
+    /// assert_eq!(handle.location().file(), file!());
+    /// assert_eq!(handle.location().line(), line!() - 3);
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     pub fn name(&self) -> &'static str {
         self.inner.slot.name()
     }
 
-    /// Where the callback was scheduled from.
+    /// Where the callback was scheduled from. See the example on
+    /// [`Handle::name`].
     pub fn location(&self) -> &'static Location<'static> {
         self.inner.location
     }
@@ -202,6 +229,7 @@ impl fmt::Display for Handle {
 /// Like [`Handle`], plus [`when`](TimerHandle::when). Cancelling tells the
 /// loop, so that a heap full of cancelled timers is compacted (asyncio's rule:
 /// rebuilt when more than half of more than 100 timers are cancelled).
+/// See [`TimerHandle::when`] for an example.
 #[derive(Clone)]
 pub struct TimerHandle {
     handle: Handle,
@@ -219,7 +247,8 @@ impl TimerHandle {
         }
     }
 
-    /// Cancels the timer; see [`Handle::cancel`].
+    /// Cancels the timer; see [`Handle::cancel`], and the example on
+    /// [`TimerHandle::when`].
     pub fn cancel(&self) {
         if !self.handle.cancelled() && self.handle.is_scheduled() {
             self.cancelled_count.set(self.cancelled_count.get() + 1);
@@ -227,17 +256,31 @@ impl TimerHandle {
         self.handle.cancel();
     }
 
-    /// Whether [`cancel`](TimerHandle::cancel) was called.
+    /// Whether [`cancel`](TimerHandle::cancel) was called. See the example
+    /// on [`TimerHandle::when`].
     pub fn cancelled(&self) -> bool {
         self.handle.cancelled()
     }
 
     /// The loop time the callback is due at; unchanged after it ran.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let before = lp.time();
+    /// let timer = lp.call_later(Duration::from_secs(60), || {})?;
+    /// assert!(timer.when() >= before + Duration::from_secs(60));
+    /// timer.cancel();
+    /// assert!(timer.cancelled() && timer.handle().cancelled());
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     pub fn when(&self) -> Instant {
         self.when
     }
 
-    /// The plain handle of this timer.
+    /// The plain handle of this timer. See the example on
+    /// [`TimerHandle::when`].
     pub fn handle(&self) -> &Handle {
         &self.handle
     }

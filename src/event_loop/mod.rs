@@ -81,10 +81,11 @@ use timers::TimerHeap;
 const MAXIMUM_SELECT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// The default size of the loop's shared read buffer (asyncio's
-/// `max_size`, 256 KiB).
+/// `max_size`, 256 KiB). See the example on [`EventLoop::builder`].
 pub const DEFAULT_READ_BUFFER_SIZE: usize = 256 * 1024;
 
-/// asyncio's default `slow_callback_duration`.
+/// asyncio's default `slow_callback_duration`. See the example on
+/// [`EventLoop::builder`].
 pub const DEFAULT_SLOW_CALLBACK_DURATION: Duration = Duration::from_millis(100);
 
 /// An exception handler as the loop stores it: what
@@ -100,6 +101,19 @@ thread_local! {
 ///
 /// Inside a task, a callback or a protocol method this is the loop that
 /// runs it.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// assert!(sloop::get_running_loop().is_none());
+/// let lp = sloop::EventLoop::new()?;
+/// lp.call_later(Duration::from_millis(1), || {
+///     // No handle was moved in: the callback finds its loop.
+///     sloop::get_running_loop().unwrap().stop();
+/// })?;
+/// lp.run_forever()?;
+/// # Ok::<(), sloop::Error>(())
+/// ```
 pub fn get_running_loop() -> Option<LoopHandle> {
     RUNNING.with(|r| r.borrow().clone())
 }
@@ -182,7 +196,7 @@ impl LoopInner {
     }
 }
 
-/// Options for an [`EventLoop`]; see [`EventLoop::builder`].
+/// Options for an [`EventLoop`]; see [`EventLoop::builder`] for an example.
 #[derive(Debug, Clone)]
 pub struct Builder {
     debug: Option<bool>,
@@ -195,20 +209,23 @@ impl Builder {
     /// Debug mode: log callbacks that take longer than
     /// [`slow_callback_duration`](Builder::slow_callback_duration). Defaults
     /// to on when the `SLOOP_DEBUG` environment variable is set and not
-    /// empty (asyncio's `PYTHONASYNCIODEBUG`).
+    /// empty (asyncio's `PYTHONASYNCIODEBUG`). See the example on
+    /// [`EventLoop::builder`].
     pub fn debug(mut self, debug: bool) -> Self {
         self.debug = Some(debug);
         self
     }
 
-    /// How long a callback may run before debug mode logs it (100 ms).
+    /// How long a callback may run before debug mode logs it (100 ms). See
+    /// the example on [`EventLoop::builder`].
     pub fn slow_callback_duration(mut self, duration: Duration) -> Self {
         self.slow_callback_duration = duration;
         self
     }
 
     /// The size of the loop's shared read buffer, which is the most one
-    /// `recv` of a transport reads (256 KiB; at least 1).
+    /// `recv` of a transport reads (256 KiB; at least 1). See the example on
+    /// [`EventLoop::builder`].
     pub fn read_buffer_size(mut self, size: usize) -> Self {
         self.read_buffer_size = size.max(1);
         self
@@ -217,12 +234,22 @@ impl Builder {
     /// Resume a panic from a callback, protocol or task out of
     /// `run_forever`/`run_until_complete` instead of reporting it to the
     /// exception handler (off). Meant for tests.
+    ///
+    /// ```
+    /// use std::panic::{catch_unwind, AssertUnwindSafe};
+    ///
+    /// let lp = sloop::EventLoop::builder().propagate_panics(true).build()?;
+    /// lp.call_soon(|| panic!("boom"))?;
+    /// let run = catch_unwind(AssertUnwindSafe(|| lp.run_forever()));
+    /// assert!(run.is_err());
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     pub fn propagate_panics(mut self, propagate: bool) -> Self {
         self.propagate_panics = propagate;
         self
     }
 
-    /// Creates the loop.
+    /// Creates the loop. See the example on [`EventLoop::builder`].
     ///
     /// # Errors
     ///
@@ -302,7 +329,7 @@ pub struct EventLoop {
 }
 
 impl EventLoop {
-    /// A loop with the default options.
+    /// A loop with the default options. See the example on [`EventLoop`].
     ///
     /// # Errors
     ///
@@ -312,6 +339,23 @@ impl EventLoop {
     }
 
     /// Options for a new loop.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sloop::event_loop::{DEFAULT_READ_BUFFER_SIZE, DEFAULT_SLOW_CALLBACK_DURATION};
+    ///
+    /// let lp = sloop::EventLoop::builder()
+    ///     .debug(true)
+    ///     .slow_callback_duration(Duration::from_millis(20))
+    ///     .read_buffer_size(DEFAULT_READ_BUFFER_SIZE / 4)
+    ///     .build()?;
+    /// assert!(lp.debug());
+    /// assert_eq!(lp.slow_callback_duration(), Duration::from_millis(20));
+    ///
+    /// let lp = sloop::EventLoop::builder().build()?;
+    /// assert_eq!(lp.slow_callback_duration(), DEFAULT_SLOW_CALLBACK_DURATION);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn builder() -> Builder {
         Builder {
             debug: None,
@@ -321,7 +365,8 @@ impl EventLoop {
         }
     }
 
-    /// A handle to this loop, for callbacks and tasks to hold.
+    /// A handle to this loop, for callbacks and tasks to hold. See the
+    /// example on [`EventLoop`].
     pub fn handle(&self) -> LoopHandle {
         self.handle.clone()
     }
@@ -392,7 +437,7 @@ impl LoopHandle {
     // ----- scheduling callbacks -----
 
     /// Schedules `callback` to run in the next iteration. Callbacks run in
-    /// the order they were scheduled.
+    /// the order they were scheduled. See the example on [`EventLoop`].
     ///
     /// # Errors
     ///
@@ -407,7 +452,7 @@ impl LoopHandle {
 
     /// Schedules `callback` to run `delay` from now. A zero delay runs in the
     /// next iteration; a huge one saturates (it never fires, and can still
-    /// be cancelled).
+    /// be cancelled). See the example on [`EventLoop`].
     ///
     /// # Errors
     ///
@@ -427,6 +472,20 @@ impl LoopHandle {
     /// [`time`](LoopHandle::time)). A deadline in the past runs in the next
     /// iteration. Timers run no earlier than their deadline, in deadline
     /// order; timers with the same deadline run in the order scheduled.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let start = lp.time();
+    /// let h = lp.handle();
+    /// lp.call_at(start + Duration::from_millis(5), move || {
+    ///     assert!(h.time() >= start + Duration::from_millis(5));
+    ///     h.stop();
+    /// })?;
+    /// lp.run_forever()?;
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -468,6 +527,43 @@ impl LoopHandle {
     /// next event arrives, as in asyncio (until then `remove_reader` still
     /// reports it). Dropping the handle does not cancel.
     ///
+    /// A reader and a writer on the two ends of a socket pair:
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use std::io::{Read, Write};
+    /// use std::os::fd::AsRawFd;
+    /// use std::os::unix::net::UnixStream;
+    /// use std::rc::Rc;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let (mut a, mut b) = UnixStream::pair()?;
+    /// a.set_nonblocking(true)?;
+    /// b.set_nonblocking(true)?;
+    /// let (a_fd, b_fd) = (a.as_raw_fd(), b.as_raw_fd());
+    ///
+    /// let h = lp.handle();
+    /// lp.add_writer(&a_fd, move || {
+    ///     a.write_all(b"hello").unwrap();
+    ///     assert!(h.remove_writer(&a_fd).unwrap()); // once is enough
+    /// })?;
+    ///
+    /// let got = Rc::new(RefCell::new(Vec::new()));
+    /// let (g, h) = (got.clone(), lp.handle());
+    /// lp.add_reader(&b_fd, move || {
+    ///     let mut buf = [0; 16];
+    ///     let n = b.read(&mut buf).unwrap();
+    ///     g.borrow_mut().extend_from_slice(&buf[..n]);
+    ///     if g.borrow().len() == 5 {
+    ///         h.remove_reader(&b_fd).unwrap();
+    ///         h.stop();
+    ///     }
+    /// })?;
+    /// lp.run_forever()?;
+    /// assert_eq!(*got.borrow(), b"hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Closed`]; [`Error::FdUsedByTransport`] if a transport owns
@@ -485,7 +581,8 @@ impl LoopHandle {
         )
     }
 
-    /// Like [`add_reader`](LoopHandle::add_reader), for writability.
+    /// Like [`add_reader`](LoopHandle::add_reader), for writability; see
+    /// the example there.
     ///
     /// # Errors
     ///
@@ -518,7 +615,8 @@ impl LoopHandle {
     }
 
     /// Stops watching `fd` for reading. Returns whether a reader was set.
-    /// On a closed loop returns `false`.
+    /// On a closed loop returns `false`. See the example on
+    /// [`add_reader`](LoopHandle::add_reader).
     ///
     /// # Errors
     ///
@@ -528,6 +626,7 @@ impl LoopHandle {
     }
 
     /// Stops watching `fd` for writing. Returns whether a writer was set.
+    /// See the example on [`add_reader`](LoopHandle::add_reader).
     ///
     /// # Errors
     ///
@@ -562,6 +661,9 @@ impl LoopHandle {
     ///
     /// A panic in the handler is caught and reported through the default
     /// handler ("Unhandled error in exception handler").
+    ///
+    /// See the examples on [`ExceptionContext`] and
+    /// [`exception_handler`](LoopHandle::exception_handler).
     pub fn set_exception_handler<F>(&self, handler: Option<F>)
     where
         F: Fn(&LoopHandle, &ExceptionContext) + 'static,
@@ -571,6 +673,16 @@ impl LoopHandle {
     }
 
     /// Whether a custom exception handler is set.
+    ///
+    /// ```
+    /// use sloop::{ExceptionContext, LoopHandle};
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// assert!(!lp.has_exception_handler());
+    /// lp.set_exception_handler(Some(|_: &LoopHandle, _: &ExceptionContext| {}));
+    /// assert!(lp.has_exception_handler());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn has_exception_handler(&self) -> bool {
         self.inner.exception_handler.borrow().is_some()
     }
@@ -618,7 +730,8 @@ impl LoopHandle {
     /// does this one. A program that installs a logger gets the report
     /// there instead, never in both places. To silence reports, set an
     /// [exception handler](LoopHandle::set_exception_handler) that drops
-    /// them.
+    /// them. The handler in [`ExceptionContext`]'s example passes what it
+    /// does not handle on to this one.
     pub fn default_exception_handler(&self, context: &ExceptionContext) {
         // `log_enabled!` asks the facade the question that matters: would
         // `log::error!` here reach a logger that keeps the record? It
@@ -643,7 +756,8 @@ impl LoopHandle {
     }
 
     /// Reports `context` to the exception handler (the custom one if set,
-    /// else the default).
+    /// else the default). See the example on
+    /// [`exception_handler`](LoopHandle::exception_handler).
     pub fn call_exception_handler(&self, context: ExceptionContext) {
         let handler = self.inner.exception_handler.borrow().clone();
         let Some(handler) = handler else {
@@ -673,22 +787,39 @@ impl LoopHandle {
         self.call_exception_handler(context.with_exception(Exception::from_panic(&*payload)));
     }
 
-    /// Whether debug mode is on.
+    /// Whether debug mode is on. See the example on
+    /// [`set_debug`](LoopHandle::set_debug).
     pub fn debug(&self) -> bool {
         self.inner.debug.get()
     }
 
-    /// Turns debug mode on or off.
+    /// Turns debug mode on or off. In debug mode, a callback that runs
+    /// longer than [`slow_callback_duration`](LoopHandle::slow_callback_duration)
+    /// is logged at warning level.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lp = sloop::EventLoop::builder().debug(false).build()?;
+    /// assert!(!lp.debug());
+    /// lp.set_debug(true);
+    /// lp.set_slow_callback_duration(Duration::from_millis(5));
+    /// assert!(lp.debug());
+    /// assert_eq!(lp.slow_callback_duration(), Duration::from_millis(5));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn set_debug(&self, debug: bool) {
         self.inner.debug.set(debug);
     }
 
-    /// How long a callback may run before debug mode logs it.
+    /// How long a callback may run before debug mode logs it. See the
+    /// example on [`set_debug`](LoopHandle::set_debug).
     pub fn slow_callback_duration(&self) -> Duration {
         self.inner.slow_callback_duration.get()
     }
 
     /// Sets [`slow_callback_duration`](LoopHandle::slow_callback_duration).
+    /// See the example on [`set_debug`](LoopHandle::set_debug).
     pub fn set_slow_callback_duration(&self, duration: Duration) {
         self.inner.slow_callback_duration.set(duration);
     }

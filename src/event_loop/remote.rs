@@ -155,7 +155,7 @@ pub struct Remote {
 impl Remote {
     /// Schedules `f` to run on the loop's thread, in the loop's next
     /// iteration, and wakes the loop if it is waiting. Calls from one thread
-    /// run in the order they were made.
+    /// run in the order they were made. See the example on [`Remote`].
     ///
     /// # Errors
     ///
@@ -170,7 +170,8 @@ impl Remote {
     }
 
     /// Stops the loop after the iteration that runs this request, as
-    /// [`LoopHandle::stop`] does on the loop's thread.
+    /// [`LoopHandle::stop`] does on the loop's thread. See the example on
+    /// [`Remote`].
     ///
     /// # Errors
     ///
@@ -182,6 +183,20 @@ impl Remote {
     /// Spawns a `Send` future on the loop; the returned [`RemoteTask`]
     /// resolves to its output, and may be awaited on any thread, or dropped
     /// to detach the future.
+    ///
+    /// ```
+    /// let lp = sloop::EventLoop::new()?;
+    /// let remote = lp.remote();
+    /// let thread = std::thread::spawn(move || {
+    ///     let task = remote.spawn(async { 6 * 7 }).unwrap();
+    ///     let out = futures::executor::block_on(task);
+    ///     remote.stop().unwrap();
+    ///     out
+    /// });
+    /// lp.run_forever()?;
+    /// assert_eq!(thread.join().unwrap(), Ok(42));
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -202,6 +217,15 @@ impl Remote {
     }
 
     /// Whether the loop was closed.
+    ///
+    /// ```
+    /// let lp = sloop::EventLoop::new()?;
+    /// let remote = lp.remote();
+    /// assert!(!remote.is_closed());
+    /// drop(lp); // dropping the EventLoop closes it
+    /// assert!(remote.is_closed());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
     }
@@ -234,7 +258,8 @@ impl Spawn for Remote {
 /// The output of a future spawned with [`Remote::spawn`].
 ///
 /// Resolves to `Err(Canceled)` if the future never completes because the
-/// loop closed or the task was dropped.
+/// loop closed or the task was dropped. See the example on
+/// [`Remote::spawn`].
 #[derive(Debug)]
 #[must_use = "a RemoteTask does nothing unless awaited; dropping it detaches the future"]
 pub struct RemoteTask<T> {

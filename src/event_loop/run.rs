@@ -60,7 +60,8 @@ impl LoopHandle {
     /// Runs the loop until [`stop`](LoopHandle::stop) is called.
     ///
     /// If `stop` was called before, runs one iteration (with a zero poll
-    /// timeout) and returns, as asyncio does.
+    /// timeout) and returns, as asyncio does. See the examples on
+    /// [`EventLoop`](super::EventLoop) and [`stop`](LoopHandle::stop).
     ///
     /// # Errors
     ///
@@ -171,13 +172,27 @@ impl LoopHandle {
 
     /// Stops the loop once the current iteration is done. Called while the
     /// loop is not running, it makes the next run do one iteration.
+    ///
+    /// ```
+    /// let lp = sloop::EventLoop::new()?;
+    /// let handle = lp.handle();
+    /// lp.call_soon(move || handle.stop())?;
+    /// lp.run_forever()?; // returns after the callback's iteration
+    ///
+    /// lp.stop(); // before the run: one iteration
+    /// let before = lp.iteration_count();
+    /// lp.run_forever()?;
+    /// assert_eq!(lp.iteration_count(), before + 1);
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     pub fn stop(&self) {
         self.inner.stopping.set(true);
     }
 
     /// Closes the loop: drops every queued callback, timer and task, and
     /// releases the poller and its waker. Transports are not closed (as in
-    /// asyncio). Closing twice does nothing.
+    /// asyncio). Closing twice does nothing. See the example on
+    /// [`is_closed`](LoopHandle::is_closed).
     ///
     /// # Errors
     ///
@@ -219,34 +234,78 @@ impl LoopHandle {
     }
 
     /// Whether the loop is running.
+    ///
+    /// ```
+    /// let lp = sloop::EventLoop::new()?;
+    /// assert!(!lp.is_running());
+    /// let handle = lp.handle();
+    /// lp.run_until_complete(async move { assert!(handle.is_running()) })?;
+    /// assert!(!lp.is_running());
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     pub fn is_running(&self) -> bool {
         self.inner.running.get()
     }
 
     /// Whether the loop was closed.
+    ///
+    /// ```
+    /// let lp = sloop::EventLoop::new()?;
+    /// assert!(!lp.is_closed());
+    /// lp.close()?;
+    /// assert!(lp.is_closed());
+    /// assert!(matches!(lp.call_soon(|| {}), Err(sloop::Error::Closed)));
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.inner.closed.get()
     }
 
     /// The loop's clock: the monotonic clock. Deadlines for
-    /// [`call_at`](LoopHandle::call_at) are in this time.
+    /// [`call_at`](LoopHandle::call_at) are in this time; see the example
+    /// there.
     pub fn time(&self) -> Instant {
         Instant::now()
     }
 
     /// How many iterations the loop has run; for tests and diagnostics
     /// (e.g. to show that an idle loop does not spin).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let before = lp.iteration_count();
+    /// // Nothing else to do: the loop sleeps in the poll until the timer.
+    /// lp.run_until_complete(sloop::sleep(Duration::from_millis(20)))?;
+    /// assert!(lp.iteration_count() - before < 10); // a few, not thousands
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     pub fn iteration_count(&self) -> u64 {
         self.inner.iterations.get()
     }
 
     /// How many timers are in the heap, cancelled ones not yet dropped
     /// included; for tests and diagnostics.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let timer = lp.call_later(Duration::from_secs(60), || {})?;
+    /// assert_eq!(lp.timer_count(), 1);
+    /// timer.cancel(); // stays in the heap until the loop drops it
+    /// assert_eq!(lp.timer_count(), 1);
+    /// lp.stop();
+    /// lp.run_forever()?;
+    /// assert_eq!(lp.timer_count(), 0);
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     pub fn timer_count(&self) -> usize {
         self.inner.timers.borrow().len()
     }
 
-    /// A thread-safe handle to this loop.
+    /// A thread-safe handle to this loop. See the example on [`LoopHandle`].
     pub fn remote(&self) -> Remote {
         Remote {
             shared: self.inner.shared.clone(),

@@ -102,6 +102,23 @@ impl Wake for TaskWaker {
 }
 
 /// Why a task has no output.
+///
+/// ```
+/// use sloop::TaskError;
+///
+/// let lp = sloop::EventLoop::new()?;
+/// let task = lp.spawn_local(std::future::pending::<()>());
+/// task.cancel();
+/// let err = lp.run_until_complete(task)?.unwrap_err();
+/// assert!(err.is_cancelled() && !err.is_panic());
+///
+/// let task = lp.spawn_local(async { panic!("boom") });
+/// let err = lp.run_until_complete(task)?.unwrap_err();
+/// assert!(matches!(err, TaskError::Panicked(_)));
+/// let payload = err.try_into_panic().unwrap();
+/// assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
+/// # Ok::<(), sloop::Error>(())
+/// ```
 pub enum TaskError {
     /// [`Task::cancel`] was called, or the loop closed first.
     Cancelled,
@@ -110,12 +127,12 @@ pub enum TaskError {
 }
 
 impl TaskError {
-    /// Whether the task was cancelled.
+    /// Whether the task was cancelled. See the example on [`TaskError`].
     pub fn is_cancelled(&self) -> bool {
         matches!(self, TaskError::Cancelled)
     }
 
-    /// Whether the task panicked.
+    /// Whether the task panicked. See the example on [`TaskError`].
     pub fn is_panic(&self) -> bool {
         matches!(self, TaskError::Panicked(_))
     }
@@ -126,6 +143,8 @@ impl TaskError {
     /// # Errors
     ///
     /// Gives `self` back if the task was cancelled.
+    ///
+    /// See the example on [`TaskError`].
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send>, TaskError> {
         match self {
             TaskError::Panicked(p) => Ok(p),
@@ -316,6 +335,20 @@ impl<T> Task<T> {
     ///
     /// Cancelling a task from inside itself takes effect when its current
     /// poll returns.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let task = lp.spawn_local(sloop::sleep(Duration::from_secs(60)));
+    /// assert!(task.cancel());
+    /// assert!(lp.run_until_complete(task)?.unwrap_err().is_cancelled());
+    ///
+    /// let done = lp.spawn_local(async {});
+    /// lp.run_until_complete(sloop::sleep(Duration::from_millis(1)))?;
+    /// assert!(!done.cancel()); // already finished
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     pub fn cancel(&self) -> bool {
         if self.state.finished.get() {
             return false;
@@ -328,11 +361,36 @@ impl<T> Task<T> {
     }
 
     /// Whether the task has finished (completed, panicked or cancelled).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let task = lp.spawn_local(async { 1 });
+    /// assert!(!task.is_finished());
+    /// lp.run_until_complete(sloop::sleep(Duration::from_millis(1)))?;
+    /// assert!(task.is_finished());
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     pub fn is_finished(&self) -> bool {
         self.state.finished.get()
     }
 
     /// Lets the task run on without a handle; the same as dropping it.
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    /// use std::time::Duration;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let done = Rc::new(Cell::new(false));
+    /// let d = done.clone();
+    /// lp.spawn_local(async move { d.set(true) }).detach();
+    /// lp.run_until_complete(sloop::sleep(Duration::from_millis(1)))?;
+    /// assert!(done.get());
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     pub fn detach(self) {}
 
     /// The task's name: the one it was spawned with
@@ -344,6 +402,15 @@ impl<T> Task<T> {
 
     /// Renames the task (asyncio's `set_name`). Reports made from now on,
     /// including after the task finished, use the new name.
+    ///
+    /// ```
+    /// let lp = sloop::EventLoop::new()?;
+    /// let task = lp.spawn_local(async {});
+    /// assert_eq!(task.name(), "Task-1");
+    /// task.set_name("worker");
+    /// assert_eq!(task.name(), "worker");
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     pub fn set_name(&self, name: impl Into<String>) {
         *self.state.name.borrow_mut() = TaskName::Given(name.into());
     }
@@ -417,6 +484,7 @@ impl LoopHandle {
     ///
     /// The task is named `Task-N` (see [`Task::name`]); to give it a name
     /// of your own, use [`spawn_local_named`](LoopHandle::spawn_local_named).
+    /// See the example on [`Task`].
     #[track_caller]
     pub fn spawn_local<F>(&self, future: F) -> Task<F::Output>
     where
@@ -635,6 +703,15 @@ impl LoopHandle {
     }
 
     /// How many tasks are alive on this loop.
+    ///
+    /// ```
+    /// let lp = sloop::EventLoop::new()?;
+    /// let task = lp.spawn_local(async {});
+    /// assert_eq!(lp.task_count(), 1);
+    /// lp.run_until_complete(task)?.unwrap();
+    /// assert_eq!(lp.task_count(), 0);
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     pub fn task_count(&self) -> usize {
         self.inner.tasks.borrow().len()
     }

@@ -95,10 +95,12 @@ use crate::net::ToAddrs;
 use crate::transport::datagram::{DatagramAddr, DatagramProtocol, DatagramTransport, UnixAddr};
 use crate::transport::EmptyWaiter;
 
-/// The default bound on queued received datagrams.
+/// The default bound on queued received datagrams. See the example on
+/// [`DatagramSocket::recv_queue_limits`].
 pub const DEFAULT_MAX_QUEUED_DATAGRAMS: usize = 1024;
 
 /// The default bound on the payload bytes of queued received datagrams.
+/// See the example on [`DatagramSocket::recv_queue_limits`].
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 256 * 1024;
 
 /// What the receiving side yields.
@@ -405,6 +407,15 @@ impl DatagramSocket<SocketAddr> {
     ///
     /// The OS error of making it non-blocking; an error if the loop is
     /// closed.
+    ///
+    /// ```
+    /// let lp = sloop::EventLoop::new()?;
+    /// let std_sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    /// let addr = std_sock.local_addr()?;
+    /// let sock = sloop::DatagramSocket::from_std(&lp.handle(), std_sock)?;
+    /// assert_eq!(sock.local_addr(), Some(addr));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_std(lp: &LoopHandle, sock: UdpSocket) -> io::Result<Self> {
         let transport = lp
             .create_datagram_endpoint(DatagramSocketProtocol::new as Factory<_>)
@@ -550,31 +561,95 @@ impl<A: DatagramAddr> DatagramSocket<A> {
     /// [`with_socket`](DatagramTransport::with_socket)), its queue
     /// ([`write_buffer_len`](DatagramTransport::write_buffer_len)), or to
     /// send from callback code. Closing it ends the stream.
+    ///
+    /// ```
+    /// # let lp = sloop::EventLoop::new()?;
+    /// let sock = lp.run_until_complete(sloop::DatagramSocket::bind(&lp.handle(), "127.0.0.1:0"))??;
+    /// sock.transport().set_write_buffer_limits(Some(4096), None)?;
+    /// assert_eq!(sock.transport().write_buffer_limits(), (1024, 4096));
+    /// assert_eq!(sock.transport().write_buffer_len(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn transport(&self) -> &DatagramTransport<A> {
         &self.send.transport
     }
 
-    /// The socket's local address.
+    /// The socket's local address. See the example on [`DatagramSocket`].
     pub fn local_addr(&self) -> Option<A> {
         self.send.transport.local_addr()
     }
 
     /// The connected peer's address; `None` if not connected.
+    ///
+    /// ```
+    /// use sloop::DatagramSocket;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let h = lp.handle();
+    /// lp.run_until_complete(async move {
+    ///     let a = DatagramSocket::bind(&h, "127.0.0.1:0").await?;
+    ///     let a_addr = a.local_addr().unwrap();
+    ///     let b = DatagramSocket::connect(&h, "127.0.0.1:0", a_addr).await?;
+    ///     assert_eq!(b.peer_addr(), Some(a_addr));
+    ///     assert_eq!(a.peer_addr(), None);
+    ///     Ok::<(), std::io::Error>(())
+    /// })??;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn peer_addr(&self) -> Option<A> {
         self.send.transport.peer_addr()
     }
 
     /// Received items (datagrams and errors) waiting to be taken.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sloop::DatagramSocket;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let h = lp.handle();
+    /// lp.run_until_complete(async move {
+    ///     let mut sock = DatagramSocket::bind(&h, "127.0.0.1:0").await?;
+    ///     let me = sock.local_addr().unwrap();
+    ///     sock.send_to(b"one", me).await?;
+    ///     sock.send_to(b"three", me).await?;
+    ///     // Wait until both are queued, without taking them.
+    ///     while sock.queued_len() < 2 {
+    ///         sloop::sleep(Duration::from_millis(1)).await;
+    ///     }
+    ///     assert_eq!(sock.queued_bytes(), 8);
+    ///     sock.recv_from().await?;
+    ///     assert_eq!((sock.queued_len(), sock.queued_bytes()), (1, 5));
+    ///     Ok::<(), std::io::Error>(())
+    /// })??;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queued_len(&self) -> usize {
         self.recv.queued_len()
     }
 
-    /// Payload bytes of the received datagrams waiting to be taken.
+    /// Payload bytes of the received datagrams waiting to be taken. See
+    /// the example on [`queued_len`](DatagramSocket::queued_len).
     pub fn queued_bytes(&self) -> usize {
         self.recv.queued_bytes()
     }
 
     /// The receive queue's bounds, `(max_datagrams, max_bytes)`.
+    ///
+    /// ```
+    /// use sloop::bridge::datagram::{DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_DATAGRAMS};
+    ///
+    /// # let lp = sloop::EventLoop::new()?;
+    /// let sock = lp.run_until_complete(sloop::DatagramSocket::bind(&lp.handle(), "127.0.0.1:0"))??;
+    /// assert_eq!(
+    ///     sock.recv_queue_limits(),
+    ///     (DEFAULT_MAX_QUEUED_DATAGRAMS, DEFAULT_MAX_QUEUED_BYTES)
+    /// );
+    /// // Each bound is at least 1.
+    /// sock.set_recv_queue_limits(16, 0);
+    /// assert_eq!(sock.recv_queue_limits(), (16, 1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recv_queue_limits(&self) -> (usize, usize) {
         self.recv.recv_queue_limits()
     }
@@ -624,11 +699,40 @@ impl<A: DatagramAddr> DatagramSocket<A> {
 
     /// Splits the socket into halves that two tasks can use at once. The
     /// transport closes when both are dropped.
+    ///
+    /// ```
+    /// use futures::{SinkExt, StreamExt};
+    /// use sloop::DatagramSocket;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let h = lp.handle();
+    /// lp.run_until_complete(async move {
+    ///     let sock = DatagramSocket::bind(&h, "127.0.0.1:0").await?;
+    ///     let me = sock.local_addr().unwrap();
+    ///     let (mut rx, mut tx) = sock.split();
+    ///     assert_eq!(tx.transport().local_addr(), Some(me));
+    ///     // One task sends while this one receives.
+    ///     let sender = h.spawn_local(async move {
+    ///         tx.send((b"hi".to_vec(), me)).await?;
+    ///         Ok::<_, std::io::Error>(tx)
+    ///     });
+    ///     let (data, from) = rx.next().await.expect("open")?;
+    ///     assert_eq!((&data[..], from), (&b"hi"[..], me));
+    ///     assert_eq!(rx.queued_len(), 0);
+    ///     let tx = sender.await.expect("the task ran")?;
+    ///     // And back together.
+    ///     let sock = DatagramSocket::unsplit(rx, tx).ok().expect("one socket's halves");
+    ///     assert_eq!(sock.local_addr(), Some(me));
+    ///     Ok::<(), std::io::Error>(())
+    /// })??;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn split(self) -> (DatagramRecvHalf<A>, DatagramSendHalf<A>) {
         (self.recv, self.send)
     }
 
-    /// Puts the halves of one socket back together.
+    /// Puts the halves of one socket back together. See the example on
+    /// [`split`](DatagramSocket::split).
     ///
     /// # Errors
     ///
@@ -647,22 +751,25 @@ impl<A: DatagramAddr> DatagramSocket<A> {
 }
 
 impl<A: DatagramAddr> DatagramRecvHalf<A> {
-    /// The transport under the socket.
+    /// The transport under the socket, as [`DatagramSocket::transport`].
     pub fn transport(&self) -> &DatagramTransport<A> {
         &self.transport
     }
 
-    /// Received items waiting to be taken.
+    /// Received items waiting to be taken, as
+    /// [`DatagramSocket::queued_len`].
     pub fn queued_len(&self) -> usize {
         self.shared.queued_len()
     }
 
-    /// Payload bytes of the received datagrams waiting to be taken.
+    /// Payload bytes of the received datagrams waiting to be taken, as
+    /// [`DatagramSocket::queued_bytes`].
     pub fn queued_bytes(&self) -> usize {
         self.shared.queued_bytes.get()
     }
 
-    /// The receive queue's bounds, `(max_datagrams, max_bytes)`.
+    /// The receive queue's bounds, `(max_datagrams, max_bytes)`, as
+    /// [`DatagramSocket::recv_queue_limits`].
     pub fn recv_queue_limits(&self) -> (usize, usize) {
         (self.shared.max_datagrams.get(), self.shared.max_bytes.get())
     }
@@ -730,7 +837,7 @@ impl<A: DatagramAddr> FusedStream for DatagramRecvHalf<A> {
 }
 
 impl<A: DatagramAddr> DatagramSendHalf<A> {
-    /// The transport under the socket.
+    /// The transport under the socket, as [`DatagramSocket::transport`].
     pub fn transport(&self) -> &DatagramTransport<A> {
         &self.transport
     }

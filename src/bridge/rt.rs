@@ -81,17 +81,29 @@ pub struct LoopTimer {
 }
 
 impl LoopTimer {
-    /// A timer for the loop behind `remote`.
+    /// A timer for the loop behind `remote`. See the example on
+    /// [`LoopTimer`].
     pub fn new(remote: Remote) -> LoopTimer {
         LoopTimer { remote }
     }
 
-    /// A sleep of `duration` from now (a huge one never completes).
+    /// A sleep of `duration` from now (a huge one never completes). See the
+    /// example on [`LoopTimer`].
     pub fn sleep(&self, duration: Duration) -> SendSleep {
         self.sleep_until(crate::event_loop::deadline_after(Instant::now(), duration))
     }
 
     /// A sleep until `deadline` (loop time: the monotonic clock).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let lp = sloop::EventLoop::new()?;
+    /// let timer = sloop::bridge::rt::LoopTimer::new(lp.remote());
+    /// let deadline = Instant::now() + Duration::from_millis(1);
+    /// lp.run_until_complete(timer.sleep_until(deadline))?;
+    /// assert!(Instant::now() >= deadline);
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     pub fn sleep_until(&self, deadline: Instant) -> SendSleep {
         SendSleep {
             deadline,
@@ -122,6 +134,25 @@ impl LoopTimer {
 /// thread until the timer fires or the sleep is dropped. A sleep dropped
 /// on another thread after its loop closed cannot reach that thread any
 /// more, so the small entry stays until the thread exits.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// let lp = sloop::EventLoop::new()?;
+/// let timer = sloop::bridge::rt::LoopTimer::new(lp.remote());
+/// let mut sleep = timer.sleep(Duration::from_secs(3600));
+/// // Move it to another thread and back: it is `Send`.
+/// let mut sleep = std::thread::spawn(move || sleep).join().unwrap();
+/// let soon = Instant::now() + Duration::from_millis(1);
+/// sleep.reset(soon);
+/// assert_eq!(sleep.deadline(), soon);
+/// assert!(!sleep.is_elapsed());
+/// let sleep = lp.run_until_complete(async move {
+///     (&mut sleep).await;
+///     sleep
+/// })?;
+/// assert!(sleep.is_elapsed());
+/// # Ok::<(), sloop::Error>(())
+/// ```
 pub struct SendSleep {
     deadline: Instant,
     remote: Remote,
@@ -131,18 +162,20 @@ pub struct SendSleep {
 }
 
 impl SendSleep {
-    /// When it completes.
+    /// When it completes. See the example on [`SendSleep`].
     pub fn deadline(&self) -> Instant {
         self.deadline
     }
 
-    /// Whether the deadline has passed and the loop ran the timer.
+    /// Whether the deadline has passed and the loop ran the timer. See the
+    /// example on [`SendSleep`].
     pub fn is_elapsed(&self) -> bool {
         self.shared.lock().fired
     }
 
     /// Moves the deadline: cancels the armed timer and starts afresh (armed
-    /// again on the next poll), as hyper's `Timer::reset` does.
+    /// again on the next poll), as hyper's `Timer::reset` does. See the
+    /// example on [`SendSleep`].
     pub fn reset(&mut self, deadline: Instant) {
         self.disarm();
         self.deadline = deadline;
@@ -266,7 +299,8 @@ pub struct LocalExecutor {
 }
 
 impl LocalExecutor {
-    /// An executor for the loop behind `handle`.
+    /// An executor for the loop behind `handle`. See the example on
+    /// [`LocalExecutor`].
     pub fn new(handle: LoopHandle) -> LocalExecutor {
         LocalExecutor { handle }
     }

@@ -55,12 +55,29 @@ use crate::protocol::stream_reader::{
 };
 use crate::transport::Transport;
 
-/// The default read limit: 64 KiB, asyncio's `_DEFAULT_LIMIT`.
+/// The default read limit: 64 KiB, asyncio's `_DEFAULT_LIMIT`. See the
+/// example on [`TransportStream`].
 pub const DEFAULT_READ_LIMIT: usize = crate::protocol::stream_reader::DEFAULT_LIMIT;
 
 /// The most one `poll_write` takes. A larger buffer is taken in parts
 /// (`write_all` loops), so flow control sees each part: the transport's
 /// buffer never holds more than its high-water mark plus one part.
+///
+/// ```
+/// use futures::io::AsyncWriteExt;
+/// use sloop::bridge::stream::MAX_WRITE;
+///
+/// let lp = sloop::EventLoop::new()?;
+/// let h = lp.handle();
+/// lp.run_until_complete(async move {
+///     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+///     let mut stream = h.open_connection(listener.local_addr()?).await?;
+///     let n = stream.write(&vec![0u8; MAX_WRITE + 1]).await?;
+///     assert_eq!(n, MAX_WRITE);
+///     Ok::<(), std::io::Error>(())
+/// })??;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub const MAX_WRITE: usize = 256 * 1024;
 
 /// A stream transport as `AsyncRead + AsyncWrite + AsyncBufRead`.
@@ -80,6 +97,38 @@ pub const MAX_WRITE: usize = 256 * 1024;
 ///   at once; each direction has its own waker.
 /// - A stream with no unread bytes holds no receive buffer (see the module
 ///   docs).
+///
+/// ```
+/// use futures::io::{AsyncReadExt, AsyncWriteExt};
+/// use std::io::{Read, Write};
+///
+/// let lp = sloop::EventLoop::new()?;
+/// let h = lp.handle();
+/// lp.run_until_complete(async move {
+///     // A plain std socket as the peer.
+///     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+///     let mut stream = h.open_connection(listener.local_addr()?).await?;
+///     let (mut peer, _) = listener.accept()?;
+///     // AsyncWrite: write, then flush to the kernel.
+///     stream.write_all(b"ping").await?;
+///     stream.flush().await?;
+///     let mut buf = [0u8; 4];
+///     peer.read_exact(&mut buf)?;
+///     assert_eq!(&buf, b"ping");
+///     // AsyncRead: wait for bytes and take some; the rest stays buffered.
+///     peer.write_all(b"pong!")?;
+///     stream.read_exact(&mut buf).await?;
+///     assert_eq!(&buf, b"pong");
+///     assert_eq!(stream.buffered_len(), 1);
+///     // The read limit, and the transport under the stream.
+///     assert_eq!(stream.read_limit(), sloop::bridge::stream::DEFAULT_READ_LIMIT);
+///     stream.set_read_limit(1024);
+///     assert_eq!(stream.read_limit(), 1024);
+///     assert!(!stream.transport().is_closing());
+///     Ok::<(), std::io::Error>(())
+/// })??;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// # Cancel safety
 ///
@@ -168,35 +217,74 @@ impl TransportStream {
         }
     }
 
-    /// The transport under the stream.
+    /// The transport under the stream. See the example on
+    /// [`TransportStream`].
     pub fn transport(&self) -> &Transport {
         &self.writer.shared.transport
     }
 
-    /// The read limit (see the module docs).
+    /// The read limit (see the module docs). See the example on
+    /// [`TransportStream`].
     pub fn read_limit(&self) -> usize {
         self.reader.shared.limit.get()
     }
 
     /// Sets the read limit: reading pauses above twice this many buffered
-    /// bytes and resumes at or below it. At least 1.
+    /// bytes and resumes at or below it. At least 1. See the example on
+    /// [`TransportStream`].
     pub fn set_read_limit(&self, limit: usize) {
         self.reader.shared.limit.set(limit.max(1));
         self.reader.shared.maybe_resume_reading();
     }
 
-    /// How many received bytes wait to be read.
+    /// How many received bytes wait to be read. See the example on
+    /// [`TransportStream`].
     pub fn buffered_len(&self) -> usize {
         self.reader.buffered_len()
     }
 
     /// Splits the stream into halves that can be used from two tasks. The
     /// transport closes when both are dropped.
+    ///
+    /// ```
+    /// use futures::io::{AsyncReadExt, AsyncWriteExt};
+    /// use sloop::TransportStream;
+    /// use std::io::{Read, Write};
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let h = lp.handle();
+    /// lp.run_until_complete(async move {
+    ///     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    ///     let stream = h.open_connection(listener.local_addr()?).await?;
+    ///     let (mut peer, _) = listener.accept()?;
+    ///     let (mut reader, mut writer) = stream.split();
+    ///     assert!(!writer.transport().is_closing());
+    ///     // The writing half in its own task.
+    ///     let task = h.spawn_local(async move {
+    ///         writer.write_all(b"hi").await?;
+    ///         writer.flush().await?;
+    ///         Ok::<_, std::io::Error>(writer)
+    ///     });
+    ///     peer.write_all(b"yo")?;
+    ///     let mut buf = [0u8; 2];
+    ///     reader.read_exact(&mut buf).await?;
+    ///     assert_eq!(&buf, b"yo");
+    ///     let writer = task.await.expect("the task ran")?;
+    ///     peer.read_exact(&mut buf)?;
+    ///     assert_eq!(&buf, b"hi");
+    ///     // And back together.
+    ///     let stream = TransportStream::unsplit(reader, writer).expect("one stream's halves");
+    ///     assert_eq!(stream.buffered_len(), 0);
+    ///     Ok::<(), std::io::Error>(())
+    /// })??;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn split(self) -> (ReadHalf, WriteHalf) {
         (self.reader, self.writer)
     }
 
-    /// Puts the halves of one stream back together.
+    /// Puts the halves of one stream back together. See the example on
+    /// [`split`](TransportStream::split).
     ///
     /// # Errors
     ///
@@ -216,6 +304,37 @@ impl TransportStream {
     /// (open, reading resumed if the stream had paused it) and the bytes
     /// received but not read. Set a protocol on the transport right away,
     /// in the same callback or poll, and feed it `buffered` first.
+    ///
+    /// ```
+    /// use futures::io::AsyncReadExt;
+    /// use sloop::TransportStream;
+    /// use std::io::Write;
+    /// use std::time::Duration;
+    ///
+    /// let lp = sloop::EventLoop::new()?;
+    /// let h = lp.handle();
+    /// lp.run_until_complete(async move {
+    ///     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    ///     let mut stream = h.open_connection(listener.local_addr()?).await?;
+    ///     let (mut peer, _) = listener.accept()?;
+    ///     peer.write_all(b"head,tail")?;
+    ///     let mut head = [0u8; 5];
+    ///     stream.read_exact(&mut head).await?;
+    ///     // Wait for the rest, without reading it.
+    ///     while stream.buffered_len() < 4 {
+    ///         sloop::sleep(Duration::from_millis(1)).await;
+    ///     }
+    ///     let parts = stream.into_parts();
+    ///     assert_eq!((&parts.buffered[..], parts.eof), (&b"tail"[..], false));
+    ///     // Back to a stream (or set a callback protocol on the transport).
+    ///     let mut stream = TransportStream::from_parts(parts);
+    ///     let mut rest = [0u8; 4];
+    ///     stream.read_exact(&mut rest).await?;
+    ///     assert_eq!(&rest, b"tail");
+    ///     Ok::<(), std::io::Error>(())
+    /// })??;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn into_parts(self) -> StreamParts {
         let TransportStream { mut reader, writer } = self;
         let shared = reader.shared.clone();
@@ -389,7 +508,8 @@ impl WriteHalf {
         Poll::Ready(Ok(()))
     }
 
-    /// The transport under this half.
+    /// The transport under this half. See the example on
+    /// [`TransportStream::split`].
     pub fn transport(&self) -> &Transport {
         &self.shared.transport
     }

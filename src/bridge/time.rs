@@ -43,6 +43,15 @@ pub fn sleep(duration: Duration) -> Sleep {
 /// # Panics
 ///
 /// The returned future panics if polled outside a running sloop loop.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// let lp = sloop::EventLoop::new()?;
+/// let deadline = Instant::now() + Duration::from_millis(5);
+/// lp.run_until_complete(sloop::sleep_until(deadline))?;
+/// assert!(Instant::now() >= deadline);
+/// # Ok::<(), sloop::Error>(())
+/// ```
 pub fn sleep_until(deadline: Instant) -> Sleep {
     Sleep {
         deadline,
@@ -61,18 +70,35 @@ struct Fired {
 /// # Cancel safety
 ///
 /// Dropping it cancels its timer; nothing else is lost.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// let lp = sloop::EventLoop::new()?;
+/// let mut sleep = sloop::sleep(Duration::from_secs(3600));
+/// let soon = Instant::now() + Duration::from_millis(1);
+/// sleep.reset(soon);
+/// assert_eq!(sleep.deadline(), soon);
+/// assert!(!sleep.is_elapsed());
+/// let sleep = lp.run_until_complete(async move {
+///     (&mut sleep).await;
+///     sleep
+/// })?;
+/// assert!(sleep.is_elapsed());
+/// # Ok::<(), sloop::Error>(())
+/// ```
 pub struct Sleep {
     deadline: Instant,
     armed: Option<(TimerHandle, Rc<Fired>)>,
 }
 
 impl Sleep {
-    /// When it completes.
+    /// When it completes. See the example on [`Sleep`].
     pub fn deadline(&self) -> Instant {
         self.deadline
     }
 
-    /// Moves the deadline (re-arming the timer on the next poll).
+    /// Moves the deadline (re-arming the timer on the next poll). See the
+    /// example on [`Sleep`].
     pub fn reset(&mut self, deadline: Instant) {
         if let Some((timer, _)) = self.armed.take() {
             timer.cancel();
@@ -80,7 +106,8 @@ impl Sleep {
         self.deadline = deadline;
     }
 
-    /// Whether the deadline has passed and the timer fired.
+    /// Whether the deadline has passed and the timer fired. See the example
+    /// on [`Sleep`].
     pub fn is_elapsed(&self) -> bool {
         self.armed.as_ref().is_some_and(|(_, f)| f.done.get())
     }
@@ -244,7 +271,8 @@ pub struct Interval {
 }
 
 impl Interval {
-    /// Waits for the next tick and returns its scheduled time.
+    /// Waits for the next tick and returns its scheduled time. See the
+    /// example on [`interval`].
     ///
     /// # Cancel safety
     ///
@@ -253,7 +281,23 @@ impl Interval {
         futures::future::poll_fn(|cx| self.poll_tick(cx)).await
     }
 
-    /// Polls for the next tick.
+    /// Polls for the next tick: for a hand-written `Future` or `Stream`.
+    ///
+    /// ```
+    /// use futures::future::poll_fn;
+    /// use std::time::Duration;
+    /// let lp = sloop::EventLoop::new()?;
+    /// let mut every = sloop::interval(Duration::from_millis(1));
+    /// assert_eq!(every.period(), Duration::from_millis(1));
+    /// let (a, b) = lp.run_until_complete(async move {
+    ///     let a = poll_fn(|cx| every.poll_tick(cx)).await;
+    ///     let b = poll_fn(|cx| every.poll_tick(cx)).await;
+    ///     (a, b)
+    /// })?;
+    /// // Scheduled times: at least a period apart.
+    /// assert!(b >= a + Duration::from_millis(1));
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
     pub fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Instant> {
         match Pin::new(&mut self.sleep).poll(cx) {
             Poll::Pending => Poll::Pending,
@@ -272,7 +316,8 @@ impl Interval {
         }
     }
 
-    /// The time between ticks.
+    /// The time between ticks. See the example on
+    /// [`poll_tick`](Interval::poll_tick).
     pub fn period(&self) -> Duration {
         self.period
     }

@@ -194,20 +194,6 @@ fn cancel_child() {
     assert_eq!(open_fds(), before, "no socket left behind");
 }
 
-/// Reads from `peer` on a thread until EOF; the read timeout is only a
-/// safety net so a leaked connection fails the test instead of hanging.
-fn peer_sees_eof(lp: &sloop::EventLoop, mut peer: std::net::TcpStream) {
-    peer.set_read_timeout(Some(SAFETY / 4)).unwrap();
-    let got = run(
-        lp,
-        on_thread(move || {
-            let mut v = Vec::new();
-            peer.read_to_end(&mut v).map(|_| v.len())
-        }),
-    );
-    assert_eq!(got.expect("the peer sees EOF"), 0);
-}
-
 #[test]
 fn create_connection_dropped_after_its_transport_exists_closes_it() {
     // D15: asyncio closes the transport when the waiter is cancelled.

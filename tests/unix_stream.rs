@@ -240,16 +240,8 @@ fn create_unix_connection_dropped_after_its_transport_exists_closes_it() {
         &lp,
         drop_after_polls(lp.create_unix_connection(move || p, &path), 1),
     );
-    let (mut peer, _) = listener.accept().unwrap();
-    peer.set_read_timeout(Some(SAFETY / 4)).unwrap();
-    let got = run(
-        &lp,
-        on_thread(move || {
-            let mut v = Vec::new();
-            peer.read_to_end(&mut v).map(|_| v.len())
-        }),
-    );
-    assert_eq!(got.expect("the peer sees EOF"), 0);
+    let (peer, _) = listener.accept().unwrap();
+    peer_sees_eof(&lp, peer);
     assert_eq!(rec.borrow().events, [], "no callback after the drop");
     assert_eq!(
         std::rc::Rc::strong_count(&rec),

@@ -333,3 +333,35 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A peer socket the tests read from: a TCP or Unix stream.
+pub trait PeerSocket: io::Read + Send + 'static {
+    fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl PeerSocket for std::net::TcpStream {
+    fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(timeout)
+    }
+}
+
+impl PeerSocket for std::os::unix::net::UnixStream {
+    fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(timeout)
+    }
+}
+
+/// Reads from `peer` on a thread until EOF and asserts nothing came; the
+/// read timeout is only a safety net, so a leaked connection fails the
+/// test instead of hanging it.
+pub fn peer_sees_eof(lp: &EventLoop, mut peer: impl PeerSocket) {
+    peer.set_timeout(Some(SAFETY / 4)).unwrap();
+    let got = run(
+        lp,
+        on_thread(move || {
+            let mut v = Vec::new();
+            peer.read_to_end(&mut v).map(|_| v.len())
+        }),
+    );
+    assert_eq!(got.expect("the peer sees EOF"), 0);
+}

@@ -226,6 +226,7 @@ pub use event_loop::{
     get_running_loop, Builder, EventLoop, ExceptionHandler, Handle, LoopHandle, Remote, RemoteTask,
     TimerHandle,
 };
+pub use event_loop::{LoopStats, SlowCallback, TransportCounts, TransportStats};
 pub use event_loop::{Task, TaskError};
 pub use exception::{Exception, ExceptionContext, TaskInfo, TransportInfo, TransportKind};
 pub use net::{Addrs, Family, ToAddrs};

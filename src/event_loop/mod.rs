@@ -49,6 +49,7 @@ pub(crate) mod ready;
 pub(crate) mod remote;
 mod run;
 pub(crate) mod selector;
+pub(crate) mod stats;
 mod task;
 pub(crate) mod timers;
 
@@ -73,6 +74,9 @@ use remote::{Inbox, Shared, MAIN_TASK};
 pub use remote::{Remote, RemoteTask};
 use selector::Selector;
 pub(crate) use selector::{IoKey, IoSource, Readiness};
+use stats::Counters;
+pub(crate) use stats::{ByteCounters, SourceTally};
+pub use stats::{LoopStats, SlowCallback, TransportCounts, TransportStats};
 use task::TaskSlot;
 pub use task::{Task, TaskError};
 use timers::TimerHeap;
@@ -188,6 +192,8 @@ struct LoopInner {
     /// Whether the last iteration asked the kernel for events; a
     /// zero-timeout poll right after one is skipped (module docs).
     polled_last: Cell<bool>,
+    /// What `stats` reports that no other structure keeps (`stats` module).
+    counters: Counters,
 }
 
 impl LoopInner {
@@ -281,6 +287,7 @@ impl Builder {
             read_buffer_size: self.read_buffer_size,
             iterations: Cell::new(0),
             polled_last: Cell::new(false),
+            counters: Counters::default(),
         });
         Ok(EventLoop {
             handle: LoopHandle { inner },
@@ -827,11 +834,9 @@ impl LoopHandle {
     pub(crate) fn check_slow(&self, started: Instant, what: impl FnOnce() -> String) {
         let took = started.elapsed();
         if took >= self.inner.slow_callback_duration.get() {
-            log::warn!(
-                "Executing {} took {:.3} seconds",
-                what(),
-                took.as_secs_f64()
-            );
+            let what = what();
+            log::warn!("Executing {} took {:.3} seconds", what, took.as_secs_f64());
+            self.slow_callback(took, || what);
         }
     }
 

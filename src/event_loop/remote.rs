@@ -22,7 +22,7 @@ use futures::future::FutureObj;
 use futures::task::{Spawn, SpawnError};
 use mio::Waker;
 
-use super::LoopHandle;
+use super::{LoopHandle, LoopStats};
 use crate::error::Error;
 
 /// A callback sent from another thread.
@@ -212,6 +212,35 @@ impl Remote {
                 let _ = tx.send(future.await);
             })
             .detach();
+        }))?;
+        Ok(RemoteTask { rx })
+    }
+
+    /// A snapshot of the loop's statistics ([`LoopHandle::stats`]), taken
+    /// on the loop's thread in its next iteration and sent back. Resolves
+    /// to `Err(Canceled)` if the loop closes first; dropping the future
+    /// before then is harmless (the snapshot is dropped when it is sent).
+    ///
+    /// ```
+    /// let lp = sloop::EventLoop::new()?;
+    /// let remote = lp.remote();
+    /// let thread = std::thread::spawn(move || {
+    ///     let stats = futures::executor::block_on(remote.stats().unwrap());
+    ///     remote.stop().unwrap();
+    ///     stats.unwrap()
+    /// });
+    /// lp.run_forever()?;
+    /// assert!(thread.join().unwrap().iterations > 0);
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the loop is closed.
+    pub fn stats(&self) -> Result<RemoteTask<LoopStats>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.push_callback(Box::new(move |lp| {
+            let _ = tx.send(lp.stats());
         }))?;
         Ok(RemoteTask { rx })
     }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::ready::Ready;
 use super::remote::MAIN_TASK;
 use super::selector::EventTarget;
+use super::stats::Counters;
 use super::task::TaskWaker;
 use super::{
     Handle, IoKey, IoSource, LoopHandle, LoopInner, Readiness, Remote, MAXIMUM_SELECT_TIMEOUT,
@@ -342,7 +343,16 @@ impl LoopHandle {
             events.clear();
         } else {
             match inner.selector.borrow_mut().as_mut() {
-                Some(selector) => selector.poll(events, timeout)?,
+                Some(selector) => {
+                    Counters::bump(&inner.counters.polls);
+                    if inner.counters.timing.get() {
+                        inner
+                            .counters
+                            .timed_poll(|| selector.poll(events, timeout))?
+                    } else {
+                        selector.poll(events, timeout)?
+                    }
+                }
                 None => return Err(Error::Closed),
             }
         }
@@ -464,7 +474,10 @@ impl LoopHandle {
     /// the edge-triggered poller is lost.
     fn dispatch_events(&self, events: &mio::Events) -> bool {
         let mut iter = events.iter();
+        // Counted in a register, stored once.
+        let mut count = 0u64;
         while let Some(event) = iter.next() {
+            count += 1;
             // A writer whose reader just panicked (to propagate) waits.
             let mut writer_left = None;
             match EventTarget::of(event) {
@@ -491,10 +504,18 @@ impl LoopHandle {
                 let mut rest: Vec<Ready> = writer_left.into_iter().collect();
                 self.queue_events(iter, &mut rest);
                 self.inner.ready.borrow_mut().splice(0..0, rest);
+                self.count_events(count);
                 return false;
             }
         }
+        self.count_events(count);
         true
+    }
+
+    #[inline(always)]
+    fn count_events(&self, n: u64) {
+        let events = &self.inner.counters.events;
+        events.set(events.get().wrapping_add(n));
     }
 
     fn drain_inbox(&self, ready: &mut Vec<Ready>) {
@@ -544,6 +565,7 @@ impl LoopHandle {
         match item {
             Ready::Callback(handle) => self.run_handle(&handle),
             Ready::Remote(callback) => {
+                Counters::bump(&self.inner.counters.callbacks);
                 let started = self.inner.debug.get().then(Instant::now);
                 if let Err(p) = catch_unwind(AssertUnwindSafe(|| callback(self))) {
                     self.handle_panic(
@@ -560,6 +582,7 @@ impl LoopHandle {
             Ready::Io(key, readiness) => self.run_source(key, readiness),
             Ready::Task(key) => self.run_task(key),
             Ready::Main => {
+                Counters::bump(&self.inner.counters.task_polls);
                 if let Some(main) = main {
                     main();
                 }
@@ -587,6 +610,7 @@ impl LoopHandle {
         if handle.cancelled() {
             return;
         }
+        Counters::bump(&self.inner.counters.callbacks);
         let started = self.inner.debug.get().then(Instant::now);
         if let Err(p) = catch_unwind(AssertUnwindSafe(|| handle.run())) {
             self.handle_panic(

@@ -159,6 +159,12 @@ pub(crate) trait IoSource {
     /// protocol and the fd now, since no callback will ever run again
     /// (this breaks the transport <-> protocol `Rc` cycle; docs/design.md D1).
     fn loop_closed(&self) {}
+    /// What the source adds to the loop's statistics (`LoopHandle::stats`);
+    /// nothing by default. Runs with the selector borrowed: it must not
+    /// call user code or the loop.
+    fn tally(&self) -> Option<super::SourceTally> {
+        None
+    }
 }
 
 enum IoKind {
@@ -466,6 +472,22 @@ impl Selector {
         match &entry.kind {
             IoKind::Source(s) => Some(s.clone()),
             IoKind::Callbacks { .. } => None,
+        }
+    }
+
+    /// How many fds are registered.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Hands what each source adds to the statistics to `f`.
+    pub(crate) fn tally(&self, f: &mut dyn FnMut(super::SourceTally)) {
+        for (_, entry) in &self.entries {
+            if let IoKind::Source(source) = &entry.kind {
+                if let Some(t) = source.tally() {
+                    f(t);
+                }
+            }
         }
     }
 

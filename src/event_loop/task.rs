@@ -609,6 +609,7 @@ impl LoopHandle {
             }
             (future, slot.location)
         };
+        super::stats::Counters::bump(&inner.counters.task_polls);
         let started = inner.debug.get().then(std::time::Instant::now);
         let polled = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll_task()));
         if let Some(t0) = started {

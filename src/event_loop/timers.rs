@@ -48,6 +48,8 @@ pub(crate) struct TimerHeap {
     next_seq: u64,
     /// Cancelled timers still in the heap; shared with every `TimerHandle`.
     cancelled: Rc<Cell<usize>>,
+    /// Cancelled timers dropped from the heap so far (for `stats`).
+    dropped_cancelled: u64,
 }
 
 impl TimerHeap {
@@ -56,6 +58,7 @@ impl TimerHeap {
             heap: BinaryHeap::new(),
             next_seq: 0,
             cancelled: Rc::new(Cell::new(0)),
+            dropped_cancelled: 0,
         }
     }
 
@@ -74,12 +77,28 @@ impl TimerHeap {
         self.heap.len()
     }
 
+    /// Timers ever pushed.
+    pub(crate) fn scheduled(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Timers cancelled while in the heap, dropped or not yet.
+    pub(crate) fn cancelled_total(&self) -> u64 {
+        self.dropped_cancelled + self.cancelled.get() as u64
+    }
+
+    /// Timers in the heap that are not cancelled.
+    pub(crate) fn live(&self) -> usize {
+        self.heap.len().saturating_sub(self.cancelled.get())
+    }
+
     /// Step 1 of an iteration: drop cancelled timers, by rebuilding the heap
     /// when they are the majority, else by popping them off the head.
     pub(crate) fn remove_cancelled(&mut self) {
         let cancelled = self.cancelled.get();
         if self.heap.len() > MIN_SCHEDULED_TIMER_HANDLES && cancelled * 2 > self.heap.len() {
             let entries = std::mem::take(&mut self.heap).into_vec();
+            let entries_len = entries.len();
             let live: Vec<_> = entries
                 .into_iter()
                 .filter(|Reverse(e)| {
@@ -91,6 +110,7 @@ impl TimerHeap {
                     }
                 })
                 .collect();
+            self.dropped_cancelled += (entries_len - live.len()) as u64;
             self.heap = BinaryHeap::from(live);
             self.cancelled.set(0);
         } else {
@@ -101,6 +121,7 @@ impl TimerHeap {
                 let Reverse(e) = self.heap.pop().expect("peeked");
                 e.handle.set_scheduled(false);
                 self.cancelled.set(self.cancelled.get().saturating_sub(1));
+                self.dropped_cancelled += 1;
             }
         }
     }
@@ -120,6 +141,7 @@ impl TimerHeap {
         e.handle.set_scheduled(false);
         if e.handle.cancelled() {
             self.cancelled.set(self.cancelled.get().saturating_sub(1));
+            self.dropped_cancelled += 1;
         }
         Some(e.handle)
     }
@@ -127,6 +149,7 @@ impl TimerHeap {
     /// Empties the heap (on close), returning the handles so they are
     /// dropped with no borrow held.
     pub(crate) fn drain(&mut self) -> Vec<Handle> {
+        self.dropped_cancelled += self.cancelled.get() as u64;
         self.cancelled.set(0);
         std::mem::take(&mut self.heap)
             .into_vec()

@@ -304,6 +304,12 @@ impl IoSource for Serving {
         self.listener.describe()
     }
 
+    fn tally(&self) -> Option<crate::event_loop::SourceTally> {
+        Some(crate::event_loop::SourceTally::Listener {
+            server: Rc::as_ptr(&self.server).cast(),
+        })
+    }
+
     fn loop_closed(&self) {
         self.server.close();
     }

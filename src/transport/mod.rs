@@ -65,6 +65,8 @@ impl Drop for ConnectionGuard {
 /// the socket transport implements it, and a TLS transport is to implement
 /// it too and stand behind the same handle (docs/design.md D12).
 pub(crate) trait TransportImpl {
+    /// Bytes in and out, buffered, created at: `Transport::stats`.
+    fn stats(&self) -> crate::event_loop::TransportStats;
     fn write(&self, data: &[u8]) -> Result<(), Error>;
     fn writelines(&self, bufs: &[&[u8]]) -> Result<(), Error>;
     fn write_eof(&self) -> Result<(), Error>;
@@ -288,6 +290,34 @@ impl Transport {
     /// See the example on [`write_buffer_limits`](Transport::write_buffer_limits).
     pub fn write_buffer_size(&self) -> usize {
         TransportImpl::write_buffer_size(&*self.inner)
+    }
+
+    /// This connection's figures: bytes received and sent, bytes buffered,
+    /// when it was created. The loop's totals are in
+    /// [`LoopHandle::stats`](crate::LoopHandle::stats).
+    ///
+    /// ```
+    /// use sloop::{EventLoop, Protocol, Transport};
+    ///
+    /// struct Hello;
+    /// impl Protocol for Hello {
+    ///     fn connection_made(&mut self, t: &Transport) {
+    ///         t.write(b"hi").unwrap();
+    ///     }
+    /// }
+    ///
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let _client = std::net::TcpStream::connect(listener.local_addr()?)?;
+    /// let (accepted, _) = listener.accept()?;
+    /// let lp = EventLoop::new()?;
+    /// let t = lp.run_until_complete(lp.connect_accepted_socket(|| Hello, accepted.into()))??;
+    /// let stats = t.stats();
+    /// assert_eq!((stats.bytes_received, stats.bytes_sent), (0, 2));
+    /// assert_eq!(stats.write_buffered, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> crate::event_loop::TransportStats {
+        TransportImpl::stats(&*self.inner)
     }
 
     /// The write-buffer watermarks as `(low, high)` (asyncio's order).

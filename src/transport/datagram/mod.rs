@@ -78,7 +78,9 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 
 use crate::error::Error;
-use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
+use crate::event_loop::{
+    ByteCounters, IoKey, IoSource, LoopHandle, Readiness, SourceTally, TransportStats,
+};
 use crate::exception::TransportInfo;
 use crate::sys::OpenSocket;
 use crate::transport::cell::{
@@ -128,6 +130,8 @@ struct Inner<A: DatagramAddr> {
     write: RefCell<WriteState<A>>,
     /// The waiter of [`DatagramTransport::empty_waiter`], while one waits.
     empty_waiter: RefCell<Option<Rc<WaiterState>>>,
+    /// Payload bytes in and out, for `stats`.
+    bytes: ByteCounters,
 }
 
 /// Why a read batch ended.
@@ -236,6 +240,7 @@ impl<A: DatagramAddr> DatagramTransport<A> {
                 flow: FlowControl::default(),
             }),
             empty_waiter: RefCell::new(None),
+            bytes: ByteCounters::new(),
         });
         inner.cell.replace(protocol);
         let key = lp.register_source(fd, inner.clone())?;
@@ -284,7 +289,10 @@ impl<A: DatagramAddr> DatagramTransport<A> {
             return self.sendto_slow(data, addr);
         }
         match A::send_to(&inner.sock, data, a) {
-            Ok(_) => Ok(()),
+            Ok(n) => {
+                inner.bytes.sent(n);
+                Ok(())
+            }
             Err(e) => self.sendto_failed(e, data, addr),
         }
     }
@@ -509,6 +517,14 @@ impl<A: DatagramAddr> DatagramTransport<A> {
     /// [`write_buffer_limits`](DatagramTransport::write_buffer_limits).
     pub fn write_buffer_size(&self) -> usize {
         self.inner.write.borrow().payload
+    }
+
+    /// This endpoint's figures: payload bytes received and sent, bytes
+    /// queued, when it was created. See the example on
+    /// [`TransportStats`].
+    pub fn stats(&self) -> TransportStats {
+        let buffered = self.inner.write.try_borrow().map_or(0, |w| w.payload);
+        self.inner.bytes.snapshot(buffered)
     }
 
     /// Datagrams queued for sending. See the example on
@@ -812,7 +828,10 @@ impl<A: DatagramAddr> Inner<A> {
             // Closed (EBADF) only after connection_lost, which cannot run
             // inside the batch.
             match A::recv_from(&self.sock, buf) {
-                Ok((n, addr)) => p.datagram_received(&buf[..n], addr),
+                Ok((n, addr)) => {
+                    self.bytes.received(n);
+                    p.datagram_received(&buf[..n], addr)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.set_flag(READABLE, false);
                     return BatchEnd::Drained;
@@ -898,6 +917,7 @@ impl<A: DatagramAddr> Host for Inner<A> {
     fn after_lost(&self) {
         if let Some(key) = self.key.take() {
             self.lp.deregister_source(key);
+            self.lp.transport_closed(&self.bytes.snapshot(0));
         }
         let sock = self.sock.close();
         drop(sock);
@@ -932,10 +952,25 @@ impl<A: DatagramAddr> IoSource for Inner<A> {
         Some(Inner::info(self))
     }
 
+    fn tally(&self) -> Option<SourceTally> {
+        let (buffered, paused) = self
+            .write
+            .try_borrow()
+            .map_or((0, false), |w| (w.payload, w.flow.is_paused()));
+        Some(SourceTally::Transport {
+            kind: A::KIND,
+            stats: self.bytes.snapshot(buffered),
+            paused_reading: self.has(PAUSED) && !self.has(CLOSING),
+            paused_writing: paused,
+        })
+    }
+
     fn loop_closed(&self) {
         // No callback can run any more: drop the protocol (which may hold
         // this transport) and close the socket, with nothing borrowed.
-        self.key.take();
+        if self.key.take().is_some() {
+            self.lp.transport_closed(&self.bytes.snapshot(0));
+        }
         let queued = std::mem::take(&mut self.write.borrow_mut().queue);
         self.complete_empty_waiter(Err(Error::ConnectionLost));
         self.set_flag(HAS_DATA, false);

@@ -43,7 +43,10 @@ impl<A: DatagramAddr> Inner<A> {
         }
         // Nothing queued: send now.
         match A::send_to(&self.sock, data, a) {
-            Ok(_) => Ok(()),
+            Ok(n) => {
+                self.bytes.sent(n);
+                Ok(())
+            }
             Err(e) => self.sendto_failed(e, data, addr),
         }
     }
@@ -153,14 +156,18 @@ impl<A: DatagramAddr> Inner<A> {
     #[inline]
     fn send_one(&self, data: &[u8], addr: Option<&A>) -> io::Result<usize> {
         let sock = &self.sock;
-        match addr {
+        let res = match addr {
             Some(a) => A::send_to(sock, data, a),
             None if self.connected => A::send(sock, data),
             None => match &self.address {
                 Some(a) => A::send_to(sock, data, a),
                 None => Err(io::Error::from(io::ErrorKind::NotConnected)),
             },
+        };
+        if let Ok(n) = res {
+            self.bytes.sent(n);
         }
+        res
     }
 
     /// asyncio's `_sendto_ready`: sends the queue in order until the socket

@@ -56,7 +56,9 @@ use super::cell::{
 use super::flow::FlowControl;
 use super::{Address, ConnectionGuard, EmptyWaiter, Transport, TransportImpl, WaiterState};
 use crate::error::Error;
-use crate::event_loop::{IoKey, IoSource, LoopHandle, Readiness};
+use crate::event_loop::{
+    ByteCounters, IoKey, IoSource, LoopHandle, Readiness, SourceTally, TransportStats,
+};
 use crate::exception::{TransportInfo, TransportKind};
 use crate::protocol::stream_reader::StreamReaderProtocol;
 use crate::protocol::AnyProtocol;
@@ -88,6 +90,8 @@ pub(crate) struct SocketTransport {
     /// count of its clients), opaque here.
     guard: RefCell<Option<ConnectionGuard>>,
     started_waiter: RefCell<Option<Rc<WaiterState>>>,
+    /// Bytes in and out, for `stats`.
+    bytes: ByteCounters,
 }
 
 /// An `EBADF` error, for I/O on a transport whose socket is closed.
@@ -128,6 +132,7 @@ impl SocketTransport {
             empty_waiter: RefCell::new(None),
             guard: RefCell::new(guard),
             started_waiter: RefCell::new(Some(started.clone())),
+            bytes: ByteCounters::new(),
         });
         rc.install(protocol.into());
         match lp.register_source(fd, rc.clone()) {
@@ -156,6 +161,13 @@ impl SocketTransport {
     #[inline(always)]
     fn replace_flag(&self, bit: u32, on: bool) -> bool {
         self.cell.flags.replace(bit, on)
+    }
+
+    fn transport_kind(&self) -> TransportKind {
+        match self.kind {
+            Kind::Tcp => TransportKind::Tcp,
+            Kind::Unix => TransportKind::Unix,
+        }
     }
 
     /// Puts `p` in the cell (`set_protocol`) and records its kind.
@@ -271,6 +283,7 @@ impl SocketTransport {
         }
         if let Some(key) = self.key.take() {
             self.lp.deregister_source(key);
+            self.lp.transport_closed(&self.bytes.snapshot(0));
         }
         self.clear_buffer();
         self.fail_empty_waiter(Error::ConnectionLost);
@@ -362,11 +375,22 @@ impl IoSource for SocketTransport {
         Some(TransportImpl::info(self))
     }
 
+    fn tally(&self) -> Option<SourceTally> {
+        Some(SourceTally::Transport {
+            kind: self.transport_kind(),
+            stats: TransportImpl::stats(self),
+            paused_reading: self.has(PAUSED) && !self.has(CLOSING),
+            paused_writing: self.flow.get().is_paused(),
+        })
+    }
+
     fn loop_closed(&self) {
         // No callback can run any more: drop the protocol (which may hold
         // this transport), close the socket, detach from the server, each
         // with nothing borrowed.
-        self.key.take();
+        if self.key.take().is_some() {
+            self.lp.transport_closed(&self.bytes.snapshot(0));
+        }
         self.clear_buffer();
         self.fail_empty_waiter(Error::ConnectionLost);
         let protocol = self.cell.loop_closed();
@@ -508,13 +532,14 @@ impl TransportImpl for SocketTransport {
         }
     }
 
+    fn stats(&self) -> TransportStats {
+        let buffered = self.wbuf.try_borrow().map_or(0, |w| w.len());
+        self.bytes.snapshot(buffered)
+    }
+
     fn info(&self) -> TransportInfo {
-        let kind = match self.kind {
-            Kind::Tcp => TransportKind::Tcp,
-            Kind::Unix => TransportKind::Unix,
-        };
         TransportInfo::new(
-            kind,
+            self.transport_kind(),
             TransportImpl::raw_fd(self),
             TransportImpl::local_addr(self),
             TransportImpl::peer_addr(self),

@@ -73,7 +73,10 @@ impl SocketTransport {
         let mut buf = self.lp.take_read_buffer();
         let cap = buf.len();
         let n = match self.sock.recv(&mut buf) {
-            Ok(n) if n > 0 => n.min(cap),
+            Ok(n) if n > 0 => {
+                self.bytes.received(n);
+                n.min(cap)
+            }
             res => {
                 self.lp.restore_read_buffer(buf);
                 return self.read_failed(res);
@@ -183,7 +186,10 @@ impl SocketTransport {
                 return Ok(0);
             }
             let n = match self.sock.recv(buf) {
-                Ok(n) => n,
+                Ok(n) => {
+                    self.bytes.received(n);
+                    n
+                }
                 Err(e) => {
                     bp.nothing_read();
                     return Err(e);

@@ -61,7 +61,10 @@ impl SocketTransport {
             .with(|s| s.send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL))
             .unwrap_or_else(|| Err(closed_error()));
         let mut sent = match res {
-            Ok(n) => n,
+            Ok(n) => {
+                self.bytes.sent(n);
+                n
+            }
             Err(e) if is_retry(&e) => 0,
             Err(e) => {
                 self.fatal_error(e, "Fatal write error on socket transport");
@@ -107,7 +110,11 @@ impl SocketTransport {
     /// `send` with `MSG_NOSIGNAL`; `EBADF` once the socket is closed.
     #[inline(always)]
     fn send(&self, data: &[u8]) -> io::Result<usize> {
-        self.sock.send(data)
+        let res = self.sock.send(data);
+        if let Ok(n) = res {
+            self.bytes.sent(n);
+        }
+        res
     }
 
     /// Buffers `parts` (what the kernel did not take) and applies flow

@@ -208,6 +208,8 @@ pub mod datagram_endpoint;
 mod error;
 pub mod event_loop;
 mod exception;
+/// A loop per core: [`LoopGroup`](group::LoopGroup).
+pub mod group;
 pub mod guide;
 mod net;
 pub mod protocol;

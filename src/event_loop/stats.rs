@@ -295,6 +295,13 @@ impl ByteCounters {
         self.sent.set(self.sent.get().wrapping_add(n as u64));
     }
 
+    /// Takes back bytes counted as sent before a send that did not take
+    /// them all.
+    #[inline(always)]
+    pub(crate) fn unsent(&self, n: usize) {
+        self.sent.set(self.sent.get().wrapping_sub(n as u64));
+    }
+
     pub(crate) fn snapshot(&self, write_buffered: usize) -> TransportStats {
         TransportStats {
             bytes_received: self.received.get(),

@@ -186,10 +186,7 @@ impl SocketTransport {
                 return Ok(0);
             }
             let n = match self.sock.recv(buf) {
-                Ok(n) => {
-                    self.bytes.received(n);
-                    n
-                }
+                Ok(n) => n,
                 Err(e) => {
                     bp.nothing_read();
                     return Err(e);
@@ -204,6 +201,7 @@ impl SocketTransport {
         self.set_flag(BUSY, false);
         self.put_back_into(slot, bp, installed);
         if let (true, Ok(Ok(n))) = (updated, &step) {
+            self.bytes.received(*n);
             self.cell.after_call(self);
             return self.after_read((*n).min(cap), cap);
         }
@@ -239,6 +237,7 @@ impl SocketTransport {
             }
             Ok(Ok(n)) => n.min(cap),
         };
+        self.bytes.received(n);
         self.cell.after_call(self);
         if n == 0 {
             return self.on_eof();

@@ -31,6 +31,11 @@ impl SocketTransport {
     #[inline(always)]
     pub(super) fn write_impl(&self, data: &[u8]) -> Result<(), Error> {
         if self.cell.flags.get() & (EOF | CLOSING | HAS_DATA | LOST_DONE) == 0 && !data.is_empty() {
+            // Counted before the send, while `self` is at hand anyway:
+            // after it, keeping `self` live across the call costs the
+            // fast path a register. What the kernel did not take is taken
+            // back out of line (`write_after_send`).
+            self.bytes.sent(data.len());
             let res = self.send(data);
             if matches!(res, Ok(n) if n == data.len()) {
                 return Ok(());
@@ -110,11 +115,7 @@ impl SocketTransport {
     /// `send` with `MSG_NOSIGNAL`; `EBADF` once the socket is closed.
     #[inline(always)]
     fn send(&self, data: &[u8]) -> io::Result<usize> {
-        let res = self.sock.send(data);
-        if let Ok(n) = res {
-            self.bytes.sent(n);
-        }
-        res
+        self.sock.send(data)
     }
 
     /// Buffers `parts` (what the kernel did not take) and applies flow
@@ -157,7 +158,11 @@ impl SocketTransport {
         }
         if !self.has(HAS_DATA) {
             // Try to send now: the common case never touches the buffer.
-            match self.send(data) {
+            let res = self.send(data);
+            if let Ok(n) = res {
+                self.bytes.sent(n);
+            }
+            match res {
                 Ok(n) if n == data.len() => return Ok(()),
                 Ok(n) => self.buffer_after_short_send(&[&data[n..]]),
                 Err(e) if is_retry(&e) => self.buffer(&[data]),
@@ -180,10 +185,14 @@ impl SocketTransport {
     fn write_after_send(&self, data: &[u8], res: io::Result<usize>) -> Result<(), Error> {
         match res {
             Ok(n) => {
+                self.bytes.unsent(data.len() - n);
                 self.buffer_after_short_send(&[&data[n..]]);
                 self.write_result()
             }
-            Err(_) => self.write_slow(data),
+            Err(_) => {
+                self.bytes.unsent(data.len());
+                self.write_slow(data)
+            }
         }
     }
 
@@ -223,6 +232,7 @@ impl SocketTransport {
             };
             match res {
                 Ok(n) => {
+                    self.bytes.sent(n);
                     let mut w = self.wbuf.borrow_mut();
                     w.consume(n);
                     self.set_flag(HAS_DATA, !w.is_empty());

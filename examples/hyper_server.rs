@@ -14,7 +14,9 @@
 //!   connection preface, then handed back to whichever protocol it is.
 //!
 //! Routes: `GET /` answers `200` with a short text; `POST /echo` answers
-//! with the request body; anything else is `404`.
+//! with the request body; `GET /metrics` answers the loop's statistics
+//! in Prometheus' text format (`LoopStats::to_prometheus`); anything else
+//! is `404`.
 //!
 //! ```text
 //! cargo run --example hyper_server -- 127.0.0.1:8888
@@ -117,6 +119,7 @@ impl<F: Future<Output = ()> + 'static> hyper::rt::Executor<F> for HyperExecutor 
 async fn route(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let response = match (req.method(), req.uri().path()) {
         (&Method::GET, "/") => Response::new(Full::new(Bytes::from_static(b"hello from sloop\n"))),
+        (&Method::GET, "/metrics") => metrics(),
         (&Method::POST, "/echo") => {
             let body = req.into_body().collect().await?.to_bytes();
             Response::new(Full::new(body))
@@ -359,4 +362,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     lp.run_forever()?;
     Ok(())
+}
+
+/// `GET /metrics`: the statistics of the loop this request runs on.
+fn metrics() -> Response<Full<Bytes>> {
+    let text = sloop::get_running_loop().map_or_else(String::new, |lp| lp.stats().to_prometheus());
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
 }

@@ -501,3 +501,172 @@ impl LoopHandle {
         }
     }
 }
+
+impl LoopStats {
+    /// The figures in Prometheus' text exposition format (version 0.0.4),
+    /// one metric per figure, named `sloop_...`: counters end in `_total`,
+    /// times are in seconds. `examples/hyper_server.rs` serves this at
+    /// `/metrics`.
+    ///
+    /// ```
+    /// let lp = sloop::EventLoop::new()?;
+    /// lp.call_soon(|| {})?;
+    /// let text = lp.stats().to_prometheus();
+    /// assert!(text.contains("# TYPE sloop_ready_callbacks gauge\nsloop_ready_callbacks 1\n"));
+    /// assert!(text.contains("sloop_transports{kind=\"tcp\"} 0\n"));
+    /// # Ok::<(), sloop::Error>(())
+    /// ```
+    pub fn to_prometheus(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, values: &[(&str, f64)]| {
+            let _ = writeln!(out, "# HELP sloop_{name} {help}");
+            let _ = writeln!(out, "# TYPE sloop_{name} {kind}");
+            for (labels, v) in values {
+                let _ = writeln!(out, "sloop_{name}{labels} {v}");
+            }
+        };
+        let c = "counter";
+        let g = "gauge";
+        metric(
+            "iterations_total",
+            c,
+            "Loop iterations.",
+            &[("", self.iterations as f64)],
+        );
+        metric(
+            "polls_total",
+            c,
+            "Polls of the kernel.",
+            &[("", self.polls as f64)],
+        );
+        metric(
+            "events_total",
+            c,
+            "I/O events.",
+            &[("", self.events as f64)],
+        );
+        metric(
+            "callbacks_total",
+            c,
+            "Callbacks run.",
+            &[("", self.callbacks as f64)],
+        );
+        metric(
+            "task_polls_total",
+            c,
+            "Task polls.",
+            &[("", self.task_polls as f64)],
+        );
+        metric(
+            "ready_callbacks",
+            g,
+            "Items in the ready queue.",
+            &[("", self.ready as f64)],
+        );
+        metric(
+            "timers_scheduled_total",
+            c,
+            "Timers scheduled.",
+            &[("", self.timers_scheduled as f64)],
+        );
+        metric(
+            "timers_cancelled_total",
+            c,
+            "Timers cancelled.",
+            &[("", self.timers_cancelled as f64)],
+        );
+        metric(
+            "timers",
+            g,
+            "Live timers.",
+            &[("", self.timers_live as f64)],
+        );
+        metric("tasks", g, "Live tasks.", &[("", self.tasks as f64)]);
+        metric(
+            "fds",
+            g,
+            "Registered file descriptors.",
+            &[("", self.fds as f64)],
+        );
+        let t = &self.transports;
+        metric(
+            "transports",
+            g,
+            "Open transports by kind.",
+            &[
+                ("{kind=\"tcp\"}", t.tcp as f64),
+                ("{kind=\"unix\"}", t.unix as f64),
+                ("{kind=\"udp\"}", t.udp as f64),
+                ("{kind=\"unix_datagram\"}", t.unix_datagram as f64),
+            ],
+        );
+        metric(
+            "transports_closed_total",
+            c,
+            "Transports closed.",
+            &[("", self.transports_closed as f64)],
+        );
+        metric(
+            "servers",
+            g,
+            "Serving servers.",
+            &[("", self.servers as f64)],
+        );
+        metric(
+            "listeners",
+            g,
+            "Listening sockets.",
+            &[("", self.listeners as f64)],
+        );
+        metric(
+            "read_bytes_total",
+            c,
+            "Bytes received.",
+            &[("", self.bytes_read as f64)],
+        );
+        metric(
+            "written_bytes_total",
+            c,
+            "Bytes sent.",
+            &[("", self.bytes_written as f64)],
+        );
+        metric(
+            "write_buffered_bytes",
+            g,
+            "Bytes waiting to be sent.",
+            &[("", self.write_buffered as f64)],
+        );
+        metric(
+            "paused_reading",
+            g,
+            "Transports paused for reading.",
+            &[("", self.paused_reading as f64)],
+        );
+        metric(
+            "paused_writing",
+            g,
+            "Transports over their high-water mark.",
+            &[("", self.paused_writing as f64)],
+        );
+        metric(
+            "slow_callbacks_total",
+            c,
+            "Slow callbacks (debug mode).",
+            &[("", self.slow_callbacks as f64)],
+        );
+        metric(
+            "poll_seconds_total",
+            c,
+            "Time waiting in the poller.",
+            &[("", self.time_polling.as_secs_f64())],
+        );
+        metric(
+            "running_seconds_total",
+            c,
+            "Time running between polls.",
+            &[("", self.time_running.as_secs_f64())],
+        );
+        out
+    }
+}

@@ -5,12 +5,13 @@
 //!
 //! ```text
 //! cargo run --release --example echo_group -- 127.0.0.1:8888 --loops 2
-//! echo_group [ADDR] [--loops N]
+//! echo_group [ADDR] [--loops N] [--backlog N]
 //! ```
 //!
 //! It prints `listening on ADDR` (the bound address, so `127.0.0.1:0`
 //! works) and runs until killed. `--loops N` sets the number of loops
-//! (default: one per core).
+//! (default: one per core), `--backlog N` each loop's listen backlog
+//! (default 1024).
 //!
 //! The protocol is `echo_protocol`'s, backpressure included: when a
 //! transport's write buffer passes its high-water mark the connection
@@ -52,10 +53,11 @@ impl Protocol for Echo {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (mut addr, mut loops) = ("127.0.0.1:8888".to_owned(), None);
+    let (mut addr, mut loops, mut backlog) = ("127.0.0.1:8888".to_owned(), None, 1024u32);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--backlog" => backlog = args.next().ok_or("--backlog needs N")?.parse()?,
             "--loops" => loops = Some(args.next().ok_or("--loops needs N")?.parse()?),
             _ if arg.starts_with("--") => return Err(format!("unknown option {arg}").into()),
             _ => addr = arg,
@@ -65,7 +67,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(n) => LoopGroup::new(n)?,
         None => LoopGroup::per_core()?,
     };
-    let server = group.start_server(Echo::default, addr.as_str())?;
+    let server =
+        group.start_server_with(Echo::default, addr.as_str(), move |b| b.backlog(backlog))?;
     for a in server.local_addrs() {
         println!("listening on {a}");
     }

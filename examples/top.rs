@@ -2,7 +2,7 @@
 //! of live statistics per second, from `LoopGroup::stats`.
 //!
 //! ```text
-//! cargo run --release --example top -- 127.0.0.1:8888 [--loops N]
+//! cargo run --release --example top -- 127.0.0.1:8888 [--loops N] [--backlog N]
 //! ```
 //!
 //! It prints `listening on ADDR` and then, each second:
@@ -71,10 +71,11 @@ fn bytes(n: f64) -> String {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (mut addr, mut loops) = ("127.0.0.1:8888".to_owned(), 1);
+    let (mut addr, mut loops, mut backlog) = ("127.0.0.1:8888".to_owned(), 1, 1024u32);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--backlog" => backlog = args.next().ok_or("--backlog needs N")?.parse()?,
             "--loops" => loops = args.next().ok_or("--loops needs N")?.parse()?,
             _ if arg.starts_with("--") => return Err(format!("unknown option {arg}").into()),
             _ => addr = arg,
@@ -84,12 +85,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     group.spawn_on_each(|lp| lp.set_time_stats(true));
     let reads = Arc::new(AtomicU64::new(0));
     let r = reads.clone();
-    let server = group.start_server(
+    let server = group.start_server_with(
         move || Echo {
             transport: None,
             reads: r.clone(),
         },
         addr.as_str(),
+        move |b| b.backlog(backlog),
     )?;
     for a in server.local_addrs() {
         println!("listening on {a}");

@@ -61,7 +61,13 @@ fn hyper_server_serves_metrics() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("text/plain; version=0.0.4"), "{text}");
     // This very connection is open while the page is made.
-    assert!(text.contains("sloop_transports{kind=\"tcp\"} 1\n"), "{text}");
-    assert!(text.contains("# TYPE sloop_read_bytes_total counter\n"), "{text}");
+    assert!(
+        text.contains("sloop_transports{kind=\"tcp\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE sloop_read_bytes_total counter\n"),
+        "{text}"
+    );
     server.assert_running();
 }

@@ -20,7 +20,7 @@ use super::{held, send_async, send_call, wait_call, LoopError, LoopGroup};
 use crate::bridge::stream::TransportStream;
 use crate::event_loop::{get_running_loop, Handle, LoopHandle, Remote};
 use crate::protocol::IntoProtocol;
-use crate::server::Server;
+use crate::server::{Server, ServerBuilder};
 use crate::transport::datagram::DatagramProtocol;
 use crate::transport::datagram::DatagramTransport;
 use crate::transport::Transport;
@@ -238,10 +238,51 @@ impl LoopGroup {
         F: Fn() -> P + Send + Sync + 'static,
         P: IntoProtocol,
     {
+        self.start_server_with(factory, addr, |b| b)
+    }
+
+    /// [`start_server`](LoopGroup::start_server) with options: `configure`
+    /// gets each loop's [`ServerBuilder`] (with `SO_REUSEPORT` on and a
+    /// backlog of 1024 set) and returns it with its own options, such as
+    /// [`backlog`](ServerBuilder::backlog),
+    /// [`max_connections`](ServerBuilder::max_connections) (per loop) or
+    /// [`keep_alive`](ServerBuilder::keep_alive).
+    ///
+    /// ```
+    /// use sloop::{Protocol, Transport};
+    ///
+    /// struct Quiet;
+    /// impl Protocol for Quiet {}
+    ///
+    /// let group = sloop::group::LoopGroup::new(2)?;
+    /// let server =
+    ///     group.start_server_with(|| Quiet, "127.0.0.1:0", |b| b.backlog(64).keep_alive(true))?;
+    /// assert_eq!(server.local_addrs().len(), 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`start_server`](LoopGroup::start_server).
+    pub fn start_server_with<F, P, C>(
+        &self,
+        factory: F,
+        addr: impl ToSocketAddrs,
+        configure: C,
+    ) -> io::Result<GroupServer>
+    where
+        F: Fn() -> P + Send + Sync + 'static,
+        P: IntoProtocol,
+        C: Fn(ServerBuilder) -> ServerBuilder + Send + Sync + 'static,
+    {
         let factory = Arc::new(factory);
         self.start_on_each(addr, move |lp, addrs| {
             let f = factory.clone();
-            lp.create_server(move || f(), addrs)
+            configure(
+                lp.create_server(move || f(), addrs)
+                    .reuse_port(true)
+                    .backlog(1024),
+            )
         })
     }
 
@@ -291,13 +332,15 @@ impl LoopGroup {
         self.start_on_each(addr, move |lp, addrs| {
             let h = handler.clone();
             lp.start_server(move |s| h(s), addrs)
+                .reuse_port(true)
+                .backlog(1024)
         })
     }
 
     /// Binds on loop 0 first (to learn the ports), then on the others.
     fn start_on_each<M>(&self, addr: impl ToSocketAddrs, make: M) -> io::Result<GroupServer>
     where
-        M: Fn(&LoopHandle, Vec<SocketAddr>) -> crate::server::ServerBuilder + Send + Sync + 'static,
+        M: Fn(&LoopHandle, Vec<SocketAddr>) -> ServerBuilder + Send + Sync + 'static,
     {
         if self.on_own_thread() {
             return Err(LoopError::OnGroupThread.into());
@@ -308,7 +351,7 @@ impl LoopGroup {
         let start = |remote: &Remote, addrs: Vec<SocketAddr>| {
             let make = make.clone();
             send_async(remote, move |lp| {
-                let builder = make(&lp, addrs).reuse_port(true).backlog(1024);
+                let builder = make(&lp, addrs);
                 async move {
                     let server = builder.await?;
                     let bound = server.local_addrs();

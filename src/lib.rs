@@ -111,6 +111,9 @@
 //!   ([`Error::kind`]); the OS's errors are `io::Error`s. What fails out of
 //!   any caller's reach (a panicking callback, a fatal transport error)
 //!   goes to the exception handler as an [`ExceptionContext`].
+//! - **More cores, and a look inside.** A [`group::LoopGroup`] runs a loop
+//!   per thread and serves on every one of them; [`LoopHandle::stats`]
+//!   tells what a loop holds and has done ([`LoopStats`]).
 //!
 //! ## Dependencies
 //!
@@ -208,7 +211,6 @@ pub mod datagram_endpoint;
 mod error;
 pub mod event_loop;
 mod exception;
-/// A loop per core: [`LoopGroup`](group::LoopGroup).
 pub mod group;
 pub mod guide;
 mod net;

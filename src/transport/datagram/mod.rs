@@ -99,6 +99,12 @@ pub use addr::{DatagramAddr, UnixAddr};
 use slot::{BoxedProtocol, ProtocolSlot, StoredProtocol};
 use write::WriteState;
 
+/// Set for the transport's life when it has a default destination
+/// (`address`): `sendto`'s fast path then tests one word of flags, not
+/// the flags and the address. A bit of this transport's own, at the top,
+/// clear of the cell's.
+const HAS_ADDRESS: u32 = 1 << 31;
+
 /// How many datagrams one readiness event reads before the transport
 /// requeues itself (see the [contract](self#contract)).
 pub const READ_BUDGET: usize = 32;
@@ -243,6 +249,9 @@ impl<A: DatagramAddr> DatagramTransport<A> {
             bytes: ByteCounters::new(),
         });
         inner.cell.replace(protocol);
+        if inner.address.is_some() {
+            inner.cell.flags.set(HAS_ADDRESS, true);
+        }
         let key = lp.register_source(fd, inner.clone())?;
         inner.key.set(Some(key));
         let t = DatagramTransport {
@@ -285,7 +294,7 @@ impl<A: DatagramAddr> DatagramTransport<A> {
         let Some(a) = &addr else {
             return self.sendto_slow(data, addr);
         };
-        if inner.address.is_some() || inner.has(CLOSING | HAS_DATA) {
+        if inner.has(CLOSING | HAS_DATA | HAS_ADDRESS) {
             return self.sendto_slow(data, addr);
         }
         match A::send_to(&inner.sock, data, a) {

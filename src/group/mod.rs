@@ -340,16 +340,24 @@ impl LoopGroup {
     /// with its panic; the others shut down all the same.
     ///
     /// ```
+    /// use std::io::Read;
     /// use std::time::Duration;
     /// use sloop::{Protocol, Transport};
     ///
-    /// struct Quiet;
-    /// impl Protocol for Quiet {}
+    /// struct Hello;
+    /// impl Protocol for Hello {
+    ///     fn connection_made(&mut self, t: &Transport) {
+    ///         t.write(b"hi").unwrap();
+    ///     }
+    /// }
     ///
     /// let group = sloop::group::LoopGroup::new(2)?;
-    /// let server = group.start_server(|| Quiet, "127.0.0.1:0")?;
-    /// // A client that never closes: aborted at the deadline.
-    /// let client = std::net::TcpStream::connect(server.local_addrs()[0])?;
+    /// let server = group.start_server(|| Hello, "127.0.0.1:0")?;
+    /// // A client that never closes: aborted at the deadline. (It reads the
+    /// // greeting first: a connection not yet accepted would go with the
+    /// // listener, not be aborted.)
+    /// let mut client = std::net::TcpStream::connect(server.local_addrs()[0])?;
+    /// client.read_exact(&mut [0; 2])?;
     /// let report = group.shutdown(Duration::from_millis(50));
     /// assert_eq!(report.aborted(), 1);
     /// assert!(report.loops.iter().all(|l| l.panic.is_none()));

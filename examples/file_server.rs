@@ -108,7 +108,11 @@ async fn respond(
     config: &Config,
     req: &Request,
 ) -> std::io::Result<bool> {
-    let connection = if req.keep_alive { "keep-alive" } else { "close" };
+    let connection = if req.keep_alive {
+        "keep-alive"
+    } else {
+        "close"
+    };
     if req.method != "GET" && req.method != "HEAD" {
         let head = format!(
             "HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\nContent-Length: 0\r\nConnection: {connection}\r\n\r\n"

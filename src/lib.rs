@@ -161,6 +161,7 @@
 //! | `loop.call_soon_threadsafe` | [`Remote::call_soon`] |
 //! | `loop.add_reader`, `remove_reader`, `add_writer`, `remove_writer` | the same names on [`LoopHandle`] |
 //! | `loop.sock_recv`, `sock_recv_into`, `sock_recvfrom`, `sock_sendall`, `sock_sendto`, `sock_connect`, `sock_accept` | the same names on [`LoopHandle`] (see [`sock`]) |
+//! | `loop.sendfile`, `loop.sock_sendfile` | [`LoopHandle::sendfile`], [`LoopHandle::sock_sendfile`] (see [`sendfile`]); on the bridge [`TransportStream::sendfile`] |
 //! | `loop.create_task`, `Task.cancel` | [`LoopHandle::spawn_local`], [`Task::cancel`] |
 //! | `create_task(name=)`, `Task.get_name`, `set_name` | [`LoopHandle::spawn_local_named`], [`Task::name`], [`Task::set_name`] |
 //! | `asyncio.get_running_loop()` | [`get_running_loop`] |

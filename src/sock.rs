@@ -217,7 +217,10 @@ pub(crate) async fn wait_ready(lp: &LoopHandle, fd: RawFd, read: bool) -> io::Re
 }
 
 /// A borrowed socket2 view of `sock`, its fd, and the debug check.
-pub(crate) fn prepare<'a, S: AsFd>(lp: &LoopHandle, sock: &'a S) -> io::Result<(SockRef<'a>, RawFd)> {
+pub(crate) fn prepare<'a, S: AsFd>(
+    lp: &LoopHandle,
+    sock: &'a S,
+) -> io::Result<(SockRef<'a>, RawFd)> {
     let fd = sock.as_fd().as_raw_fd();
     let sock = SockRef::from(sock);
     check_nonblocking(lp, &sock)?;

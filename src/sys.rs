@@ -404,8 +404,8 @@ pub(crate) fn sendfile(
 /// [`sendfile`] to an fd that is open or -1, as [`recv_raw`].
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn sendfile_raw(sock: RawFd, file: BorrowedFd<'_>, offset: u64, count: usize) -> io::Result<usize> {
-    let mut off = libc::off_t::try_from(offset)
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: `off` is a valid, writable `off_t` for the whole call (the
     // kernel reads the offset from it and writes the next one back, so the
     // file's own position is not used). `file` is a borrowed, open fd;

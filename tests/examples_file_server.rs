@@ -52,7 +52,11 @@ fn curl_gets_the_file_whole_on_a_kept_alive_connection() {
         args.extend_from_slice(extra);
         let server = ExampleServer::start("file_server", &args);
         let base = server.http_base();
-        let urls = vec![format!("{base}/a"), format!("{base}/b"), format!("{base}/c")];
+        let urls = vec![
+            format!("{base}/a"),
+            format!("{base}/b"),
+            format!("{base}/c"),
+        ];
         let (bodies, stderr) = curl(dir.path(), &urls);
         for body in &bodies {
             assert_eq!(body.len(), data.len(), "{extra:?}");

@@ -151,12 +151,18 @@ fn offset_and_count_are_honoured_and_the_position_follows() {
     let lp = new_loop();
     let (t, peer, _) = connect(&lp);
     let reader = lp.spawn_local(read_all(peer));
-    assert_eq!(run(&lp, lp.sendfile(&t, &file, 1000, Some(2000))).unwrap(), 2000);
+    assert_eq!(
+        run(&lp, lp.sendfile(&t, &file, 1000, Some(2000))).unwrap(),
+        2000
+    );
     assert_eq!((&file).stream_position().unwrap(), 3000);
     assert_eq!(run(&lp, lp.sendfile(&t, &file, 9000, None)).unwrap(), 1000);
     assert_eq!((&file).stream_position().unwrap(), 10_000);
     // A count past the end sends what there is.
-    assert_eq!(run(&lp, lp.sendfile(&t, &file, 9500, Some(5000))).unwrap(), 500);
+    assert_eq!(
+        run(&lp, lp.sendfile(&t, &file, 9500, Some(5000))).unwrap(),
+        500
+    );
     t.write_eof().unwrap();
     let got = run(&lp, reader).unwrap();
     let mut want = data[1000..3000].to_vec();
@@ -174,7 +180,9 @@ fn bytes_written_before_arrive_first_and_bytes_written_after_last() {
     let (t, peer, _) = connect(&lp);
     // A small send buffer, so the write before is still buffered when the
     // sendfile starts: it must wait for it to drain.
-    t.with_socket(|s| s.set_send_buffer_size(16 * 1024)).unwrap().unwrap();
+    t.with_socket(|s| s.set_send_buffer_size(16 * 1024))
+        .unwrap()
+        .unwrap();
     let before = vec![b'<'; 2 * MIB];
     t.write(&before).unwrap();
     assert!(t.write_buffer_size() > 0, "the write before is buffered");
@@ -210,7 +218,11 @@ fn an_offset_past_the_end_or_an_empty_file_sends_nothing() {
         assert_eq!(run(&lp, s(&file, 5000, Some(10))).unwrap(), 0);
         assert_eq!(run(&lp, s(&empty, 0, None)).unwrap(), 0);
     }
-    assert_eq!((&file).stream_position().unwrap(), 0, "nothing sent: not moved");
+    assert_eq!(
+        (&file).stream_position().unwrap(),
+        0,
+        "nothing sent: not moved"
+    );
     assert!(t.write(b"still fine").is_ok());
 }
 
@@ -404,7 +416,10 @@ fn a_pipe_takes_the_fallback_and_fallback_false_refuses_it() {
 
     let (pipe, _cat) = pipe_of(&path);
     let e = err_of(run(&lp, lp.sendfile(&t, &pipe, 0, None).fallback(false)));
-    assert!(matches!(e.error(), Error::SendfileNotAvailable { .. }), "{e:?}");
+    assert!(
+        matches!(e.error(), Error::SendfileNotAvailable { .. }),
+        "{e:?}"
+    );
     assert_eq!(e.to_string(), "not a regular file");
     assert_eq!(e.kind(), io::ErrorKind::Unsupported);
     assert_eq!(e.sent(), 0);
@@ -414,7 +429,10 @@ fn a_pipe_takes_the_fallback_and_fallback_false_refuses_it() {
     assert_eq!(sent, data.len() as u64);
     // A count stops early, and a pipe cannot start elsewhere than 0.
     let (pipe, _cat) = pipe_of(&path);
-    assert_eq!(run(&lp, lp.sendfile(&t, &pipe, 0, Some(1000))).unwrap(), 1000);
+    assert_eq!(
+        run(&lp, lp.sendfile(&t, &pipe, 0, Some(1000))).unwrap(),
+        1000
+    );
     let e = err_of(run(&lp, lp.sendfile(&t, &pipe, 7, None)));
     assert!(
         matches!(e.error(), Error::Io(io) if io.raw_os_error() == Some(libc::ESPIPE)),
@@ -436,9 +454,14 @@ fn native_false_and_fallback_false_is_not_available() {
     let (t, _peer, _) = connect(&lp);
     let e = err_of(run(
         &lp,
-        lp.sendfile(&t, &file, 0, None).native(false).fallback(false),
+        lp.sendfile(&t, &file, 0, None)
+            .native(false)
+            .fallback(false),
     ));
-    assert!(matches!(e.error(), Error::SendfileNotAvailable { .. }), "{e:?}");
+    assert!(
+        matches!(e.error(), Error::SendfileNotAvailable { .. }),
+        "{e:?}"
+    );
     assert!(t.write(b"x").is_ok());
 }
 
@@ -462,7 +485,9 @@ fn the_fallback_honours_flow_control_with_a_bounded_buffer() {
     let lp = new_loop();
     let calls = Rc::new(RefCell::new(Vec::new()));
     let (t, mut peer) = support::connected(&lp, Flow(calls.clone()));
-    t.with_socket(|s| s.set_send_buffer_size(16 * 1024)).unwrap().unwrap();
+    t.with_socket(|s| s.set_send_buffer_size(16 * 1024))
+        .unwrap()
+        .unwrap();
     // A slow reader: the transport's buffer fills and drains many times.
     let reader = lp.spawn_local(on_thread(move || {
         let mut got = Vec::new();
@@ -497,7 +522,10 @@ fn the_fallback_honours_flow_control_with_a_bounded_buffer() {
         peak.get()
     );
     let calls = calls.borrow();
-    assert!(!calls.is_empty(), "the fallback went past the high-water mark");
+    assert!(
+        !calls.is_empty(),
+        "the fallback went past the high-water mark"
+    );
     for (i, pause) in calls.iter().enumerate() {
         assert_eq!(*pause, i % 2 == 0, "pause and resume alternate: {calls:?}");
     }
@@ -548,7 +576,9 @@ fn drop_at_every_poll(native: bool) {
     loop {
         (&file).seek(SeekFrom::Start(0)).unwrap();
         let (t, peer, _) = connect(&lp);
-        t.with_socket(|s| s.set_send_buffer_size(32 * 1024)).unwrap().unwrap();
+        t.with_socket(|s| s.set_send_buffer_size(32 * 1024))
+            .unwrap()
+            .unwrap();
         let before = vec![b'<'; 256 * 1024];
         t.write(&before).unwrap();
         let reader = lp.spawn_local(read_all(peer));
@@ -641,13 +671,25 @@ fn sock_sendfile_falls_back_on_a_pipe_and_refuses_bad_arguments() {
     let (sock, peer) = sock_pair();
     let reader = lp.spawn_local(read_all(peer));
     let (pipe, _cat) = pipe_of(&path);
-    let e = err_of(run(&lp, lp.sock_sendfile(&sock, &pipe, 0, None).fallback(false)));
-    assert!(matches!(e.error(), Error::SendfileNotAvailable { .. }), "{e:?}");
-    assert_eq!(run(&lp, lp.sock_sendfile(&sock, &pipe, 0, None)).unwrap(), data.len() as u64);
+    let e = err_of(run(
+        &lp,
+        lp.sock_sendfile(&sock, &pipe, 0, None).fallback(false),
+    ));
+    assert!(
+        matches!(e.error(), Error::SendfileNotAvailable { .. }),
+        "{e:?}"
+    );
+    assert_eq!(
+        run(&lp, lp.sock_sendfile(&sock, &pipe, 0, None)).unwrap(),
+        data.len() as u64
+    );
 
     let file = File::open(&path).unwrap();
     let e = err_of(run(&lp, lp.sock_sendfile(&sock, &file, 0, Some(0))));
-    assert!(matches!(e.error(), Error::InvalidSendfileArgument { .. }), "{e:?}");
+    assert!(
+        matches!(e.error(), Error::InvalidSendfileArgument { .. }),
+        "{e:?}"
+    );
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.set_nonblocking(true).unwrap();
     let e = err_of(run(&lp, lp.sock_sendfile(&udp, &file, 0, None)));
@@ -671,12 +713,18 @@ fn dropping_sock_sendfile_at_every_poll_removes_its_writer() {
             .set_send_buffer_size(32 * 1024)
             .unwrap();
         let reader = lp.spawn_local(read_all(peer));
-        let out = run(&lp, drop_after(lp.sock_sendfile(&sock, &file, 0, None), polls));
+        let out = run(
+            &lp,
+            drop_after(lp.sock_sendfile(&sock, &file, 0, None), polls),
+        );
         let sent = (&file).stream_position().unwrap() as usize;
         // The writer is gone at once: the fd takes a new one.
         let h = lp.handle();
         let s = &sock;
-        run(&lp, async move { h.sock_sendall(s, b"AFTER").await.unwrap() });
+        run(
+            &lp,
+            async move { h.sock_sendall(s, b"AFTER").await.unwrap() },
+        );
         sock.shutdown(std::net::Shutdown::Write).unwrap();
         let got = run(&lp, reader).unwrap();
         let mut want = data[..sent].to_vec();
@@ -702,8 +750,13 @@ fn a_sendfile_error_converts_to_io_error_and_keeps_its_count() {
     let e = err_of(run(&lp, lp.sendfile(&t, &file, 0, Some(0))));
     let io_err = io::Error::from(e);
     assert_eq!(io_err.kind(), io::ErrorKind::InvalidInput);
-    let inner = io_err.get_ref().and_then(|e| e.downcast_ref::<SendfileError>());
+    let inner = io_err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<SendfileError>());
     assert_eq!(inner.map(|e| e.sent()), Some(0));
     let e = err_of(run(&lp, lp.sendfile(&t, &file, 0, Some(0))));
-    assert!(matches!(Error::from(e), Error::InvalidSendfileArgument { .. }));
+    assert!(matches!(
+        Error::from(e),
+        Error::InvalidSendfileArgument { .. }
+    ));
 }

@@ -62,7 +62,11 @@ fn a_stream_sends_a_file_between_its_writes() {
         stream.write_all(&vec![b'<'; MIB]).await.unwrap();
         assert_eq!(stream.sendfile(&file, 0, None).await.unwrap(), size);
         stream.write_all(b"|").await.unwrap();
-        let sent = stream.sendfile(&file, 10, Some(20)).native(false).await.unwrap();
+        let sent = stream
+            .sendfile(&file, 10, Some(20))
+            .native(false)
+            .await
+            .unwrap();
         assert_eq!(sent, 20);
         assert_eq!((&file).stream_position().unwrap(), 30);
         stream.write_all(b">").await.unwrap();
@@ -100,8 +104,7 @@ fn the_halves_send_files_and_keep_reading() {
             (got, peer)
         });
         let mut again = [0u8; 5];
-        let ((got, _peer), read) =
-            futures::future::join(next, reader.read_exact(&mut again)).await;
+        let ((got, _peer), read) = futures::future::join(next, reader.read_exact(&mut again)).await;
         read.unwrap();
         assert_eq!(&again, b"again");
         got
@@ -126,7 +129,8 @@ fn a_dropped_flush_does_not_stop_a_later_sendfile() {
         // A flush polled once and dropped leaves its empty waiter with
         // the stream.
         let mut flush = stream.flush();
-        let polled = futures::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut flush).poll(cx))).await;
+        let polled =
+            futures::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut flush).poll(cx))).await;
         assert!(polled.is_pending());
     });
     let reader = lp.spawn_local(read_all(peer));
@@ -182,9 +186,9 @@ fn dropping_a_stream_sendfile_at_every_poll_leaves_the_stream_working() {
             let file = File::open(&path).unwrap();
             stream.write_all(&[b'<'; 100_000]).await.unwrap();
             let out = DropAfter {
-                fut: Some(Box::pin(
-                    std::future::IntoFuture::into_future(stream.sendfile(&file, 0, None)),
-                )),
+                fut: Some(Box::pin(std::future::IntoFuture::into_future(
+                    stream.sendfile(&file, 0, None),
+                ))),
                 left: polls,
             }
             .await;

@@ -22,7 +22,8 @@ fn flushed_sendfile<'a, W: AsyncWrite + Unpin>(
     offset: u64,
     count: Option<u64>,
 ) -> Sendfile<'a> {
-    Sendfile::new(get_running_loop(), transport, file, offset, count).after(Box::pin(writer.flush()))
+    Sendfile::new(get_running_loop(), transport, file, offset, count)
+        .after(Box::pin(writer.flush()))
 }
 
 impl TransportStream {

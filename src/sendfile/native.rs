@@ -96,7 +96,9 @@ pub(super) async fn send(
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if progress.sent() == 0 && kernel_refused(&e) => {
-                return Err(Native::NotAvailable(format!("sendfile(2) call failed: {e}")));
+                return Err(Native::NotAvailable(format!(
+                    "sendfile(2) call failed: {e}"
+                )));
             }
             Err(e) => {
                 takeover.error = Some(clone_io_error(&e));

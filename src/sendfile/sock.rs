@@ -137,7 +137,9 @@ async fn native(
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if progress.sent() == 0 && kernel_refused(&e) => {
-                return Err(Native::NotAvailable(format!("sendfile(2) call failed: {e}")));
+                return Err(Native::NotAvailable(format!(
+                    "sendfile(2) call failed: {e}"
+                )));
             }
             Err(e) => return Err(Native::Failed(Error::Io(e))),
         }

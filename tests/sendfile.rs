@@ -619,6 +619,39 @@ fn dropping_a_fallback_sendfile_at_every_poll_gives_the_transport_back() {
     drop_at_every_poll(false);
 }
 
+#[test]
+fn dropping_a_sendfile_from_a_pipe_at_every_poll_leaves_no_reader_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, data) = make_file(dir.path(), "f", MIB);
+    let lp = new_loop();
+    let mut polls = 1;
+    loop {
+        let (pipe, _cat) = pipe_of(&path);
+        let (t, peer, _) = connect(&lp);
+        let reader = lp.spawn_local(read_all(peer));
+        let out = run(&lp, drop_after(lp.sendfile(&t, &pipe, 0, None), polls));
+        // The pipe's reader was removed with the future: closing the
+        // pipe now leaves nothing registered on its fd number.
+        drop(pipe);
+        assert!(t.is_reading());
+        run(&lp, t.empty_waiter().unwrap()).unwrap();
+        t.write(b"AFTER").unwrap();
+        t.write_eof().unwrap();
+        let got = run(&lp, reader).unwrap();
+        let n = got.len() - 5;
+        assert_eq!(&got[n..], b"AFTER", "after {polls} polls");
+        assert!(got[..n] == data[..n], "after {polls} polls");
+        t.close();
+        if let Some(result) = out {
+            assert_eq!(result.unwrap(), data.len() as u64);
+            assert!(polls > 2);
+            return;
+        }
+        polls += 1;
+        assert!(polls < 10_000, "never completes");
+    }
+}
+
 // ----- sock_sendfile -----
 
 /// A connected non-blocking client socket and its accepted peer.

@@ -111,10 +111,16 @@ impl<'a> FileReader<'a> {
         if self.regular {
             return retry_interrupted(|| self.file.read_at(buf, pos));
         }
-        if let Some(lp) = self.lp {
-            wait_readable(lp, self.file.as_raw_fd()).await?;
+        loop {
+            if let Some(lp) = self.lp {
+                wait_readable(lp, self.file.as_raw_fd()).await?;
+            }
+            // A non-blocking pipe may still say "not yet": wait again.
+            match retry_interrupted(|| (&*self.file).read(buf)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.lp.is_some() => {}
+                other => return other,
+            }
         }
-        retry_interrupted(|| (&*self.file).read(buf))
     }
 }
 

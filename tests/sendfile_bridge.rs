@@ -6,7 +6,7 @@ mod support;
 
 use std::fs::File;
 use std::future::Future;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -193,7 +193,7 @@ fn dropping_a_stream_sendfile_at_every_poll_leaves_the_stream_working() {
             }
             .await;
             let out = out.map(|r| r.map_err(Error::from));
-            let sent = (&file).seek(SeekFrom::Current(0)).unwrap() as usize;
+            let sent = (&file).stream_position().unwrap() as usize;
             stream.write_all(b"AFTER").await.unwrap();
             stream.close().await.unwrap();
             (out.map(|r| r.unwrap()), sent)

@@ -11,7 +11,8 @@
 # (VmRSS) and its peak (VmHWM: a fresh server per run, so the peak of start-up plus one
 # transfer). The load average is printed with each round: the machine may be shared.
 #
-#   bash bench/sendfile.sh            (CARGO_TARGET_DIR as for cargo; ROUNDS=3 SIZE_MB=1024)
+#   bash bench/sendfile.sh     (CARGO_TARGET_DIR as for cargo; ROUNDS=3 SIZE_MB=1024
+#                               SERVERS="native fallback tokio blocking" KINDS="random sparse")
 #
 # The files are /tmp/sendfile-bench-{random,sparse} and are deleted at exit. Server on CPU 0,
 # curl on CPU 1 (taskset), when there are two.
@@ -84,13 +85,13 @@ run() {
       n, b / t / 1e9, u / hz, s / hz, rss / 1024, hwm / 1024, ok }'
 }
 
-for kind in random sparse; do
+for kind in ${KINDS:-random sparse}; do
   file=$random; [ $kind = sparse ] && file=$sparse
   echo "== $kind file, $size_mb MiB"
   for r in $(seq "$rounds"); do
     cat "$file" > /dev/null # warm the page cache
     echo " round $r (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-    for name in native fallback tokio blocking; do
+    for name in ${SERVERS:-native fallback tokio blocking}; do
       run "$name" "$file"
     done
   done

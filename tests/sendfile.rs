@@ -120,15 +120,15 @@ fn a_64_mib_file_arrives_whole_through_the_zero_copy_path() {
     let file = File::open(&path).unwrap();
     let lp = new_loop();
     let (t, peer, _) = connect(&lp);
-    let reader = lp.spawn_local(read_all(peer));
     let task = spawn_sendfile(&lp, &t, file);
-    // While it runs, the transport is the sendfile's: only the zero-copy
-    // path takes it over so.
+    // While it runs (it cannot finish: nobody reads yet), the transport is
+    // the sendfile's: only the zero-copy path takes it over so.
     let probe = t.clone();
     let refused = run(&lp, async move {
         sloop::sleep(std::time::Duration::from_millis(0)).await;
         probe.write(b"x").map_err(|e| e.to_string())
     });
+    let reader = lp.spawn_local(read_all(peer));
     let (sent, file) = run(&lp, task).unwrap();
     assert_eq!(sent.unwrap(), data.len() as u64);
     assert_eq!(
@@ -261,6 +261,7 @@ fn while_a_zero_copy_sendfile_runs_writes_eof_waiters_and_sendfiles_are_refused(
     let file = File::open(&path).unwrap();
     let lp = new_loop();
     let (t, peer, _) = connect(&lp);
+    t.with_socket(|s| s.set_send_buffer_size(64 * 1024)).unwrap().unwrap();
     // The peer does not read yet: the sendfile waits for room.
     let task = spawn_sendfile(&lp, &t, file);
     let file2 = File::open(&path).unwrap();
@@ -375,6 +376,7 @@ fn closing_the_transport_during_a_sendfile_fails_it_instead_of_hanging() {
     for abort in [false, true] {
         let file = File::open(&path).unwrap();
         let (t, _peer, seen) = connect(&lp);
+        t.with_socket(|s| s.set_send_buffer_size(64 * 1024)).unwrap().unwrap();
         // Nobody reads: the sendfile fills the socket and waits.
         let task = spawn_sendfile(&lp, &t, file);
         run(&lp, sloop::sleep(std::time::Duration::from_millis(5)));

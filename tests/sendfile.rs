@@ -261,7 +261,9 @@ fn while_a_zero_copy_sendfile_runs_writes_eof_waiters_and_sendfiles_are_refused(
     let file = File::open(&path).unwrap();
     let lp = new_loop();
     let (t, peer, _) = connect(&lp);
-    t.with_socket(|s| s.set_send_buffer_size(64 * 1024)).unwrap().unwrap();
+    t.with_socket(|s| s.set_send_buffer_size(64 * 1024))
+        .unwrap()
+        .unwrap();
     // The peer does not read yet: the sendfile waits for room.
     let task = spawn_sendfile(&lp, &t, file);
     let file2 = File::open(&path).unwrap();
@@ -376,7 +378,9 @@ fn closing_the_transport_during_a_sendfile_fails_it_instead_of_hanging() {
     for abort in [false, true] {
         let file = File::open(&path).unwrap();
         let (t, _peer, seen) = connect(&lp);
-        t.with_socket(|s| s.set_send_buffer_size(64 * 1024)).unwrap().unwrap();
+        t.with_socket(|s| s.set_send_buffer_size(64 * 1024))
+            .unwrap()
+            .unwrap();
         // Nobody reads: the sendfile fills the socket and waits.
         let task = spawn_sendfile(&lp, &t, file);
         run(&lp, sloop::sleep(std::time::Duration::from_millis(5)));

@@ -266,12 +266,23 @@ impl LoopHandle {
 /// into the [`Error`] alone.
 ///
 /// ```
-/// use sloop::{sendfile::SendfileError, Error};
+/// use sloop::{Error, EventLoop, Protocol};
 ///
-/// fn describe(e: SendfileError) -> String {
-///     format!("{} after {} bytes", e.error(), e.sent())
-/// }
-/// # let _ = describe;
+/// struct Quiet;
+/// impl Protocol for Quiet {}
+///
+/// let file = tempfile::tempfile()?;
+/// let lp = EventLoop::new()?;
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let t = lp.run_until_complete(lp.create_connection(|| Quiet, listener.local_addr()?))??;
+/// let e = lp.run_until_complete(lp.sendfile(&t, &file, 0, Some(0)))?.unwrap_err();
+/// assert_eq!(e.sent(), 0);
+/// assert!(matches!(e.error(), Error::InvalidSendfileArgument { .. }));
+/// assert_eq!(e.to_string(), "count must be a positive integer (got 0)");
+/// // What `?` makes of it in a function returning `io::Result`:
+/// let io_err = std::io::Error::from(e);
+/// assert_eq!(io_err.kind(), std::io::ErrorKind::InvalidInput);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
 pub struct SendfileError {

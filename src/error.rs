@@ -33,6 +33,9 @@ use std::os::fd::RawFd;
 /// | [`InvalidWriteLimits`](Error::InvalidWriteLimits), [`InvalidAddress`](Error::InvalidAddress), [`AddressRequired`](Error::AddressRequired), [`FdUsedByTransport`](Error::FdUsedByTransport) | `InvalidInput` | an argument the call cannot take; nothing was done. |
 /// | [`Io`](Error::Io) | the OS error's own | |
 /// | the loop's and server's states: [`Closed`](Error::Closed), [`AlreadyRunning`](Error::AlreadyRunning), [`AnotherLoopRunning`](Error::AnotherLoopRunning), [`CloseWhileRunning`](Error::CloseWhileRunning), [`StoppedBeforeComplete`](Error::StoppedBeforeComplete), [`ServerClosed`](Error::ServerClosed), [`AlreadyServingForever`](Error::AlreadyServingForever); [`EmptyWaiterAlreadySet`](Error::EmptyWaiterAlreadySet), [`EmptyBuffer`](Error::EmptyBuffer) | `Other` | no I/O kind describes them (tokio reports its shut-down runtime as `Other` too); not `Interrupted`, which `read_exact` and friends would retry. Match the variant, not the kind. |
+/// | [`SendfileNotAvailable`](Error::SendfileNotAvailable) | `Unsupported` | the zero-copy path cannot serve this transport or file, and the fallback is off. |
+/// | [`InvalidSendfileArgument`](Error::InvalidSendfileArgument) | `InvalidInput` | as the other bad arguments. |
+/// | [`SendfileInProgress`](Error::SendfileInProgress) | `Other` | a state of the transport, as the empty waiter's. |
 ///
 /// ```
 /// use std::io;
@@ -95,6 +98,23 @@ pub enum Error {
     AlreadyServingForever,
     /// An I/O error from the operating system.
     Io(io::Error),
+    /// `write`, `writelines`, `write_eof`, an empty waiter or a second
+    /// sendfile while a zero-copy sendfile has the transport
+    /// ([`LoopHandle::sendfile`](crate::LoopHandle::sendfile)).
+    SendfileInProgress,
+    /// Sendfile's zero-copy path does not apply (not a plain socket, not
+    /// a regular file, or the kernel refused) and the fallback is off
+    /// (asyncio's `SendfileNotAvailableError`).
+    SendfileNotAvailable {
+        /// Why, in asyncio's words.
+        reason: String,
+    },
+    /// A sendfile argument it cannot take: a count of 0, a range past
+    /// the largest file offset, a socket that is not a stream.
+    InvalidSendfileArgument {
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -130,6 +150,9 @@ impl fmt::Display for Error {
                 f.write_str("server is already being awaited on serve_forever()")
             }
             Error::Io(e) => e.fmt(f),
+            Error::SendfileInProgress => f.write_str("unable to write; sendfile is in progress"),
+            Error::SendfileNotAvailable { reason } => f.write_str(reason),
+            Error::InvalidSendfileArgument { message } => f.write_str(message),
         }
     }
 }
@@ -169,6 +192,9 @@ impl Error {
             | Error::EmptyBuffer
             | Error::ServerClosed
             | Error::AlreadyServingForever => io::ErrorKind::Other,
+            Error::SendfileInProgress => io::ErrorKind::Other,
+            Error::SendfileNotAvailable { .. } => io::ErrorKind::Unsupported,
+            Error::InvalidSendfileArgument { .. } => io::ErrorKind::InvalidInput,
         }
     }
 }

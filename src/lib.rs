@@ -164,6 +164,7 @@
 //! | `loop.call_soon_threadsafe` | [`Remote::call_soon`] |
 //! | `loop.add_reader`, `remove_reader`, `add_writer`, `remove_writer` | the same names on [`LoopHandle`] |
 //! | `loop.sock_recv`, `sock_recv_into`, `sock_recvfrom`, `sock_sendall`, `sock_sendto`, `sock_connect`, `sock_accept` | the same names on [`LoopHandle`] (see [`sock`]) |
+//! | `loop.sendfile`, `loop.sock_sendfile` | [`LoopHandle::sendfile`], [`LoopHandle::sock_sendfile`] (see [`sendfile`]); on the bridge [`TransportStream::sendfile`] |
 //! | `loop.create_task`, `Task.cancel` | [`LoopHandle::spawn_local`], [`Task::cancel`] |
 //! | `create_task(name=)`, `Task.get_name`, `set_name` | [`LoopHandle::spawn_local_named`], [`Task::name`], [`Task::set_name`] |
 //! | `asyncio.get_running_loop()` | [`get_running_loop`] |
@@ -215,6 +216,7 @@ pub mod group;
 pub mod guide;
 mod net;
 pub mod protocol;
+pub mod sendfile;
 pub mod server;
 pub mod sock;
 mod sys;
@@ -235,6 +237,7 @@ pub use event_loop::{Task, TaskError};
 pub use exception::{Exception, ExceptionContext, TaskInfo, TransportInfo, TransportKind};
 pub use net::{Addrs, Family, ToAddrs};
 pub use protocol::{AnyProtocol, Buffered, BufferedProtocol, IntoProtocol, Protocol};
+pub use sendfile::{Sendfile, SendfileError, SockSendfile};
 pub use server::{ServeForever, Server, ServerBuilder, WaitClosed};
 pub use transport::datagram::{DatagramAddr, DatagramProtocol, DatagramTransport, UnixAddr};
 pub use transport::{Address, EmptyWaiter, Transport};

@@ -209,8 +209,18 @@ fn check_nonblocking(lp: &LoopHandle, sock: &SockRef<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Waits once for `fd` to be readable (`read`) or writable, with a
+/// one-shot reader or writer removed at once if the future is dropped
+/// (for the sendfile module, which sends and reads on its own).
+pub(crate) async fn wait_ready(lp: &LoopHandle, fd: RawFd, read: bool) -> io::Result<()> {
+    IoWait::register(lp, fd, read)?.await
+}
+
 /// A borrowed socket2 view of `sock`, its fd, and the debug check.
-fn prepare<'a, S: AsFd>(lp: &LoopHandle, sock: &'a S) -> io::Result<(SockRef<'a>, RawFd)> {
+pub(crate) fn prepare<'a, S: AsFd>(
+    lp: &LoopHandle,
+    sock: &'a S,
+) -> io::Result<(SockRef<'a>, RawFd)> {
     let fd = sock.as_fd().as_raw_fd();
     let sock = SockRef::from(sock);
     check_nonblocking(lp, &sock)?;

@@ -15,6 +15,8 @@
 //!   then, which the kernel refuses.
 //! - [`service_port`]: `getaddrinfo` for a service name's port ("http"
 //!   is 80), which std's resolver does not look up.
+//! - [`sendfile`]: `sendfile(2)` from a file at an explicit offset to a
+//!   socket, which neither std nor socket2 wraps.
 
 #![allow(unsafe_code)]
 
@@ -23,7 +25,7 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::mem::{self, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
 
 use socket2::{SockAddr, Socket};
@@ -104,6 +106,19 @@ impl<S: AsRawFd> OpenSocket<S> {
     pub(crate) fn close(&self) -> Option<Rc<S>> {
         self.fd.set(-1);
         self.sock.take()
+    }
+}
+
+impl<S> OpenSocket<S> {
+    /// [`sendfile`] to the open socket; `EBADF` once closed.
+    pub(crate) fn sendfile(
+        &self,
+        file: BorrowedFd<'_>,
+        offset: u64,
+        count: usize,
+    ) -> io::Result<usize> {
+        // As in `recv`: the cache is the open fd or -1.
+        sendfile_raw(self.fd.get(), file, offset, count)
     }
 }
 
@@ -362,6 +377,53 @@ pub(crate) fn service_port(name: &str, datagram: bool) -> io::Result<u16> {
         port
     };
     port.ok_or_else(|| io::Error::other(format!("getaddrinfo gave no port for '{name}'")))
+}
+
+/// The most one `sendfile(2)` call moves on Linux (larger counts are
+/// clamped by the kernel to this anyway).
+pub(crate) const SENDFILE_MAX: usize = 0x7fff_f000;
+
+/// `sendfile(2)`: up to `count` bytes of `file`, from `offset`, to the
+/// socket `sock`. The file's position does not move (the offset is
+/// passed explicitly). Returns the bytes sent; 0 at end of file.
+///
+/// # Errors
+///
+/// The kernel's (`EAGAIN` when the socket's buffer is full); `EINVAL`
+/// for an offset past `i64::MAX`; `ENOSYS` where there is no Linux
+/// `sendfile(2)`.
+pub(crate) fn sendfile(
+    sock: BorrowedFd<'_>,
+    file: BorrowedFd<'_>,
+    offset: u64,
+    count: usize,
+) -> io::Result<usize> {
+    sendfile_raw(sock.as_raw_fd(), file, offset, count)
+}
+
+/// [`sendfile`] to an fd that is open or -1, as [`recv_raw`].
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn sendfile_raw(sock: RawFd, file: BorrowedFd<'_>, offset: u64, count: usize) -> io::Result<usize> {
+    let mut off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `off` is a valid, writable `off_t` for the whole call (the
+    // kernel reads the offset from it and writes the next one back, so the
+    // file's own position is not used). `file` is a borrowed, open fd;
+    // `sock` is open or -1 (the callers' guarantee, as in `recv_raw`). The
+    // call writes no user memory besides `off`.
+    let n = unsafe { libc::sendfile(sock, file.as_raw_fd(), &mut off, count.min(SENDFILE_MAX)) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// No Linux `sendfile(2)` here: `ENOSYS`, which sends sendfile to its
+/// fallback.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn sendfile_raw(_: RawFd, _: BorrowedFd<'_>, _: u64, _: usize) -> io::Result<usize> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
 /// No SIGPIPE from a send (std sets it on the platforms that have it).

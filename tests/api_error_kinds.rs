@@ -50,6 +50,19 @@ fn every_variant_converts_with_its_own_kind() {
         (Error::EmptyBuffer, ErrorKind::Other),
         (Error::ServerClosed, ErrorKind::Other),
         (Error::AlreadyServingForever, ErrorKind::Other),
+        (Error::SendfileInProgress, ErrorKind::Other),
+        (
+            Error::SendfileNotAvailable {
+                reason: "not a regular file".into(),
+            },
+            ErrorKind::Unsupported,
+        ),
+        (
+            Error::InvalidSendfileArgument {
+                message: "count must be a positive integer (got 0)".into(),
+            },
+            ErrorKind::InvalidInput,
+        ),
         (
             Error::Io(io::Error::from(ErrorKind::ConnectionReset)),
             ErrorKind::ConnectionReset,

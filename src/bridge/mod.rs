@@ -10,6 +10,7 @@
 pub mod datagram;
 mod open;
 pub mod rt;
+mod sendfile;
 pub mod stream;
 pub mod time;
 

@@ -90,6 +90,9 @@ pub(crate) const CAP_EXCEEDED: u32 = 1 << 15;
 pub(crate) const WRITE_BLOCKED: u32 = 1 << 16;
 /// Datagram: a re-queued read is already on the ready list.
 pub(crate) const READ_SCHEDULED: u32 = 1 << 17;
+/// Stream: a zero-copy sendfile has the socket; writes are refused and a
+/// writable edge is the sendfile's.
+pub(crate) const SENDFILE: u32 = 1 << 18;
 
 /// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`: writes refused after the
 /// loss are counted, and from this one on each is logged.

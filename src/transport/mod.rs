@@ -18,7 +18,7 @@ pub(crate) mod socket;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -94,6 +94,32 @@ pub(crate) trait TransportImpl {
     fn with_socket(&self, f: &mut dyn FnMut(&socket2::Socket));
     fn describe(&self) -> String;
     fn info(&self) -> TransportInfo;
+    /// The socket's part in a zero-copy sendfile, or `None` (the default):
+    /// this transport is not a plain socket, and sendfile takes its
+    /// fallback, which reads and writes through the public API.
+    fn native_sendfile(&self) -> Option<&dyn SocketSendfile> {
+        None
+    }
+}
+
+/// What a zero-copy sendfile (the `sendfile` module) needs of a plain
+/// socket transport. It only lends the socket and its writable events: the
+/// sendfile module drives the transfer.
+pub(crate) trait SocketSendfile {
+    /// Takes the transport over: until [`sendfile_end`](Self::sendfile_end),
+    /// `write`, `writelines`, `write_eof`, `empty_waiter` and another
+    /// sendfile get [`Error::SendfileInProgress`]. The waiter completes once
+    /// what was buffered before reached the kernel.
+    fn sendfile_start(&self) -> Result<EmptyWaiter, Error>;
+    /// One `sendfile(2)` of up to `count` bytes of `file` from `offset`,
+    /// leaving the file's position alone; `EBADF` once the socket is closed.
+    fn sendfile_send(&self, file: BorrowedFd<'_>, offset: u64, count: usize) -> io::Result<usize>;
+    /// A waiter that completes at the socket's next writable event, or
+    /// fails once the connection is lost.
+    fn sendfile_wait_writable(&self) -> EmptyWaiter;
+    /// Gives the transport back. `Some(error)` is the transport's fatal
+    /// error, as a failed write's: `connection_lost(Some(error))` follows.
+    fn sendfile_end(&self, error: Option<io::Error>);
 }
 
 /// A handle to a stream transport: what a protocol writes to and controls
@@ -181,7 +207,9 @@ impl Transport {
     ///
     /// [`Error::WriteAfterEof`] after [`write_eof`](Transport::write_eof);
     /// [`Error::ConnectionLost`] once the transport is closing or closed
-    /// (the data is dropped; see the type's contract).
+    /// (the data is dropped; see the type's contract);
+    /// [`Error::SendfileInProgress`] while a zero-copy
+    /// [`sendfile`](crate::LoopHandle::sendfile) has the transport.
     #[inline]
     pub fn write(&self, data: &[u8]) -> Result<(), Error> {
         TransportImpl::write(&*self.inner, data)
@@ -204,8 +232,10 @@ impl Transport {
     ///
     /// # Errors
     ///
-    /// None today for socket transports; a transport that cannot half-close
-    /// would refuse (see [`can_write_eof`](Transport::can_write_eof)).
+    /// [`Error::SendfileInProgress`] while a zero-copy
+    /// [`sendfile`](crate::LoopHandle::sendfile) has the transport; a
+    /// transport that cannot half-close would refuse (see
+    /// [`can_write_eof`](Transport::can_write_eof)).
     pub fn write_eof(&self) -> Result<(), Error> {
         TransportImpl::write_eof(&*self.inner)
     }
@@ -434,9 +464,17 @@ impl Transport {
     ///
     /// # Errors
     ///
-    /// [`Error::EmptyWaiterAlreadySet`] while another waiter is alive.
+    /// [`Error::EmptyWaiterAlreadySet`] while another waiter is alive;
+    /// [`Error::SendfileInProgress`] while a zero-copy
+    /// [`sendfile`](crate::LoopHandle::sendfile) has the transport.
     pub fn empty_waiter(&self) -> Result<EmptyWaiter, Error> {
         TransportImpl::empty_waiter(&*self.inner)
+    }
+
+    /// The socket's part in a zero-copy sendfile, if this transport is a
+    /// plain socket.
+    pub(crate) fn native_sendfile(&self) -> Option<&dyn SocketSendfile> {
+        TransportImpl::native_sendfile(&*self.inner)
     }
 
     /// The local address, or `None` once closed.

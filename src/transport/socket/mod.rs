@@ -31,6 +31,7 @@
 //! order, and the owner's [`ConnectionGuard`] released.
 
 mod read;
+mod sendfile;
 mod slot;
 mod write;
 mod write_buf;
@@ -51,7 +52,7 @@ use write_buf::WriteBuf;
 
 use super::cell::{
     Host, ProtocolCell, Slot, BUFFERED, BUSY, CLOSING, EOF, HAS_DATA, LOST_DONE, LOST_SCHEDULED,
-    PAUSED, READABLE, READ_EOF, STARTED,
+    PAUSED, READABLE, READ_EOF, SENDFILE, STARTED,
 };
 use super::flow::FlowControl;
 use super::{Address, ConnectionGuard, EmptyWaiter, Transport, TransportImpl, WaiterState};
@@ -290,6 +291,26 @@ impl SocketTransport {
         self.cell.lost(self, exc);
     }
 
+    /// A new empty waiter (asyncio's `_make_empty_waiter`), unless one is
+    /// alive.
+    fn make_empty_waiter(&self) -> Result<EmptyWaiter, Error> {
+        let mut slot = self.empty_waiter.borrow_mut();
+        if slot.as_ref().is_some_and(|w| Rc::strong_count(w) > 1) {
+            return Err(Error::EmptyWaiterAlreadySet);
+        }
+        let state = Rc::new(WaiterState::default());
+        if self.has(LOST_SCHEDULED) {
+            state.complete(Err(Error::ConnectionLost));
+            *slot = None;
+        } else if !self.has(HAS_DATA) {
+            state.complete(Ok(()));
+            *slot = None;
+        } else {
+            *slot = Some(state.clone());
+        }
+        Ok(EmptyWaiter::new(state))
+    }
+
     fn fail_empty_waiter(&self, e: Error) {
         let waiter = self.empty_waiter.borrow_mut().take();
         if let Some(w) = waiter {
@@ -358,7 +379,9 @@ impl IoSource for SocketTransport {
                 self.read_ready();
             }
         }
-        if readiness.is_writable() && self.has(HAS_DATA) {
+        // A sendfile waits for the same edges as a buffer to flush; one
+        // test covers both.
+        if readiness.is_writable() && self.has(HAS_DATA | SENDFILE) {
             self.write_ready();
         }
     }
@@ -413,6 +436,9 @@ impl TransportImpl for SocketTransport {
     fn write_eof(&self) -> Result<(), Error> {
         if self.has(CLOSING) || self.has(EOF) {
             return Ok(());
+        }
+        if self.has(SENDFILE) {
+            return Err(Error::SendfileInProgress);
         }
         self.set_flag(EOF, true);
         if !self.has(HAS_DATA) {
@@ -493,21 +519,14 @@ impl TransportImpl for SocketTransport {
     }
 
     fn empty_waiter(&self) -> Result<EmptyWaiter, Error> {
-        let mut slot = self.empty_waiter.borrow_mut();
-        if slot.as_ref().is_some_and(|w| Rc::strong_count(w) > 1) {
-            return Err(Error::EmptyWaiterAlreadySet);
+        if self.has(SENDFILE) {
+            return Err(Error::SendfileInProgress);
         }
-        let state = Rc::new(WaiterState::default());
-        if self.has(LOST_SCHEDULED) {
-            state.complete(Err(Error::ConnectionLost));
-            *slot = None;
-        } else if !self.has(HAS_DATA) {
-            state.complete(Ok(()));
-            *slot = None;
-        } else {
-            *slot = Some(state.clone());
-        }
-        Ok(EmptyWaiter::new(state))
+        self.make_empty_waiter()
+    }
+
+    fn native_sendfile(&self) -> Option<&dyn super::SocketSendfile> {
+        Some(self)
     }
 
     fn local_addr(&self) -> Option<Address> {

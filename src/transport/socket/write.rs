@@ -10,7 +10,7 @@ use super::{closed_error, SocketTransport};
 use crate::error::Error;
 use crate::event_loop::Readiness;
 use crate::transport::cell::{
-    Host, CAP_EXCEEDED, CLOSING, EOF, EOF_SENT, HAS_DATA, LOST_DONE, LOST_SCHEDULED,
+    Host, CAP_EXCEEDED, CLOSING, EOF, EOF_SENT, HAS_DATA, LOST_DONE, LOST_SCHEDULED, SENDFILE,
 };
 use crate::transport::clone_io_error;
 
@@ -25,12 +25,14 @@ fn is_retry(e: &io::Error) -> bool {
 }
 
 impl SocketTransport {
-    /// `write`. Fast path: open, nothing buffered, the kernel takes it all.
-    /// Any other outcome is handled out of line, so this path saves few
-    /// registers.
+    /// `write`. Fast path: open, nothing buffered, no sendfile, the kernel
+    /// takes it all. Any other outcome is handled out of line, so this path
+    /// saves few registers (the sendfile bit is one more in the same mask).
     #[inline(always)]
     pub(super) fn write_impl(&self, data: &[u8]) -> Result<(), Error> {
-        if self.cell.flags.get() & (EOF | CLOSING | HAS_DATA | LOST_DONE) == 0 && !data.is_empty() {
+        if self.cell.flags.get() & (EOF | CLOSING | HAS_DATA | LOST_DONE | SENDFILE) == 0
+            && !data.is_empty()
+        {
             // Counted before the send, while `self` is at hand anyway:
             // after it, keeping `self` live across the call costs the
             // fast path a register. What the kernel did not take is taken
@@ -97,9 +99,13 @@ impl SocketTransport {
         self.write_result()
     }
 
-    /// asyncio's order of checks: after write_eof, empty data (a no-op:
-    /// `Ok(false)`), closing or lost (refused and counted).
+    /// asyncio's order of checks: during a sendfile, after write_eof,
+    /// empty data (a no-op: `Ok(false)`), closing or lost (refused and
+    /// counted).
     fn check_write(&self, empty: bool) -> Result<bool, Error> {
+        if self.has(SENDFILE) {
+            return Err(Error::SendfileInProgress);
+        }
         if self.has(EOF) {
             return Err(Error::WriteAfterEof);
         }
@@ -246,6 +252,9 @@ impl SocketTransport {
 
     pub(super) fn write_ready(&self) {
         if self.has(LOST_SCHEDULED) || !self.has(HAS_DATA) {
+            if self.has(SENDFILE) {
+                self.sendfile_writable();
+            }
             return;
         }
         let more = match self.flush() {

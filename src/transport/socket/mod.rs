@@ -31,7 +31,7 @@
 //! order, and the owner's [`ConnectionGuard`] released.
 
 mod read;
-mod slot;
+pub(crate) mod slot;
 mod write;
 mod write_buf;
 

@@ -611,7 +611,7 @@ impl<T: 'static> Connect<T> {
             // The plain transport is the layer's now; the user gets the
             // TLS one once the handshake is done.
             drop(transport);
-            return Ok(finish(crate::tls::handshake(rc, started).await?));
+            return Ok(finish(crate::tls::Handshake::new(rc, started).await?));
         }
         Ok(finish(transport))
     }

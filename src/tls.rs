@@ -390,21 +390,43 @@ impl Protocol for Refuse {
     }
 }
 
-/// Waits for the handshake of `tls`; dropped first, it aborts the
-/// connection (the protocol gets no callback if `connection_made` has not
-/// run, else `connection_lost`).
-pub(crate) async fn handshake(tls: Rc<TlsTransport>, started: EmptyWaiter) -> io::Result<Transport> {
-    struct AbortOnDrop(Option<Transport>);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            if let Some(t) = self.0.take() {
-                t.abort();
-            }
+/// Waits for the handshake of a TLS transport; dropped first, it aborts
+/// the connection (the protocol gets no callback if `connection_made` has
+/// not run, else `connection_lost`).
+pub(crate) struct Handshake {
+    transport: Option<Transport>,
+    started: EmptyWaiter,
+}
+
+impl Handshake {
+    pub(crate) fn new(tls: Rc<TlsTransport>, started: EmptyWaiter) -> Handshake {
+        Handshake {
+            transport: Some(Transport::from_tls(tls)),
+            started,
         }
     }
-    let mut guard = AbortOnDrop(Some(Transport::from_tls(tls)));
-    started.await?;
-    Ok(guard.0.take().expect("handed over once"))
+}
+
+impl Future for Handshake {
+    type Output = io::Result<Transport>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.started).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(self
+                .transport
+                .take()
+                .expect("polled after completion"))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+        }
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        if let Some(t) = self.transport.take() {
+            t.abort();
+        }
+    }
 }
 
 /// The future of [`LoopHandle::start_tls`]: the TLS transport once the
@@ -464,6 +486,6 @@ impl LoopHandle {
         transport.set_protocol(layer);
         rc.attach(transport.clone());
         rc.feed_received(received);
-        StartTls(Box::pin(handshake(rc, started)))
+        StartTls(Box::pin(Handshake::new(rc, started)))
     }
 }

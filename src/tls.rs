@@ -178,6 +178,36 @@ pub fn server_config_builder(
         .map_err(|e| crate::transport::tls::tls_error(&e))
 }
 
+/// Reads a PEM certificate chain and a PEM private key (PKCS#8, PKCS#1 or
+/// SEC1) from files, for [`server_config`].
+///
+/// # Errors
+///
+/// `InvalidData` if a file holds no certificate or no key, or is not PEM;
+/// the file's own I/O error otherwise.
+pub fn load_pem_files(
+    cert_chain: impl AsRef<std::path::Path>,
+    key: impl AsRef<std::path::Path>,
+) -> io::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    use rustls::pki_types::pem::PemObject;
+    let bad = |what: &str, e: rustls::pki_types::pem::Error| match e {
+        rustls::pki_types::pem::Error::Io(e) => e,
+        e => io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}")),
+    };
+    let chain = CertificateDer::pem_file_iter(cert_chain.as_ref())
+        .map_err(|e| bad("certificate file", e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("certificate file", e))?;
+    if chain.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no certificate in the certificate file",
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key.as_ref()).map_err(|e| bad("key file", e))?;
+    Ok((chain, key))
+}
+
 /// Configurations that turn off what keeps TLS safe; their names say so.
 pub mod danger {
     use super::*;

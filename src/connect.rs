@@ -567,7 +567,10 @@ impl<T: 'static> Connect<T> {
             None => (protocol, None),
             Some(cfg) => {
                 let (rc, layer, started) = cfg.wrap(&lp, protocol)?;
-                (crate::protocol::IntoProtocol::into_protocol(layer), Some((rc, started)))
+                (
+                    crate::protocol::IntoProtocol::into_protocol(layer),
+                    Some((rc, started)),
+                )
             }
         };
         let inter = inter.or(delay.map(|_| 1));

@@ -195,7 +195,10 @@ impl fmt::Display for Error {
                 f.write_str("write_eof needs TLS 1.3: TLS 1.2 has no half-close")
             }
             Error::InvalidServerName { name } => {
-                write!(f, "invalid TLS server name {name:?}: a DNS name or an IP address is required")
+                write!(
+                    f,
+                    "invalid TLS server name {name:?}: a DNS name or an IP address is required"
+                )
             }
         }
     }
@@ -237,9 +240,7 @@ impl Error {
             | Error::ServerClosed
             | Error::AlreadyServingForever => io::ErrorKind::Other,
             Error::Tls { .. } => io::ErrorKind::InvalidData,
-            Error::TlsHandshakeTimeout(_) | Error::TlsShutdownTimeout(_) => {
-                io::ErrorKind::TimedOut
-            }
+            Error::TlsHandshakeTimeout(_) | Error::TlsShutdownTimeout(_) => io::ErrorKind::TimedOut,
             Error::TlsWriteEofUnsupported => io::ErrorKind::Unsupported,
             Error::InvalidServerName { .. } => io::ErrorKind::InvalidInput,
         }

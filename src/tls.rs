@@ -3,9 +3,9 @@
 //! provider. Enabled by the `tls` cargo feature (on by default).
 //!
 //! - A server: [`ServerBuilder::tls`](crate::ServerBuilder::tls) with a
-//!   rustls [`ServerConfig`](rustls::ServerConfig).
+//!   rustls [`ServerConfig`].
 //! - A client: [`Connect::tls`](crate::Connect::tls) with a rustls
-//!   [`ClientConfig`](rustls::ClientConfig) and the server name to verify;
+//!   [`ClientConfig`] and the server name to verify;
 //!   [`client_config`] gives one that trusts the platform's certificate
 //!   store. Verification is always on unless the configuration says
 //!   otherwise ([`danger::no_verification`]); an empty or malformed server
@@ -442,10 +442,9 @@ impl Future for Handshake {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match Pin::new(&mut self.started).poll(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(self
-                .transport
-                .take()
-                .expect("polled after completion"))),
+            Poll::Ready(Ok(())) => {
+                Poll::Ready(Ok(self.transport.take().expect("polled after completion")))
+            }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
         }
     }

@@ -138,13 +138,20 @@ fn async_compression_gzip_over_the_streams_async_buf_read() {
     .unwrap();
     assert!(gz.len() < text.len() / 5, "it compressed");
     if have("gunzip", "--version") {
-        assert!(decompress_with("gunzip", &["-c"], &gz) == text, "gunzip agrees");
+        assert!(
+            decompress_with("gunzip", &["-c"], &gz) == text,
+            "gunzip agrees"
+        );
     } else {
         eprintln!("skipped: gunzip is not installed");
     }
     if have("python3", "--version") {
-        let py = "import gzip, sys; sys.stdout.buffer.write(gzip.decompress(sys.stdin.buffer.read()))";
-        assert!(decompress_with("python3", &["-c", py], &gz) == text, "Python agrees");
+        let py =
+            "import gzip, sys; sys.stdout.buffer.write(gzip.decompress(sys.stdin.buffer.read()))";
+        assert!(
+            decompress_with("python3", &["-c", py], &gz) == text,
+            "Python agrees"
+        );
     } else {
         eprintln!("skipped: python3 is not installed");
     }

@@ -106,7 +106,10 @@ fn a_sloop_client_talks_to_openssl_s_server() {
     // It prints ACCEPT once listening.
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     assert!(
-        lines.by_ref().map_while(Result::ok).any(|l| l.contains("ACCEPT")),
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains("ACCEPT")),
         "s_server started"
     );
     let lp = new_loop();
@@ -275,11 +278,17 @@ fn a_sloop_client_talks_to_a_python_ssl_server() {
 
 fn curl_https(server: &ExampleServer, ca: &std::path::Path, extra: &[&str]) -> String {
     let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "20", "-w", " %{http_code} %{http_version}"])
-        .args(extra)
-        .arg("--cacert")
-        .arg(ca)
-        .arg(format!("https://127.0.0.1:{}/", server.addr.port()));
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "-w",
+        " %{http_code} %{http_version}",
+    ])
+    .args(extra)
+    .arg("--cacert")
+    .arg(ca)
+    .arg(format!("https://127.0.0.1:{}/", server.addr.port()));
     let out = run_with_timeout(cmd, b"");
     assert!(
         out.status.success(),
@@ -354,10 +363,8 @@ fn python_websockets_over_wss() {
                     return;
                 };
                 while let Some(Ok(m)) = ws.next().await {
-                    if m.is_text() || m.is_binary() {
-                        if ws.send(m).await.is_err() {
-                            return;
-                        }
+                    if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                        return;
                     }
                 }
             },

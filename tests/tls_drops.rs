@@ -34,7 +34,10 @@ async fn poll_then_drop<F: Future>(fut: F, polls: usize) -> Option<F::Output> {
 }
 
 /// A protocol that holds a marker: alive while the protocol is.
-struct Held(#[allow(dead_code)] Rc<()>, Rc<std::cell::RefCell<Vec<&'static str>>>);
+struct Held(
+    #[allow(dead_code)] Rc<()>,
+    Rc<std::cell::RefCell<Vec<&'static str>>>,
+);
 
 impl Protocol for Held {
     fn connection_made(&mut self, _: &Transport) {
@@ -48,7 +51,8 @@ impl Protocol for Held {
 fn server(lp: &EventLoop, pki: &Pki) -> sloop::Server {
     run(
         lp,
-        lp.create_server(Echo::default, "127.0.0.1:0").tls(pki.server()),
+        lp.create_server(Echo::default, "127.0.0.1:0")
+            .tls(pki.server()),
     )
     .unwrap()
 }
@@ -169,11 +173,20 @@ fn start_tls_on_a_closing_transport_fails_at_once() {
     let pki = Pki::new();
     let lp = new_loop();
     let server = server(&lp, &pki);
-    let plain = run(&lp, lp.create_connection(Echo::default, server.local_addrs()[0])).unwrap();
+    let plain = run(
+        &lp,
+        lp.create_connection(Echo::default, server.local_addrs()[0]),
+    )
+    .unwrap();
     plain.close();
     let e = run(
         &lp,
-        lp.start_tls(&plain, Echo::default(), TlsConfig::client(pki.client(), "localhost"), b""),
+        lp.start_tls(
+            &plain,
+            Echo::default(),
+            TlsConfig::client(pki.client(), "localhost"),
+            b"",
+        ),
     )
     .unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);

@@ -197,7 +197,10 @@ fn wrong_hostname_is_refused() {
     let e = refused(&pki, pki.server(), "example.com");
     assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     assert_eq!(failure_of(&e), Some(TlsFailure::NotValidForName), "{e}");
-    assert!(e.to_string().contains("certificate"), "rustls's reason: {e}");
+    assert!(
+        e.to_string().contains("certificate"),
+        "rustls's reason: {e}"
+    );
 }
 
 #[test]
@@ -222,7 +225,7 @@ fn empty_or_bad_server_name_is_refused_before_connecting() {
     for name in ["", "not a name!", "-"] {
         let e = run(
             &lp,
-            lp.create_connection(|| Echo::default(), ("127.0.0.1", 9))
+            lp.create_connection(Echo::default, ("127.0.0.1", 9))
                 .tls(pki.client(), name),
         )
         .unwrap_err();
@@ -284,7 +287,8 @@ fn garbage_instead_of_a_client_hello() {
     let lp = new_loop();
     let (server, port) = tls_echo_server(&lp, pki.server());
     let mut peer = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    peer.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    peer.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     // An alert (or nothing), then EOF.
     peer_sees_end(&lp, peer);
     // The server serves the next one.
@@ -346,7 +350,8 @@ fn close_notify_from_the_server_ends_the_client_side() {
     }
     let server = run(
         &lp,
-        lp.create_server(|| Greeter, "127.0.0.1:0").tls(pki.server()),
+        lp.create_server(|| Greeter, "127.0.0.1:0")
+            .tls(pki.server()),
     )
     .unwrap();
     let (crec, cr) = Recorder::new();
@@ -366,7 +371,10 @@ fn close_notify_from_the_server_ends_the_client_side() {
 }
 
 /// A blocking rustls client on a thread.
-fn blocking_client(pki: &Pki, port: u16) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+fn blocking_client(
+    pki: &Pki,
+    port: u16,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let conn =
         rustls::ClientConnection::new(pki.client(), "localhost".try_into().unwrap()).unwrap();
     let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -475,7 +483,10 @@ fn alpn_is_negotiated() {
             .tls(pki.client_with_alpn(&[b"h2"]), "localhost"),
     )
     .unwrap();
-    assert_eq!(t.tls_info().unwrap().alpn_protocol.as_deref(), Some(&b"h2"[..]));
+    assert_eq!(
+        t.tls_info().unwrap().alpn_protocol.as_deref(),
+        Some(&b"h2"[..])
+    );
     assert_eq!(t.get_extra_info("alpn_protocol").as_deref(), Some("h2"));
     run(&lp, until(|| seen.borrow().is_some()));
     assert_eq!(seen.borrow().as_deref(), Some(&b"h2"[..]));
@@ -532,7 +543,11 @@ fn starttls_with_pipelined_bytes_loses_and_repeats_nothing() {
     let lp = new_loop();
     let greeting = Rc::new(RefCell::new(Vec::new()));
     let upgraded = Rc::new(RefCell::new(None));
-    let (g, u, cfg) = (greeting.clone(), upgraded.clone(), TlsConfig::server(pki.server()));
+    let (g, u, cfg) = (
+        greeting.clone(),
+        upgraded.clone(),
+        TlsConfig::server(pki.server()),
+    );
     let server = run(
         &lp,
         lp.create_server(
@@ -674,9 +689,15 @@ fn flow_control_counts_what_waits_for_the_kernel() {
     }
     assert!(t.write_buffer_size() > 64 * 1024);
     let waiter = t.empty_waiter().unwrap();
-    assert!(matches!(t.empty_waiter(), Err(Error::EmptyWaiterAlreadySet)));
+    assert!(matches!(
+        t.empty_waiter(),
+        Err(Error::EmptyWaiterAlreadySet)
+    ));
     t.abort();
-    assert!(run(&lp, waiter).is_err(), "the data never reached the kernel");
+    assert!(
+        run(&lp, waiter).is_err(),
+        "the data never reached the kernel"
+    );
     run(&lp, until(|| r.borrow().lost()));
     server.close();
 }
@@ -716,7 +737,8 @@ fn unix_sockets_carry_tls_too() {
     let path = dir.path().join("tls.sock");
     let server = run(
         &lp,
-        lp.create_unix_server(Echo::default, &path).tls(pki.server()),
+        lp.create_unix_server(Echo::default, &path)
+            .tls(pki.server()),
     )
     .unwrap();
     let (rec, r) = Recorder::new();

@@ -534,9 +534,9 @@ impl Transport {
                 match name {
                     "cipher" => Some(info.cipher_suite),
                     "tls_version" => Some(info.version),
-                    "alpn_protocol" => {
-                        info.alpn_protocol.map(|p| String::from_utf8_lossy(&p).into_owned())
-                    }
+                    "alpn_protocol" => info
+                        .alpn_protocol
+                        .map(|p| String::from_utf8_lossy(&p).into_owned()),
                     _ => info.server_name,
                 }
             }

@@ -121,9 +121,10 @@ pub(crate) fn tls_error(e: &rustls::Error) -> Error {
         E::InvalidCertificate(c) => match c {
             C::UnknownIssuer => TlsFailure::UnknownIssuer,
             C::NotValidForName | C::NotValidForNameContext { .. } => TlsFailure::NotValidForName,
-            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
-                TlsFailure::Expired
-            }
+            C::Expired
+            | C::ExpiredContext { .. }
+            | C::NotValidYet
+            | C::NotValidYetContext { .. } => TlsFailure::Expired,
             _ => TlsFailure::BadCertificate,
         },
         E::PeerIncompatible(_) | E::NoApplicationProtocol => TlsFailure::Incompatible,
@@ -590,7 +591,10 @@ impl TlsTransport {
     }
 
     fn write_buffer_size_impl(&self) -> usize {
-        self.sock.borrow().as_ref().map_or(0, |s| s.write_buffer_size())
+        self.sock
+            .borrow()
+            .as_ref()
+            .map_or(0, |s| s.write_buffer_size())
     }
 
     fn send_close_notify(&self) {

@@ -829,3 +829,42 @@ fn the_bridge_runs_over_tls() {
     assert!(got);
     server.close();
 }
+
+#[test]
+fn shutdown_timeout_against_a_peer_that_never_reads() {
+    let pki = Pki::new();
+    let lp = new_loop();
+    struct Deaf;
+    impl Protocol for Deaf {
+        fn connection_made(&mut self, t: &Transport) {
+            t.pause_reading();
+        }
+    }
+    let server = run(
+        &lp,
+        lp.create_server(|| Deaf, "127.0.0.1:0").tls(pki.server()),
+    )
+    .unwrap();
+    let (rec, r) = Recorder::new();
+    let t = run(
+        &lp,
+        lp.create_connection(move || rec, server.local_addrs()[0])
+            .tls_config(
+                TlsConfig::client(pki.client(), "localhost")
+                    .shutdown_timeout(Duration::from_millis(100)),
+            ),
+    )
+    .unwrap();
+    let chunk = vec![7u8; 64 * 1024];
+    while !r.borrow().events.contains(&Ev::Pause) {
+        t.write(&chunk).unwrap();
+    }
+    // What is buffered can never drain: close cannot finish by itself.
+    t.close();
+    run(&lp, until(|| r.borrow().lost()));
+    assert_eq!(
+        r.borrow().events.last(),
+        Some(&Ev::Lost(Some(io::ErrorKind::TimedOut)))
+    );
+    server.close();
+}

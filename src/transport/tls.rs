@@ -181,6 +181,9 @@ impl Write for Sink<'_> {
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if let [one] = bufs {
+            return self.write(one); // the common case: one record
+        }
         let mut slices: [&[u8]; 32] = [&[]; 32];
         let n = bufs.len().min(slices.len());
         let mut total = 0;

@@ -868,3 +868,58 @@ fn shutdown_timeout_against_a_peer_that_never_reads() {
     );
     server.close();
 }
+
+#[test]
+fn eof_without_close_notify_while_paused_comes_after_the_data() {
+    let pki = Pki::new();
+    let lp = new_loop();
+    struct PausedRecorder(Recorder);
+    impl Protocol for PausedRecorder {
+        fn connection_made(&mut self, t: &Transport) {
+            self.0.connection_made(t);
+            t.pause_reading();
+        }
+        fn data_received(&mut self, d: &[u8]) {
+            self.0.data_received(d);
+        }
+        fn eof_received(&mut self) -> bool {
+            self.0.eof_received()
+        }
+        fn connection_lost(&mut self, e: Option<io::Error>) {
+            self.0.connection_lost(e);
+        }
+    }
+    let (srec, sr) = Recorder::new();
+    let mut srec = Some(PausedRecorder(srec));
+    let server = run(
+        &lp,
+        lp.create_server(move || srec.take().unwrap(), "127.0.0.1:0")
+            .tls(pki.server()),
+    )
+    .unwrap();
+    let port = server.local_addrs()[0].port();
+    let mut s = blocking_client(&pki, port);
+    let msg = pattern(100_000);
+    let m = msg.clone();
+    // Kept open (its read side) until the end.
+    let _peer = run(
+        &lp,
+        on_thread(move || {
+            s.write_all(&m).unwrap();
+            s.flush().unwrap();
+            // A truncation: TCP FIN, no close_notify.
+            s.sock.shutdown(std::net::Shutdown::Write).unwrap();
+            s
+        }),
+    );
+    run(&lp, until(|| sr.borrow().transport.is_some()));
+    let t = sr.borrow().transport.clone().unwrap();
+    t.resume_reading();
+    run(&lp, until(|| sr.borrow().lost()));
+    let r = sr.borrow();
+    assert!(r.data == msg, "every byte, before the EOF");
+    let n = r.events.len();
+    assert_eq!(&r.events[n - 2..], &[Ev::Eof, Ev::Lost(None)]);
+    drop(r);
+    server.close();
+}

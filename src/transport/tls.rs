@@ -75,6 +75,10 @@ const ATTACHED: u32 = 1 << 28;
 /// plain transport reports after it (our reply may meet a closed socket).
 const CLEAN_END: u32 = 1 << 29;
 
+/// The plain transport's EOF came while reading was paused: it is passed
+/// on after the plaintext still held, on resume.
+const EOF_PENDING: u32 = 1 << 30;
+
 /// The size of the scratch buffer plaintext is copied into: one TLS
 /// record's worth.
 const SCRATCH: usize = 16 * 1024;
@@ -515,10 +519,18 @@ impl TlsTransport {
         if self.has(READ_EOF) {
             return !self.has(CLOSING);
         }
-        // Plaintext still held (reading paused) goes first.
+        if self.has(PAUSED) || !self.backlog_is_empty() {
+            // Plaintext still held goes first, once reading resumes.
+            self.set_flag(EOF_PENDING, true);
+            return true;
+        }
         self.deliver();
         self.peer_closed();
         !self.has(CLOSING)
+    }
+
+    fn backlog_is_empty(&self) -> bool {
+        self.backlog.borrow().is_empty()
     }
 
     /// The plain transport is gone: so is this one.
@@ -640,7 +652,13 @@ impl TlsTransport {
         if !backlog.is_empty() {
             self.feed_slice(&backlog);
         }
-        if self.has(PAUSED) || !self.backlog.borrow().is_empty() {
+        if self.has(PAUSED) || !self.backlog_is_empty() {
+            return;
+        }
+        if self.cell.flags.replace(EOF_PENDING, false) {
+            if !self.tcp_eof() {
+                self.close_impl();
+            }
             return;
         }
         if let Some(s) = self.sock() {

@@ -338,11 +338,13 @@ async fn serve(mut stream: TransportStream, lp: LoopHandle, timer: HyperTimer, t
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut addr, mut backlog) = ("127.0.0.1:8888".to_owned(), BACKLOG);
     let mut timeout = Duration::from_secs(10);
+    #[cfg(feature = "tls")]
     let mut tls = None; // --tls CERT.pem KEY.pem: HTTPS, HTTP/2 or 1.1 by ALPN
     let (mut args, mut positional) = (std::env::args().skip(1), 0);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--backlog" => backlog = args.next().ok_or("--backlog needs N")?.parse()?,
+            #[cfg(feature = "tls")]
             "--tls" => {
                 let cert = args.next().ok_or("--tls needs CERT.pem KEY.pem")?;
                 let key = args.next().ok_or("--tls needs CERT.pem KEY.pem")?;
@@ -364,7 +366,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let timer = HyperTimer(LoopTimer::new(lp.remote()));
     let h = lp.handle();
     let handler = move |stream| serve(stream, h.clone(), timer.clone(), timeout);
+    #[allow(unused_mut)]
     let mut builder = lp.start_server(handler, &addr).backlog(backlog);
+    #[cfg(feature = "tls")]
     if let Some(config) = tls {
         builder = builder.tls(config); // the preface still tells h2 from 1.1
     }

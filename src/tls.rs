@@ -436,9 +436,13 @@ impl Future for Handshake {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match Pin::new(&mut self.started).poll(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(())) => {
-                Poll::Ready(Ok(self.transport.take().expect("polled after completion")))
-            }
+            // Polled again after it gave the transport away: nothing more
+            // to give.
+            Poll::Ready(Ok(())) => Poll::Ready(
+                self.transport
+                    .take()
+                    .ok_or_else(|| Error::ConnectionLost.into()),
+            ),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
         }
     }

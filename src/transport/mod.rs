@@ -221,6 +221,13 @@ impl Transport {
 #[cfg(feature = "tls")]
 pub use tls::TlsInfo;
 
+#[cfg(feature = "tls")]
+#[cold]
+#[inline(never)]
+fn tls_write(t: &tls::TlsTransport, data: &[u8]) -> Result<(), Error> {
+    TransportImpl::write(t, data)
+}
+
 impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&dispatch!(self, t => TransportImpl::describe(&**t)))
@@ -239,7 +246,12 @@ impl Transport {
     /// (the data is dropped; see the type's contract).
     #[inline]
     pub fn write(&self, data: &[u8]) -> Result<(), Error> {
-        dispatch!(self, t => TransportImpl::write(&**t, data))
+        match &self.inner {
+            Inner::Socket(t) => TransportImpl::write(&**t, data),
+            // Out of line: the socket arm is the echo path.
+            #[cfg(feature = "tls")]
+            Inner::Tls(t) => tls_write(t, data),
+        }
     }
 
     /// Sends several buffers as one: with nothing buffered, in one vectored

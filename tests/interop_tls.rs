@@ -391,3 +391,33 @@ fn python_websockets_over_wss() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok 12 1000");
     server.close();
 }
+
+#[test]
+fn the_tls_echo_example_with_files_and_self_signed() {
+    let pki = Pki::new();
+    let (_, cert, key) = pki.pem_files();
+    let lp = new_loop();
+    for (files, client) in [
+        (true, pki.client()),
+        (false, sloop::tls::danger::no_verification()),
+    ] {
+        let args: Vec<&str> = if files {
+            vec![cert.to_str().unwrap(), key.to_str().unwrap()]
+        } else {
+            vec![]
+        };
+        let mut server = ExampleServer::start("tls_echo", &args);
+        let (rec, r) = Recorder::new();
+        let t = run(
+            &lp,
+            lp.create_connection(move || rec, server.addr)
+                .tls(client, "localhost"),
+        )
+        .unwrap();
+        t.write(b"through the example").unwrap();
+        run(&lp, until(|| r.borrow().data == b"through the example"));
+        t.close();
+        run(&lp, until(|| r.borrow().lost()));
+        server.assert_running();
+    }
+}

@@ -923,3 +923,27 @@ fn eof_without_close_notify_while_paused_comes_after_the_data() {
     drop(r);
     server.close();
 }
+
+#[test]
+fn close_clients_sends_close_notify_to_tls_clients() {
+    let pki = Pki::new();
+    let lp = new_loop();
+    let (server, port) = tls_echo_server(&lp, pki.server());
+    let (rec, r) = Recorder::new();
+    let t = run(
+        &lp,
+        lp.create_connection(move || rec, ("127.0.0.1", port))
+            .tls(pki.client(), "localhost"),
+    )
+    .unwrap();
+    t.write(b"x").unwrap();
+    run(&lp, until(|| r.borrow().data == b"x"));
+    server.close_clients();
+    run(&lp, until(|| r.borrow().lost()));
+    assert_eq!(
+        r.borrow().events,
+        vec![Ev::Made, Ev::Data(1), Ev::Eof, Ev::Lost(None)],
+        "a close_notify, not a truncation"
+    );
+    server.close();
+}

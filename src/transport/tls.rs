@@ -209,6 +209,13 @@ pub(crate) struct Layer {
     tls: Rc<TlsTransport>,
 }
 
+impl Layer {
+    /// The TLS transport this layer carries.
+    pub(crate) fn tls(&self) -> Rc<TlsTransport> {
+        self.tls.clone()
+    }
+}
+
 impl Protocol for Layer {
     fn connection_made(&mut self, transport: &Transport) {
         self.tls.attach(transport.clone());
@@ -304,7 +311,13 @@ impl TlsTransport {
     /// The plain transport is there: the handshake starts (a client sends
     /// its hello) and its timer runs.
     pub(crate) fn attach(&self, sock: Transport) {
-        if self.cell.flags.get() & (ATTACHED | CLOSING) != 0 {
+        if self.has(ATTACHED) {
+            return;
+        }
+        if self.has(CLOSING) {
+            // Closed or aborted before the plain transport started (a
+            // server's abort_clients right after accept).
+            sock.abort();
             return;
         }
         self.set_flag(ATTACHED, true);

@@ -28,9 +28,11 @@
 //!
 //! It prints `listening on ADDR` (the bound address, so `127.0.0.1:0`
 //! works) and runs until killed. Usage:
-//! `hyper_server [ADDR] [TIMEOUT_MS] [--backlog N]` (or `--timeout MS`,
-//! as in the other examples); `--backlog N` sets the listen backlog
-//! (default 1024, as in `echo_protocol`).
+//! `hyper_server [ADDR] [TIMEOUT_MS] [--backlog N] [--tls CERT.pem KEY.pem]`
+//! (or `--timeout MS`, as in the other examples); `--backlog N` sets the
+//! listen backlog (default 1024, as in `echo_protocol`); `--tls` serves
+//! HTTPS with that PEM chain and key, offering `h2` and `http/1.1` by ALPN
+//! (`curl --cacert CA.pem https://localhost:8888/`).
 //!
 //! Every wait on a client is bounded by the timeout (10 s by default), so
 //! no client can hold a connection open by saying nothing:
@@ -339,10 +341,21 @@ async fn serve(mut stream: TransportStream, lp: LoopHandle, timer: HyperTimer, t
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut addr, mut backlog) = ("127.0.0.1:8888".to_owned(), BACKLOG);
     let mut timeout = Duration::from_secs(10);
+    #[cfg(feature = "tls")]
+    let mut tls = None; // --tls CERT.pem KEY.pem: HTTPS, HTTP/2 or 1.1 by ALPN
     let (mut args, mut positional) = (std::env::args().skip(1), 0);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--backlog" => backlog = args.next().ok_or("--backlog needs N")?.parse()?,
+            #[cfg(feature = "tls")]
+            "--tls" => {
+                let cert = args.next().ok_or("--tls needs CERT.pem KEY.pem")?;
+                let key = args.next().ok_or("--tls needs CERT.pem KEY.pem")?;
+                let (chain, key) = sloop::tls::load_pem_files(cert, key)?;
+                let mut config = sloop::tls::server_config_builder(chain, key)?;
+                config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                tls = Some(std::sync::Arc::new(config));
+            }
             "--timeout" => {
                 let ms = args.next().ok_or("--timeout needs MS")?.parse()?;
                 timeout = Duration::from_millis(ms);
@@ -356,7 +369,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let timer = HyperTimer(LoopTimer::new(lp.remote()));
     let h = lp.handle();
     let handler = move |stream| serve(stream, h.clone(), timer.clone(), timeout);
-    let server = lp.run_until_complete(lp.start_server(handler, &addr).backlog(backlog))??;
+    #[allow(unused_mut)]
+    let mut builder = lp.start_server(handler, &addr).backlog(backlog);
+    #[cfg(feature = "tls")]
+    if let Some(config) = tls {
+        builder = builder.tls(config); // the preface still tells h2 from 1.1
+    }
+    let server = lp.run_until_complete(builder)??;
     for a in server.local_addrs() {
         println!("listening on {a}");
     }

@@ -397,6 +397,9 @@ pub struct Connect<T = Transport> {
     interleave: Option<usize>,
     family: Option<Family>,
     all_errors: bool,
+    /// TLS on the connection (`.tls(..)`).
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsConfig>,
     /// Turns the connected transport into the output.
     finish: Box<dyn FnOnce(Transport) -> T>,
 }
@@ -490,6 +493,40 @@ impl<T: 'static> Connect<T> {
         self
     }
 
+    /// TLS on the connection: the handshake runs after the connect, with
+    /// `config` (see [`tls::client_config`](crate::tls::client_config)),
+    /// verifying the server as `server_name`; the future completes once
+    /// it is done, after the protocol's `connection_made` (asyncio's
+    /// `ssl=` and `server_hostname=`). See the [`tls`](crate::tls) module.
+    ///
+    /// The future fails with [`Error::InvalidServerName`](crate::Error::InvalidServerName)
+    /// (before connecting) for an empty or malformed name, and with the
+    /// handshake's typed error ([`Error::Tls`](crate::Error::Tls),
+    /// [`Error::TlsHandshakeTimeout`](crate::Error::TlsHandshakeTimeout)).
+    #[cfg(feature = "tls")]
+    pub fn tls(
+        mut self,
+        config: std::sync::Arc<crate::tls::rustls::ClientConfig>,
+        server_name: &str,
+    ) -> Self {
+        let old = self.tls.take();
+        let mut cfg = crate::tls::TlsConfig::client(config, server_name);
+        if let Some(old) = old {
+            cfg = cfg.timeouts_of(&old);
+        }
+        self.tls = Some(cfg);
+        self
+    }
+
+    /// TLS with a full [`TlsConfig`](crate::tls::TlsConfig) (its
+    /// timeouts included). A server-side configuration makes this end
+    /// the TLS server of the connection.
+    #[cfg(feature = "tls")]
+    pub fn tls_config(mut self, config: crate::tls::TlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// The same connection, giving `f(transport)` instead: how
     /// `open_connection` turns it into a stream.
     pub(crate) fn map_output<U>(self, f: impl FnOnce(T) -> U + 'static) -> Connect<U> {
@@ -503,6 +540,8 @@ impl<T: 'static> Connect<T> {
             interleave: self.interleave,
             family: self.family,
             all_errors: self.all_errors,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
             finish: Box::new(move |t| f(finish(t))),
         }
     }
@@ -518,8 +557,22 @@ impl<T: 'static> Connect<T> {
             interleave: inter,
             family,
             all_errors,
+            #[cfg(feature = "tls")]
+            tls,
             finish,
         } = self;
+        // A bad server name fails before anything is opened.
+        #[cfg(feature = "tls")]
+        let (protocol, tls) = match tls {
+            None => (protocol, None),
+            Some(cfg) => {
+                let (rc, layer, started) = cfg.wrap(&lp, protocol)?;
+                (
+                    crate::protocol::IntoProtocol::into_protocol(layer),
+                    Some((rc, started)),
+                )
+            }
+        };
         let inter = inter.or(delay.map(|_| 1));
         let sock = match target {
             Target::Sock(s) => {
@@ -556,6 +609,13 @@ impl<T: 'static> Connect<T> {
             }
         };
         let transport = make_transport(&lp, sock, protocol).await?;
+        #[cfg(feature = "tls")]
+        if let Some((rc, started)) = tls {
+            // The plain transport is the layer's now; the user gets the
+            // TLS one once the handshake is done.
+            drop(transport);
+            return Ok(finish(crate::tls::Handshake::new(rc, started).await?));
+        }
         Ok(finish(transport))
     }
 }
@@ -630,6 +690,8 @@ impl LoopHandle {
             interleave: None,
             family: None,
             all_errors: false,
+            #[cfg(feature = "tls")]
+            tls: None,
             finish: Box::new(|t| t),
         }
     }

@@ -32,6 +32,10 @@ use std::os::fd::RawFd;
 /// | [`WriteAfterEof`](Error::WriteAfterEof) | `BrokenPipe` | `write` after `shutdown(Write)` is `EPIPE` on a std socket too. |
 /// | [`InvalidWriteLimits`](Error::InvalidWriteLimits), [`InvalidAddress`](Error::InvalidAddress), [`AddressRequired`](Error::AddressRequired), [`FdUsedByTransport`](Error::FdUsedByTransport) | `InvalidInput` | an argument the call cannot take; nothing was done. |
 /// | [`Io`](Error::Io) | the OS error's own | |
+/// | [`Tls`](Error::Tls) | `InvalidData` | what tokio-rustls gives for a refused handshake or record. |
+/// | [`TlsHandshakeTimeout`](Error::TlsHandshakeTimeout), [`TlsShutdownTimeout`](Error::TlsShutdownTimeout) | `TimedOut` | |
+/// | [`TlsWriteEofUnsupported`](Error::TlsWriteEofUnsupported) | `Unsupported` | |
+/// | [`InvalidServerName`](Error::InvalidServerName) | `InvalidInput` | |
 /// | the loop's and server's states: [`Closed`](Error::Closed), [`AlreadyRunning`](Error::AlreadyRunning), [`AnotherLoopRunning`](Error::AnotherLoopRunning), [`CloseWhileRunning`](Error::CloseWhileRunning), [`StoppedBeforeComplete`](Error::StoppedBeforeComplete), [`ServerClosed`](Error::ServerClosed), [`AlreadyServingForever`](Error::AlreadyServingForever); [`EmptyWaiterAlreadySet`](Error::EmptyWaiterAlreadySet), [`EmptyBuffer`](Error::EmptyBuffer) | `Other` | no I/O kind describes them (tokio reports its shut-down runtime as `Other` too); not `Interrupted`, which `read_exact` and friends would retry. Match the variant, not the kind. |
 /// | [`SendfileNotAvailable`](Error::SendfileNotAvailable) | `Unsupported` | the zero-copy path cannot serve this transport or file, and the fallback is off. |
 /// | [`InvalidSendfileArgument`](Error::InvalidSendfileArgument) | `InvalidInput` | as the other bad arguments. |
@@ -115,6 +119,56 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// A TLS failure: the handshake or a record was refused, by this side
+    /// or by the peer's alert. `reason` is rustls's own message.
+    Tls {
+        /// What kind of failure it is.
+        failure: TlsFailure,
+        /// rustls's message (or the alert the peer sent).
+        reason: String,
+    },
+    /// The TLS handshake did not finish within the handshake timeout (the
+    /// peer never spoke, or stalled); the connection was aborted.
+    TlsHandshakeTimeout(std::time::Duration),
+    /// The peer did not let the TLS shutdown finish within the shutdown
+    /// timeout; the connection was aborted.
+    TlsShutdownTimeout(std::time::Duration),
+    /// `write_eof` on a TLS transport whose protocol version has no
+    /// half-close (TLS 1.2: close_notify closes both directions).
+    TlsWriteEofUnsupported,
+    /// A TLS client connection without a valid server name: with
+    /// verification on, the name is what the certificate is checked
+    /// against, so an empty or malformed one is refused.
+    InvalidServerName {
+        /// The name given.
+        name: String,
+    },
+}
+
+/// The kinds of [`Error::Tls`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The peer's certificate is signed by no trusted authority.
+    UnknownIssuer,
+    /// The peer's certificate is not valid for the server name.
+    NotValidForName,
+    /// The peer's certificate expired (or is not valid yet).
+    Expired,
+    /// The peer's certificate is otherwise unacceptable (malformed,
+    /// revoked, wrong usage, bad signature).
+    BadCertificate,
+    /// No protocol version, cipher suite or ALPN protocol in common.
+    Incompatible,
+    /// The peer sent something that is not TLS (garbage instead of a
+    /// ClientHello, say) or broke the protocol.
+    InvalidMessage,
+    /// The peer refused the handshake with an alert.
+    AlertReceived,
+    /// The peer closed the connection during the handshake.
+    ClosedDuringHandshake,
+    /// Anything else rustls refused.
+    Other,
 }
 
 impl fmt::Display for Error {
@@ -153,6 +207,22 @@ impl fmt::Display for Error {
             Error::SendfileInProgress => f.write_str("unable to write; sendfile is in progress"),
             Error::SendfileNotAvailable { reason } => f.write_str(reason),
             Error::InvalidSendfileArgument { message } => f.write_str(message),
+            Error::Tls { failure, reason } => write!(f, "TLS error ({failure:?}): {reason}"),
+            Error::TlsHandshakeTimeout(d) => {
+                write!(f, "TLS handshake is taking longer than {:?}", d)
+            }
+            Error::TlsShutdownTimeout(d) => {
+                write!(f, "TLS shutdown is taking longer than {:?}", d)
+            }
+            Error::TlsWriteEofUnsupported => {
+                f.write_str("write_eof needs TLS 1.3: TLS 1.2 has no half-close")
+            }
+            Error::InvalidServerName { name } => {
+                write!(
+                    f,
+                    "invalid TLS server name {name:?}: a DNS name or an IP address is required"
+                )
+            }
         }
     }
 }
@@ -195,6 +265,10 @@ impl Error {
             Error::SendfileInProgress => io::ErrorKind::Other,
             Error::SendfileNotAvailable { .. } => io::ErrorKind::Unsupported,
             Error::InvalidSendfileArgument { .. } => io::ErrorKind::InvalidInput,
+            Error::Tls { .. } => io::ErrorKind::InvalidData,
+            Error::TlsHandshakeTimeout(_) | Error::TlsShutdownTimeout(_) => io::ErrorKind::TimedOut,
+            Error::TlsWriteEofUnsupported => io::ErrorKind::Unsupported,
+            Error::InvalidServerName { .. } => io::ErrorKind::InvalidInput,
         }
     }
 }

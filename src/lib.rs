@@ -220,6 +220,8 @@ pub mod sendfile;
 pub mod server;
 pub mod sock;
 mod sys;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod transport;
 
 pub use bridge::datagram::{DatagramRecvHalf, DatagramSendHalf, DatagramSocket};
@@ -227,7 +229,7 @@ pub use bridge::stream::{ReadHalf, StreamParts, TransportStream, WriteHalf};
 pub use bridge::time::{interval, sleep, sleep_until, timeout, Elapsed, Interval, Sleep, Timeout};
 pub use connect::{Connect, ConnectErrors};
 pub use datagram_endpoint::{DatagramEndpointBuilder, UnixDatagramEndpointBuilder};
-pub use error::{Error, Result};
+pub use error::{Error, Result, TlsFailure};
 pub use event_loop::{
     get_running_loop, Builder, EventLoop, ExceptionHandler, Handle, LoopHandle, Remote, RemoteTask,
     TimerHandle,

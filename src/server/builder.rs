@@ -99,6 +99,9 @@ pub struct ServerBuilder {
     start_serving: bool,
     max_connections: Option<usize>,
     unix_mode: Option<u32>,
+    /// TLS on every connection (`.tls(..)`).
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsConfig>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -216,6 +219,29 @@ impl ServerBuilder {
         self
     }
 
+    /// TLS on every connection, with a rustls server configuration (see
+    /// [`tls::server_config`](crate::tls::server_config)); the protocol's
+    /// `connection_made` comes once its handshake is done. A connection
+    /// whose handshake fails or times out is closed with no callback; the
+    /// server goes on. See the [`tls`](crate::tls) module.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: std::sync::Arc<crate::tls::rustls::ServerConfig>) -> Self {
+        let cfg = crate::tls::TlsConfig::server(config);
+        self.tls = Some(match self.tls.take() {
+            Some(old) => cfg.timeouts_of(&old),
+            None => cfg,
+        });
+        self
+    }
+
+    /// TLS with a full [`TlsConfig`](crate::tls::TlsConfig) (its timeouts
+    /// included).
+    #[cfg(feature = "tls")]
+    pub fn tls_config(mut self, config: crate::tls::TlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// What awaiting the builder runs.
     async fn create(self) -> io::Result<Server> {
         let ServerBuilder {
@@ -231,7 +257,17 @@ impl ServerBuilder {
             start_serving,
             max_connections,
             unix_mode,
+            #[cfg(feature = "tls")]
+            tls,
         } = self;
+        #[cfg(feature = "tls")]
+        let factory: Factory = match tls {
+            None => factory,
+            Some(cfg) => {
+                let (lp, mut inner) = (lp.clone(), factory);
+                Box::new(move || cfg.wrap_server(&lp, inner()))
+            }
+        };
         if let Some(e) = error {
             return Err(e);
         }
@@ -434,6 +470,8 @@ impl LoopHandle {
             start_serving: true,
             max_connections: None,
             unix_mode: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

@@ -321,6 +321,7 @@ impl Server {
             .iter()
             .filter_map(|(_, w)| w.upgrade())
             .map(Transport::from_socket)
+            .map(app_transport)
             .collect()
     }
 
@@ -505,6 +506,18 @@ impl Drop for ServeForever {
             self.server.close();
         }
     }
+}
+
+/// The transport a client's protocol sees: the TLS transport on top of
+/// the connection's socket when there is one (so that `close_clients`
+/// sends close_notify), else the socket transport itself (also when the
+/// TLS layer is running, from inside one of its callbacks).
+fn app_transport(socket: Transport) -> Transport {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = socket.with_protocol(|l: &mut crate::transport::tls::Layer| l.tls()) {
+        return Transport::from_tls(tls);
+    }
+    socket
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ pub(crate) mod cell;
 pub mod datagram;
 pub(crate) mod flow;
 pub(crate) mod socket;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
 
 use std::fmt;
 use std::future::Future;
@@ -183,18 +185,80 @@ pub(crate) trait SocketSendfile {
 /// ```
 #[derive(Clone)]
 pub struct Transport {
-    pub(crate) inner: Rc<socket::SocketTransport>,
+    pub(crate) inner: Inner,
+}
+
+/// The transports behind a [`Transport`]: one `Rc` each, matched per call
+/// so that the socket arm, the echo path, stays inlined (a `dyn` would not
+/// be; docs/design.md D12).
+#[derive(Clone)]
+pub(crate) enum Inner {
+    Socket(Rc<socket::SocketTransport>),
+    #[cfg(feature = "tls")]
+    Tls(Rc<tls::TlsTransport>),
+}
+
+/// Calls `$call` with `$t` bound to whichever transport is behind the
+/// handle.
+macro_rules! dispatch {
+    ($self:expr, $t:ident => $call:expr) => {
+        match &$self.inner {
+            Inner::Socket($t) => $call,
+            #[cfg(feature = "tls")]
+            Inner::Tls($t) => $call,
+        }
+    };
 }
 
 impl Transport {
     pub(crate) fn from_socket(socket: Rc<socket::SocketTransport>) -> Transport {
-        Transport { inner: socket }
+        Transport {
+            inner: Inner::Socket(socket),
+        }
     }
+
+    #[cfg(feature = "tls")]
+    pub(crate) fn from_tls(tls: Rc<tls::TlsTransport>) -> Transport {
+        Transport {
+            inner: Inner::Tls(tls),
+        }
+    }
+
+    /// The TLS session's facts (version, cipher suite, ALPN protocol,
+    /// server name, the peer's certificates), or `None` for a plain
+    /// transport (asyncio's `get_extra_info("ssl_object")` and friends).
+    /// See the example in the [`tls`](crate::tls) module.
+    #[cfg(feature = "tls")]
+    pub fn tls_info(&self) -> Option<TlsInfo> {
+        match &self.inner {
+            Inner::Socket(_) => None,
+            Inner::Tls(t) => t.tls_info(),
+        }
+    }
+
+    /// Whether this is a TLS transport.
+    pub fn is_tls(&self) -> bool {
+        match &self.inner {
+            Inner::Socket(_) => false,
+            #[cfg(feature = "tls")]
+            Inner::Tls(_) => true,
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+pub use tls::TlsInfo;
+
+#[cfg(feature = "tls")]
+#[cold]
+#[inline(never)]
+fn tls_write(t: &tls::TlsTransport, data: &[u8]) -> Result<(), Error> {
+    TransportImpl::write(t, data)
 }
 
 impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&TransportImpl::describe(&*self.inner))
+        f.write_str(&dispatch!(self, t => TransportImpl::describe(&**t)))
     }
 }
 
@@ -212,7 +276,12 @@ impl Transport {
     /// [`sendfile`](crate::LoopHandle::sendfile) has the transport.
     #[inline]
     pub fn write(&self, data: &[u8]) -> Result<(), Error> {
-        TransportImpl::write(&*self.inner, data)
+        match &self.inner {
+            Inner::Socket(t) => TransportImpl::write(&**t, data),
+            // Out of line: the socket arm is the echo path.
+            #[cfg(feature = "tls")]
+            Inner::Tls(t) => tls_write(t, data),
+        }
     }
 
     /// Sends several buffers as one: with nothing buffered, in one vectored
@@ -224,7 +293,7 @@ impl Transport {
     ///
     /// As [`write`](Transport::write).
     pub fn writelines(&self, bufs: &[&[u8]]) -> Result<(), Error> {
-        TransportImpl::writelines(&*self.inner, bufs)
+        dispatch!(self, t => TransportImpl::writelines(&**t, bufs))
     }
 
     /// Closes the write side (`shutdown(SHUT_WR)`) once the buffer has
@@ -237,20 +306,20 @@ impl Transport {
     /// transport that cannot half-close would refuse (see
     /// [`can_write_eof`](Transport::can_write_eof)).
     pub fn write_eof(&self) -> Result<(), Error> {
-        TransportImpl::write_eof(&*self.inner)
+        dispatch!(self, t => TransportImpl::write_eof(&**t))
     }
 
     /// Whether [`write_eof`](Transport::write_eof) is supported (always for
     /// sockets).
     pub fn can_write_eof(&self) -> bool {
-        TransportImpl::can_write_eof(&*self.inner)
+        dispatch!(self, t => TransportImpl::can_write_eof(&**t))
     }
 
     /// Closes the transport after sending what is buffered; the protocol
     /// then gets `connection_lost(None)`. Reading stops at once. A second
     /// call does nothing. See the example on [`Transport`].
     pub fn close(&self) {
-        TransportImpl::close(&*self.inner)
+        dispatch!(self, t => TransportImpl::close(&**t))
     }
 
     /// Closes the transport now, discarding buffered data; the protocol
@@ -271,26 +340,26 @@ impl Transport {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn abort(&self) {
-        TransportImpl::abort(&*self.inner)
+        dispatch!(self, t => TransportImpl::abort(&**t))
     }
 
     /// Whether the transport is closing or closed. See the example on
     /// [`abort`](Transport::abort).
     pub fn is_closing(&self) -> bool {
-        TransportImpl::is_closing(&*self.inner)
+        dispatch!(self, t => TransportImpl::is_closing(&**t))
     }
 
     /// Stops delivering data until [`resume_reading`](Transport::resume_reading).
     /// Idempotent; a no-op on a closing transport.
     pub fn pause_reading(&self) {
-        TransportImpl::pause_reading(&*self.inner)
+        dispatch!(self, t => TransportImpl::pause_reading(&**t))
     }
 
     /// Delivers data again, including what arrived meanwhile (in the next
     /// iteration). Idempotent. See the example on
     /// [`is_reading`](Transport::is_reading).
     pub fn resume_reading(&self) {
-        TransportImpl::resume_reading(&*self.inner)
+        dispatch!(self, t => TransportImpl::resume_reading(&**t))
     }
 
     /// Whether data is being delivered: not paused, not closing, and (unlike
@@ -313,18 +382,19 @@ impl Transport {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn is_reading(&self) -> bool {
-        TransportImpl::is_reading(&*self.inner)
+        dispatch!(self, t => TransportImpl::is_reading(&**t))
     }
 
     /// How many bytes are buffered, waiting for the kernel to take them.
     /// See the example on [`write_buffer_limits`](Transport::write_buffer_limits).
     pub fn write_buffer_size(&self) -> usize {
-        TransportImpl::write_buffer_size(&*self.inner)
+        dispatch!(self, t => TransportImpl::write_buffer_size(&**t))
     }
 
     /// This connection's figures: bytes received and sent, bytes buffered,
     /// when it was created. The loop's totals are in
-    /// [`LoopHandle::stats`](crate::LoopHandle::stats).
+    /// [`LoopHandle::stats`](crate::LoopHandle::stats). On a TLS transport
+    /// these are the socket's figures: TLS records, not plaintext.
     ///
     /// ```
     /// use sloop::{EventLoop, Protocol, Transport};
@@ -347,7 +417,7 @@ impl Transport {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stats(&self) -> crate::event_loop::TransportStats {
-        TransportImpl::stats(&*self.inner)
+        dispatch!(self, t => TransportImpl::stats(&**t))
     }
 
     /// The write-buffer watermarks as `(low, high)` (asyncio's order).
@@ -371,7 +441,7 @@ impl Transport {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn write_buffer_limits(&self) -> (usize, usize) {
-        TransportImpl::write_buffer_limits(&*self.inner)
+        dispatch!(self, t => TransportImpl::write_buffer_limits(&**t))
     }
 
     /// Sets the watermarks: with neither, 64 KiB and 16 KiB; with only
@@ -387,7 +457,7 @@ impl Transport {
         high: Option<usize>,
         low: Option<usize>,
     ) -> Result<(), Error> {
-        TransportImpl::set_write_buffer_limits(&*self.inner, high, low)
+        dispatch!(self, t => TransportImpl::set_write_buffer_limits(&**t, high, low))
     }
 
     /// A hard cap on the write buffer, for protocols that may ignore
@@ -397,7 +467,7 @@ impl Transport {
     /// the protocol gets `connection_lost(Some(err))`. See the example on
     /// [`write_buffer_limits`](Transport::write_buffer_limits).
     pub fn set_write_buffer_cap(&self, cap: Option<usize>) {
-        TransportImpl::set_write_buffer_cap(&*self.inner, cap)
+        dispatch!(self, t => TransportImpl::set_write_buffer_cap(&**t, cap))
     }
 
     /// Runs `f` with the protocol, if it is a `P` (asyncio's
@@ -441,7 +511,7 @@ impl Transport {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn with_protocol<P: 'static, R>(&self, f: impl FnOnce(&mut P) -> R) -> Option<R> {
-        self.inner.with_protocol(f)
+        dispatch!(self, t => t.with_protocol(f))
     }
 
     /// Replaces the protocol; the next callback goes to the new one. Works
@@ -451,12 +521,12 @@ impl Transport {
     /// (wrap it in [`Buffered`](crate::Buffered)). The new protocol does not
     /// get `connection_made`.
     pub fn set_protocol(&self, protocol: impl IntoProtocol) {
-        TransportImpl::set_protocol(&*self.inner, protocol.into_protocol())
+        dispatch!(self, t => TransportImpl::set_protocol(&**t, protocol.into_protocol()))
     }
 
     /// `set_protocol` for the bridge's own protocol.
     pub(crate) fn set_bridge_protocol(&self, protocol: StreamReaderProtocol) {
-        TransportImpl::set_bridge_protocol(&*self.inner, protocol)
+        dispatch!(self, t => TransportImpl::set_bridge_protocol(&**t, protocol))
     }
 
     /// A future that completes once the write buffer is empty (at once if
@@ -468,13 +538,13 @@ impl Transport {
     /// [`Error::SendfileInProgress`] while a zero-copy
     /// [`sendfile`](crate::LoopHandle::sendfile) has the transport.
     pub fn empty_waiter(&self) -> Result<EmptyWaiter, Error> {
-        TransportImpl::empty_waiter(&*self.inner)
+        dispatch!(self, t => TransportImpl::empty_waiter(&**t))
     }
 
     /// The socket's part in a zero-copy sendfile, if this transport is a
     /// plain socket.
     pub(crate) fn native_sendfile(&self) -> Option<&dyn SocketSendfile> {
-        TransportImpl::native_sendfile(&*self.inner)
+        dispatch!(self, t => TransportImpl::native_sendfile(&**t))
     }
 
     /// The local address, or `None` once closed.
@@ -499,19 +569,19 @@ impl Transport {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn local_addr(&self) -> Option<Address> {
-        TransportImpl::local_addr(&*self.inner)
+        dispatch!(self, t => TransportImpl::local_addr(&**t))
     }
 
     /// The peer's address, or `None` once closed or if not connected. See
     /// the example on [`local_addr`](Transport::local_addr).
     pub fn peer_addr(&self) -> Option<Address> {
-        TransportImpl::peer_addr(&*self.inner)
+        dispatch!(self, t => TransportImpl::peer_addr(&**t))
     }
 
     /// The socket's file descriptor while the transport owns it. See the
     /// example on [`local_addr`](Transport::local_addr).
     pub fn as_raw_fd(&self) -> Option<RawFd> {
-        TransportImpl::raw_fd(&*self.inner)
+        dispatch!(self, t => TransportImpl::raw_fd(&**t))
     }
 
     /// Runs `f` with the socket (to read or set options). Do not read,
@@ -520,22 +590,37 @@ impl Transport {
     pub fn with_socket<R>(&self, f: impl FnOnce(&socket2::Socket) -> R) -> Option<R> {
         let mut f = Some(f);
         let mut out = None;
-        TransportImpl::with_socket(&*self.inner, &mut |s| {
+        let mut lend = |s: &socket2::Socket| {
             if let Some(f) = f.take() {
                 out = Some(f(s));
             }
-        });
+        };
+        dispatch!(self, t => TransportImpl::with_socket(&**t, &mut lend));
         out
     }
 
     /// asyncio's `get_extra_info(name)` in string form, for parity:
-    /// `"peername"`, `"sockname"`, `"socket"` (the fd). Prefer the typed
+    /// `"peername"`, `"sockname"`, `"socket"` (the fd); on a TLS transport
+    /// also `"cipher"`, `"tls_version"`, `"alpn_protocol"` and
+    /// `"server_hostname"` (see [`tls_info`](Transport::tls_info)). Prefer the typed
     /// accessors. See the example on [`local_addr`](Transport::local_addr).
     pub fn get_extra_info(&self, name: &str) -> Option<String> {
         match name {
             "peername" => self.peer_addr().map(|a| a.to_string()),
             "sockname" => self.local_addr().map(|a| a.to_string()),
             "socket" => self.as_raw_fd().map(|fd| fd.to_string()),
+            #[cfg(feature = "tls")]
+            "cipher" | "tls_version" | "alpn_protocol" | "server_hostname" => {
+                let info = self.tls_info()?;
+                match name {
+                    "cipher" => Some(info.cipher_suite),
+                    "tls_version" => Some(info.version),
+                    "alpn_protocol" => info
+                        .alpn_protocol
+                        .map(|p| String::from_utf8_lossy(&p).into_owned()),
+                    _ => info.server_name,
+                }
+            }
             _ => None,
         }
     }
@@ -544,7 +629,7 @@ impl Transport {
 impl From<&Transport> for TransportInfo {
     /// The transport as it is now.
     fn from(t: &Transport) -> TransportInfo {
-        TransportImpl::info(&*t.inner)
+        dispatch!(t, x => TransportImpl::info(&**x))
     }
 }
 

@@ -32,7 +32,7 @@
 
 mod read;
 mod sendfile;
-mod slot;
+pub(crate) mod slot;
 mod write;
 mod write_buf;
 

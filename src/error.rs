@@ -95,6 +95,14 @@ pub enum Error {
     AlreadyServingForever,
     /// An I/O error from the operating system.
     Io(io::Error),
+    /// A signal number outside 1..=64 (asyncio's "invalid signal number").
+    InvalidSignal(i32),
+    /// A signal that cannot be handled: SIGKILL, SIGSTOP, the fault
+    /// signals, or one the C library reserves.
+    SignalCannotBeCaught(i32),
+    /// `run_in_executor` after `shutdown_default_executor` (or on a closed
+    /// loop's executor).
+    ExecutorShutdown,
 }
 
 impl fmt::Display for Error {
@@ -130,6 +138,9 @@ impl fmt::Display for Error {
                 f.write_str("server is already being awaited on serve_forever()")
             }
             Error::Io(e) => e.fmt(f),
+            Error::InvalidSignal(n) => write!(f, "invalid signal number {n}"),
+            Error::SignalCannotBeCaught(n) => write!(f, "sig {n} cannot be caught"),
+            Error::ExecutorShutdown => f.write_str("Executor shutdown has been called"),
         }
     }
 }
@@ -160,6 +171,8 @@ impl Error {
             | Error::InvalidAddress { .. }
             | Error::AddressRequired
             | Error::FdUsedByTransport { .. } => io::ErrorKind::InvalidInput,
+            Error::InvalidSignal(_) | Error::SignalCannotBeCaught(_) => io::ErrorKind::InvalidInput,
+            Error::ExecutorShutdown => io::ErrorKind::Other,
             Error::Closed
             | Error::AlreadyRunning
             | Error::AnotherLoopRunning

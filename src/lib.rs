@@ -212,6 +212,7 @@ pub mod guide;
 mod net;
 pub mod protocol;
 pub mod server;
+mod signals;
 pub mod sock;
 mod sys;
 pub mod transport;

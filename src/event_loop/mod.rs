@@ -44,6 +44,7 @@
 //! mostly empty `epoll_wait`; with it, the tasks run straight away and the
 //! next poll collects everything that arrived meanwhile.
 
+pub(crate) mod ext;
 pub(crate) mod handle;
 pub(crate) mod ready;
 pub(crate) mod remote;
@@ -188,6 +189,10 @@ struct LoopInner {
     /// Whether the last iteration asked the kernel for events; a
     /// zero-timeout poll right after one is skipped (module docs).
     polled_last: Cell<bool>,
+    /// The callback of each signal with a handler, by number (`ext.rs`).
+    signal_handles: RefCell<Vec<Option<Handle>>>,
+    /// Per-loop state of the modules above the loop (`ext.rs`).
+    extensions: RefCell<Vec<Rc<dyn Any>>>,
 }
 
 impl LoopInner {
@@ -281,6 +286,8 @@ impl Builder {
             read_buffer_size: self.read_buffer_size,
             iterations: Cell::new(0),
             polled_last: Cell::new(false),
+            signal_handles: RefCell::new(Vec::new()),
+            extensions: RefCell::new(Vec::new()),
         });
         Ok(EventLoop {
             handle: LoopHandle { inner },

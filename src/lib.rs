@@ -208,6 +208,7 @@ pub mod datagram_endpoint;
 mod error;
 pub mod event_loop;
 mod exception;
+pub mod executor;
 pub mod guide;
 mod net;
 pub mod protocol;

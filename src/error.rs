@@ -103,6 +103,9 @@ pub enum Error {
     /// `run_in_executor` after `shutdown_default_executor` (or on a closed
     /// loop's executor).
     ExecutorShutdown,
+    /// `connect_read_pipe`/`connect_write_pipe` on something that is not a
+    /// pipe, socket or character device (a regular file, say).
+    NotAPipe,
 }
 
 impl fmt::Display for Error {
@@ -141,6 +144,7 @@ impl fmt::Display for Error {
             Error::InvalidSignal(n) => write!(f, "invalid signal number {n}"),
             Error::SignalCannotBeCaught(n) => write!(f, "sig {n} cannot be caught"),
             Error::ExecutorShutdown => f.write_str("Executor shutdown has been called"),
+            Error::NotAPipe => f.write_str("Pipe transport is for pipes/sockets only."),
         }
     }
 }
@@ -173,6 +177,7 @@ impl Error {
             | Error::FdUsedByTransport { .. } => io::ErrorKind::InvalidInput,
             Error::InvalidSignal(_) | Error::SignalCannotBeCaught(_) => io::ErrorKind::InvalidInput,
             Error::ExecutorShutdown => io::ErrorKind::Other,
+            Error::NotAPipe => io::ErrorKind::InvalidInput,
             Error::Closed
             | Error::AlreadyRunning
             | Error::AnotherLoopRunning

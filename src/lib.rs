@@ -211,6 +211,7 @@ mod exception;
 pub mod executor;
 pub mod guide;
 mod net;
+pub mod pipe;
 pub mod protocol;
 pub mod server;
 mod signals;

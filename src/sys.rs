@@ -534,6 +534,36 @@ pub(crate) fn name_info(addr: &SocketAddr, flags: i32) -> io::Result<(String, St
     Ok((host, serv))
 }
 
+/// Makes `fd` non-blocking (`fcntl(F_SETFL, O_NONBLOCK)`), for pipes that
+/// std opens blocking.
+pub(crate) fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: fcntl on an fd the caller owns, with integer arguments.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets SIGPIPE to ignored if it has the default disposition (which
+/// kills the process on a write to a pipe with no reader); a handler or
+/// an ignore set by someone else is left alone. Rust programs start with
+/// it ignored already.
+pub(crate) fn ignore_sigpipe() -> io::Result<()> {
+    let current = signal_disposition(libc::SIGPIPE)?;
+    if current.sa_sigaction == libc::SIG_DFL {
+        let mut ignore = current;
+        ignore.sa_sigaction = libc::SIG_IGN;
+        set_signal_disposition(libc::SIGPIPE, &ignore)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -216,6 +216,7 @@ pub mod protocol;
 pub mod server;
 mod signals;
 pub mod sock;
+pub mod subprocess;
 mod sys;
 pub mod transport;
 

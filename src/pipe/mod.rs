@@ -109,9 +109,6 @@ struct PipeInner {
     protocol: RefCell<Option<Box<dyn PipeProtocol>>>,
     /// Set once `connection_lost` ran: nothing is called after it.
     finished: Cell<bool>,
-    /// Notified (once) when the transport closes, for its owner (a
-    /// subprocess transport).
-    on_lost: RefCell<Option<Box<dyn FnOnce()>>>,
 }
 
 /// A pipe transport (asyncio's `_UnixReadPipeTransport` or
@@ -277,7 +274,6 @@ impl PipeTransport {
             }),
             protocol: RefCell::new(Some(protocol)),
             finished: Cell::new(false),
-            on_lost: RefCell::new(None),
         });
         let t = PipeTransport { inner };
         // asyncio: connection_made soon, then start watching the fd.
@@ -307,10 +303,6 @@ impl PipeTransport {
         self.inner
             .lp
             .add_reader(&self.inner.fd, move || me.read_ready())
-    }
-
-    pub(crate) fn set_on_lost(&self, f: Box<dyn FnOnce()>) {
-        *self.inner.on_lost.borrow_mut() = Some(f);
     }
 
     /// Calls the protocol, taken out meanwhile; when it is out already (a
@@ -681,9 +673,5 @@ impl PipeTransport {
         let protocol = self.inner.protocol.borrow_mut().take();
         drop(protocol);
         self.inner.file.borrow_mut().take();
-        let on_lost = self.inner.on_lost.borrow_mut().take();
-        if let Some(f) = on_lost {
-            f();
-        }
     }
 }

@@ -56,7 +56,7 @@ impl Family {
 /// endpoint's [`local_addr`](crate::DatagramEndpointBuilder::local_addr)
 /// and [`remote_addr`](crate::DatagramEndpointBuilder::remote_addr),
 /// [`DatagramSocket::bind`](crate::DatagramSocket::bind) and the options
-/// that take an address. std's [`ToSocketAddrs`] with one difference: a
+/// that take an address. std's [`ToSocketAddrs`](std::net::ToSocketAddrs) with one difference: a
 /// host name is resolved **off the loop thread** when the future that
 /// needs it runs (the system resolver blocks), while numeric addresses
 /// are used at once, with no thread.

@@ -519,10 +519,7 @@ pub(crate) fn name_info(addr: &SocketAddr, flags: i32) -> io::Result<(String, St
     if rc != 0 {
         // SAFETY: as in `service_port`.
         let why = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) }.to_string_lossy();
-        return Err(io::Error::new(
-            io::ErrorKind::Other,
-            format!("getnameinfo({addr}): {why}"),
-        ));
+        return Err(io::Error::other(format!("getnameinfo({addr}): {why}")));
     }
     // SAFETY: on success both buffers hold NUL-terminated strings.
     let (host, serv) = unsafe {

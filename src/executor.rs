@@ -207,7 +207,8 @@ impl LoopHandle {
     ///
     /// ```
     /// let lp = sloop::EventLoop::new()?;
-    /// let addrs = lp.run_until_complete(lp.getaddrinfo("localhost", "http")?)??;
+    /// // The loop's result, the executor's (`Closed`), the lookup's.
+    /// let addrs = lp.run_until_complete(lp.getaddrinfo("localhost", "http")?)???;
     /// assert!(addrs.iter().all(|a| a.port() == 80 && a.ip().is_loopback()));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -233,7 +234,7 @@ impl LoopHandle {
     /// ```
     /// let lp = sloop::EventLoop::new()?;
     /// let addr = "127.0.0.1:80".parse().unwrap();
-    /// let (host, service) = lp.run_until_complete(lp.getnameinfo(addr, libc::NI_NUMERICHOST)?)??;
+    /// let (host, service) = lp.run_until_complete(lp.getnameinfo(addr, libc::NI_NUMERICHOST)?)???;
     /// assert_eq!((host.as_str(), service.as_str()), ("127.0.0.1", "http"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

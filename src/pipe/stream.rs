@@ -335,19 +335,32 @@ impl AsyncWrite for PipeWriter {
         Poll::Ready(Ok(()))
     }
 
+    /// Flushes, closes the pipe and completes once it is closed (its fd
+    /// too: the reader sees EOF).
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        {
+            let s = self.shared.borrow();
+            if s.lost {
+                return Poll::Ready(match s.error {
+                    Some(_) => Err(PipeWriter::lost_error(&s)),
+                    None => Ok(()),
+                });
+            }
+        }
         match self.as_mut().poll_flush(cx) {
             Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) if self.shared.borrow().lost => {
-                // Closed already; an error was reported by flush.
-                return Poll::Ready(Err(e));
-            }
             other => return other,
         }
-        if let Some(t) = self.shared.borrow().transport.clone() {
+        let transport = self.shared.borrow().transport.clone();
+        if let Some(t) = transport {
             t.close();
         }
-        Poll::Ready(Ok(()))
+        let mut s = self.shared.borrow_mut();
+        if s.lost {
+            return Poll::Ready(Ok(()));
+        }
+        s.waker = Some(cx.waker().clone());
+        Poll::Pending
     }
 }
 

@@ -571,7 +571,7 @@ impl LoopHandle {
     /// cmd.stdin(Stdio::null());
     /// let t = lp.subprocess_command(|| Quiet, &mut cmd)?;
     /// assert!(t.get_pipe_transport(0).is_none());
-    /// let status = lp.run_until_complete(t.wait())?;
+    /// let status = lp.run_until_complete(t.wait())??;
     /// assert!(status.success());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

@@ -27,7 +27,8 @@
 //! ```
 //!
 //! It prints `listening on ADDR` (the bound address, so `127.0.0.1:0`
-//! works) and runs until killed. Usage:
+//! works) and runs until SIGINT (Ctrl-C) or SIGTERM: then it closes the
+//! server and its connections, prints `closed N connections` and exits 0. Usage:
 //! `hyper_server [ADDR] [TIMEOUT_MS] [--backlog N] [--tls CERT.pem KEY.pem]`
 //! (or `--timeout MS`, as in the other examples); `--backlog N` sets the
 //! listen backlog (default 1024, as in `echo_protocol`); `--tls` serves
@@ -379,7 +380,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for a in server.local_addrs() {
         println!("listening on {a}");
     }
-    lp.run_forever()?;
+    // Ctrl-C or SIGTERM: stop accepting, close the clients (what they are
+    // owed is sent first), and exit 0.
+    lp.run_until_signal(&[libc::SIGINT, libc::SIGTERM])?;
+    let n = server.connection_count();
+    server.close();
+    server.close_clients();
+    // A client that never reads would keep its close waiting: abort after
+    // a second.
+    if lp
+        .run_until_complete(sloop::timeout(Duration::from_secs(1), server.wait_closed()))?
+        .is_err()
+    {
+        server.abort_clients();
+        lp.run_until_complete(server.wait_closed())?;
+    }
+    println!("closed {n} connections");
     Ok(())
 }
 

@@ -143,6 +143,17 @@ pub enum Error {
         /// The name given.
         name: String,
     },
+    /// A signal number outside 1..=64 (asyncio's "invalid signal number").
+    InvalidSignal(i32),
+    /// A signal that cannot be handled: SIGKILL, SIGSTOP, the fault
+    /// signals, or one the C library reserves.
+    SignalCannotBeCaught(i32),
+    /// `run_in_executor` after `shutdown_default_executor` (or on a closed
+    /// loop's executor).
+    ExecutorShutdown,
+    /// `connect_read_pipe`/`connect_write_pipe` on something that is not a
+    /// pipe, socket or character device (a regular file, say).
+    NotAPipe,
 }
 
 /// The kinds of [`Error::Tls`].
@@ -223,6 +234,10 @@ impl fmt::Display for Error {
                     "invalid TLS server name {name:?}: a DNS name or an IP address is required"
                 )
             }
+            Error::InvalidSignal(n) => write!(f, "invalid signal number {n}"),
+            Error::SignalCannotBeCaught(n) => write!(f, "sig {n} cannot be caught"),
+            Error::ExecutorShutdown => f.write_str("Executor shutdown has been called"),
+            Error::NotAPipe => f.write_str("Pipe transport is for pipes/sockets only."),
         }
     }
 }
@@ -253,6 +268,9 @@ impl Error {
             | Error::InvalidAddress { .. }
             | Error::AddressRequired
             | Error::FdUsedByTransport { .. } => io::ErrorKind::InvalidInput,
+            Error::InvalidSignal(_) | Error::SignalCannotBeCaught(_) => io::ErrorKind::InvalidInput,
+            Error::ExecutorShutdown => io::ErrorKind::Other,
+            Error::NotAPipe => io::ErrorKind::InvalidInput,
             Error::Closed
             | Error::AlreadyRunning
             | Error::AnotherLoopRunning

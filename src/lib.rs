@@ -186,6 +186,11 @@
 //! | `loop.create_datagram_endpoint` | [`LoopHandle::create_datagram_endpoint`], [`LoopHandle::create_unix_datagram_endpoint`] |
 //! | `host`/`port` arguments, `loop.getaddrinfo` in the executor | one [`ToAddrs`] argument, resolved off the loop thread by the future |
 //! | `asyncio.open_connection`, `start_server` (`StreamReader`/`StreamWriter`) | [`LoopHandle::open_connection`], [`LoopHandle::start_server`] → [`TransportStream`] |
+//! | `loop.add_signal_handler`, `remove_signal_handler` | [`LoopHandle::add_signal_handler`], [`LoopHandle::remove_signal_handler`]; [`LoopHandle::run_until_signal`] to stop on Ctrl-C |
+//! | `loop.run_in_executor(None, f)`, `getaddrinfo`, `getnameinfo`, `shutdown_default_executor` | [`LoopHandle::run_in_executor`], [`LoopHandle::getaddrinfo`], [`LoopHandle::getnameinfo`], [`LoopHandle::shutdown_default_executor`] ([`executor`]) |
+//! | `loop.connect_read_pipe`, `connect_write_pipe` | [`LoopHandle::connect_read_pipe`], [`LoopHandle::connect_write_pipe`] → [`pipe::PipeTransport`]; [`LoopHandle::open_read_pipe`], [`LoopHandle::open_write_pipe`] → [`pipe::PipeReader`], [`pipe::PipeWriter`] |
+//! | `loop.subprocess_exec`, `subprocess_shell`, `SubprocessProtocol` | [`LoopHandle::subprocess_exec`], [`LoopHandle::subprocess_shell`], [`LoopHandle::subprocess_command`] → [`subprocess::SubprocessTransport`] |
+//! | `asyncio.create_subprocess_exec`, `create_subprocess_shell`, `Process.wait` | [`LoopHandle::create_subprocess_exec`], [`LoopHandle::create_subprocess_shell`], [`LoopHandle::spawn_child`] → [`subprocess::Child`] |
 //!
 //! # Design
 //!
@@ -213,12 +218,16 @@ mod error;
 pub mod event_loop;
 mod exception;
 pub mod group;
+pub mod executor;
 pub mod guide;
 mod net;
+pub mod pipe;
 pub mod protocol;
 pub mod sendfile;
 pub mod server;
+mod signals;
 pub mod sock;
+pub mod subprocess;
 mod sys;
 #[cfg(feature = "tls")]
 pub mod tls;

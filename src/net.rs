@@ -9,11 +9,13 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::executor::off_loop;
 
 /// An address family: the one to keep of the addresses a name resolves to
 /// (asyncio's `family=`), or of a UDP endpoint created without addresses.
@@ -54,7 +56,7 @@ impl Family {
 /// endpoint's [`local_addr`](crate::DatagramEndpointBuilder::local_addr)
 /// and [`remote_addr`](crate::DatagramEndpointBuilder::remote_addr),
 /// [`DatagramSocket::bind`](crate::DatagramSocket::bind) and the options
-/// that take an address. std's [`ToSocketAddrs`] with one difference: a
+/// that take an address. std's [`ToSocketAddrs`](std::net::ToSocketAddrs) with one difference: a
 /// host name is resolved **off the loop thread** when the future that
 /// needs it runs (the system resolver blocks), while numeric addresses
 /// are used at once, with no thread.
@@ -379,10 +381,13 @@ impl<T: ToAddrs + ?Sized> ToAddrs for &T {
 impl Addrs {
     /// Resolves the addresses for a socket of `kind` that will `usage`
     /// them: at once for numeric ones and for every interface with a port
-    /// number; on a short-lived thread for a name or a service name (the
-    /// system resolver blocks). The thread starts at the first poll, so an
-    /// unpolled future costs nothing, and a dropped one leaves the thread
-    /// to finish alone and its answer unread.
+    /// number; on the loop's executor for a name or a service name (the
+    /// system resolver blocks). The job starts at the first poll, so an
+    /// unpolled future costs nothing, and a dropped one leaves the job to
+    /// finish alone (or, still queued, never to run) and its answer
+    /// unread. Its answer comes back through the loop's inbox, so the
+    /// first poll is always `Pending`: there is a point where the future
+    /// can be dropped mid-resolution (the tests of D15 drop it there).
     ///
     /// # Errors
     ///
@@ -407,18 +412,14 @@ impl Addrs {
                 SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
             ]);
         }
-        let addrs = off_loop(move || {
+        off_loop(move || {
             let port = match port {
-                Port::Number(n) => n,
-                Port::Service(name) => crate::sys::service_port(&name, datagram)?,
+                Port::Number(n) => n.to_string(),
+                Port::Service(name) => name,
             };
-            Ok((host.as_str(), port).to_socket_addrs()?.collect::<Vec<_>>())
+            crate::executor::lookup(&host, &port, datagram)
         })
-        .await?;
-        if addrs.is_empty() {
-            return Err(io::Error::other("getaddrinfo() returned empty list"));
-        }
-        Ok(addrs)
+        .await
     }
 
     /// [`resolve`](Addrs::resolve), then [`keep_family`].
@@ -436,35 +437,6 @@ impl Addrs {
         let addrs = self.resolve(kind, usage).await?;
         keep_family(addrs, family, &shown)
     }
-}
-
-/// Runs `f` on a new thread and completes with its result, without
-/// blocking the loop meanwhile (the thread's answer wakes the task).
-///
-/// The poll that starts the thread always returns `Pending`, however fast
-/// the thread is: a name is never resolved within one poll, so there is
-/// always a point, between that poll and the next, where the future can be
-/// dropped mid-resolution (and the tests of D15 drop it there).
-async fn off_loop<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    let (tx, rx) = futures::channel::oneshot::channel();
-    std::thread::Builder::new()
-        .name("sloop-resolver".into())
-        .spawn(move || {
-            let _ = tx.send(f());
-        })?;
-    let mut yielded = false;
-    futures::future::poll_fn(|cx| {
-        if std::mem::replace(&mut yielded, true) {
-            return std::task::Poll::Ready(());
-        }
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    })
-    .await;
-    rx.await
-        .map_err(|_| io::Error::other("the resolver thread died"))?
 }
 
 /// Whether `addr` is of `family`.

@@ -17,6 +17,12 @@
 //!   is 80), which std's resolver does not look up.
 //! - [`sendfile`]: `sendfile(2)` from a file at an explicit offset to a
 //!   socket, which neither std nor socket2 wraps.
+//! - Signals: registering a signal action (`signal-hook-registry`), and
+//!   reading and setting a signal's disposition, so that removing the last
+//!   handler restores what was there before.
+//! - Children: `pidfd_open` (to watch a child's exit with the poller) and
+//!   sending a signal to a child that has not been reaped.
+//! - [`name_info`]: `getnameinfo`, which std does not offer.
 
 #![allow(unsafe_code)]
 
@@ -431,6 +437,191 @@ fn sendfile_raw(_: RawFd, _: BorrowedFd<'_>, _: u64, _: usize) -> io::Result<usi
 const MSG_NOSIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 const MSG_NOSIGNAL: libc::c_int = 0;
+
+/// Registers `raise(&target, signal)` to run in the signal handler of
+/// `signal`, next to any other registered actions.
+///
+/// `raise` runs in a signal handler, where only async-signal-safe work is
+/// allowed: the one caller (`signals.rs`) passes `SignalTarget::raise`,
+/// which sets bits in atomics and writes to the loop's eventfd, and never
+/// allocates or locks.
+pub(crate) fn register_signal<T: Send + Sync + 'static>(
+    signal: libc::c_int,
+    target: T,
+    raise: fn(&T, u32),
+) -> io::Result<signal_hook_registry::SigId> {
+    // SAFETY: the action is async-signal-safe (see above), and `signal`
+    // is checked against the registry's forbidden list by the caller (the
+    // checked `register` would panic on one, not return an error).
+    unsafe { signal_hook_registry::register(signal, move || raise(&target, signal as u32)) }
+}
+
+/// The current disposition (`sigaction`) of `signal`.
+pub(crate) fn signal_disposition(signal: libc::c_int) -> io::Result<libc::sigaction> {
+    let mut old = MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null new action only reads the disposition into `old`,
+    // which is valid for writes; zeroed is a valid `sigaction`.
+    let rc = unsafe { libc::sigaction(signal, std::ptr::null(), old.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: zero-initialised and written by the kernel on success.
+    Ok(unsafe { old.assume_init() })
+}
+
+/// Sets the disposition of `signal` to `action` (one read earlier with
+/// [`signal_disposition`], so its handler, if any, is one that was
+/// installed in this process and is still there).
+pub(crate) fn set_signal_disposition(
+    signal: libc::c_int,
+    action: &libc::sigaction,
+) -> io::Result<()> {
+    // SAFETY: `action` is a valid `sigaction` read from the kernel; a null
+    // old action is allowed.
+    let rc = unsafe { libc::sigaction(signal, action, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `pidfd_open(2)` (Linux 5.3): an fd that becomes readable when the child
+/// `pid` exits. The caller holds the child unreaped, so `pid` is its own.
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: the syscall takes a pid and flags (0) and returns a new fd or
+    // -1; nothing is borrowed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd the kernel just opened for us; owned from here.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_send_signal(2)`: sends `signal` to the process of `pidfd`,
+/// which names that process even after its pid is reused.
+pub(crate) fn pidfd_send_signal(pidfd: &impl AsRawFd, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: a valid open pidfd, a signal number, a null siginfo (as
+    // kill(2) would send) and flags 0.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `kill(2)` to a child the caller has not reaped (so `pid` is still
+/// that child's: a zombie keeps its pid).
+pub(crate) fn kill_child(pid: u32, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill takes plain integers; the pid cannot be reused while the
+    // child is unreaped (see above).
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Waits, blocking, until the child `pid` has exited, without reaping it
+/// (`waitid` with `WNOWAIT`): the watcher for kernels without pidfd, run
+/// off the loop; the loop reaps it afterwards.
+pub(crate) fn wait_exit_no_reap(pid: u32) -> io::Result<()> {
+    loop {
+        let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
+        // SAFETY: `info` is valid for writes; plain integer arguments.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                info.as_mut_ptr(),
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// `getnameinfo(3)`: the host and service names of `addr` (asyncio's
+/// `getnameinfo`). It may block on the name service: the caller runs it
+/// off the loop thread.
+pub(crate) fn name_info(addr: &SocketAddr, flags: i32) -> io::Result<(String, String)> {
+    let sa = SockAddr::from(*addr);
+    let mut host = [0 as libc::c_char; 1025];
+    let mut serv = [0 as libc::c_char; 32];
+    // SAFETY: `sa` points to a sockaddr of `sa.len()` bytes; the buffers
+    // are valid for writes of the lengths given.
+    let rc = unsafe {
+        libc::getnameinfo(
+            sa.as_ptr().cast(),
+            sa.len(),
+            host.as_mut_ptr(),
+            host.len() as libc::socklen_t,
+            serv.as_mut_ptr(),
+            serv.len() as libc::socklen_t,
+            flags,
+        )
+    };
+    if rc == libc::EAI_SYSTEM {
+        return Err(io::Error::last_os_error());
+    }
+    if rc != 0 {
+        // SAFETY: as in `service_port`.
+        let why = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) }.to_string_lossy();
+        return Err(io::Error::other(format!("getnameinfo({addr}): {why}")));
+    }
+    // SAFETY: on success both buffers hold NUL-terminated strings.
+    let (host, serv) = unsafe {
+        (
+            CStr::from_ptr(host.as_ptr()).to_string_lossy().into_owned(),
+            CStr::from_ptr(serv.as_ptr()).to_string_lossy().into_owned(),
+        )
+    };
+    Ok((host, serv))
+}
+
+/// Makes `fd` non-blocking (`fcntl(F_SETFL, O_NONBLOCK)`), for pipes that
+/// std opens blocking.
+pub(crate) fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: fcntl on an fd the caller owns, with integer arguments.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets SIGPIPE to ignored if it has the default disposition (which
+/// kills the process on a write to a pipe with no reader); a handler or
+/// an ignore set by someone else is left alone. Rust programs start with
+/// it ignored already.
+pub(crate) fn ignore_sigpipe() -> io::Result<()> {
+    let current = signal_disposition(libc::SIGPIPE)?;
+    if current.sa_sigaction == libc::SIG_DFL {
+        let mut ignore = current;
+        ignore.sa_sigaction = libc::SIG_IGN;
+        set_signal_disposition(libc::SIGPIPE, &ignore)?;
+    }
+    Ok(())
+}
 
 #[cfg(test)]
 mod tests {

@@ -44,6 +44,7 @@
 //! mostly empty `epoll_wait`; with it, the tasks run straight away and the
 //! next poll collects everything that arrived meanwhile.
 
+pub(crate) mod ext;
 pub(crate) mod handle;
 pub(crate) mod ready;
 pub(crate) mod remote;
@@ -194,6 +195,10 @@ struct LoopInner {
     polled_last: Cell<bool>,
     /// What `stats` reports that no other structure keeps (`stats` module).
     counters: Counters,
+    /// The callback of each signal with a handler, by number (`ext.rs`).
+    signal_handles: RefCell<Vec<Option<Handle>>>,
+    /// Per-loop state of the modules above the loop (`ext.rs`).
+    extensions: RefCell<Vec<Rc<dyn Any>>>,
 }
 
 impl LoopInner {
@@ -288,6 +293,8 @@ impl Builder {
             iterations: Cell::new(0),
             polled_last: Cell::new(false),
             counters: Counters::default(),
+            signal_handles: RefCell::new(Vec::new()),
+            extensions: RefCell::new(Vec::new()),
         });
         Ok(EventLoop {
             handle: LoopHandle { inner },

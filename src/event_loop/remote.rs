@@ -13,7 +13,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -49,6 +49,10 @@ pub(crate) struct Shared {
     /// Set when the inbox is not empty; read by the loop without the lock to
     /// decide whether it may block in poll.
     pending: AtomicBool,
+    /// Signals caught for this loop and not yet dispatched: bit `n - 1` for
+    /// signal `n` (asyncio's bytes on the self-pipe). Set by
+    /// [`Shared::raise_signal`], read only after a wake.
+    signals: AtomicU64,
 }
 
 impl Shared {
@@ -60,6 +64,7 @@ impl Shared {
                 waker: Some(Arc::new(waker)),
             }),
             pending: AtomicBool::new(false),
+            signals: AtomicU64::new(0),
         })
     }
 
@@ -124,6 +129,32 @@ impl Shared {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed
+    }
+
+    /// The waker, for a signal action to keep (`None` once closed): the
+    /// action may not take the lock.
+    pub(crate) fn signal_waker(&self) -> Option<Arc<Waker>> {
+        self.lock().waker.clone()
+    }
+
+    /// Called from a signal handler: only atomics and the eventfd's
+    /// `write(2)`, which are async-signal-safe; nothing allocates or locks.
+    /// Marking the inbox pending makes the loop drain it, and
+    /// [`take_signals`](Shared::take_signals) there.
+    pub(crate) fn raise_signal(&self, waker: &Waker, signal: u32) {
+        self.signals.fetch_or(1 << (signal - 1), Ordering::SeqCst);
+        self.pending.store(true, Ordering::SeqCst);
+        let _ = waker.wake();
+    }
+
+    /// The signals raised since the last call. Called after `drain` has
+    /// cleared `pending`, so a signal raised meanwhile is seen here or at
+    /// the next drain.
+    pub(crate) fn take_signals(&self) -> u64 {
+        if self.signals.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        self.signals.swap(0, Ordering::SeqCst)
     }
 }
 

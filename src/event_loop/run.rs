@@ -215,7 +215,12 @@ impl LoopHandle {
         let tasks = std::mem::take(&mut *inner.tasks.borrow_mut());
         let selector = inner.selector.borrow_mut().take();
         let handler = inner.exception_handler.borrow_mut().take();
-        drop((inbox, ready, timers));
+        // The modules' per-loop state first: it unregisters signal actions
+        // and reaps children while the rest still exists.
+        let extensions = std::mem::take(&mut *inner.extensions.borrow_mut());
+        drop(extensions);
+        let signal_handles = std::mem::take(&mut *inner.signal_handles.borrow_mut());
+        drop((inbox, ready, timers, signal_handles));
         let futures: Vec<_> = tasks
             .into_iter()
             .filter_map(|(_, slot)| slot.close())
@@ -522,6 +527,10 @@ impl LoopHandle {
         let inner = &*self.inner;
         let mut inbox = inner.inbox.borrow_mut();
         inner.shared.drain(&mut inbox);
+        let signals = inner.shared.take_signals();
+        if signals != 0 {
+            self.queue_signals(signals, ready);
+        }
         for cb in inbox.callbacks.drain(..) {
             ready.push(Ready::Remote(cb));
         }

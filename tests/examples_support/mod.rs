@@ -60,6 +60,8 @@ pub struct ExampleServer {
     /// The address from its `listening on ADDR` line.
     pub addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
+    /// What it printed after its `listening on` line.
+    stdout: Arc<Mutex<String>>,
 }
 
 impl ExampleServer {
@@ -116,6 +118,8 @@ impl ExampleServer {
         // pipe.
         let out = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let rest = stdout.clone();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(out).lines();
             for line in lines.by_ref() {
@@ -125,13 +129,18 @@ impl ExampleServer {
                     break;
                 }
             }
-            for _ in lines {}
+            for line in lines.map_while(Result::ok) {
+                let mut rest = rest.lock().unwrap();
+                rest.push_str(&line);
+                rest.push('\n');
+            }
         });
         let mut server = ExampleServer {
             name: name.to_owned(),
             child,
             addr: ([0, 0, 0, 0], 0).into(),
             stderr,
+            stdout,
         };
         let line = match rx.recv_timeout(SAFETY) {
             Ok(line) => line,
@@ -177,6 +186,34 @@ impl ExampleServer {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill {sig} {} failed", self.pid());
+    }
+
+    /// Sends `signal` to the child (its own process only) and waits (at
+    /// most [`SAFETY`]) for it to exit; returns its status and what it
+    /// printed after `listening on`.
+    pub fn signal_and_wait(&mut self, signal: i32) -> (std::process::ExitStatus, String) {
+        // SAFETY: kill(2) to our own child, which is not reaped yet.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill {signal} {}", self.child.id());
+        let deadline = Instant::now() + SAFETY;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "example {} did not exit on signal {signal}; stderr:\n{}",
+                self.name,
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        // Its stdout is closed now: the reader thread ends soon after.
+        let deadline = Instant::now() + SAFETY;
+        while Arc::strong_count(&self.stdout) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (status, self.stdout.lock().unwrap().clone())
     }
 
     /// What the child wrote to stderr so far.

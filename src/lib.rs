@@ -213,6 +213,7 @@ mod net;
 pub mod protocol;
 pub mod server;
 pub mod sock;
+mod sync;
 mod sys;
 pub mod transport;
 

@@ -69,6 +69,9 @@ use crate::error::Error;
 use crate::exception::{Exception, ExceptionContext};
 pub use handle::{Handle, TimerHandle};
 use ready::Ready;
+#[cfg(sloop_loom)]
+#[doc(hidden)]
+pub use remote::model as loom_model;
 use remote::{Inbox, Shared, MAIN_TASK};
 pub use remote::{Remote, RemoteTask};
 use selector::Selector;

@@ -15,7 +15,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, SinkExt, StreamExt};
-use sloop::{DatagramSocket, LoopHandle, Protocol, Transport, TransportStream};
+use sloop::{DatagramSocket, EventLoop, LoopHandle, Protocol, Transport, TransportStream};
 use socket2::{SockAddr, Socket};
 use support::drop_points::*;
 use support::*;
@@ -581,4 +581,348 @@ fn the_helper_catches_a_report() {
             polled: false,
         }
     });
+}
+
+// Public handles dropped or cancelled from inside each kind of callback.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+type Action = Box<dyn FnOnce()>;
+
+/// The kinds of callback an action runs in.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    CallSoon,
+    Timer,
+    Reader,
+    Writer,
+    ConnectionMade,
+    DataReceived,
+    EofReceived,
+    ConnectionLost,
+    TaskPoll,
+    WakeFromThread,
+}
+
+const KINDS: [Kind; 10] = [
+    Kind::CallSoon,
+    Kind::Timer,
+    Kind::Reader,
+    Kind::Writer,
+    Kind::ConnectionMade,
+    Kind::DataReceived,
+    Kind::EofReceived,
+    Kind::ConnectionLost,
+    Kind::TaskPoll,
+    Kind::WakeFromThread,
+];
+
+/// A protocol that runs its action in one method.
+struct RunIn {
+    kind: Kind,
+    action: Rc<RefCell<Option<Action>>>,
+}
+
+impl RunIn {
+    fn run(&self, here: Kind) {
+        if std::mem::discriminant(&self.kind) == std::mem::discriminant(&here) {
+            if let Some(a) = self.action.borrow_mut().take() {
+                a();
+            }
+        }
+    }
+}
+
+impl Protocol for RunIn {
+    fn connection_made(&mut self, _: &Transport) {
+        self.run(Kind::ConnectionMade)
+    }
+    fn data_received(&mut self, _: &[u8]) {
+        self.run(Kind::DataReceived)
+    }
+    fn eof_received(&mut self) -> bool {
+        self.run(Kind::EofReceived);
+        false
+    }
+    fn connection_lost(&mut self, _: Option<std::io::Error>) {
+        self.run(Kind::ConnectionLost)
+    }
+}
+
+/// Runs `action` inside a callback of `kind` on `lp`, returns once it ran,
+/// with the trigger's own resources (sockets, transports) released.
+fn run_in(lp: &EventLoop, kind: Kind, action: Action) {
+    let ran = Rc::new(Cell::new(false));
+    let r = ran.clone();
+    let action: Action = Box::new(move || {
+        action();
+        r.set(true);
+    });
+    let h = lp.handle();
+    match kind {
+        Kind::CallSoon => drop(lp.call_soon(action).unwrap()),
+        Kind::Timer => drop(lp.call_later(MS, action).unwrap()),
+        Kind::Reader | Kind::Writer => {
+            let (a, mut b) = UnixStream::pair().unwrap();
+            b.write_all(b"x").unwrap();
+            let a = Rc::new(a);
+            let slot = RefCell::new(Some(action));
+            let (a2, h2) = (a.clone(), h.clone());
+            let cb = move || {
+                if let Some(f) = slot.borrow_mut().take() {
+                    if matches!(kind, Kind::Reader) {
+                        h2.remove_reader(&*a2).unwrap();
+                    } else {
+                        h2.remove_writer(&*a2).unwrap();
+                    }
+                    f();
+                }
+            };
+            if matches!(kind, Kind::Reader) {
+                drop(lp.add_reader(&*a, cb).unwrap());
+            } else {
+                drop(lp.add_writer(&*a, cb).unwrap());
+            }
+            run(lp, until(|| ran.get()));
+            drop(b);
+            return;
+        }
+        Kind::ConnectionMade | Kind::DataReceived | Kind::EofReceived | Kind::ConnectionLost => {
+            let (a, mut b) = tcp_pair();
+            b.write_all(b"x").unwrap();
+            b.shutdown(std::net::Shutdown::Write).unwrap();
+            let slot = Rc::new(RefCell::new(Some(action)));
+            let t = run(
+                lp,
+                lp.connect_accepted_socket(move || RunIn { kind, action: slot }, Socket::from(a)),
+            )
+            .unwrap();
+            run(lp, until(|| ran.get()));
+            t.close();
+            drop(b);
+            return;
+        }
+        Kind::TaskPoll => lp
+            .spawn_local(async move {
+                yield_now().await;
+                action();
+            })
+            .detach(),
+        Kind::WakeFromThread => lp
+            .spawn_local(async move {
+                on_thread(|| ()).await;
+                action();
+            })
+            .detach(),
+    }
+    run(lp, until(|| ran.get()));
+}
+
+/// A handle to act on: made before the callback runs, dropped or
+/// cancelled in it; `check` runs after the loop settled.
+struct Target {
+    act: Action,
+    check: Box<dyn FnOnce()>,
+}
+
+fn cancel_reader_of_a_readable_fd(lp: &EventLoop) -> Target {
+    let (a, mut b) = UnixStream::pair().unwrap();
+    b.write_all(b"unread").unwrap();
+    let runs = Rc::new(Cell::new(0u32));
+    let r = runs.clone();
+    let handle = lp.add_reader(&a, move || r.set(r.get() + 1)).unwrap();
+    let before = runs.clone();
+    let at_cancel = Rc::new(Cell::new(0u32));
+    let at = at_cancel.clone();
+    Target {
+        act: Box::new(move || {
+            handle.cancel();
+            at.set(before.get());
+            drop((a, b));
+        }),
+        check: Box::new(move || assert_eq!(runs.get(), at_cancel.get(), "ran after cancel")),
+    }
+}
+
+fn cancel_writer(lp: &EventLoop) -> Target {
+    let (a, b) = UnixStream::pair().unwrap();
+    let runs = Rc::new(Cell::new(0u32));
+    let r = runs.clone();
+    let handle = lp.add_writer(&a, move || r.set(r.get() + 1)).unwrap();
+    let at_cancel = Rc::new(Cell::new(0u32));
+    let (at, before) = (at_cancel.clone(), runs.clone());
+    let h = lp.handle();
+    Target {
+        act: Box::new(move || {
+            handle.cancel();
+            at.set(before.get());
+            // The handle is cancelled, not removed: remove it before the
+            // fd goes, as an owner would.
+            h.remove_writer(&a).unwrap();
+            drop((a, b));
+        }),
+        check: Box::new(move || assert_eq!(runs.get(), at_cancel.get(), "ran after cancel")),
+    }
+}
+
+fn cancel_timer(lp: &EventLoop) -> Target {
+    let ran = Rc::new(Cell::new(false));
+    let r = ran.clone();
+    let timer = lp
+        .call_later(Duration::from_millis(20), move || r.set(true))
+        .unwrap();
+    Target {
+        act: Box::new(move || timer.cancel()),
+        check: Box::new(move || assert!(!ran.get(), "a cancelled timer ran")),
+    }
+}
+
+fn cancel_task(lp: &EventLoop) -> Target {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let task = lp.spawn_local(async move {
+        let _held = sock;
+        futures::future::pending::<()>().await
+    });
+    Target {
+        act: Box::new(move || {
+            task.cancel();
+        }),
+        check: Box::new(|| {}),
+    }
+}
+
+fn close_server(lp: &EventLoop) -> Target {
+    let s = run(lp, lp.create_server(Echo::default, "127.0.0.1:0")).unwrap();
+    let client = TcpStream::connect(s.local_addrs()[0]).unwrap();
+    run(lp, until(|| s.connection_count() == 1));
+    Target {
+        act: Box::new(move || {
+            s.close();
+            s.abort_clients();
+            drop((s, client));
+        }),
+        check: Box::new(|| {}),
+    }
+}
+
+fn transport_target(lp: &EventLoop, abort: bool) -> Target {
+    let (t, peer) = run(lp, transport(&lp.handle(), Echo::default()));
+    t.write(&vec![1; 1 << 20]).unwrap();
+    Target {
+        act: Box::new(move || {
+            if abort {
+                t.abort();
+            } else {
+                t.close();
+            }
+            drop((t, peer));
+        }),
+        check: Box::new(|| {}),
+    }
+}
+
+fn drop_transport_stream(lp: &EventLoop) -> Target {
+    let (a, b) = tcp_pair();
+    let s = run(lp, stream_from(&lp.handle(), a));
+    Target {
+        act: Box::new(move || drop((s, b))),
+        check: Box::new(|| {}),
+    }
+}
+
+fn drop_remote(lp: &EventLoop) -> Target {
+    let remote = lp.remote();
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = ran.clone();
+    Target {
+        act: Box::new(move || {
+            remote
+                .call_soon(move || r.store(true, std::sync::atomic::Ordering::SeqCst))
+                .unwrap();
+            drop(remote);
+        }),
+        check: Box::new(move || assert!(ran.load(std::sync::atomic::Ordering::SeqCst))),
+    }
+}
+
+use std::sync::Arc;
+
+#[test]
+fn handles_dropped_or_cancelled_inside_each_callback_kind() {
+    let _g = serial();
+    let targets: [(&str, fn(&EventLoop) -> Target); 9] = [
+        (
+            "cancel a reader Handle of a readable fd",
+            cancel_reader_of_a_readable_fd,
+        ),
+        ("cancel a writer Handle", cancel_writer),
+        ("cancel a TimerHandle", cancel_timer),
+        ("cancel a Task", cancel_task),
+        ("close and drop a Server", close_server),
+        ("close a Transport", |lp| transport_target(lp, false)),
+        ("abort a Transport", |lp| transport_target(lp, true)),
+        ("drop a TransportStream", drop_transport_stream),
+        ("drop a Remote", drop_remote),
+    ];
+    let lp = lenient_loop();
+    let reports = exception_messages(&lp);
+    settle(&lp, 2);
+    for kind in KINDS {
+        for (name, make) in targets {
+            let what = format!("{name} inside {kind:?}");
+            let base = Baseline::take(&lp);
+            let target = make(&lp);
+            run_in(&lp, kind, target.act);
+            settle(&lp, 4);
+            assert_no_spin(&lp, &what);
+            (target.check)();
+            base.assert_back(&lp, &what);
+            assert!(
+                reports.borrow().is_empty(),
+                "{what}: {:?}",
+                reports.borrow()
+            );
+        }
+    }
+}
+
+/// Found by the matrix above: a reader cancelled through its `Handle`
+/// stays registered until its next event; if its owner closes the fd
+/// first, that event never comes, and the next socket given the same fd
+/// number could not get a reader or writer (the loop modified a
+/// registration the kernel had already dropped: ENOENT).
+#[test]
+fn a_cancelled_reader_whose_fd_was_closed_leaves_the_fd_number_usable() {
+    use std::os::fd::AsRawFd;
+    let _g = serial();
+    let lp = lenient_loop();
+    for (first_read, then_read) in [(true, true), (true, false), (false, true), (false, false)] {
+        let (a, b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        let handle = if first_read {
+            lp.add_reader(&a, || {}).unwrap()
+        } else {
+            lp.add_writer(&a, || {}).unwrap()
+        };
+        handle.cancel();
+        drop((a, b));
+        // This binary runs one test at a time: the next socket gets `fd`.
+        let (c, mut d) = UnixStream::pair().unwrap();
+        assert_eq!(c.as_raw_fd(), fd, "fd numbers were reused");
+        let ran = Rc::new(Cell::new(false));
+        let r = ran.clone();
+        if then_read {
+            d.write_all(b"x").unwrap();
+            lp.add_reader(&c, move || r.set(true)).unwrap();
+        } else {
+            lp.add_writer(&c, move || r.set(true)).unwrap();
+        }
+        run(&lp, until(|| ran.get()));
+        if then_read {
+            assert!(lp.remove_reader(&c).unwrap());
+        } else {
+            assert!(lp.remove_writer(&c).unwrap());
+        }
+    }
 }

@@ -605,13 +605,14 @@ impl LoopHandle {
 
     fn add_callback(&self, fd: RawFd, handle: Handle, read: bool) -> Result<Handle, Error> {
         self.check_closed()?;
-        let old = {
+        let (old, stale) = {
             let mut selector = self.inner.selector.borrow_mut();
             let selector = selector.as_mut().ok_or(Error::Closed)?;
             selector.ensure_fd_no_source(fd)?;
             selector.add_callback(fd, handle.clone(), read)?
         };
-        if let Some(old) = old {
+        // Cancelled (and so dropped) outside the selector's borrow.
+        for old in [old, stale].into_iter().flatten() {
             old.cancel();
         }
         Ok(handle)

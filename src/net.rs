@@ -272,7 +272,18 @@ fn parse(s: &str) -> io::Result<Addrs> {
         (host, port)
     };
     let port = parse_port(port).map_err(|why| invalid(&quoted, why))?;
+    check_host(host).map_err(|why| invalid(&quoted, why))?;
     Ok(host_port(host, port))
+}
+
+/// A bracket is never part of a host (an IPv6 literal's were stripped):
+/// such text would print as an address that no longer parses.
+fn check_host(host: &str) -> Result<(), &'static str> {
+    if host.contains(['[', ']']) {
+        Err("a bracket inside the host")
+    } else {
+        Ok(())
+    }
 }
 
 impl ToAddrs for Addrs {
@@ -331,6 +342,7 @@ impl ToAddrs for (Ipv6Addr, u16) {
 
 impl ToAddrs for (&str, u16) {
     fn to_addrs(&self) -> io::Result<Addrs> {
+        check_host(self.0).map_err(|why| invalid(format_args!("{self:?}"), why))?;
         Ok(host_port(self.0, Port::Number(self.1)))
     }
 }
@@ -345,6 +357,7 @@ impl ToAddrs for (String, u16) {
 impl ToAddrs for (&str, &str) {
     fn to_addrs(&self) -> io::Result<Addrs> {
         let port = parse_port(self.1).map_err(|why| invalid(format_args!("{self:?}"), why))?;
+        check_host(self.0).map_err(|why| invalid(format_args!("{self:?}"), why))?;
         Ok(host_port(self.0, port))
     }
 }

@@ -376,11 +376,14 @@ fn main() {
     let mut samples: VecDeque<(Instant, u64)> = VecDeque::new();
     let line = |samples: &VecDeque<(Instant, u64)>| {
         let rss = status_kib("VmRSS:");
-        let growth = samples
-            .front()
-            .filter(|(t, _)| t.elapsed() >= Duration::from_secs(59))
-            .map(|&(_, old)| format!("{:.2}%", (rss as f64 - old as f64) * 100.0 / old as f64))
-            .unwrap_or_else(|| "n/a".into());
+        // Over the last minute of traffic (sampling stops at the deadline,
+        // before the clients drain).
+        let growth = match (samples.front(), samples.back()) {
+            (Some(&(t0, old)), Some(&(t1, new))) if t1 - t0 >= Duration::from_secs(59) => {
+                format!("{:.2}%", (new as f64 - old as f64) * 100.0 / old as f64)
+            }
+            _ => "n/a".into(),
+        };
         format!(
             "soak: t={}s loops={loops} connections_served={} clients_done={} bytes_verified={} aborted={} errors={} rss_kib={rss} peak_rss_kib={} fds={} rss_growth_last_min={growth}",
             start.elapsed().as_secs(),
@@ -396,12 +399,15 @@ fn main() {
     let mut last_print = Instant::now();
     while threads.iter().any(|t| !t.is_finished()) {
         std::thread::sleep(Duration::from_millis(200));
-        samples.push_back((Instant::now(), status_kib("VmRSS:")));
-        while samples
-            .front()
-            .is_some_and(|(t, _)| t.elapsed() > Duration::from_secs(60))
-        {
-            samples.pop_front();
+        let now = Instant::now();
+        if now < deadline {
+            samples.push_back((now, status_kib("VmRSS:")));
+            while samples
+                .front()
+                .is_some_and(|&(t, _)| now - t > Duration::from_secs(60))
+            {
+                samples.pop_front();
+            }
         }
         if last_print.elapsed() >= Duration::from_secs(10) {
             println!("{}", line(&samples));

@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {
         return;
     }
-    let (ops, payload) = data.split_at(data.len().min(32));
+    let (ops, payload) = data.split_at((data.len() / 2).min(32));
     LOOP.with(|lp| {
         let (a, mut peer) = UnixStream::pair().unwrap();
         let h = lp.handle();
@@ -36,6 +36,9 @@ fuzz_target!(|data: &[u8]| {
                 let mut s = TransportStream::new(&t);
                 let mut got = Vec::new();
                 let mut sent = 0;
+                if payload.is_empty() {
+                    peer.shutdown(std::net::Shutdown::Write).unwrap();
+                }
                 let mut i = 0;
                 loop {
                     let op = ops[i % ops.len()];
@@ -50,7 +53,9 @@ fuzz_target!(|data: &[u8]| {
                             peer.shutdown(std::net::Shutdown::Write).unwrap();
                         }
                     }
-                    match op >> 5 {
+                    // Once everything is sent, only reads: the loop ends.
+                    let kind = if sent == payload.len() { (op >> 5) % 5 } else { op >> 5 };
+                    match kind {
                         0 | 1 | 2 => {
                             let mut buf = vec![0; 1 + (op as usize & 0x3f)];
                             let n = s.read(&mut buf).await.unwrap();

@@ -577,6 +577,9 @@ pub(crate) async fn bind_tcp(addrs: Vec<Addrs>, opts: ListenOptions) -> io::Resu
             Ok(s) => s,
             Err(e) => {
                 log::debug!("create_server() failed to create socket for {sa}: {e}");
+                // Kept: if no address works, this is the error (EMFILE,
+                // say), not a generic one.
+                last_err = Some(e);
                 continue;
             }
         };

@@ -1,13 +1,14 @@
 //! Resource limits (issue 16): out of fds every constructor fails with an
 //! error instead of panicking, and works again once fds are freed (EMFILE
 //! on accept is tests/server_accept.rs); 50,000 idle connections with the
-//! echo still answering a new client (`--ignored`: heavy for CI).
+//! echo still answering a new client (with `SLOOP_IDLE_CONNECTIONS` only:
+//! heavy for CI).
 
 mod support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sloop::Protocol;
 use support::*;
@@ -84,24 +85,39 @@ fn raise_fds(want: u64) -> u64 {
     #[allow(unsafe_code)]
     unsafe {
         assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        lim.rlim_cur = want.min(lim.rlim_max);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        // Root may raise the hard limit too; others get what it allows.
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: want.max(lim.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
     }
     lim.rlim_cur
 }
 
-/// 50,000 idle connections (100,000 fds: both ends live here), then a new
+/// Idle connections (both ends live here: two fds each), then a new
 /// client's echo. Prints the new client's round trip; asserts it answers.
-/// `SLOOP_IDLE_CONNECTIONS` changes the count.
+/// Heavy, so it runs only with `SLOOP_IDLE_CONNECTIONS` set (50,000 for
+/// the figure in the README):
+///
+/// ```text
+/// SLOOP_IDLE_CONNECTIONS=50000 cargo test --release --test reliability_limits -- idle --nocapture
+/// ```
 #[test]
-#[ignore = "heavy: 100,000 fds and a few hundred MB; run with --ignored"]
-fn fifty_thousand_idle_connections_and_the_echo_still_answers() {
-    let n: usize = std::env::var("SLOOP_IDLE_CONNECTIONS")
+fn idle_connections_and_the_echo_still_answers() {
+    let Some(n) = std::env::var("SLOOP_IDLE_CONNECTIONS")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50_000);
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        eprintln!("skipped: set SLOOP_IDLE_CONNECTIONS=50000 to run");
+        return;
+    };
     let status = in_child(
-        "fifty_thousand_idle_connections_and_the_echo_still_answers",
+        "idle_connections_and_the_echo_still_answers",
         &[],
         move || {
             let got = raise_fds(2 * n as u64 + 1000);
@@ -150,6 +166,3 @@ fn fifty_thousand_idle_connections_and_the_echo_still_answers() {
     );
     assert!(status.success(), "child failed: {status:?}");
 }
-
-#[allow(dead_code)]
-const _: Duration = Duration::ZERO;

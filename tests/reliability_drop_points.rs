@@ -848,10 +848,13 @@ fn drop_remote(lp: &EventLoop) -> Target {
 
 use std::sync::Arc;
 
+/// Makes a [`Target`] on a loop.
+type MakeTarget = fn(&EventLoop) -> Target;
+
 #[test]
 fn handles_dropped_or_cancelled_inside_each_callback_kind() {
     let _g = serial();
-    let targets: [(&str, fn(&EventLoop) -> Target); 9] = [
+    let targets: [(&str, MakeTarget); 9] = [
         (
             "cancel a reader Handle of a readable fd",
             cancel_reader_of_a_readable_fd,

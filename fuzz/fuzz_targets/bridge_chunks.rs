@@ -25,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let (ops, payload) = data.split_at((data.len() / 2).min(32));
     LOOP.with(|lp| {
         let (a, mut peer) = UnixStream::pair().unwrap();
+        peer.set_nonblocking(true).unwrap();
         let h = lp.handle();
         let expected = payload.to_vec();
         let out = lp
@@ -45,16 +46,27 @@ fuzz_target!(|data: &[u8]| {
                     i += 1;
                     // The peer sends the next chunk, then the stream takes
                     // some of what is there.
+                    // (Non-blocking: when the stream stops reading at its
+                    // limit the socket fills, and then this step reads.)
+                    let mut full = false;
                     if sent < payload.len() {
                         let n = (1 + (op as usize & 0x1f) * 37).min(payload.len() - sent);
-                        peer.write_all(&payload[sent..sent + n]).unwrap();
-                        sent += n;
+                        match peer.write(&payload[sent..sent + n]) {
+                            Ok(k) => sent += k,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => full = true,
+                            Err(e) => panic!("{e}"),
+                        }
                         if sent == payload.len() {
                             peer.shutdown(std::net::Shutdown::Write).unwrap();
                         }
                     }
-                    // Once everything is sent, only reads: the loop ends.
-                    let kind = if sent == payload.len() { (op >> 5) % 5 } else { op >> 5 };
+                    // Once everything is sent (or the socket is full), a
+                    // read: the loop makes progress and ends.
+                    let kind = if sent == payload.len() || full {
+                        (op >> 5) % 5
+                    } else {
+                        op >> 5
+                    };
                     match kind {
                         0 | 1 | 2 => {
                             let mut buf = vec![0; 1 + (op as usize & 0x3f)];

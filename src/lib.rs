@@ -228,6 +228,7 @@ pub mod server;
 mod signals;
 pub mod sock;
 pub mod subprocess;
+mod sync;
 mod sys;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -274,7 +274,18 @@ fn parse(s: &str) -> io::Result<Addrs> {
         (host, port)
     };
     let port = parse_port(port).map_err(|why| invalid(&quoted, why))?;
+    check_host(host).map_err(|why| invalid(&quoted, why))?;
     Ok(host_port(host, port))
+}
+
+/// A bracket is never part of a host (an IPv6 literal's were stripped):
+/// such text would print as an address that no longer parses.
+fn check_host(host: &str) -> Result<(), &'static str> {
+    if host.contains(['[', ']']) {
+        Err("a bracket inside the host")
+    } else {
+        Ok(())
+    }
 }
 
 impl ToAddrs for Addrs {
@@ -333,6 +344,7 @@ impl ToAddrs for (Ipv6Addr, u16) {
 
 impl ToAddrs for (&str, u16) {
     fn to_addrs(&self) -> io::Result<Addrs> {
+        check_host(self.0).map_err(|why| invalid(format_args!("{self:?}"), why))?;
         Ok(host_port(self.0, Port::Number(self.1)))
     }
 }
@@ -347,6 +359,7 @@ impl ToAddrs for (String, u16) {
 impl ToAddrs for (&str, &str) {
     fn to_addrs(&self) -> io::Result<Addrs> {
         let port = parse_port(self.1).map_err(|why| invalid(format_args!("{self:?}"), why))?;
+        check_host(self.0).map_err(|why| invalid(format_args!("{self:?}"), why))?;
         Ok(host_port(self.0, port))
     }
 }
@@ -536,6 +549,9 @@ pub(crate) async fn bind_tcp(addrs: Vec<Addrs>, opts: ListenOptions) -> io::Resu
             Ok(s) => s,
             Err(e) => {
                 log::debug!("create_server() failed to create socket for {sa}: {e}");
+                // Kept: if no address works, this is the error (EMFILE,
+                // say), not a generic one.
+                last_err = Some(e);
                 continue;
             }
         };

@@ -71,6 +71,9 @@ use crate::error::Error;
 use crate::exception::{Exception, ExceptionContext};
 pub use handle::{Handle, TimerHandle};
 use ready::Ready;
+#[cfg(sloop_loom)]
+#[doc(hidden)]
+pub use remote::model as loom_model;
 use remote::{Inbox, Shared, MAIN_TASK};
 pub use remote::{Remote, RemoteTask};
 use selector::Selector;
@@ -616,13 +619,14 @@ impl LoopHandle {
 
     fn add_callback(&self, fd: RawFd, handle: Handle, read: bool) -> Result<Handle, Error> {
         self.check_closed()?;
-        let old = {
+        let (old, stale) = {
             let mut selector = self.inner.selector.borrow_mut();
             let selector = selector.as_mut().ok_or(Error::Closed)?;
             selector.ensure_fd_no_source(fd)?;
             selector.add_callback(fd, handle.clone(), read)?
         };
-        if let Some(old) = old {
+        // Cancelled (and so dropped) outside the selector's borrow.
+        for old in [old, stale].into_iter().flatten() {
             old.cancel();
         }
         Ok(handle)

@@ -13,16 +13,17 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::channel::oneshot;
 use futures::future::FutureObj;
 use futures::task::{Spawn, SpawnError};
-use mio::Waker;
 
 use super::{LoopHandle, LoopStats};
+// std's types, or loom's in the model build (tests/loom_remote.rs).
+use crate::sync::{AtomicBool, Mutex, MutexGuard, Ordering, Waker};
 use crate::error::Error;
 
 /// A callback sent from another thread.
@@ -56,12 +57,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(waker: Waker) -> Arc<Shared> {
+    pub(crate) fn new(waker: impl Into<Waker>) -> Arc<Shared> {
         Arc::new(Shared {
             locked: Mutex::new(Locked {
                 inbox: Inbox::default(),
                 closed: false,
-                waker: Some(Arc::new(waker)),
+                waker: Some(Arc::new(waker.into())),
             }),
             pending: AtomicBool::new(false),
             signals: AtomicU64::new(0),
@@ -331,5 +332,67 @@ impl<T> Future for RemoteTask<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut self.rx).poll(cx)
+    }
+}
+
+/// The inbox alone, for the loom model (tests/loom_remote.rs): the loop's
+/// side (wait for the waker, drain, close) driven by the model's threads.
+/// Exists only in `--cfg sloop_loom` builds.
+#[cfg(sloop_loom)]
+#[doc(hidden)]
+#[allow(missing_docs, missing_debug_implementations)]
+pub mod model {
+    use super::*;
+
+    pub struct Inbox {
+        shared: Arc<Shared>,
+        waker: Arc<Waker>,
+    }
+
+    impl Inbox {
+        pub fn new() -> Inbox {
+            let shared = Shared::new(Waker::default());
+            let waker = shared.lock().waker.clone().unwrap();
+            Inbox { shared, waker }
+        }
+
+        pub fn remote(&self) -> Remote {
+            Remote {
+                shared: self.shared.clone(),
+            }
+        }
+
+        /// What a task waker on another thread does.
+        pub fn wake_task(&self, key: usize) {
+            self.shared.push_woken(key)
+        }
+
+        /// The loop's decision to block in poll.
+        pub fn is_pending(&self) -> bool {
+            self.shared.is_pending()
+        }
+
+        /// The loop's blocking poll: returns the rings it consumed.
+        pub fn wait(&self) -> usize {
+            self.waker.wait()
+        }
+
+        /// Rings not yet consumed, without blocking.
+        pub fn take_rings(&self) -> usize {
+            self.waker.take()
+        }
+
+        /// One drain: the callbacks (dropped here, not run) and woken keys.
+        pub fn drain(&self) -> (usize, Vec<usize>) {
+            let mut into = super::Inbox::default();
+            self.shared.drain(&mut into);
+            (into.callbacks.len(), into.woken)
+        }
+
+        /// The loop's close: what was queued and never drained.
+        pub fn close(&self) -> (usize, Vec<usize>) {
+            let inbox = self.shared.close();
+            (inbox.callbacks.len(), inbox.woken)
+        }
     }
 }

@@ -281,13 +281,15 @@ impl Selector {
     }
 
     /// Sets the reader (`read`) or writer callback of `fd`, registering the
-    /// fd if it is new. Returns the callback it replaces (to be cancelled).
+    /// fd if it is new. Returns the callbacks it replaces (to be cancelled):
+    /// the one in the same direction, and the other one too if the entry
+    /// was stale.
     pub(crate) fn add_callback(
         &mut self,
         fd: RawFd,
         handle: Handle,
         read: bool,
-    ) -> Result<Option<Handle>, Error> {
+    ) -> Result<(Option<Handle>, Option<Handle>), Error> {
         let Some(key) = self.key_of_fd(fd) else {
             let (reader, writer, interest) = if read {
                 (Some(handle), None, Interest::READABLE)
@@ -295,7 +297,7 @@ impl Selector {
                 (None, Some(handle), Interest::WRITABLE)
             };
             self.insert(fd, IoKind::Callbacks { reader, writer }, interest)?;
-            return Ok(None);
+            return Ok((None, None));
         };
         let entry = &mut self.entries[key];
         let token = IoKey {
@@ -315,10 +317,34 @@ impl Selector {
                     writer.replace(handle)
                 };
                 let interest = interest_of(reader, writer).expect("one callback is set");
-                self.poll
+                match self
+                    .poll
                     .registry()
-                    .reregister(&mut SourceFd(&fd), token, interest)?;
-                Ok(old)
+                    .reregister(&mut SourceFd(&fd), token, interest)
+                {
+                    Ok(()) => Ok((old, None)),
+                    // The kernel no longer knows this registration: its fd
+                    // was closed while registered (a cancelled reader
+                    // waits for an event that a closed fd never gives) and
+                    // the number now belongs to a new socket. The entry is
+                    // stale: replace it with a fresh one for the new fd.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        let (new, stale) = if read {
+                            (reader.take(), writer.take())
+                        } else {
+                            (writer.take(), reader.take())
+                        };
+                        self.remove(key);
+                        let (reader, writer, interest) = if read {
+                            (new, None, Interest::READABLE)
+                        } else {
+                            (None, new, Interest::WRITABLE)
+                        };
+                        self.insert(fd, IoKind::Callbacks { reader, writer }, interest)?;
+                        Ok((old, stale))
+                    }
+                    Err(e) => Err(e.into()),
+                }
             }
         }
     }

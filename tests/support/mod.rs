@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use sloop::{EventLoop, LoopHandle, Protocol, Transport};
 
+pub mod drop_points;
 pub mod logs;
 
 /// The safety net for every test run: generous, never the thing waited on.

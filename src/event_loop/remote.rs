@@ -23,8 +23,8 @@ use futures::task::{Spawn, SpawnError};
 
 use super::{LoopHandle, LoopStats};
 // std's types, or loom's in the model build (tests/loom_remote.rs).
-use crate::sync::{AtomicBool, Mutex, MutexGuard, Ordering, Waker};
 use crate::error::Error;
+use crate::sync::{AtomicBool, Mutex, MutexGuard, Ordering, Waker};
 
 /// A callback sent from another thread.
 pub(crate) type RemoteCallback = Box<dyn FnOnce(&LoopHandle) + Send>;

@@ -6,8 +6,8 @@
 //! the waker the future was polled with (nobody keeps it), no spin (this
 //! thread's CPU time while the loop runs for 100 ms), and no report to the
 //! loop's exception handler. The loop's own tables (transports, timers,
-//! tasks, registrations) join in [`LoopTables`] once `LoopHandle::stats()`
-//! exists.
+//! tasks, registrations) are compared through [`LoopTables`], read from
+//! `LoopHandle::stats()`.
 //!
 //! fds are counted process-wide, so a binary using this must run its tests
 //! one at a time: each takes [`serial`] first, and the binary holds only
@@ -90,18 +90,41 @@ pub async fn yield_now() {
     .await
 }
 
-/// The loop's own tables, compared before and after. Empty until
-/// `LoopHandle::stats()` lands: that merge fills this struct from it
-/// (transports, timers, tasks, registered fds, wakers) and nothing else
-/// in this module changes.
+/// The loop's own tables, compared before and after: what
+/// `LoopHandle::stats()` says the loop holds. Not its registered fds: a
+/// raw reader or writer cancelled through its `Handle` keeps its
+/// registration until its fd's next event (docs/design.md D3), and the
+/// process's fds are checked apart.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct LoopTables {}
+pub struct LoopTables {
+    pub transports: [usize; 4],
+    pub servers: usize,
+    pub listeners: usize,
+    pub timers_live: usize,
+    pub tasks: usize,
+    pub ready: usize,
+    pub write_buffered: usize,
+    pub paused: (usize, usize),
+}
 
-/// **The place where the loop-statistics checks go**: snapshot `lp`'s
-/// tables. Today it records nothing.
+/// Snapshots `lp`'s tables from its statistics.
 pub fn loop_tables(lp: &LoopHandle) -> LoopTables {
-    let _ = lp;
-    LoopTables {}
+    let s = lp.stats();
+    LoopTables {
+        transports: [
+            s.transports.tcp,
+            s.transports.unix,
+            s.transports.udp,
+            s.transports.unix_datagram,
+        ],
+        servers: s.servers,
+        listeners: s.listeners,
+        timers_live: s.timers_live,
+        tasks: s.tasks,
+        ready: s.ready,
+        write_buffered: s.write_buffered,
+        paused: (s.paused_reading, s.paused_writing),
+    }
 }
 
 /// What must be back after a drop.

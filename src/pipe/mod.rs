@@ -44,9 +44,8 @@ pub use stream::{PipeReader, PipeWriter};
 use crate::error::Error;
 use crate::event_loop::LoopHandle;
 use crate::exception::ExceptionContext;
+use crate::transport::flow::FlowControl;
 
-/// The default high-water mark of a write pipe's buffer (asyncio's 64 KiB).
-const HIGH_WATER: usize = 64 * 1024;
 /// How much a read pipe reads at once: a Linux pipe's default capacity.
 const READ_SIZE: usize = 64 * 1024;
 
@@ -89,11 +88,10 @@ struct State {
     /// `connection_lost` has been scheduled or ran.
     lost: bool,
     paused_reading: bool,
-    /// Flow control told the protocol to pause.
-    paused_writing: bool,
     buffer: VecDeque<u8>,
-    high: usize,
-    low: usize,
+    /// The write watermarks and whether the protocol was told to pause:
+    /// the socket transport's flow control (asyncio's `_FlowControlMixin`).
+    flow: FlowControl,
     /// Waiters for the write buffer to drain (the bridge's flush).
     drain_waiters: Vec<Waker>,
 }
@@ -266,10 +264,8 @@ impl PipeTransport {
                 closing: false,
                 lost: false,
                 paused_reading: false,
-                paused_writing: false,
                 buffer: VecDeque::new(),
-                high: HIGH_WATER,
-                low: HIGH_WATER / 4,
+                flow: FlowControl::default(),
                 drain_waiters: Vec::new(),
             }),
             protocol: RefCell::new(Some(protocol)),
@@ -456,10 +452,8 @@ impl PipeTransport {
 
     fn maybe_pause(&self) {
         let pause = {
-            let mut state = self.inner.state.borrow_mut();
-            let pause = !state.paused_writing && state.buffer.len() > state.high;
-            state.paused_writing |= pause;
-            pause
+            let state = &mut *self.inner.state.borrow_mut();
+            state.flow.should_pause(state.buffer.len())
         };
         if pause {
             self.call_protocol(|p| p.pause_writing());
@@ -468,10 +462,8 @@ impl PipeTransport {
 
     fn maybe_resume(&self) {
         let resume = {
-            let mut state = self.inner.state.borrow_mut();
-            let resume = state.paused_writing && state.buffer.len() <= state.low;
-            state.paused_writing &= !resume;
-            resume
+            let state = &mut *self.inner.state.borrow_mut();
+            state.flow.should_resume(state.buffer.len())
         };
         if resume {
             self.call_protocol(|p| p.resume_writing());
@@ -582,27 +574,15 @@ impl PipeTransport {
         high: Option<usize>,
         low: Option<usize>,
     ) -> Result<(), Error> {
-        let high = high.unwrap_or(match low {
-            Some(low) => low * 4,
-            None => HIGH_WATER,
-        });
-        let low = low.unwrap_or(high / 4);
-        if high < low {
-            return Err(Error::InvalidWriteLimits { high, low });
-        }
-        {
-            let mut state = self.inner.state.borrow_mut();
-            state.high = high;
-            state.low = low;
-        }
+        self.inner.state.borrow_mut().flow.set_limits(high, low)?;
         self.maybe_pause();
         Ok(())
     }
 
     /// The write buffer's `(high, low)` water marks.
     pub fn write_buffer_limits(&self) -> (usize, usize) {
-        let state = self.inner.state.borrow();
-        (state.high, state.low)
+        let (low, high) = self.inner.state.borrow().flow.limits();
+        (high, low)
     }
 
     /// Registers `waker` to be woken when the write buffer is empty (or

@@ -34,7 +34,7 @@
 use std::any::Any;
 use std::cell::Cell;
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use crate::error::Error;
 use crate::event_loop::LoopHandle;
@@ -172,6 +172,12 @@ pub(crate) trait Slot: Default {
     fn replace(&self, p: Self::Protocol) -> Option<Self::Protocol>;
 }
 
+/// A protocol the cell can lend by its concrete type (`with_protocol`):
+/// its `Any` view, or `None` for one no user can name (the bridge's own).
+pub(crate) trait Lendable {
+    fn as_any_mut(&mut self) -> Option<&mut dyn Any>;
+}
+
 /// What the cell needs from the transport that owns it.
 pub(crate) trait Host {
     fn loop_handle(&self) -> &LoopHandle;
@@ -210,6 +216,33 @@ pub(crate) struct ProtocolCell<S> {
 }
 
 impl<S: Slot> ProtocolCell<S> {
+    /// The transports' `with_protocol`: lends the protocol to `f` if it is
+    /// a `P`, taken out of the slot as for one of its own callbacks (what
+    /// `f` causes is delivered after it returns); a panic in `f` goes back
+    /// to the caller once the protocol is back.
+    pub(crate) fn with_protocol<P: Any, R>(
+        &self,
+        host: &impl Host,
+        f: impl FnOnce(&mut P) -> R,
+    ) -> Option<R>
+    where
+        S::Protocol: Lendable,
+    {
+        let mut p = self.slot.take()?;
+        self.flags.set(BUSY, true);
+        let r = p
+            .as_any_mut()
+            .and_then(|p| p.downcast_mut::<P>())
+            .map(|p| catch_unwind(AssertUnwindSafe(|| f(p))));
+        self.flags.set(BUSY, false);
+        self.put_back(p);
+        self.after_call(host);
+        match r? {
+            Ok(r) => Some(r),
+            Err(payload) => resume_unwind(payload),
+        }
+    }
+
     /// Runs `f` on the protocol, taken out of its slot, under
     /// `catch_unwind`; then delivers what was held back. Returns `None` if
     /// the protocol is not there (running further up the stack, or gone)

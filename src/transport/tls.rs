@@ -38,15 +38,14 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::RawFd;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use rustls::Connection;
 
 use super::cell::{
-    Host, ProtocolCell, Slot, BUFFERED, BUSY, CLOSING, EOF, LOST_DONE, LOST_SCHEDULED, PAUSED,
-    READ_EOF, STARTED,
+    Host, ProtocolCell, BUFFERED, CLOSING, EOF, LOST_DONE, LOST_SCHEDULED, PAUSED, READ_EOF,
+    STARTED,
 };
 use super::flow::FlowControl;
 use super::socket::slot::{feed_buffered, Installed, ProtocolSlot};
@@ -702,19 +701,7 @@ impl TlsTransport {
 
     /// [`Transport::with_protocol`], as the socket transport does it.
     pub(crate) fn with_protocol<P: Any, R>(&self, f: impl FnOnce(&mut P) -> R) -> Option<R> {
-        let mut p = self.cell.slot.take()?;
-        self.set_flag(BUSY, true);
-        let r = p
-            .as_any_mut()
-            .and_then(|p| p.downcast_mut::<P>())
-            .map(|p| catch_unwind(AssertUnwindSafe(|| f(p))));
-        self.set_flag(BUSY, false);
-        self.cell.put_back(p);
-        self.cell.after_call(self);
-        match r? {
-            Ok(r) => Some(r),
-            Err(payload) => resume_unwind(payload),
-        }
+        self.cell.with_protocol(self, f)
     }
 
     fn describe_impl(&self) -> String {

@@ -74,7 +74,6 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 
 use crate::error::Error;
@@ -453,20 +452,7 @@ impl<A: DatagramAddr> DatagramTransport<A> {
     where
         P: DatagramProtocol<A>,
     {
-        let inner = &*self.inner;
-        let mut p = inner.cell.slot.take()?;
-        inner.set_flag(BUSY, true);
-        let r = p
-            .as_any_mut()
-            .downcast_mut::<P>()
-            .map(|p| catch_unwind(AssertUnwindSafe(|| f(p))));
-        inner.set_flag(BUSY, false);
-        inner.cell.put_back(p);
-        inner.cell.after_call(inner);
-        match r? {
-            Ok(r) => Some(r),
-            Err(payload) => resume_unwind(payload),
-        }
+        self.inner.cell.with_protocol(&*self.inner, f)
     }
 
     /// Whether the transport is closing or closed. See the example on

@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::io;
 
 use crate::protocol::DatagramProtocol;
-use crate::transport::cell::{Notified, Slot};
+use crate::transport::cell::{Lendable, Notified, Slot};
 use crate::transport::datagram::DatagramAddr;
 
 /// A datagram protocol as the transport stores it: the protocol, plus an
@@ -25,6 +25,12 @@ impl<A: DatagramAddr, P: DatagramProtocol<A>> StoredProtocol<A> for P {
 }
 
 pub(super) type BoxedProtocol<A> = Box<dyn StoredProtocol<A>>;
+
+impl<A: DatagramAddr> Lendable for BoxedProtocol<A> {
+    fn as_any_mut(&mut self) -> Option<&mut dyn Any> {
+        Some(StoredProtocol::as_any_mut(&mut **self))
+    }
+}
 
 impl<A: DatagramAddr> Notified for dyn StoredProtocol<A> {
     fn pause_writing(&mut self) {

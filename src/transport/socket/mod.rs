@@ -41,7 +41,6 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 
 use socket2::Socket;
@@ -51,8 +50,8 @@ use slot::ProtocolSlot;
 use write_buf::WriteBuf;
 
 use super::cell::{
-    Host, ProtocolCell, Slot, BUFFERED, BUSY, CLOSING, EOF, HAS_DATA, LOST_DONE, LOST_SCHEDULED,
-    PAUSED, READABLE, READ_EOF, SENDFILE, STARTED,
+    Host, ProtocolCell, BUFFERED, CLOSING, EOF, HAS_DATA, LOST_DONE, LOST_SCHEDULED, PAUSED,
+    READABLE, READ_EOF, SENDFILE, STARTED,
 };
 use super::flow::FlowControl;
 use super::{Address, ConnectionGuard, EmptyWaiter, Transport, TransportImpl, WaiterState};
@@ -216,19 +215,7 @@ impl SocketTransport {
     /// arrive after it returns); a panic in `f` goes back to the caller
     /// once the protocol is back.
     pub(crate) fn with_protocol<P: Any, R>(&self, f: impl FnOnce(&mut P) -> R) -> Option<R> {
-        let mut p = self.cell.slot.take()?;
-        self.set_flag(BUSY, true);
-        let r = p
-            .as_any_mut()
-            .and_then(|p| p.downcast_mut::<P>())
-            .map(|p| catch_unwind(AssertUnwindSafe(|| f(p))));
-        self.set_flag(BUSY, false);
-        self.cell.put_back(p);
-        self.cell.after_call(self);
-        match r? {
-            Ok(r) => Some(r),
-            Err(payload) => resume_unwind(payload),
-        }
+        self.cell.with_protocol(self, f)
     }
 
     // ----- closing -----

@@ -9,7 +9,7 @@ use crate::protocol::stream_reader::StreamReaderProtocol;
 use std::any::Any;
 
 use crate::protocol::{AnyProtocol, BufferedProtocol, ProtocolBox, StoredBuffered, StoredProtocol};
-use crate::transport::cell::{Notified, Slot};
+use crate::transport::cell::{Lendable, Notified, Slot};
 use crate::transport::Transport;
 
 /// A protocol as the transport holds it: the public kinds, and the
@@ -42,6 +42,18 @@ macro_rules! on_each_kind {
     };
 }
 
+/// The user's protocol as `Any`, to lend it by type; `None` for the
+/// stream bridge's own.
+impl Lendable for Installed {
+    fn as_any_mut(&mut self) -> Option<&mut dyn Any> {
+        match self {
+            Installed::Stream(p) => Some(p.as_any_mut()),
+            Installed::Buffered(p) => Some(p.as_any_mut()),
+            Installed::Bridge(_) => None,
+        }
+    }
+}
+
 impl Installed {
     pub(crate) fn connection_made(&mut self, t: &Transport) {
         on_each_kind!(self, p => p.connection_made(t))
@@ -52,15 +64,6 @@ impl Installed {
     /// Whether the transport reads into the protocol's own buffer.
     pub(crate) fn is_buffered(&self) -> bool {
         !matches!(self, Installed::Stream(_))
-    }
-    /// The user's protocol as `Any`, to lend it by type; `None` for the
-    /// stream bridge's own.
-    pub(crate) fn as_any_mut(&mut self) -> Option<&mut dyn Any> {
-        match self {
-            Installed::Stream(p) => Some(p.as_any_mut()),
-            Installed::Buffered(p) => Some(p.as_any_mut()),
-            Installed::Bridge(_) => None,
-        }
     }
 
     /// The protocol as a `BufferedProtocol`, unless it is a `Protocol`.
